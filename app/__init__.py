@@ -1,0 +1,62 @@
+"""The Collaboration Bus server: `create_app(settings)` builds the Flask app (REST + WebSockets)."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+
+from app.config import Settings
+
+log = logging.getLogger(__name__)
+
+BODY_OVERHEAD_BYTES = 64 * 1024  # room for the envelope around the largest allowed content
+
+
+def create_app(settings: Settings | None = None, *, celery=None, start_listener: bool = True) -> Flask:
+    """Build the bus's Flask app from `settings` (default: the environment).
+
+    `celery` is the Celery app used to enqueue deliveries (default: a client for the configured
+    broker); `start_listener` starts this process's fanout listener that feeds the WebSockets.
+    """
+    from app.api import api
+    from app.api.errors import register_error_handlers
+    from app.auth import authenticate_request
+    from app.broker import CeleryDeliveryQueue, make_celery, transport_options
+    from app.context import BusContext
+    from app.db import Database
+    from app.fanout import FanoutListener, KombuNotifier
+    from app.ws.hub import Hub
+    from app.ws.routes import sock
+
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_content_bytes + BODY_OVERHEAD_BYTES
+    app.json.sort_keys = False
+
+    celery = celery or make_celery(settings)
+    options = transport_options(settings)
+    ctx = BusContext(
+        settings=settings,
+        db=Database(settings.database_url),
+        delivery=CeleryDeliveryQueue(celery, settings.broker_kind),
+        notifier=KombuNotifier(settings.broker_url, settings.fanout_exchange, options),
+        hub=Hub(),
+    )
+    app.extensions["bus"] = ctx
+    if start_listener:
+        listener = FanoutListener(settings.broker_url, settings.fanout_exchange, ctx.hub.dispatch, options)
+        listener.start()
+        ctx.background.append(listener)
+
+    app.before_request(authenticate_request)
+    app.register_blueprint(api)
+    sock.init_app(app)
+    register_error_handlers(app)
+
+    @app.get("/healthz")
+    def healthz():
+        """The process is alive and serving."""
+        return jsonify({"status": "ok"})
+
+    return app

@@ -1,0 +1,41 @@
+"""The one error handler: BusError and HTTP errors become `{"error": {"code", "message", "details"}}`."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from app.errors import BusError
+
+log = logging.getLogger(__name__)
+
+_HTTP_CODES = {
+    400: "bad_request", 500: "internal_error", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
+    415: "unsupported_media_type", 429: "too_many_requests",
+}
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Install JSON error handlers for BusError, werkzeug HTTP errors and anything unexpected."""
+
+    @app.errorhandler(BusError)
+    def _bus_error(exc: BusError):
+        if exc.status >= 500:
+            log.error("request failed: %s", exc.message)
+        return jsonify(exc.to_dict()), exc.status
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        if exc.code >= 500:
+            log.error("request failed", exc_info=getattr(exc, "original_exception", None) or exc)
+        body = {"error": {"code": _HTTP_CODES.get(exc.code, "http_error"), "message": exc.description, "details": {}}}
+        return jsonify(body), exc.code
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unhandled error")
+        body = {"error": {"code": "internal_error", "message": "the bus failed to handle this request; see its log",
+                          "details": {}}}
+        return jsonify(body), 500

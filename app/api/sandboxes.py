@@ -1,0 +1,54 @@
+"""Sandbox registry endpoints and the polling view of a mailbox."""
+
+from __future__ import annotations
+
+from flask import jsonify, request
+
+from app.api import api
+from app.api.helpers import json_body
+from app.context import bus
+from app.schemas import MailboxQuery, RegisterSandboxSchema, SandboxListQuery, load_or_raise, query_args
+from app.services import mailbox, registry
+from app.services.events import SANDBOX_REGISTERED, SANDBOX_UNREGISTERED, event_notification
+
+
+@api.get("/sandboxes")
+def list_sandboxes():
+    """Registered sandboxes, filtered by `workspace` and `status`."""
+    query = load_or_raise(SandboxListQuery(), query_args(request.args), what="query string")
+    sandboxes = registry.list_sandboxes(bus().db, **query)
+    return jsonify({"sandboxes": sandboxes, "count": len(sandboxes)})
+
+
+@api.post("/sandboxes/register")
+def register_sandbox():
+    """Register a sandbox (201), or update a registered one's agents and metadata (200)."""
+    data = load_or_raise(RegisterSandboxSchema(), json_body())
+    ctx = bus()
+    sandbox, created = registry.register(ctx.db, data["sandbox_id"], data["workspace"], data["agents"], data["metadata"])
+    ctx.notifier.publish(event_notification(SANDBOX_REGISTERED, sandbox_id=sandbox["sandbox_id"],
+                                            workspace=sandbox["workspace"], created=created))
+    return jsonify(sandbox), 201 if created else 200
+
+
+@api.get("/sandboxes/<sandbox_id>")
+def get_sandbox(sandbox_id: str):
+    """One registered sandbox."""
+    return jsonify(registry.get_registered(bus().db, sandbox_id))
+
+
+@api.delete("/sandboxes/<sandbox_id>")
+def unregister_sandbox(sandbox_id: str):
+    """Unregister a sandbox; its mailbox is kept for a later re-registration."""
+    ctx = bus()
+    sandbox = registry.unregister(ctx.db, sandbox_id)
+    ctx.notifier.publish(event_notification(SANDBOX_UNREGISTERED, sandbox_id=sandbox_id))
+    return jsonify(sandbox)
+
+
+@api.get("/sandboxes/<sandbox_id>/messages")
+def poll_mailbox(sandbox_id: str):
+    """Mailbox entries after `since` (default 0), at most `limit` (default 100): for clients without a socket."""
+    query = load_or_raise(MailboxQuery(), query_args(request.args), what="query string")
+    registry.get_registered(bus().db, sandbox_id)
+    return jsonify(mailbox.page(bus().db, sandbox_id, query["since"], query["limit"]))

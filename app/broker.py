@@ -1,0 +1,67 @@
+"""The broker as the API and workers see it: a Celery client configured from Settings, and priority mapping."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery
+
+from app.config import Settings
+
+log = logging.getLogger(__name__)
+
+DELIVER_TASK = "workers.delivery.deliver"
+PROTOCOL_MAX_PRIORITY = 9
+
+
+def broker_priority(broker_kind: str, priority: int) -> int:
+    """Map protocol priority (0-9, 9 highest) onto the broker's scale.
+
+    Celery on Redis pops priority 0 first, so the scale is reversed there; RabbitMQ (x-max-priority)
+    and the in-memory transport take higher numbers as more urgent.
+    """
+    priority = max(0, min(PROTOCOL_MAX_PRIORITY, int(priority)))
+    if broker_kind == "redis":
+        return PROTOCOL_MAX_PRIORITY - priority
+    return priority
+
+
+def transport_options(settings: Settings) -> dict:
+    """Broker transport options: priority steps on Redis, a short poll on the in-memory transport."""
+    if settings.broker_kind == "redis":
+        return {"priority_steps": list(range(PROTOCOL_MAX_PRIORITY + 1)), "sep": ":",
+                "queue_order_strategy": "priority", "visibility_timeout": 3600}
+    if settings.broker_kind == "memory":
+        return {"polling_interval": 0.005}
+    return {}
+
+
+def make_celery(settings: Settings, name: str = "collab_bus") -> Celery:
+    """A Celery app with celeryconfig.py's settings and the broker of `settings`."""
+    celery = Celery(name)
+    celery.config_from_object("celeryconfig")
+    celery.conf.update(
+        broker_url=settings.broker_url,
+        broker_transport_options=transport_options(settings),
+        result_backend=None,
+    )
+    if settings.broker_kind == "memory":
+        # One process holds everything: no remote control or heartbeats to poll for.
+        celery.conf.update(worker_enable_remote_control=False, broker_heartbeat=0)
+    return celery
+
+
+class CeleryDeliveryQueue:
+    """Enqueues deliveries as `workers.delivery.deliver` tasks, by name (the API never imports workers)."""
+
+    def __init__(self, celery: Celery, broker_kind: str):
+        self.celery = celery
+        self.broker_kind = broker_kind
+
+    def enqueue(self, message_id: str, priority: int) -> None:
+        """Send the deliver task for `message_id` at the broker's form of `priority`."""
+        self.celery.send_task(
+            DELIVER_TASK, args=[message_id], queue="delivery", routing_key="delivery",
+            priority=broker_priority(self.broker_kind, priority),
+            retry=True, retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2},
+        )

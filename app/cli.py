@@ -1,0 +1,184 @@
+"""The `collab-bus` command: run the bus (embedded or as separate processes) and manage its database."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+
+from app.config import ConfigError, Settings
+
+EPILOG_UP = """\b
+Examples:
+  collab-bus up                                  # http://127.0.0.1:8000, data in ./data
+  collab-bus up --port 9000 --data-dir /tmp/bus
+"""
+
+
+class BusGroup(click.Group):
+    """A click group that reports configuration errors as one line and exit code 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            click.echo(f"collab-bus: configuration error: {exc}", err=True)
+            sys.exit(2)
+
+
+def _settings(**overrides) -> Settings:
+    """Settings from the environment, with CLI options written back so every component agrees."""
+    for name, value in overrides.items():
+        if value is not None:
+            os.environ[name] = str(value)
+    settings = Settings.from_env()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.log_level != "DEBUG":
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+    return settings
+
+
+@click.group(cls=BusGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """AInTandem Collaboration Bus.
+
+    Configuration comes from environment variables (DATABASE_URL, MESSAGE_BACKEND, REDIS_URL,
+    BROKER_URL, LOG_LEVEL, ...; see the README). Run `collab-bus COMMAND --help` for each command.
+    """
+
+
+@main.command(epilog=EPILOG_UP)
+@click.option("--host", envvar="HOST", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", envvar="PORT", default=8000, type=int, show_default=True, help="Port to listen on.")
+@click.option("--data-dir", envvar="DATA_DIR", default="data", show_default=True,
+              help="Directory for the SQLite database and beat schedule.")
+@click.option("--worker-threads", default=4, show_default=True, help="Delivery threads of the embedded worker.")
+def up(host: str, port: int, data_dir: str, worker_threads: int) -> None:
+    """Run API, worker and beat in one process (in-memory broker, SQLite): no server to install.
+
+    Migrates the database first. Stop with Ctrl-C.
+    """
+    settings = _settings(HOST=host, PORT=port, DATA_DIR=data_dir)
+    if settings.broker_kind != "memory":
+        raise ConfigError("`collab-bus up` runs on the in-memory broker; use `collab-bus api` and `collab-bus worker` "
+                          f"for {settings.broker_kind}")
+    from app.embedded import EmbeddedBus
+
+    bus = EmbeddedBus(settings, worker_threads=worker_threads)
+    click.echo(f"Collaboration Bus listening on {bus.url}  (database {settings.database_url}; Ctrl-C stops)")
+    bus.serve_until_signal()
+
+
+@main.command()
+@click.option("--host", envvar="HOST", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", envvar="PORT", default=8000, type=int, show_default=True, help="Port to listen on.")
+@click.option("--workers", "processes", envvar="API_WORKERS", default=1, show_default=True,
+              help="gunicorn worker processes.")
+@click.option("--threads", envvar="API_THREADS", default=100, show_default=True,
+              help="Threads per process (each open WebSocket holds one).")
+@click.option("--migrate/--no-migrate", default=True, show_default=True, help="Upgrade the database schema first.")
+def api(host: str, port: int, processes: int, threads: int, migrate: bool) -> None:
+    """Run the REST + WebSocket API under gunicorn (gthread workers), for a Redis or RabbitMQ broker.
+
+    \b
+    Example:
+      MESSAGE_BACKEND=redis REDIS_URL=redis://127.0.0.1:6379/0 collab-bus api --port 8000
+    """
+    settings = _settings(HOST=host, PORT=port)
+    if settings.broker_kind == "memory":
+        raise ConfigError("`collab-bus api` needs a shared broker (MESSAGE_BACKEND=redis or rabbitmq); "
+                          "for a single process use `collab-bus up`")
+    if migrate:
+        from app.migrate import upgrade
+
+        upgrade(settings)
+    from gunicorn.app.base import BaseApplication
+
+    class _Gunicorn(BaseApplication):
+        def load_config(self):
+            self.cfg.set("bind", f"{settings.host}:{settings.port}")
+            self.cfg.set("workers", processes)
+            self.cfg.set("threads", threads)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("timeout", 60)
+            self.cfg.set("graceful_timeout", 10)
+            self.cfg.set("loglevel", settings.log_level.lower())
+            self.cfg.set("accesslog", "-" if settings.log_level == "DEBUG" else None)
+
+        def load(self):
+            from app.wsgi import app
+
+            return app
+
+    _Gunicorn().run()
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--queues", "-Q", default="delivery,lifecycle,maintenance", show_default=True, help="Queues to consume.")
+@click.option("--concurrency", "-c", default=4, show_default=True, help="Worker threads.")
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def worker(queues: str, concurrency: int, celery_args: tuple[str, ...]) -> None:
+    """Run a Celery worker (a thin wrapper over `celery -A workers.celery_app worker`).
+
+    Extra arguments go to `celery worker` unchanged.
+
+    \b
+    Example:
+      MESSAGE_BACKEND=redis collab-bus worker -c 8 --hostname w1@%h
+    """
+    settings = _settings()
+    from workers.celery_app import celery_app
+
+    celery_app.worker_main(["worker", "-Q", queues, "-P", "threads", "-c", str(concurrency),
+                            "-l", settings.log_level, *celery_args])
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def beat(celery_args: tuple[str, ...]) -> None:
+    """Run Celery beat (periodic maintenance such as the outbox sweep); run exactly one per deployment."""
+    settings = _settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    from workers.celery_app import celery_app
+
+    celery_app.start(["beat", "-l", settings.log_level, "-s", str(settings.data_dir / "celerybeat-schedule"),
+                      *celery_args])
+
+
+@main.group()
+def db() -> None:
+    """Database schema migrations (Alembic) on DATABASE_URL."""
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+def db_upgrade(revision: str) -> None:
+    """Migrate the database up to REVISION (default: head)."""
+    from app.migrate import upgrade
+
+    upgrade(_settings(), revision)
+    click.echo(f"database at {revision}")
+
+
+@db.command("downgrade")
+@click.argument("revision")
+def db_downgrade(revision: str) -> None:
+    """Migrate the database down to REVISION (`base` drops every table)."""
+    from app.migrate import downgrade
+
+    downgrade(_settings(), revision)
+    click.echo(f"database at {revision}")
+
+
+@db.command("current")
+def db_current() -> None:
+    """Show the database's current revision."""
+    from app.migrate import current
+
+    current(_settings())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Settings: every configuration value of the bus, read from the environment in one place."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+BACKENDS = ("memory", "redis", "rabbitmq")
+EDITIONS = ("community", "enterprise")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or malformed; the message is one line for the operator."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, got {raw}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...], upper: bool = False) -> str:
+    raw = env.get(name) or default
+    value = raw.upper() if upper else raw.lower()
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The bus's configuration. Build it with `Settings.from_env()`; every field has a documented default."""
+
+    data_dir: Path = Path("data")
+    database_url: str = "sqlite:///data/collab-bus.db"
+    message_backend: str = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672//"
+    broker_url_override: str | None = None
+    edition: str = "community"
+    log_level: str = "INFO"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_content_bytes: int = 256 * 1024
+    outbox_sweep_after: float = 30.0
+    fanout_exchange: str = "collab.notify"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
+        """Read the settings from `environ` (default: os.environ); raise ConfigError on a bad value."""
+        env = os.environ if environ is None else environ
+        data_dir = Path(env.get("DATA_DIR") or "data")
+        values = dict(
+            data_dir=data_dir,
+            database_url=env.get("DATABASE_URL") or f"sqlite:///{data_dir / 'collab-bus.db'}",
+            message_backend=_choice(env, "MESSAGE_BACKEND", "memory", BACKENDS),
+            redis_url=env.get("REDIS_URL") or cls.redis_url,
+            rabbitmq_url=env.get("RABBITMQ_URL") or cls.rabbitmq_url,
+            broker_url_override=env.get("BROKER_URL") or None,
+            edition=_choice(env, "EDITION", "community", EDITIONS),
+            log_level=_choice(env, "LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
+            host=env.get("HOST") or cls.host,
+            port=_int(env, "PORT", cls.port, minimum=1),
+            max_content_bytes=_int(env, "MAX_CONTENT_BYTES", cls.max_content_bytes, minimum=1),
+            outbox_sweep_after=_float(env, "OUTBOX_SWEEP_AFTER", cls.outbox_sweep_after),
+            fanout_exchange=env.get("FANOUT_EXCHANGE") or cls.fanout_exchange,
+        )
+        values.update(overrides)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Raise ConfigError when values contradict each other or cannot work."""
+        if self.port > 65535:
+            raise ConfigError(f"PORT must be at most 65535, got {self.port}")
+        scheme = self.database_url.split(":", 1)[0]
+        if not (scheme.startswith("sqlite") or scheme.startswith("postgresql")):
+            raise ConfigError(f"DATABASE_URL must be a sqlite:// or postgresql:// URL, got {self.database_url!r}")
+        if "://" not in self.broker_url:
+            raise ConfigError(f"BROKER_URL must be a URL such as redis://host:6379/0, got {self.broker_url!r}")
+
+    @property
+    def broker_url(self) -> str:
+        """The Kombu URL of the broker: BROKER_URL when set, else the one implied by MESSAGE_BACKEND."""
+        if self.broker_url_override:
+            return self.broker_url_override
+        return {"memory": "memory://localhost/", "redis": self.redis_url, "rabbitmq": self.rabbitmq_url}[self.message_backend]
+
+    @property
+    def broker_kind(self) -> str:
+        """Which kind of broker `broker_url` points at: memory, redis or rabbitmq."""
+        scheme = self.broker_url.split("://", 1)[0]
+        if scheme in ("redis", "rediss"):
+            return "redis"
+        if scheme in ("amqp", "amqps", "pyamqp"):
+            return "rabbitmq"
+        return "memory"
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The file of a SQLite DATABASE_URL, or None for other databases and in-memory SQLite."""
+        if not self.database_url.startswith("sqlite"):
+            return None
+        path = self.database_url.split(":///", 1)[1] if ":///" in self.database_url else ""
+        return Path(path) if path and path != ":memory:" else None

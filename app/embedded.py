@@ -1,0 +1,72 @@
+"""Embedded mode: API, Celery worker and beat in one process, on Kombu's in-memory transport and SQLite."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from app.config import Settings
+
+log = logging.getLogger(__name__)
+
+QUEUES = ["delivery", "lifecycle", "maintenance"]
+
+
+class EmbeddedBus:
+    """The whole bus in one process: `start()` brings up worker, beat and HTTP server; `stop()` ends them."""
+
+    def __init__(self, settings: Settings, *, worker_threads: int = 4):
+        from app import create_app
+        from app.migrate import upgrade
+        from werkzeug.serving import make_server
+        from workers.celery_app import celery_app
+
+        self.settings = settings
+        upgrade(settings)
+        self.celery = celery_app
+        self.celery.loader.import_default_modules()
+        self.app = create_app(settings, celery=self.celery)
+        self.server = make_server(settings.host, settings.port, self.app, threaded=True)
+        self.worker = self.celery.WorkController(
+            pool="threads", concurrency=worker_threads, queues=QUEUES, loglevel=settings.log_level,
+            without_heartbeat=True, without_mingle=True, without_gossip=True, hostname="embedded@localhost",
+        )
+        from celery.beat import EmbeddedService
+
+        self.beat = EmbeddedService(self.celery, thread=True, max_interval=5,
+                                    schedule_filename=str(settings.data_dir / "celerybeat-schedule"))
+        self._stopped = threading.Event()
+
+    @property
+    def url(self) -> str:
+        """The base URL the HTTP server listens on."""
+        return f"http://{self.settings.host}:{self.server.server_port}"
+
+    def start(self) -> None:
+        """Start worker and beat threads, then the HTTP server thread."""
+        threading.Thread(target=self.worker.start, name="celery-worker", daemon=True).start()
+        self.beat.start()
+        threading.Thread(target=self.server.serve_forever, name="http", daemon=True).start()
+        log.info("collab-bus up: %s (broker %s, database %s)", self.url, self.settings.broker_url,
+                 self.settings.database_url)
+
+    def stop(self) -> None:
+        """Stop serving, let the worker finish its current tasks, stop beat."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        log.info("collab-bus: shutting down")
+        self.server.shutdown()
+        self.beat.stop()
+        self.worker.stop(in_sighandler=False)
+
+    def serve_until_signal(self) -> None:
+        """Run until SIGINT or SIGTERM."""
+        done = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: done.set())
+        self.start()
+        while not done.wait(1):
+            pass
+        self.stop()

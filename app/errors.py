@@ -1,0 +1,89 @@
+"""The bus's exception tree. Every error a client can cause is a BusError with an HTTP status and a code.
+
+    BusError                      500 internal_error
+    ├── InvalidRequest            400 (validation_error, invalid_json, invalid_frame, ...)
+    ├── PayloadTooLarge           413 payload_too_large
+    ├── NotFound                  404 not_found
+    │   ├── UnknownSandbox        404 unknown_sandbox
+    │   └── UnknownMessage        404 unknown_message
+    ├── Conflict                  409 conflict (duplicate_message_id, workspace_mismatch)
+    └── Unavailable               503 unavailable
+
+The HTTP layer turns each into `{"error": {"code", "message", "details"}}`; services raise them
+without knowing about HTTP.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class BusError(Exception):
+    """Base of every error the bus reports to a client."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, code: str | None = None, details: Any = None):
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+        self.details = details if details is not None else {}
+
+    def to_dict(self) -> dict:
+        """The JSON error body: {"error": {"code", "message", "details"}}."""
+        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+
+class InvalidRequest(BusError):
+    """The request (body, query or frame) does not match the schema."""
+
+    status = 400
+    code = "validation_error"
+
+
+class PayloadTooLarge(BusError):
+    """The request body or message content exceeds the configured limit."""
+
+    status = 413
+    code = "payload_too_large"
+
+
+class NotFound(BusError):
+    """The addressed resource does not exist."""
+
+    status = 404
+    code = "not_found"
+
+
+class UnknownSandbox(NotFound):
+    """The sandbox id is not registered (never was, or was unregistered)."""
+
+    code = "unknown_sandbox"
+
+    def __init__(self, sandbox_id: str, reason: str = "is not registered"):
+        super().__init__(f"sandbox {sandbox_id!r} {reason}", details={"sandbox_id": sandbox_id})
+
+
+class UnknownMessage(NotFound):
+    """No message has this id."""
+
+    code = "unknown_message"
+
+    def __init__(self, message_id: str):
+        super().__init__(f"message {message_id!r} does not exist", details={"message_id": message_id})
+
+
+class Conflict(BusError):
+    """The request contradicts the current state (duplicate id, changed workspace)."""
+
+    status = 409
+    code = "conflict"
+
+
+class Unavailable(BusError):
+    """A dependency (database, broker) cannot be reached right now; the client may retry."""
+
+    status = 503
+    code = "unavailable"

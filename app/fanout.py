@@ -1,0 +1,100 @@
+"""Live notifications between processes over a Kombu fanout exchange.
+
+Workers (and API processes, for events) publish with `KombuNotifier`; every API process runs one
+`FanoutListener` thread that hands each notification to a callback (the WebSocket hub). The exchange
+carries only live news: anything missed is read back from the database by seq.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from typing import Callable
+
+from kombu import Connection, Exchange, Queue
+from kombu.pools import producers
+
+log = logging.getLogger(__name__)
+
+
+def _exchange(name: str) -> Exchange:
+    return Exchange(name, type="fanout", durable=False, auto_delete=False, delivery_mode="transient")
+
+
+class KombuNotifier:
+    """Publishes notifications to the fanout exchange; failures are logged, never raised."""
+
+    def __init__(self, broker_url: str, exchange_name: str, transport_options: dict | None = None):
+        self.connection = Connection(broker_url, transport_options=transport_options or {})
+        self.exchange = _exchange(exchange_name)
+
+    def publish(self, notification: dict) -> None:
+        """Send `notification` to every listening API process (best effort)."""
+        try:
+            with producers[self.connection].acquire(block=True, timeout=5) as producer:
+                producer.publish(
+                    notification, exchange=self.exchange, routing_key="", serializer="json", declare=[self.exchange],
+                    retry=True, retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2},
+                )
+        except Exception as exc:  # the database already holds the truth; clients catch up by seq
+            log.warning("could not publish %s notification: %s", notification.get("kind"), exc)
+
+    def close(self) -> None:
+        """Release the connection."""
+        self.connection.release()
+
+
+class FanoutListener(threading.Thread):
+    """A daemon thread that consumes the fanout exchange and calls `handler(notification)` for each one.
+
+    It reconnects after broker failures (with a capped back-off) until `stop()` is called.
+    """
+
+    def __init__(self, broker_url: str, exchange_name: str, handler: Callable[[dict], None],
+                 transport_options: dict | None = None):
+        super().__init__(name="fanout-listener", daemon=True)
+        self.broker_url = broker_url
+        self.transport_options = transport_options or {}
+        self.exchange = _exchange(exchange_name)
+        self.handler = handler
+        self.queue_name = f"{exchange_name}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        self.ready = threading.Event()
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        """Ask the thread to finish; it exits within about a second."""
+        self._stopping.set()
+
+    def run(self) -> None:
+        """Consume until stopped, reconnecting on errors."""
+        backoff = 0.2
+        while not self._stopping.is_set():
+            try:
+                self._consume()
+                backoff = 0.2
+            except Exception as exc:
+                self.ready.clear()
+                log.warning("fanout listener lost the broker (%s); retrying in %.1fs", exc, backoff)
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _consume(self) -> None:
+        queue = Queue(self.queue_name, self.exchange, routing_key="", exclusive=True, auto_delete=True, durable=False)
+        with Connection(self.broker_url, transport_options=self.transport_options) as conn:
+            with conn.Consumer(queue, callbacks=[self._on_message], accept=["json"], no_ack=True):
+                self.ready.set()
+                log.info("fanout listener bound %s to exchange %s", self.queue_name, self.exchange.name)
+                while not self._stopping.is_set():
+                    try:
+                        conn.drain_events(timeout=1.0)
+                    except socket.timeout:
+                        conn.heartbeat_check()
+
+    def _on_message(self, body, message) -> None:
+        try:
+            self.handler(body)
+        except Exception:
+            log.exception("fanout handler failed on a %s notification", body.get("kind") if isinstance(body, dict) else "?")

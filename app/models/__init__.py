@@ -1,0 +1,166 @@
+"""SQLAlchemy models: sandboxes, messages, mailbox entries and dead letters. The database is the source of truth."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ID_LENGTH = 128
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    """Declarative base whose MetaData names constraints predictably (for Alembic)."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class SandboxStatus:
+    """Values of Sandbox.status."""
+
+    ONLINE = "online"
+    OFFLINE = "offline"
+    UNREGISTERED = "unregistered"
+
+
+class Sandbox(Base):
+    """A registered sandbox (container) and the head of its mailbox sequence.
+
+    Unregistering keeps the row (status `unregistered`) so the mailbox and its sequence survive a
+    later re-registration under the same id.
+    """
+
+    __tablename__ = "sandboxes"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    workspace: Mapped[str] = mapped_column(String(ID_LENGTH), default="default", index=True)
+    agents: Mapped[list] = mapped_column(JSON, default=list)
+    meta: Mapped[dict] = mapped_column("metadata", JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default=SandboxStatus.ONLINE, index=True)
+    head_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_heartbeat: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    unregistered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    @property
+    def is_registered(self) -> bool:
+        """True unless the sandbox was unregistered."""
+        return self.status != SandboxStatus.UNREGISTERED
+
+
+class MessageStatus:
+    """Values of Message.status: accepted (durable, not yet routed), delivered (in every mailbox), dead."""
+
+    ACCEPTED = "accepted"
+    DELIVERED = "delivered"
+    DEAD = "dead"
+
+
+class Message(Base):
+    """An accepted AgentMessage, with every protocol field and its routing status."""
+
+    __tablename__ = "messages"
+
+    id: Mapped[str] = mapped_column("message_id", String(ID_LENGTH), primary_key=True)
+    from_sandbox: Mapped[str] = mapped_column(String(ID_LENGTH), index=True)
+    to_sandbox: Mapped[str] = mapped_column(String(ID_LENGTH), index=True)
+    from_agent: Mapped[str] = mapped_column(String(ID_LENGTH))
+    to_agent: Mapped[str] = mapped_column(String(ID_LENGTH), default="any")
+    message_type: Mapped[str] = mapped_column(String(16))
+    content: Mapped[dict] = mapped_column(JSON)
+    timestamp: Mapped[float] = mapped_column(Float)
+    priority: Mapped[int] = mapped_column(Integer, default=5)
+    requires_response: Mapped[bool] = mapped_column(Boolean, default=False)
+    correlation_id: Mapped[str | None] = mapped_column(String(ID_LENGTH), index=True)
+    ttl: Mapped[int | None] = mapped_column(Integer)
+    meta: Mapped[dict] = mapped_column("metadata", JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default=MessageStatus.ACCEPTED)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    routed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_messages_status_created_at", "status", "created_at"),)
+
+    def to_protocol(self) -> dict:
+        """The message as the AgentMessage protocol dict sent to clients."""
+        return {
+            "message_id": self.id,
+            "from_sandbox": self.from_sandbox,
+            "to_sandbox": self.to_sandbox,
+            "from_agent": self.from_agent,
+            "to_agent": self.to_agent,
+            "message_type": self.message_type,
+            "content": self.content,
+            "timestamp": self.timestamp,
+            "priority": self.priority,
+            "requires_response": self.requires_response,
+            "correlation_id": self.correlation_id,
+            "ttl": self.ttl,
+            "metadata": self.meta,
+        }
+
+
+class EntryState:
+    """Values of MailboxEntry.state."""
+
+    DELIVERED = "delivered"
+    ACKED = "acked"
+
+
+class MailboxEntry(Base):
+    """One message in one sandbox's mailbox, at position `seq` (1, 2, 3 ... per sandbox)."""
+
+    __tablename__ = "mailbox_entries"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    sandbox_id: Mapped[str] = mapped_column(String(ID_LENGTH), ForeignKey("sandboxes.id"))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    message_id: Mapped[str] = mapped_column(String(ID_LENGTH), ForeignKey("messages.message_id"), index=True)
+    state: Mapped[str] = mapped_column(String(16), default=EntryState.DELIVERED)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    acked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        UniqueConstraint("sandbox_id", "seq"),
+        UniqueConstraint("message_id", "sandbox_id"),
+    )
+
+
+class DeadLetter(Base):
+    """A message that could not be delivered to one recipient, with the reason and the last error."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(String(ID_LENGTH), ForeignKey("messages.message_id"), index=True)
+    sandbox_id: Mapped[str | None] = mapped_column(String(ID_LENGTH), index=True)
+    reason: Mapped[str] = mapped_column(String(32), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+    __table_args__ = (UniqueConstraint("message_id", "sandbox_id", "reason"),)
+
+
+metadata = Base.metadata
+
+__all__ = [
+    "Base", "metadata", "Sandbox", "SandboxStatus", "Message", "MessageStatus",
+    "MailboxEntry", "EntryState", "DeadLetter", "utcnow",
+]

@@ -1,0 +1,110 @@
+"""Accepting messages (durably, before anything else happens) and reporting their delivery state."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from app.db import Database
+from app.errors import Conflict, PayloadTooLarge, UnknownMessage, UnknownSandbox
+from app.models import DeadLetter, MailboxEntry, Message, MessageStatus, Sandbox, utcnow
+
+BROADCAST = "broadcast"
+
+
+def content_size(content: dict) -> int:
+    """The size in bytes of `content` as compact UTF-8 JSON: what the content limit measures."""
+    return len(json.dumps(content, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def accept(db: Database, data: dict, *, max_content_bytes: int) -> Message:
+    """Store a validated AgentMessage and return it; once this returns, the message is durable.
+
+    Assigns message_id (when absent) and timestamp. Raises PayloadTooLarge for oversized content,
+    UnknownSandbox for a direct message to a sandbox that is not registered, and Conflict when a
+    client-chosen message_id is already taken.
+    """
+    size = content_size(data["content"])
+    if size > max_content_bytes:
+        raise PayloadTooLarge(
+            f"content is {size} bytes; the limit is {max_content_bytes}",
+            details={"content_bytes": size, "limit": max_content_bytes},
+        )
+    fields = {k: v for k, v in data.items() if k not in ("message_id", "timestamp", "metadata")}
+    message = Message(
+        id=data.get("message_id") or uuid.uuid4().hex,
+        timestamp=time.time(),
+        meta=data.get("metadata") or {},
+        status=MessageStatus.ACCEPTED,
+        created_at=utcnow(),
+        **fields,
+    )
+    try:
+        with db.write() as session:
+            if message.to_sandbox != BROADCAST:
+                recipient = session.get(Sandbox, message.to_sandbox)
+                if recipient is None or not recipient.is_registered:
+                    raise UnknownSandbox(message.to_sandbox)
+            if data.get("message_id") and session.get(Message, message.id) is not None:
+                raise _duplicate(message.id)
+            session.add(message)
+    except IntegrityError:
+        raise _duplicate(message.id) from None
+    return message
+
+
+def _duplicate(message_id: str) -> Conflict:
+    return Conflict(f"message_id {message_id!r} is already used", code="duplicate_message_id",
+                    details={"message_id": message_id})
+
+
+def report(db: Database, message_id: str) -> dict:
+    """The message, its status and its delivery state in every recipient's mailbox (and any dead letters)."""
+    with db.read() as session:
+        message = session.get(Message, message_id)
+        if message is None:
+            raise UnknownMessage(message_id)
+        entries = session.scalars(
+            select(MailboxEntry).where(MailboxEntry.message_id == message_id).order_by(MailboxEntry.sandbox_id)
+        ).all()
+        dead = session.scalars(select(DeadLetter).where(DeadLetter.message_id == message_id)).all()
+        return {
+            "message": message.to_protocol(),
+            "status": message.status,
+            "accepted_at": message.created_at.isoformat(),
+            "routed_at": message.routed_at.isoformat() if message.routed_at else None,
+            "deliveries": [
+                {
+                    "sandbox_id": e.sandbox_id,
+                    "seq": e.seq,
+                    "state": e.state,
+                    "attempts": e.attempts,
+                    "delivered_at": e.created_at.isoformat(),
+                    "acked_at": e.acked_at.isoformat() if e.acked_at else None,
+                }
+                for e in entries
+            ],
+            "dead_letters": [
+                {"sandbox_id": d.sandbox_id, "reason": d.reason, "last_error": d.last_error,
+                 "created_at": d.created_at.isoformat()}
+                for d in dead
+            ],
+        }
+
+
+def unrouted(db: Database, older_than: float, limit: int = 500) -> list[tuple[str, int]]:
+    """(message_id, priority) of accepted messages not yet routed `older_than` seconds after acceptance."""
+    cutoff = utcnow() - timedelta(seconds=older_than)
+    query = (
+        select(Message.id, Message.priority)
+        .where(Message.status == MessageStatus.ACCEPTED, Message.created_at < cutoff)
+        .order_by(Message.created_at)
+        .limit(limit)
+    )
+    with db.read() as session:
+        return [(row.id, row.priority) for row in session.execute(query)]

@@ -1,0 +1,26 @@
+"""The two things services need from the outside world, as protocols: a delivery queue and a notifier."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class DeliveryQueue(Protocol):
+    """Schedules the delivery of an accepted message (Celery in production)."""
+
+    def enqueue(self, message_id: str, priority: int) -> None:
+        """Ask a worker to deliver `message_id`; raise on failure (the outbox sweep retries later)."""
+
+
+class Notifier(Protocol):
+    """Announces notifications (new mailbox entries, system events) to every API process."""
+
+    def publish(self, notification: dict) -> None:
+        """Send `notification` to every listener; best effort, never raises."""
+
+
+class NullNotifier:
+    """A notifier that drops everything: for plain-call tests and tools that need no live push."""
+
+    def publish(self, notification: dict) -> None:
+        """Drop the notification."""

@@ -1,0 +1,99 @@
+"""The sandbox registry: register (idempotent), unregister, look up, list, mark online/offline."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from app.db import Database
+from app.errors import Conflict, UnknownSandbox
+from app.models import Sandbox, SandboxStatus, utcnow
+
+
+def sandbox_to_dict(sandbox: Sandbox) -> dict:
+    """The public representation of a sandbox."""
+    return {
+        "sandbox_id": sandbox.id,
+        "workspace": sandbox.workspace,
+        "agents": sandbox.agents or [],
+        "metadata": sandbox.meta or {},
+        "status": sandbox.status,
+        "head_seq": sandbox.head_seq,
+        "last_heartbeat": sandbox.last_heartbeat.isoformat() if sandbox.last_heartbeat else None,
+        "registered_at": sandbox.registered_at.isoformat() if sandbox.registered_at else None,
+    }
+
+
+def register(db: Database, sandbox_id: str, workspace: str, agents: list, metadata: dict) -> tuple[dict, bool]:
+    """Register `sandbox_id`, or update its agents and metadata if it exists; return (sandbox, created).
+
+    Registering again with the same id is safe: the mailbox and its sequence are kept. Moving a
+    registered sandbox to another workspace is refused with Conflict.
+    """
+    now = utcnow()
+    with db.write() as session:
+        sandbox = session.get(Sandbox, sandbox_id)
+        created = sandbox is None
+        if created:
+            sandbox = Sandbox(id=sandbox_id, workspace=workspace, head_seq=0, registered_at=now)
+            session.add(sandbox)
+        elif sandbox.is_registered and sandbox.workspace != workspace:
+            raise Conflict(
+                f"sandbox {sandbox_id!r} is registered in workspace {sandbox.workspace!r}; unregister it first to move it",
+                code="workspace_mismatch",
+                details={"sandbox_id": sandbox_id, "workspace": sandbox.workspace},
+            )
+        elif not sandbox.is_registered:
+            created = True
+            sandbox.registered_at = now
+            sandbox.unregistered_at = None
+        sandbox.workspace = workspace
+        sandbox.agents = agents
+        sandbox.meta = metadata
+        sandbox.status = SandboxStatus.ONLINE
+        sandbox.last_heartbeat = now
+        session.flush()
+        return sandbox_to_dict(sandbox), created
+
+
+def unregister(db: Database, sandbox_id: str) -> dict:
+    """Mark `sandbox_id` unregistered (its mailbox is kept); raise UnknownSandbox if it is not registered."""
+    with db.write() as session:
+        sandbox = session.get(Sandbox, sandbox_id)
+        if sandbox is None or not sandbox.is_registered:
+            raise UnknownSandbox(sandbox_id)
+        sandbox.status = SandboxStatus.UNREGISTERED
+        sandbox.unregistered_at = utcnow()
+        session.flush()
+        return sandbox_to_dict(sandbox)
+
+
+def get_registered(db: Database, sandbox_id: str) -> dict:
+    """The registered sandbox `sandbox_id`; raise UnknownSandbox if it never was or was unregistered."""
+    with db.read() as session:
+        sandbox = session.get(Sandbox, sandbox_id)
+        if sandbox is None or not sandbox.is_registered:
+            raise UnknownSandbox(sandbox_id)
+        return sandbox_to_dict(sandbox)
+
+
+def list_sandboxes(db: Database, workspace: str | None = None, status: str | None = None,
+                   include_unregistered: bool = False) -> list[dict]:
+    """Sandboxes ordered by id, filtered by workspace and status; unregistered ones only when asked."""
+    query = select(Sandbox).order_by(Sandbox.id)
+    if workspace:
+        query = query.where(Sandbox.workspace == workspace)
+    if status:
+        query = query.where(Sandbox.status == status)
+    elif not include_unregistered:
+        query = query.where(Sandbox.status != SandboxStatus.UNREGISTERED)
+    with db.read() as session:
+        return [sandbox_to_dict(s) for s in session.scalars(query)]
+
+
+def mark_status(db: Database, sandbox_id: str, status: str) -> None:
+    """Set a registered sandbox online or offline (and refresh its heartbeat); unknown ids are ignored."""
+    with db.write() as session:
+        sandbox = session.get(Sandbox, sandbox_id)
+        if sandbox is not None and sandbox.is_registered:
+            sandbox.status = status
+            sandbox.last_heartbeat = utcnow()

@@ -1,0 +1,119 @@
+"""The per-process hub: open sockets subscribe here; notifications from the fanout exchange are pushed to them."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from collections import defaultdict
+
+from app.services.events import MESSAGE_DELIVERED
+
+CLOSE = object()  # sentinel pushed to a subscriber to end its stream
+
+MAX_RECIPIENTS_IN_EVENT = 100
+
+
+class Subscriber:
+    """One open socket's inbox of outgoing items, filled by the hub and drained by the socket's sender."""
+
+    def __init__(self) -> None:
+        self.items: queue.SimpleQueue = queue.SimpleQueue()
+
+    def push(self, item) -> None:
+        """Queue `item` for the socket (never blocks)."""
+        self.items.put(item)
+
+    def close(self) -> None:
+        """Tell the sender to stop."""
+        self.items.put(CLOSE)
+
+
+class Hub:
+    """Tracks the open sockets of this process by channel and routes notifications to them.
+
+    Mailbox sockets receive `(seq, message_json)` tuples for their sandbox; broadcast and event
+    sockets receive ready-made JSON text frames.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._mailboxes: dict[str, set[Subscriber]] = defaultdict(set)
+        self._broadcast: set[Subscriber] = set()
+        self._events: set[Subscriber] = set()
+
+    def subscribe_mailbox(self, sandbox_id: str) -> Subscriber:
+        """A new subscriber to `sandbox_id`'s new mailbox entries."""
+        sub = Subscriber()
+        with self._lock:
+            self._mailboxes[sandbox_id].add(sub)
+        return sub
+
+    def subscribe_broadcast(self) -> Subscriber:
+        """A new subscriber to broadcast messages."""
+        return self._add(self._broadcast)
+
+    def subscribe_events(self) -> Subscriber:
+        """A new subscriber to system events."""
+        return self._add(self._events)
+
+    def _add(self, channel: set) -> Subscriber:
+        sub = Subscriber()
+        with self._lock:
+            channel.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        """Forget `sub` on every channel."""
+        with self._lock:
+            self._broadcast.discard(sub)
+            self._events.discard(sub)
+            for sandbox_id in [k for k, subs in self._mailboxes.items() if sub in subs]:
+                self._mailboxes[sandbox_id].discard(sub)
+                if not self._mailboxes[sandbox_id]:
+                    del self._mailboxes[sandbox_id]
+
+    def socket_count(self) -> int:
+        """How many sockets of this process are subscribed."""
+        with self._lock:
+            return len(self._broadcast) + len(self._events) + sum(len(s) for s in self._mailboxes.values())
+
+    def dispatch(self, notification: dict) -> None:
+        """Route one notification from the fanout exchange to the sockets it concerns."""
+        kind = notification.get("kind")
+        if kind == "entries":
+            self._dispatch_entries(notification["message"], notification["recipients"])
+        elif kind == "event":
+            self._to_events(notification["event"])
+
+    def _dispatch_entries(self, message: dict, recipients: list) -> None:
+        message_json = json.dumps(message, separators=(",", ":"))
+        with self._lock:
+            targets = [(seq, list(self._mailboxes.get(sandbox_id, ()))) for sandbox_id, seq in recipients]
+            broadcast = list(self._broadcast) if message.get("to_sandbox") == "broadcast" else []
+        for seq, subs in targets:
+            for sub in subs:
+                sub.push((seq, message_json))
+        if broadcast:
+            frame = '{"type":"message","message":%s}' % message_json
+            for sub in broadcast:
+                sub.push(frame)
+        self._to_events({
+            "event": MESSAGE_DELIVERED,
+            "data": {
+                "message_id": message["message_id"],
+                "to_sandbox": message["to_sandbox"],
+                "recipient_count": len(recipients),
+                "recipients": [r[0] for r in recipients[:MAX_RECIPIENTS_IN_EVENT]],
+            },
+            "timestamp": time.time(),
+        })
+
+    def _to_events(self, event: dict) -> None:
+        with self._lock:
+            subs = list(self._events)
+        if subs:
+            frame = json.dumps({"type": "event", **event}, separators=(",", ":"))
+            for sub in subs:
+                sub.push(frame)

@@ -1,0 +1,208 @@
+"""WebSocket routes: a sandbox's mailbox (replay + live + ACK), broadcast messages, system events.
+
+Frames are JSON objects with a `type`; docs/protocol.md describes each with examples.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+
+from flask import request
+from flask_sock import Sock
+from simple_websocket import ConnectionClosed
+
+from app.auth import authenticate
+from app.context import BusContext, bus
+from app.errors import BusError, InvalidRequest
+from app.models import SandboxStatus
+from app.schemas import AckFrameSchema, MailboxQuery, load_or_raise, query_args
+from app.services import mailbox, registry
+from app.services.events import SANDBOX_CONNECTED, SANDBOX_DISCONNECTED, event_notification
+from app.ws.hub import CLOSE, Subscriber
+
+log = logging.getLogger(__name__)
+
+sock = Sock()
+
+REPLAY_BATCH = 500
+CLOSE_POLICY = 1008
+
+
+class FrameSender:
+    """Sends text frames on one socket; safe to use from the reader and the sender thread at once."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        self._lock = threading.Lock()
+
+    def send(self, text: str) -> None:
+        """Send one frame; raises ConnectionClosed when the peer is gone."""
+        with self._lock:
+            self.ws.send(text)
+
+    def send_json(self, frame: dict) -> None:
+        """Send `frame` as JSON."""
+        self.send(json.dumps(frame, separators=(",", ":")))
+
+    def error(self, exc: BusError) -> None:
+        """Send an `error` frame describing `exc`."""
+        self.send_json({"type": "error", **exc.to_dict()["error"]})
+
+
+def _message_frame(seq: int, message_json: str) -> str:
+    return '{"type":"message","seq":%d,"message":%s}' % (seq, message_json)
+
+
+class MailboxStream:
+    """Streams one sandbox's mailbox to one socket: every entry after `since`, in seq order, then live.
+
+    Entries are never skipped: a live entry that arrives ahead of its predecessors (several workers)
+    makes the stream read the gap from the database first; entries already sent are dropped.
+    """
+
+    def __init__(self, ctx: BusContext, sender: FrameSender, sandbox_id: str, since: int, subscriber: Subscriber):
+        self.ctx = ctx
+        self.sender = sender
+        self.sandbox_id = sandbox_id
+        self.last_sent = since
+        self.subscriber = subscriber
+
+    def run(self) -> None:
+        """Replay, then forward live entries until the subscriber is closed or the socket drops."""
+        try:
+            self._send_from_database(until=None)
+            while True:
+                item = self.subscriber.items.get()
+                if item is CLOSE:
+                    return
+                seq, message_json = item
+                if seq > self.last_sent + 1:
+                    self._send_from_database(until=seq - 1)
+                if seq == self.last_sent + 1:
+                    self.sender.send(_message_frame(seq, message_json))
+                    self.last_sent = seq
+        except ConnectionClosed:
+            return
+        except Exception:
+            log.exception("mailbox stream of %s failed", self.sandbox_id)
+
+    def _send_from_database(self, until: int | None) -> None:
+        while until is None or self.last_sent < until:
+            entries = mailbox.entries_after(self.ctx.db, self.sandbox_id, self.last_sent, REPLAY_BATCH)
+            for entry in entries:
+                if until is not None and entry.seq > until:
+                    return
+                self.sender.send(_message_frame(entry.seq, json.dumps(entry.message, separators=(",", ":"))))
+                self.last_sent = entry.seq
+            if len(entries) < REPLAY_BATCH:
+                return
+
+
+@sock.route("/ws/sandboxes/<sandbox_id>")
+def mailbox_socket(ws, sandbox_id: str):
+    """A sandbox's mailbox: `welcome`, replay of entries after `since`, live entries; the client sends `ack`."""
+    ctx = bus()
+    sender = FrameSender(ws)
+    authenticate()
+    try:
+        since = load_or_raise(MailboxQuery(only=("since",)), query_args(request.args), what="query string")["since"]
+        sandbox = registry.get_registered(ctx.db, sandbox_id)
+    except BusError as exc:
+        sender.error(exc)
+        ws.close(reason=CLOSE_POLICY, message=exc.code)
+        return
+    subscriber = ctx.hub.subscribe_mailbox(sandbox_id)
+    stream = MailboxStream(ctx, sender, sandbox_id, since, subscriber)
+    sender.send_json({"type": "welcome", "sandbox_id": sandbox_id, "head_seq": sandbox["head_seq"], "resumed_from": since})
+    _set_presence(ctx, sandbox_id, SandboxStatus.ONLINE, SANDBOX_CONNECTED)
+    streamer = threading.Thread(target=stream.run, name=f"ws-mailbox-{sandbox_id}", daemon=True)
+    streamer.start()
+    try:
+        _read_client_frames(ws, sender, lambda frame: _on_mailbox_frame(ctx, sandbox_id, frame, sender))
+    finally:
+        ctx.hub.unsubscribe(subscriber)
+        subscriber.close()
+        streamer.join(timeout=5)
+        _set_presence(ctx, sandbox_id, SandboxStatus.OFFLINE, SANDBOX_DISCONNECTED)
+
+
+@sock.route("/ws/broadcast")
+def broadcast_socket(ws):
+    """Every broadcast message accepted from now on, as `message` frames (no seq: not a mailbox)."""
+    _stream_channel(ws, bus().hub.subscribe_broadcast())
+
+
+@sock.route("/ws/events")
+def events_socket(ws):
+    """System events (sandbox registered/unregistered/connected, message accepted/delivered) as `event` frames."""
+    _stream_channel(ws, bus().hub.subscribe_events())
+
+
+def _stream_channel(ws, subscriber: Subscriber) -> None:
+    ctx = bus()
+    sender = FrameSender(ws)
+    authenticate()
+
+    def forward():
+        try:
+            while (item := subscriber.items.get()) is not CLOSE:
+                sender.send(item)
+        except ConnectionClosed:
+            pass
+
+    streamer = threading.Thread(target=forward, name="ws-channel", daemon=True)
+    streamer.start()
+    sender.send_json({"type": "welcome"})
+    try:
+        _read_client_frames(ws, sender, lambda frame: False)
+    finally:
+        ctx.hub.unsubscribe(subscriber)
+        subscriber.close()
+        streamer.join(timeout=5)
+
+
+def _read_client_frames(ws, sender: FrameSender, on_frame) -> None:
+    """Read client frames until the socket closes; answer pings, pass others to `on_frame`, report bad ones."""
+    while True:
+        try:
+            raw = ws.receive()
+        except ConnectionClosed:
+            return
+        try:
+            frame = json.loads(raw)
+            if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+                raise InvalidRequest("a frame must be a JSON object with a string `type`", code="invalid_frame")
+            if frame["type"] in ("ping", "heartbeat"):
+                sender.send_json({"type": "pong"})
+            elif on_frame(frame) is False:
+                raise InvalidRequest(f"unknown frame type {frame['type']!r}", code="invalid_frame",
+                                     details={"type": frame["type"]})
+        except (ValueError, TypeError):
+            _try_send_error(sender, InvalidRequest("frame is not valid JSON", code="invalid_frame"))
+        except BusError as exc:
+            _try_send_error(sender, exc)
+
+
+def _try_send_error(sender: FrameSender, exc: BusError) -> None:
+    try:
+        sender.error(exc)
+    except ConnectionClosed:
+        pass
+
+
+def _on_mailbox_frame(ctx: BusContext, sandbox_id: str, frame: dict, sender: FrameSender):
+    if frame["type"] != "ack":
+        return False
+    ack = load_or_raise(AckFrameSchema(), frame, what="ack frame")
+    mailbox.ack(ctx.db, sandbox_id, ack["seq"])
+    return True
+
+
+def _set_presence(ctx: BusContext, sandbox_id: str, status: str, event: str) -> None:
+    try:
+        registry.mark_status(ctx.db, sandbox_id, status)
+    except Exception as exc:  # presence is advisory; never break the socket over it
+        log.warning("could not mark %s %s: %s", sandbox_id, status, exc)
+    ctx.notifier.publish(event_notification(event, sandbox_id=sandbox_id))

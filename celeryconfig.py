@@ -1,0 +1,46 @@
+"""Celery settings of the bus. Read from the environment only; imports nothing of the project.
+
+The broker URL is not here: `app.broker.make_celery` sets it from the bus's Settings
+(MESSAGE_BACKEND / REDIS_URL / BROKER_URL), together with the broker-specific transport options.
+Knobs an operator may turn are environment variables: CELERY_PREFETCH_MULTIPLIER,
+CELERY_TASK_EVENTS.
+"""
+
+import os
+
+from kombu import Exchange, Queue
+
+# Messages on queues survive broker restarts; protocol priority 0-9 maps onto RabbitMQ's x-max-priority.
+_priority = {"x-max-priority": 10}
+task_queues = (
+    Queue("delivery", Exchange("delivery", type="direct"), routing_key="delivery", queue_arguments=_priority),
+    Queue("lifecycle", Exchange("lifecycle", type="direct"), routing_key="lifecycle", queue_arguments=_priority),
+    Queue("maintenance", Exchange("maintenance", type="direct"), routing_key="maintenance"),
+)
+task_default_queue = "delivery"
+task_routes = {
+    "workers.delivery.*": {"queue": "delivery", "routing_key": "delivery"},
+    "workers.maintenance.*": {"queue": "maintenance", "routing_key": "maintenance"},
+    "workers.lifecycle.*": {"queue": "lifecycle", "routing_key": "lifecycle"},
+}
+
+# A task is acknowledged after it ran, and put back if its worker dies: deliveries are idempotent.
+task_acks_late = True
+task_reject_on_worker_lost = True
+task_acks_on_failure_or_timeout = True
+task_ignore_result = True
+task_serializer = "json"
+accept_content = ["json"]
+result_serializer = "json"
+task_default_priority = 4  # protocol priority 5 on Redis' 0-highest scale
+worker_prefetch_multiplier = int(os.environ.get("CELERY_PREFETCH_MULTIPLIER", "4"))
+worker_send_task_events = os.environ.get("CELERY_TASK_EVENTS", "false").lower() == "true"
+task_send_sent_event = worker_send_task_events
+broker_connection_retry_on_startup = True
+worker_hijack_root_logger = False
+enable_utc = True
+timezone = "UTC"
+
+beat_schedule = {
+    "sweep-outbox": {"task": "workers.maintenance.sweep_outbox", "schedule": 15.0, "options": {"expires": 14.0}},
+}

@@ -1,0 +1,37 @@
+"""What tasks need, built once per worker process on first use (after any fork)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from app.broker import CeleryDeliveryQueue, transport_options
+from app.db import Database
+from app.fanout import KombuNotifier
+from workers.celery_app import celery_app, settings
+
+
+@dataclass
+class WorkerContext:
+    """The database, notifier and delivery queue shared by the tasks of one worker process."""
+
+    db: Database
+    notifier: KombuNotifier
+    delivery: CeleryDeliveryQueue
+
+
+_lock = threading.Lock()
+_context: WorkerContext | None = None
+
+
+def worker_context() -> WorkerContext:
+    """This process's WorkerContext, created on first call."""
+    global _context
+    with _lock:
+        if _context is None:
+            _context = WorkerContext(
+                db=Database(settings.database_url),
+                notifier=KombuNotifier(settings.broker_url, settings.fanout_exchange, transport_options(settings)),
+                delivery=CeleryDeliveryQueue(celery_app, settings.broker_kind),
+            )
+        return _context
