@@ -27,7 +27,6 @@ task_routes = {
 # A task is acknowledged after it ran, and put back if its worker dies: deliveries are idempotent.
 task_acks_late = True
 task_reject_on_worker_lost = True
-task_acks_on_failure_or_timeout = True
 task_ignore_result = True
 task_serializer = "json"
 accept_content = ["json"]

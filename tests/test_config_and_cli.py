@@ -1,0 +1,100 @@
+"""Settings from the environment, the `collab-bus` command line, and the Alembic migration chain."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, inspect
+
+from app.config import ConfigError, Settings
+from app.migrate import downgrade, upgrade
+
+CLI = str(Path(sys.executable).parent / "collab-bus")
+
+
+def test_defaults_follow_the_architecture_document():
+    settings = Settings.from_env({})
+    assert settings.database_url == "sqlite:///data/collab-bus.db"
+    assert settings.message_backend == "memory" and settings.broker_kind == "memory"
+    assert (settings.host, settings.port, settings.max_content_bytes) == ("127.0.0.1", 8000, 256 * 1024)
+
+
+def test_data_dir_moves_the_default_database():
+    assert Settings.from_env({"DATA_DIR": "/tmp/bus"}).database_url == "sqlite:////tmp/bus/collab-bus.db"
+
+
+def test_broker_url_comes_from_backend_unless_overridden():
+    redis = Settings.from_env({"MESSAGE_BACKEND": "redis", "REDIS_URL": "redis://h:1/2"})
+    assert redis.broker_url == "redis://h:1/2" and redis.broker_kind == "redis"
+    rabbit = Settings.from_env({"MESSAGE_BACKEND": "rabbitmq"})
+    assert rabbit.broker_kind == "rabbitmq"
+    override = Settings.from_env({"MESSAGE_BACKEND": "redis", "BROKER_URL": "amqp://x//"})
+    assert override.broker_url == "amqp://x//" and override.broker_kind == "rabbitmq"
+
+
+@pytest.mark.parametrize("env, mentions", [
+    ({"MESSAGE_BACKEND": "nats"}, "MESSAGE_BACKEND"),
+    ({"PORT": "eighty"}, "PORT"),
+    ({"PORT": "70000"}, "PORT"),
+    ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+    ({"EDITION": "gold"}, "EDITION"),
+    ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
+    ({"MAX_CONTENT_BYTES": "0"}, "MAX_CONTENT_BYTES"),
+    ({"BROKER_URL": "localhost"}, "BROKER_URL"),
+])
+def test_bad_configuration_is_one_clear_error(env, mentions):
+    with pytest.raises(ConfigError, match=mentions):
+        Settings.from_env(env)
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([CLI, *args], env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_cli_bad_configuration_prints_one_line_and_exits_2(tmp_path):
+    result = run_cli("up", "--data-dir", str(tmp_path), env={"MESSAGE_BACKEND": "kafka"})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "collab-bus: configuration error: MESSAGE_BACKEND must be one of memory, redis, rabbitmq; got 'kafka'"]
+
+
+def test_cli_api_refuses_the_in_memory_broker():
+    result = run_cli("api", "--no-migrate", env={"MESSAGE_BACKEND": "memory"})
+    assert result.returncode == 2 and "collab-bus up" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", [[], ["up"], ["api"], ["worker"], ["beat"], ["db"], ["db", "upgrade"]])
+def test_every_command_explains_itself(command):
+    result = run_cli(*command, "--help")
+    assert result.returncode == 0 and "Usage: collab-bus" in result.stdout
+    assert len(result.stdout.splitlines()) > 4
+
+
+def test_db_commands_walk_the_migration_chain(tmp_path):
+    env = {"DATA_DIR": str(tmp_path)}
+    assert run_cli("db", "upgrade", env=env).returncode == 0
+    current = run_cli("db", "current", env=env)
+    assert "0001" in current.stdout, current.stdout + current.stderr
+    assert run_cli("db", "downgrade", "base", env=env).returncode == 0
+    tables = inspect(create_engine(f"sqlite:///{tmp_path / 'collab-bus.db'}")).get_table_names()
+    assert tables == ["alembic_version"]
+
+
+def test_migration_creates_every_table_in_wal_mode(tmp_path):
+    settings = Settings.from_env({"DATA_DIR": str(tmp_path / "nested")})
+    upgrade(settings)
+    from app.db import Database
+
+    database = Database(settings.database_url)
+    with database.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    names = set(inspect(database.engine).get_table_names())
+    assert {"sandboxes", "messages", "mailbox_entries", "dead_letters"} <= names
+    downgrade(settings, "base")
+    upgrade(settings)
+    database.dispose()

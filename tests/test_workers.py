@@ -1,0 +1,37 @@
+"""The Celery side against a real redis-server and a real worker process: idempotent `deliver`, priority mapping."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.broker import broker_priority, make_celery
+from app.config import Settings
+from tests.servers import wait_for
+
+
+def test_protocol_priority_maps_onto_each_broker():
+    # Celery on Redis pops 0 first: protocol 9 (highest) must become 0.
+    assert [broker_priority("redis", p) for p in (0, 5, 9)] == [9, 4, 0]
+    assert [broker_priority("rabbitmq", p) for p in (0, 5, 9)] == [0, 5, 9]
+    assert broker_priority("redis", 42) == 0 and broker_priority("redis", -3) == 9
+
+
+@pytest.mark.parametrize("bus", ["redis"], indirect=True)
+def test_deliver_task_run_repeatedly_makes_one_entry_per_recipient(bus, client, unique):
+    sender, b, c = unique("sender"), unique("b"), unique("c")
+    for sandbox in (sender, b, c):
+        assert client.post("/api/v1/sandboxes/register", json={"sandbox_id": sandbox}).status_code == 201
+    accepted = client.post("/api/v1/broadcast", json={"from_sandbox": sender, "from_agent": "x", "content": {}})
+    message_id = accepted.json()["message_id"]
+
+    celery = make_celery(Settings.from_env({"MESSAGE_BACKEND": "redis", "REDIS_URL": bus.env["REDIS_URL"]}))
+    task_ids = [celery.send_task("workers.delivery.deliver", args=[message_id], queue="delivery").id for _ in range(3)]
+
+    worker_log = bus.dir / "worker.log"
+    wait_for(lambda: all(f"deliver[{tid}] succeeded" in worker_log.read_text() for tid in task_ids), 20,
+             "the worker to run the extra deliver tasks")
+    report = client.get(f"/api/v1/messages/{message_id}").json()
+    recipients = [d["sandbox_id"] for d in report["deliveries"]]
+    mine = sorted(r for r in recipients if r in (b, c))
+    assert mine == sorted([b, c]) and len(recipients) == len(set(recipients))
+    assert report["status"] == "delivered"
