@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import signal
@@ -84,11 +85,16 @@ class RedisServer:
 class BusProcess:
     """The bus started as real processes: `embedded` (collab-bus up) or `redis` (collab-bus api + worker).
 
-    `url` is the HTTP base URL; `ws_url` the WebSocket base. Logs are in `dir`.
+    `url` is the HTTP base URL; `ws_url` the WebSocket base. Logs are in `dir`. Each bus on Redis takes a
+    Redis database number of its own, so buses sharing one redis-server never consume each other's tasks.
     """
 
-    def __init__(self, mode: str, redis_url: str | None = None, extra_env: dict | None = None):
+    _redis_databases = itertools.count(1)
+
+    def __init__(self, mode: str, redis_url: str | None = None, extra_env: dict | None = None,
+                 plain_celery_worker: bool = False):
         self.mode = mode
+        self.plain_celery_worker = plain_celery_worker
         self.dir = Path(tempfile.mkdtemp(prefix=f"bus-{mode}-"))
         self.port = free_port()
         self.env = {
@@ -101,7 +107,8 @@ class BusProcess:
         if mode == "redis":
             if not redis_url:
                 raise ValueError("redis mode needs redis_url")
-            self.env.update(MESSAGE_BACKEND="redis", REDIS_URL=redis_url)
+            database = next(self._redis_databases) % 16
+            self.env.update(MESSAGE_BACKEND="redis", REDIS_URL=f"{redis_url.rsplit('/', 1)[0]}/{database}")
         else:
             self.env.update(MESSAGE_BACKEND="memory")
         self.processes: list[subprocess.Popen] = []
@@ -122,9 +129,9 @@ class BusProcess:
         """The SQLite database the bus writes."""
         return f"sqlite:///{self.dir / 'collab-bus.db'}"
 
-    def _spawn(self, name: str, *args: str) -> subprocess.Popen:
+    def _spawn(self, name: str, *args: str, program: str = "collab-bus") -> subprocess.Popen:
         log = open(self.dir / f"{name}.log", "ab")
-        proc = subprocess.Popen([str(BIN / "collab-bus"), *args], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen([str(BIN / program), *args], env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                 cwd=REPO, start_new_session=True)
         self.processes.append(proc)
         return proc
@@ -140,10 +147,19 @@ class BusProcess:
         wait_for(self._healthy, 30, f"the bus ({self.mode}) to answer on {self.url}")
 
     def start_worker(self, name: str = "worker") -> subprocess.Popen:
-        """Start one more Celery worker process (redis mode) and wait until it is ready."""
+        """Start one more Celery worker process (redis mode) and wait until it is ready.
+
+        It is `collab-bus worker`, or plain `celery -A workers.celery_app worker -Q delivery,maintenance`
+        when the bus was made with `plain_celery_worker=True`.
+        """
         log_path = self.dir / f"{name}.log"
         offset = log_path.stat().st_size if log_path.exists() else 0
-        proc = self._spawn(name, "worker", "-c", "4", "--hostname", f"{name}-{self.port}@%h")
+        hostname = f"{name}-{self.port}@%h"
+        if self.plain_celery_worker:
+            proc = self._spawn(name, "-A", "workers.celery_app", "worker", "-Q", "delivery,maintenance", "-l", "INFO",
+                               "--hostname", hostname, program="celery")
+        else:
+            proc = self._spawn(name, "worker", "-c", "4", "--hostname", hostname)
         wait_for(lambda: b" ready." in log_path.read_bytes()[offset:] or proc.poll() is not None, 30,
                  f"celery worker {name} to be ready")
         if proc.poll() is not None:

@@ -35,3 +35,26 @@ def test_deliver_task_run_repeatedly_makes_one_entry_per_recipient(bus, client, 
     mine = sorted(r for r in recipients if r in (b, c))
     assert mine == sorted([b, c]) and len(recipients) == len(set(recipients))
     assert report["status"] == "delivered"
+
+
+def test_plain_celery_worker_command_delivers(redis_server, unique):
+    """Operators may skip the wrapper: `celery -A workers.celery_app worker -Q delivery` is a full worker."""
+    import httpx
+
+    from tests.servers import BusProcess
+
+    bus = BusProcess("redis", redis_url=redis_server.url, plain_celery_worker=True)
+    try:
+        with httpx.Client(base_url=bus.url, timeout=10) as client:
+            a, b = unique("a"), unique("b")
+            for sandbox in (a, b):
+                client.post("/api/v1/sandboxes/register", json={"sandbox_id": sandbox})
+            sent = client.post("/api/v1/messages", json={"from_sandbox": a, "to_sandbox": b, "from_agent": "x",
+                                                         "message_type": "command", "content": {"do": "it"}})
+            message_id = sent.json()["message_id"]
+            report = wait_for(lambda: (r := client.get(f"/api/v1/messages/{message_id}").json())["deliveries"] and r,
+                              20, "delivery by the plain celery worker")
+        assert [d["sandbox_id"] for d in report["deliveries"]] == [b]
+        assert f"deliver[" in (bus.dir / "worker.log").read_text()
+    finally:
+        bus.cleanup()
