@@ -7,6 +7,7 @@ import os
 import sys
 
 import click
+from sqlalchemy.exc import DBAPIError
 
 from app.config import ConfigError, Settings
 
@@ -26,6 +27,17 @@ class BusGroup(click.Group):
         except ConfigError as exc:
             click.echo(f"collab-bus: configuration error: {exc}", err=True)
             sys.exit(2)
+        except DBAPIError as exc:
+            click.echo(f"collab-bus: database error: {str(exc.orig).splitlines()[0]} ({_safe_url(exc)})", err=True)
+            sys.exit(1)
+
+
+def _safe_url(exc: DBAPIError) -> str:
+    """The failing database URL without its password, for error messages."""
+    try:
+        return Settings.from_env().database_url.split("@")[-1]
+    except ConfigError:
+        return "DATABASE_URL"
 
 
 def _settings(**overrides) -> Settings:
@@ -103,7 +115,7 @@ def api(host: str, port: int, processes: int, threads: int, migrate: bool) -> No
             self.cfg.set("threads", threads)
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("timeout", 60)
-            self.cfg.set("graceful_timeout", 10)
+            self.cfg.set("graceful_timeout", 5)
             self.cfg.set("loglevel", settings.log_level.lower())
             self.cfg.set("accesslog", "-" if settings.log_level == "DEBUG" else None)
 

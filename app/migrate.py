@@ -35,9 +35,11 @@ def upgrade(settings: Settings, revision: str = "head") -> None:
 
 def downgrade(settings: Settings, revision: str) -> None:
     """Migrate the database down to `revision` (`base` removes every table)."""
+    prepare_storage(settings)
     command.downgrade(alembic_config(settings), revision)
 
 
 def current(settings: Settings) -> None:
     """Print the database's current revision."""
+    prepare_storage(settings)
     command.current(alembic_config(settings), verbose=False)
