@@ -112,7 +112,11 @@ class BusProcess:
         else:
             self.env.update(MESSAGE_BACKEND="memory")
         self.processes: list[subprocess.Popen] = []
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()  # never leave half a bus running
+            raise
 
     @property
     def url(self) -> str:
@@ -160,7 +164,7 @@ class BusProcess:
                                "--hostname", hostname, program="celery")
         else:
             proc = self._spawn(name, "worker", "-c", "4", "--hostname", hostname)
-        wait_for(lambda: b" ready." in log_path.read_bytes()[offset:] or proc.poll() is not None, 30,
+        wait_for(lambda: b" ready" in log_path.read_bytes()[offset:] or proc.poll() is not None, 30,
                  f"celery worker {name} to be ready")
         if proc.poll() is not None:
             raise RuntimeError(f"worker {name} exited: {log_path.read_text()[-2000:]}")

@@ -7,6 +7,7 @@ import json
 import time
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from tests.servers import wait_for
@@ -154,8 +155,9 @@ def test_unknown_sandbox_socket_gets_error_and_close(bus, unique):
     with connect(f"{bus.ws_url}/ws/sandboxes/{unique('ghost')}") as ws:
         frame = recv_json(ws)
         assert frame["type"] == "error" and frame["code"] == "unknown_sandbox"
-        with pytest.raises(Exception):
+        with pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=RECV_TIMEOUT)
+    assert closed.value.rcvd.code == 1008 and closed.value.rcvd.reason == "unknown_sandbox"
 
 
 def test_unregistered_sandbox_refuses_new_messages_and_keeps_mailbox(bus, client, unique):

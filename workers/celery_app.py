@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from celery.signals import worker_ready
+
 from app.broker import make_celery
 from app.config import Settings
 
 settings = Settings.from_env()
 celery_app = make_celery(settings, name="collab_bus")
 celery_app.conf.include = ["workers.delivery", "workers.maintenance"]
+
+
+@worker_ready.connect
+def announce_ready(sender=None, **_) -> None:
+    """Print one line when the worker consumes, whatever LOG_LEVEL is (operators and scripts wait for it)."""
+    print(f"collab-bus worker {getattr(sender, 'hostname', '')} ready", flush=True)

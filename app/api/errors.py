@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, jsonify
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from app.errors import BusError
+from app.errors import BusError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,12 @@ def register_error_handlers(app: Flask) -> None:
             log.error("request failed", exc_info=getattr(exc, "original_exception", None) or exc)
         body = {"error": {"code": _HTTP_CODES.get(exc.code, "http_error"), "message": exc.description, "details": {}}}
         return jsonify(body), exc.code
+
+    @app.errorhandler(OperationalError)
+    def _database_unavailable(exc: OperationalError):
+        log.error("database unavailable: %s", str(exc.orig).splitlines()[0] if exc.orig else exc)
+        error = Unavailable("the database is unavailable; retry shortly", code="database_unavailable")
+        return jsonify(error.to_dict()), error.status, {"Retry-After": "1"}
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

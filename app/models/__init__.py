@@ -23,6 +23,15 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def isoformat(moment: datetime | None) -> str | None:
+    """ISO 8601 with an explicit UTC offset; SQLite hands back naive datetimes, which are stored as UTC."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.isoformat()
+
+
 class Base(DeclarativeBase):
     """Declarative base whose MetaData names constraints predictably (for Alembic)."""
 
@@ -162,5 +171,5 @@ metadata = Base.metadata
 
 __all__ = [
     "Base", "metadata", "Sandbox", "SandboxStatus", "Message", "MessageStatus",
-    "MailboxEntry", "EntryState", "DeadLetter", "utcnow",
+    "MailboxEntry", "EntryState", "DeadLetter", "utcnow", "isoformat",
 ]

@@ -1,7 +1,11 @@
-"""marshmallow schemas for requests and query strings, and `load_or_raise` that maps their errors to InvalidRequest."""
+"""marshmallow schemas for requests and query strings, `load_or_raise` that maps their errors to InvalidRequest,
+and `parse_json`, the strict JSON parser every request body and WebSocket frame goes through."""
 
 from __future__ import annotations
 
+import json
+import math
+import re
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
@@ -12,10 +16,14 @@ from app.models import ID_LENGTH
 MESSAGE_TYPES = ("request", "response", "notification", "command")
 BROADCAST = "broadcast"
 ANY_AGENT = "any"
+RESERVED_SANDBOX_IDS = (BROADCAST,)
+SEQ_MAX = 2**63 - 1  # the largest mailbox seq the database stores (BIGINT)
+MAX_JSON_DEPTH = 128  # arrays/objects nested deeper than this are refused (recursion would fail later)
 
+# Patterns end in \Z, not $: `$` also matches before a trailing "\n".
 _identifier = validate.And(
     validate.Length(min=1, max=ID_LENGTH),
-    validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*$", error="must start with a letter or digit and use only letters, digits and _ . : @ -"),
+    validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*\Z", error="must start with a letter or digit and use only letters, digits and _ . : @ -"),
 )
 
 
@@ -29,6 +37,34 @@ class StrictBoolean(fields.Boolean):
 
     truthy = {True}
     falsy = {False}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):  # 1 == True and 0 == False would pass the set lookups
+            raise self.make_error("invalid", input=value)
+        return value
+
+
+class QueryInteger(fields.Integer):
+    """An integer written in a query string: plain ASCII digits only (no sign, spaces, underscores or 5.0)."""
+
+    _digits = re.compile(r"[0-9]{1,30}")
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str) and not self._digits.fullmatch(value):
+            raise self.make_error("invalid", input=value)
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class QueryBoolean(fields.Boolean):
+    """A boolean written in a query string: exactly `true` or `false`."""
+
+    truthy = {"true", True}
+    falsy = {"false", False}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if value not in ("true", "false", True, False) or isinstance(value, int) and not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return super()._deserialize(value, attr, data, **kwargs)
 
 
 class StrictSchema(Schema):
@@ -51,7 +87,10 @@ class AgentMessageSchema(StrictSchema):
     timestamp = fields.Float(load_default=None, allow_nan=False)
     priority = fields.Integer(strict=True, load_default=5, validate=validate.Range(min=0, max=9))
     requires_response = StrictBoolean(load_default=False)
-    correlation_id = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=ID_LENGTH))
+    correlation_id = fields.String(load_default=None, allow_none=True, validate=validate.And(
+        validate.Length(min=1, max=ID_LENGTH),
+        validate.Regexp(r"^[^\x00-\x1f\x7f]*\Z", error="must not contain control characters"),
+    ))
     ttl = fields.Integer(strict=True, load_default=None, allow_none=True, validate=validate.Range(min=1, max=30 * 24 * 3600))
     metadata = fields.Dict(keys=fields.String(), load_default=dict)
 
@@ -73,7 +112,8 @@ class AgentSpecSchema(StrictSchema):
 class RegisterSandboxSchema(StrictSchema):
     """A sandbox registration: id, workspace, its agents and free-form metadata."""
 
-    sandbox_id = Identifier(required=True)
+    sandbox_id = fields.String(required=True, validate=validate.And(_identifier, validate.NoneOf(
+        RESERVED_SANDBOX_IDS, error="is reserved: messages to it mean a broadcast")))
     workspace = Identifier(load_default="default")
     agents = fields.List(fields.Nested(AgentSpecSchema), load_default=list, validate=validate.Length(max=100))
     metadata = fields.Dict(keys=fields.String(), load_default=dict)
@@ -84,21 +124,21 @@ class SandboxListQuery(StrictSchema):
 
     workspace = Identifier(load_default=None)
     status = fields.String(load_default=None, validate=validate.OneOf(("online", "offline", "unregistered")))
-    include_unregistered = StrictBoolean(load_default=False)
+    include_unregistered = QueryBoolean(load_default=False)
 
 
 class MailboxQuery(StrictSchema):
     """Paging of a mailbox: entries after `since`, at most `limit` of them."""
 
-    since = fields.Integer(strict=True, load_default=0, validate=validate.Range(min=0))
-    limit = fields.Integer(strict=True, load_default=100, validate=validate.Range(min=1, max=1000))
+    since = QueryInteger(load_default=0, validate=validate.Range(min=0, max=SEQ_MAX))
+    limit = QueryInteger(load_default=100, validate=validate.Range(min=1, max=1000))
 
 
 class AckFrameSchema(StrictSchema):
     """A client's `ack` frame on a mailbox socket."""
 
     type = fields.String(required=True, validate=validate.Equal("ack"))
-    seq = fields.Integer(strict=True, required=True, validate=validate.Range(min=1))
+    seq = fields.Integer(strict=True, required=True, validate=validate.Range(min=1, max=SEQ_MAX))
 
 
 def load_or_raise(schema: Schema, data: Any, *, what: str = "request body") -> dict:
@@ -112,14 +152,81 @@ def load_or_raise(schema: Schema, data: Any, *, what: str = "request body") -> d
         raise InvalidRequest(f"invalid {what}: check {fields_}", details=exc.normalized_messages()) from None
 
 
+AUTH_QUERY_PARAMETERS = ("token",)  # read by app.auth, never by a resource's query schema
+
+
 def query_args(args) -> dict:
-    """Turn a query-string MultiDict into plain values, converting integer- and boolean-looking strings."""
-    out: dict[str, Any] = {}
-    for key, value in args.items():
-        if value.lstrip("-").isdigit():
-            out[key] = int(value)
-        elif value in ("true", "false"):
-            out[key] = value == "true"
-        else:
-            out[key] = value
-    return out
+    """The query string as a plain dict of strings (first value of each key), without the auth parameters."""
+    return {key: value for key, value in args.items() if key not in AUTH_QUERY_PARAMETERS}
+
+
+class _NotStrictJSON(ValueError):
+    """Raised by parse_json's hooks for text Python's json module accepts but strict JSON (RFC 8259) does not."""
+
+
+def _refuse_constant(name: str):
+    raise _NotStrictJSON(f"{name} is not a JSON value")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotStrictJSON(f"number {text[:40]} is out of range")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:  # beyond Python's digit limit for int()
+        raise _NotStrictJSON(f"an integer of {len(text)} digits is too long") from None
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+
+
+def _too_deep(data: Any, limit: int) -> bool:
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > limit:
+                return True
+            stack.extend((item, depth + 1) for item in (value.values() if isinstance(value, dict) else value))
+    return False
+
+
+def parse_json(raw: bytes | str, *, what: str = "request body", code: str = "invalid_json") -> Any:
+    """Parse `raw` as strict JSON; raise InvalidRequest(`code`) naming `what` when it is not.
+
+    Refuses what would break later instead of here: text that is not UTF-8, NaN/Infinity and
+    out-of-range numbers, unpaired surrogate escapes such as "\\ud800" (not encodable as UTF-8),
+    integers too long to read, and nesting deeper than MAX_JSON_DEPTH.
+    """
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise InvalidRequest(f"{what} is not UTF-8 text", code=code) from None
+    try:
+        data = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_bounded_int)
+        if _SURROGATE_ESCAPE.search(raw):
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                             code=code, details={"line": exc.lineno, "column": exc.colno}) from None
+    except UnicodeEncodeError:
+        raise InvalidRequest(f"{what} contains an unpaired surrogate escape (\\ud800-\\udfff); it is not valid Unicode",
+                             code=code) from None
+    except _NotStrictJSON as exc:
+        raise InvalidRequest(f"{what} is not valid JSON: {exc}", code=code) from None
+    except RecursionError:
+        raise _nested_too_deep(what, code) from None
+    if _too_deep(data, MAX_JSON_DEPTH):
+        raise _nested_too_deep(what, code)
+    return data
+
+
+def _nested_too_deep(what: str, code: str) -> InvalidRequest:
+    return InvalidRequest(f"{what} nests arrays/objects deeper than {MAX_JSON_DEPTH} levels", code=code,
+                          details={"max_depth": MAX_JSON_DEPTH})

@@ -30,7 +30,7 @@ class DeliveryResult:
     def notifications(self) -> list[dict]:
         """The notifications to announce to API processes after the transaction committed."""
         out = []
-        if self.recipients:
+        if self.recipients or self.message["to_sandbox"] == BROADCAST:  # an empty broadcast is still news
             out.append(entries_notification(self.message, self.recipients))
         for sandbox_id in self.dead_lettered:
             out.append(event_notification(MESSAGE_DEAD_LETTERED, message_id=self.message["message_id"],

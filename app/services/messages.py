@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.db import Database
 from app.errors import Conflict, PayloadTooLarge, UnknownMessage, UnknownSandbox
-from app.models import DeadLetter, MailboxEntry, Message, MessageStatus, Sandbox, utcnow
+from app.models import DeadLetter, MailboxEntry, Message, MessageStatus, Sandbox, isoformat, utcnow
 
 BROADCAST = "broadcast"
 
@@ -76,22 +76,22 @@ def report(db: Database, message_id: str) -> dict:
         return {
             "message": message.to_protocol(),
             "status": message.status,
-            "accepted_at": message.created_at.isoformat(),
-            "routed_at": message.routed_at.isoformat() if message.routed_at else None,
+            "accepted_at": isoformat(message.created_at),
+            "routed_at": isoformat(message.routed_at),
             "deliveries": [
                 {
                     "sandbox_id": e.sandbox_id,
                     "seq": e.seq,
                     "state": e.state,
                     "attempts": e.attempts,
-                    "delivered_at": e.created_at.isoformat(),
-                    "acked_at": e.acked_at.isoformat() if e.acked_at else None,
+                    "delivered_at": isoformat(e.created_at),
+                    "acked_at": isoformat(e.acked_at),
                 }
                 for e in entries
             ],
             "dead_letters": [
                 {"sandbox_id": d.sandbox_id, "reason": d.reason, "last_error": d.last_error,
-                 "created_at": d.created_at.isoformat()}
+                 "created_at": isoformat(d.created_at)}
                 for d in dead
             ],
         }

@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from app.db import Database
 from app.errors import Conflict, UnknownSandbox
-from app.models import Sandbox, SandboxStatus, utcnow
+from app.models import Sandbox, SandboxStatus, isoformat, utcnow
 
 
 def sandbox_to_dict(sandbox: Sandbox) -> dict:
@@ -18,8 +18,8 @@ def sandbox_to_dict(sandbox: Sandbox) -> dict:
         "metadata": sandbox.meta or {},
         "status": sandbox.status,
         "head_seq": sandbox.head_seq,
-        "last_heartbeat": sandbox.last_heartbeat.isoformat() if sandbox.last_heartbeat else None,
-        "registered_at": sandbox.registered_at.isoformat() if sandbox.registered_at else None,
+        "last_heartbeat": isoformat(sandbox.last_heartbeat),
+        "registered_at": isoformat(sandbox.registered_at),
     }
 
 

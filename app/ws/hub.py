@@ -74,6 +74,11 @@ class Hub:
                 if not self._mailboxes[sandbox_id]:
                     del self._mailboxes[sandbox_id]
 
+    def has_mailbox_socket(self, sandbox_id: str) -> bool:
+        """True while this process holds at least one open mailbox socket of `sandbox_id`."""
+        with self._lock:
+            return bool(self._mailboxes.get(sandbox_id))
+
     def socket_count(self) -> int:
         """How many sockets of this process are subscribed."""
         with self._lock:

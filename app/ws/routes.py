@@ -17,7 +17,7 @@ from app.auth import authenticate
 from app.context import BusContext, bus
 from app.errors import BusError, InvalidRequest
 from app.models import SandboxStatus
-from app.schemas import AckFrameSchema, MailboxQuery, load_or_raise, query_args
+from app.schemas import AckFrameSchema, MailboxQuery, load_or_raise, parse_json, query_args
 from app.services import mailbox, registry
 from app.services.events import SANDBOX_CONNECTED, SANDBOX_DISCONNECTED, event_notification
 from app.ws.hub import CLOSE, Subscriber
@@ -28,6 +28,7 @@ sock = Sock()
 
 REPLAY_BATCH = 500
 CLOSE_POLICY = 1008
+CLOSE_REPLY_WAIT = 2.0  # seconds a refused socket waits for the client's closing reply
 
 
 class FrameSender:
@@ -110,8 +111,7 @@ def mailbox_socket(ws, sandbox_id: str):
         since = load_or_raise(MailboxQuery(only=("since",)), query_args(request.args), what="query string")["since"]
         sandbox = registry.get_registered(ctx.db, sandbox_id)
     except BusError as exc:
-        sender.error(exc)
-        ws.close(reason=CLOSE_POLICY, message=exc.code)
+        _refuse(ws, sender, exc)
         return
     subscriber = ctx.hub.subscribe_mailbox(sandbox_id)
     stream = MailboxStream(ctx, sender, sandbox_id, since, subscriber)
@@ -125,7 +125,8 @@ def mailbox_socket(ws, sandbox_id: str):
         ctx.hub.unsubscribe(subscriber)
         subscriber.close()
         streamer.join(timeout=5)
-        _set_presence(ctx, sandbox_id, SandboxStatus.OFFLINE, SANDBOX_DISCONNECTED)
+        if not ctx.hub.has_mailbox_socket(sandbox_id):  # another socket of this sandbox may still be open here
+            _set_presence(ctx, sandbox_id, SandboxStatus.OFFLINE, SANDBOX_DISCONNECTED)
 
 
 @sock.route("/ws/broadcast")
@@ -171,7 +172,7 @@ def _read_client_frames(ws, sender: FrameSender, on_frame) -> None:
         except ConnectionClosed:
             return
         try:
-            frame = json.loads(raw)
+            frame = parse_json(raw, what="frame", code="invalid_frame")
             if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
                 raise InvalidRequest("a frame must be a JSON object with a string `type`", code="invalid_frame")
             if frame["type"] in ("ping", "heartbeat"):
@@ -179,10 +180,20 @@ def _read_client_frames(ws, sender: FrameSender, on_frame) -> None:
             elif on_frame(frame) is False:
                 raise InvalidRequest(f"unknown frame type {frame['type']!r}", code="invalid_frame",
                                      details={"type": frame["type"]})
-        except (ValueError, TypeError):
-            _try_send_error(sender, InvalidRequest("frame is not valid JSON", code="invalid_frame"))
         except BusError as exc:
             _try_send_error(sender, exc)
+
+
+def _refuse(ws, sender: FrameSender, exc: BusError) -> None:
+    """Send an `error` frame for `exc`, close with 1008 and wait (briefly) for the client's closing reply.
+
+    The wait matters under werkzeug's server (embedded mode): once the handler returns it drains the
+    socket until EOF, and if it, not simple_websocket's reader, reads the client's reply, neither side
+    ever closes the connection.
+    """
+    sender.error(exc)
+    ws.close(reason=CLOSE_POLICY, message=exc.code)
+    ws.thread.join(timeout=CLOSE_REPLY_WAIT)
 
 
 def _try_send_error(sender: FrameSender, exc: BusError) -> None:
