@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager, nullcontext
 from typing import Iterator
 
 from sqlalchemy import create_engine, event
@@ -16,6 +19,10 @@ class Database:
     `write()` yields a session whose transaction holds the database's write lock from its
     first statement on SQLite (BEGIN IMMEDIATE), so concurrent writers queue instead of failing;
     it commits on success and rolls back on error. `read()` yields a session that is never committed.
+
+    On SQLite, writers of one process queue on a Python lock (handed over as soon as it is free), and
+    the one at the head polls the database's write lock every 0.1-2 ms: SQLite's own busy handler
+    sleeps in steps of up to 100 ms, which costs throughput and tail latency when processes contend.
     """
 
     def __init__(self, url: str, *, echo: bool = False):
@@ -31,11 +38,12 @@ class Database:
             _configure_sqlite(self.engine)
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(self.engine.execution_options(sqlite_begin="BEGIN IMMEDIATE"), expire_on_commit=False)
+        self._writer_lock = threading.Lock() if self.is_sqlite else nullcontext()
 
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A session for one transaction that changes data; committed when the block ends without error."""
-        with self._write() as session, session.begin():
+        with self._writer_lock, self._write() as session, session.begin():
             yield session
 
     @contextmanager
@@ -69,4 +77,30 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
-        conn.exec_driver_sql(conn.get_execution_options().get("sqlite_begin", "BEGIN"))
+        statement = conn.get_execution_options().get("sqlite_begin", "BEGIN")
+        if statement == "BEGIN":
+            conn.exec_driver_sql(statement)
+        else:
+            _begin_when_unlocked(conn.connection.driver_connection, statement)
+
+
+SQLITE_LOCK_WAIT = 30.0  # seconds a writer waits for the database's write lock before failing
+
+
+def _begin_when_unlocked(raw: sqlite3.Connection, statement: str) -> None:
+    """Run `statement` (BEGIN IMMEDIATE), retrying at short intervals while another writer holds the lock."""
+    deadline = time.monotonic() + SQLITE_LOCK_WAIT
+    delay = 0.0001
+    raw.execute("PRAGMA busy_timeout=0")
+    try:
+        while True:
+            try:
+                raw.execute(statement)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.002)
+    finally:
+        raw.execute("PRAGMA busy_timeout=30000")

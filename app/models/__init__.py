@@ -16,6 +16,7 @@ NAMING_CONVENTION = {
 }
 
 ID_LENGTH = 128
+BROADCAST = "broadcast"  # the to_sandbox of a message for every registered sandbox but the sender
 
 
 def utcnow() -> datetime:
@@ -170,6 +171,6 @@ class DeadLetter(Base):
 metadata = Base.metadata
 
 __all__ = [
-    "Base", "metadata", "Sandbox", "SandboxStatus", "Message", "MessageStatus",
+    "BROADCAST", "Base", "metadata", "Sandbox", "SandboxStatus", "Message", "MessageStatus",
     "MailboxEntry", "EntryState", "DeadLetter", "utcnow", "isoformat",
 ]

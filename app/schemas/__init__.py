@@ -11,10 +11,9 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from app.errors import InvalidRequest
-from app.models import ID_LENGTH
+from app.models import BROADCAST, ID_LENGTH
 
 MESSAGE_TYPES = ("request", "response", "notification", "command")
-BROADCAST = "broadcast"
 ANY_AGENT = "any"
 RESERVED_SANDBOX_IDS = (BROADCAST,)
 SEQ_MAX = 2**63 - 1  # the largest mailbox seq the database stores (BIGINT)

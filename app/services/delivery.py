@@ -9,12 +9,11 @@ from sqlalchemy import insert, select
 
 from app.db import Database
 from app.errors import UnknownMessage
-from app.models import DeadLetter, MailboxEntry, Message, MessageStatus, Sandbox, SandboxStatus, utcnow
+from app.models import BROADCAST, DeadLetter, MailboxEntry, Message, MessageStatus, Sandbox, SandboxStatus, utcnow
 from app.services.events import MESSAGE_DEAD_LETTERED, entries_notification, event_notification
 
 log = logging.getLogger(__name__)
 
-BROADCAST = "broadcast"
 RECIPIENT_GONE = "recipient_gone"
 
 

@@ -12,9 +12,8 @@ from sqlalchemy.exc import IntegrityError
 
 from app.db import Database
 from app.errors import Conflict, PayloadTooLarge, UnknownMessage, UnknownSandbox
-from app.models import DeadLetter, MailboxEntry, Message, MessageStatus, Sandbox, isoformat, utcnow
+from app.models import BROADCAST, DeadLetter, MailboxEntry, Message, MessageStatus, Sandbox, isoformat, utcnow
 
-BROADCAST = "broadcast"
 
 
 def content_size(content: dict) -> int:

@@ -8,6 +8,7 @@ import threading
 import time
 from collections import defaultdict
 
+from app.models import BROADCAST
 from app.services.events import MESSAGE_DELIVERED
 
 CLOSE = object()  # sentinel pushed to a subscriber to end its stream
@@ -96,7 +97,7 @@ class Hub:
         message_json = json.dumps(message, separators=(",", ":"))
         with self._lock:
             targets = [(seq, list(self._mailboxes.get(sandbox_id, ()))) for sandbox_id, seq in recipients]
-            broadcast = list(self._broadcast) if message.get("to_sandbox") == "broadcast" else []
+            broadcast = list(self._broadcast) if message.get("to_sandbox") == BROADCAST else []
         for seq, subs in targets:
             for sub in subs:
                 sub.push((seq, message_json))

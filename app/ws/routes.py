@@ -120,7 +120,7 @@ def mailbox_socket(ws, sandbox_id: str):
     streamer = threading.Thread(target=stream.run, name=f"ws-mailbox-{sandbox_id}", daemon=True)
     streamer.start()
     try:
-        _read_client_frames(ws, sender, lambda frame: _on_mailbox_frame(ctx, sandbox_id, frame, sender))
+        _read_client_frames(ws, sender, lambda frame: _on_mailbox_frame(ctx, sandbox_id, frame))
     finally:
         ctx.hub.unsubscribe(subscriber)
         subscriber.close()
@@ -203,7 +203,8 @@ def _try_send_error(sender: FrameSender, exc: BusError) -> None:
         pass
 
 
-def _on_mailbox_frame(ctx: BusContext, sandbox_id: str, frame: dict, sender: FrameSender):
+def _on_mailbox_frame(ctx: BusContext, sandbox_id: str, frame: dict) -> bool:
+    """Handle a client frame on a mailbox socket; False when its type is not one a mailbox takes."""
     if frame["type"] != "ack":
         return False
     ack = load_or_raise(AckFrameSchema(), frame, what="ack frame")
