@@ -3,7 +3,7 @@
 The broker URL is not here: `app.broker.make_celery` sets it from the bus's Settings
 (MESSAGE_BACKEND / REDIS_URL / BROKER_URL), together with the broker-specific transport options.
 Knobs an operator may turn are environment variables: CELERY_PREFETCH_MULTIPLIER,
-CELERY_TASK_EVENTS.
+CELERY_TASK_EVENTS, OUTBOX_SWEEP_INTERVAL.
 """
 
 import os
@@ -40,6 +40,8 @@ worker_hijack_root_logger = False
 enable_utc = True
 timezone = "UTC"
 
+_sweep_every = float(os.environ.get("OUTBOX_SWEEP_INTERVAL", "15"))
 beat_schedule = {
-    "sweep-outbox": {"task": "workers.maintenance.sweep_outbox", "schedule": 15.0, "options": {"expires": 14.0}},
+    "sweep-outbox": {"task": "workers.maintenance.sweep_outbox", "schedule": _sweep_every,
+                     "options": {"expires": _sweep_every}},
 }

@@ -58,3 +58,28 @@ def test_plain_celery_worker_command_delivers(redis_server, unique):
         assert f"deliver[" in (bus.dir / "worker.log").read_text()
     finally:
         bus.cleanup()
+
+
+def test_outbox_sweep_delivers_a_message_that_was_never_enqueued(unique):
+    """A message committed while the broker was unreachable is found by beat's sweep and delivered."""
+    from app.db import Database
+    from app.services import messages, registry
+    from tests.servers import BusProcess
+
+    bus = BusProcess("embedded", extra_env={"OUTBOX_SWEEP_INTERVAL": "0.5", "OUTBOX_SWEEP_AFTER": "0.5"})
+    database = Database(bus.database_url)
+    try:
+        a, b = unique("a"), unique("b")
+        for sandbox in (a, b):
+            registry.register(database, sandbox, "default", [], {})
+        stranded = messages.accept(database, {
+            "from_sandbox": a, "to_sandbox": b, "from_agent": "x", "to_agent": "any", "message_type": "notification",
+            "content": {"stranded": True}, "priority": 5, "requires_response": False, "correlation_id": None,
+            "ttl": None, "metadata": {}}, max_content_bytes=1024)  # committed, never enqueued
+        report = wait_for(lambda: (r := messages.report(database, stranded.id))["status"] == "delivered" and r, 20,
+                          "the outbox sweep to deliver the stranded message")
+        assert [d["sandbox_id"] for d in report["deliveries"]] == [b]
+        assert "outbox sweep: re-enqueued" in (bus.dir / "up.log").read_text()
+    finally:
+        database.dispose()
+        bus.cleanup()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from celery.signals import worker_ready
 
 from app.broker import make_celery
@@ -15,4 +17,5 @@ celery_app.conf.include = ["workers.delivery", "workers.maintenance"]
 @worker_ready.connect
 def announce_ready(sender=None, **_) -> None:
     """Print one line when the worker consumes, whatever LOG_LEVEL is (operators and scripts wait for it)."""
-    print(f"collab-bus worker {getattr(sender, 'hostname', '')} ready", flush=True)
+    sys.__stdout__.write(f"collab-bus worker {getattr(sender, 'hostname', '')} ready\n")  # past Celery's redirect
+    sys.__stdout__.flush()
