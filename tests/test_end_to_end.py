@@ -4,7 +4,6 @@ register, direct + broadcast, receive over a real WebSocket, disconnect, reconne
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -132,23 +131,28 @@ def test_offline_recipient_keeps_messages_and_poll_endpoint_pages(bus, client, u
     assert {e["message"]["message_id"] for e in page["entries"]} <= set(ids)
 
 
+def frames_until(ws, predicate, what: str) -> list[dict]:
+    """Frames from `ws` up to and including the first one matching `predicate` (the bus is shared by tests)."""
+    frames: list[dict] = []
+    wait_for(lambda: frames.append(recv_json(ws)) or predicate(frames[-1]), RECV_TIMEOUT, what)
+    return frames
+
+
 def test_broadcast_and_event_sockets(bus, client, unique):
     sender, listener = unique("sender"), unique("listener")
     register(client, listener)
     with connect(f"{bus.ws_url}/ws/broadcast") as bws, connect(f"{bus.ws_url}/ws/events") as ews:
         assert recv_json(bws)["type"] == "welcome"
         assert recv_json(ews)["type"] == "welcome"
-        time.sleep(0.3)  # the listener socket is subscribed once welcome is sent; leave the hub a moment
         register(client, sender)
         message_id = broadcast(client, sender, {"hello": "everyone"})
-        frame = recv_json(bws)
-        assert frame["type"] == "message" and frame["message"]["message_id"] == message_id
-        events = []
-        wait_for(lambda: events.append(recv_json(ews)) or any(
-            e["event"] == "message.delivered" and e["data"]["message_id"] == message_id for e in events),
-            RECV_TIMEOUT, "message.delivered event")
-    names = [e["event"] for e in events]
-    assert "sandbox.registered" in names and "message.accepted" in names
+        seen = frames_until(bws, lambda f: f.get("message", {}).get("message_id") == message_id, "the broadcast frame")
+        assert all(f["type"] == "message" and f["message"]["to_sandbox"] == "broadcast" for f in seen)
+        assert seen[-1]["message"]["content"] == {"hello": "everyone"}
+        events = frames_until(ews, lambda e: e["event"] == "message.delivered" and e["data"]["message_id"] == message_id,
+                              "the message.delivered event")
+    mine = [(e["event"], e["data"].get("sandbox_id") or e["data"].get("message_id")) for e in events]
+    assert ("sandbox.registered", sender) in mine and ("message.accepted", message_id) in mine
 
 
 def test_unknown_sandbox_socket_gets_error_and_close(bus, unique):
