@@ -3,7 +3,7 @@
 The broker URL is not here: `app.broker.make_celery` sets it from the bus's Settings
 (MESSAGE_BACKEND / REDIS_URL / BROKER_URL), together with the broker-specific transport options.
 Knobs an operator may turn are environment variables: CELERY_PREFETCH_MULTIPLIER,
-CELERY_TASK_EVENTS, OUTBOX_SWEEP_INTERVAL.
+CELERY_TASK_EVENTS, OUTBOX_SWEEP_INTERVAL, REDELIVERY_SWEEP_INTERVAL.
 """
 
 import os
@@ -40,8 +40,13 @@ worker_hijack_root_logger = False
 enable_utc = True
 timezone = "UTC"
 
-_sweep_every = float(os.environ.get("OUTBOX_SWEEP_INTERVAL", "15"))
+_outbox_every = float(os.environ.get("OUTBOX_SWEEP_INTERVAL", "15"))
+_redelivery_every = float(os.environ.get("REDELIVERY_SWEEP_INTERVAL", "1"))
 beat_schedule = {
-    "sweep-outbox": {"task": "workers.maintenance.sweep_outbox", "schedule": _sweep_every,
-                     "options": {"expires": _sweep_every}},
+    "sweep-outbox": {"task": "workers.maintenance.sweep_outbox", "schedule": _outbox_every,
+                     "options": {"expires": _outbox_every}},
+    "sweep-unacked": {"task": "workers.maintenance.sweep_unacked", "schedule": _redelivery_every,
+                      "options": {"expires": _redelivery_every}},
+    "sweep-expired": {"task": "workers.maintenance.sweep_expired", "schedule": _redelivery_every,
+                      "options": {"expires": _redelivery_every}},
 }

@@ -26,6 +26,7 @@ def create_app(settings: Settings | None = None, *, celery=None, start_listener:
     from app.context import BusContext
     from app.db import Database
     from app.fanout import FanoutListener, KombuNotifier
+    from app.services.redelivery import RedeliveryPolicy
     from app.ws.hub import Hub
     from app.ws.routes import sock
 
@@ -42,6 +43,7 @@ def create_app(settings: Settings | None = None, *, celery=None, start_listener:
         delivery=CeleryDeliveryQueue(celery, settings.broker_kind),
         notifier=KombuNotifier(settings.broker_url, settings.fanout_exchange, options),
         hub=Hub(),
+        policy=RedeliveryPolicy.from_settings(settings),
     )
     app.extensions["bus"] = ctx
     if start_listener:

@@ -66,6 +66,9 @@ class Settings:
     port: int = 8000
     max_content_bytes: int = 256 * 1024
     outbox_sweep_after: float = 30.0
+    ack_timeout: float = 30.0
+    max_delivery_attempts: int = 5
+    max_redelivery_backoff: float = 300.0
     fanout_exchange: str = "collab.notify"
 
     @classmethod
@@ -86,6 +89,9 @@ class Settings:
             port=_int(env, "PORT", cls.port, minimum=1),
             max_content_bytes=_int(env, "MAX_CONTENT_BYTES", cls.max_content_bytes, minimum=1),
             outbox_sweep_after=_float(env, "OUTBOX_SWEEP_AFTER", cls.outbox_sweep_after),
+            ack_timeout=_float(env, "ACK_TIMEOUT", cls.ack_timeout),
+            max_delivery_attempts=_int(env, "MAX_DELIVERY_ATTEMPTS", cls.max_delivery_attempts, minimum=1),
+            max_redelivery_backoff=_float(env, "MAX_REDELIVERY_BACKOFF", cls.max_redelivery_backoff),
             fanout_exchange=env.get("FANOUT_EXCHANGE") or cls.fanout_exchange,
         )
         values.update(overrides)

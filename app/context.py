@@ -9,18 +9,20 @@ from flask import current_app
 from app.config import Settings
 from app.db import Database
 from app.services.ports import DeliveryQueue, Notifier
+from app.services.redelivery import RedeliveryPolicy
 from app.ws.hub import Hub
 
 
 @dataclass
 class BusContext:
-    """Settings, database, delivery queue, notifier and socket hub of one API process."""
+    """Settings, database, delivery queue, notifier, socket hub and redelivery policy of one API process."""
 
     settings: Settings
     db: Database
     delivery: DeliveryQueue
     notifier: Notifier
     hub: Hub
+    policy: RedeliveryPolicy = field(default_factory=RedeliveryPolicy)
     background: list = field(default_factory=list)
 
 

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from app.errors import Conflict, NotFound, PayloadTooLarge, UnknownMessage, UnknownSandbox
 from app.models import DeadLetter, MailboxEntry, Message
-from app.services import delivery, mailbox, messages, registry
+from app.services import delivery, mailbox, messages, redelivery, registry
 
 LIMIT = 256 * 1024
 
@@ -104,7 +104,7 @@ def test_recipient_unregistered_before_delivery_is_dead_lettered(db):
     registry.unregister(db, "b")
     result = delivery.deliver(db, message.id)
     delivery.deliver(db, message.id)
-    assert result.dead_lettered == ["b"] and result.recipients == []
+    assert [e["event"]["data"]["sandbox_id"] for e in result.dead_letter_events] == ["b"] and result.recipients == []
     report = messages.report(db, message.id)
     assert report["status"] == "dead"
     assert [d["reason"] for d in report["dead_letters"]] == ["recipient_gone"]
@@ -150,8 +150,8 @@ def test_mailbox_paging_and_ack(db):
         delivery.deliver(db, messages.accept(db, make(content={"i": i}), max_content_bytes=LIMIT).id)
     page = mailbox.page(db, "b", since=2, limit=2)
     assert [e["seq"] for e in page["entries"]] == [3, 4] and page["next_since"] == 4 and page["head_seq"] == 5
-    message_id = mailbox.ack(db, "b", 3)
+    message_id = redelivery.ack(db, "b", 3)
     report = messages.report(db, message_id)
     assert report["deliveries"][0]["state"] == "acked"
     with pytest.raises(NotFound):
-        mailbox.ack(db, "b", 99)
+        redelivery.ack(db, "b", 99)

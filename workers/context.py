@@ -8,16 +8,23 @@ from dataclasses import dataclass
 from app.broker import CeleryDeliveryQueue, transport_options
 from app.db import Database
 from app.fanout import KombuNotifier
+from app.services.redelivery import RedeliveryPolicy
 from workers.celery_app import celery_app, settings
 
 
 @dataclass
 class WorkerContext:
-    """The database, notifier and delivery queue shared by the tasks of one worker process."""
+    """The database, notifier, delivery queue and redelivery policy shared by the tasks of one worker process."""
 
     db: Database
     notifier: KombuNotifier
     delivery: CeleryDeliveryQueue
+    policy: RedeliveryPolicy
+
+    def announce(self, notifications: list[dict]) -> None:
+        """Publish notifications to every API process."""
+        for notification in notifications:
+            self.notifier.publish(notification)
 
 
 _lock = threading.Lock()
@@ -33,5 +40,6 @@ def worker_context() -> WorkerContext:
                 db=Database(settings.database_url),
                 notifier=KombuNotifier(settings.broker_url, settings.fanout_exchange, transport_options(settings)),
                 delivery=CeleryDeliveryQueue(celery_app, settings.broker_kind),
+                policy=RedeliveryPolicy.from_settings(settings),
             )
         return _context

@@ -1,10 +1,10 @@
-"""Periodic upkeep run by beat: re-enqueue accepted messages that never reached a worker (outbox sweep)."""
+"""Periodic upkeep run by beat: outbox sweep, pushing unacknowledged entries again, TTL expiry."""
 
 from __future__ import annotations
 
 import logging
 
-from app.services import messages
+from app.services import messages, redelivery
 from workers.celery_app import celery_app, settings
 from workers.context import worker_context
 
@@ -21,3 +21,26 @@ def sweep_outbox() -> int:
     if stale:
         log.info("outbox sweep: re-enqueued %d message(s)", len(stale))
     return len(stale)
+
+
+@celery_app.task(name="workers.maintenance.sweep_unacked")
+def sweep_unacked() -> int:
+    """Push again the due, unacknowledged entries of connected recipients; dead-letter those out of attempts."""
+    ctx = worker_context()
+    result = redelivery.sweep_unacked(ctx.db, ctx.policy)
+    ctx.announce(result.all_notifications())
+    if result.redeliveries or result.notifications:
+        log.info("redelivery sweep: %d pushed again, %d dead-lettered", len(result.redeliveries),
+                 len(result.notifications))
+    return len(result.redeliveries)
+
+
+@celery_app.task(name="workers.maintenance.sweep_expired")
+def sweep_expired() -> int:
+    """Dead-letter `expired` what outlived its ttl without an ACK (or without being routed)."""
+    ctx = worker_context()
+    result = redelivery.sweep_expired(ctx.db)
+    ctx.announce(result.notifications)
+    if result.notifications:
+        log.info("expiry sweep: %d dead-lettered", len(result.notifications))
+    return len(result.notifications)

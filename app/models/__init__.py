@@ -124,14 +124,23 @@ class Message(Base):
 
 
 class EntryState:
-    """Values of MailboxEntry.state."""
+    """Values of MailboxEntry.state: delivered (in the mailbox, not acknowledged), acked, dead (dead-lettered)."""
 
     DELIVERED = "delivered"
     ACKED = "acked"
+    DEAD = "dead"
+
+
+ACK_REQUIRED_TYPES = ("request", "command")  # the message types a recipient must acknowledge
 
 
 class MailboxEntry(Base):
-    """One message in one sandbox's mailbox, at position `seq` (1, 2, 3 ... per sandbox)."""
+    """One message in one sandbox's mailbox, at position `seq` (1, 2, 3 ... per sandbox).
+
+    Entries that require an ACK carry `next_attempt_at`: when it passes without an ACK while the
+    recipient is connected, the entry is pushed again (`attempts` counts the pushes). `expires_at`
+    comes from the message's ttl.
+    """
 
     __tablename__ = "mailbox_entries"
 
@@ -141,6 +150,9 @@ class MailboxEntry(Base):
     message_id: Mapped[str] = mapped_column(String(ID_LENGTH), ForeignKey("messages.message_id"), index=True)
     state: Mapped[str] = mapped_column(String(16), default=EntryState.DELIVERED)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    requires_ack: Mapped[bool] = mapped_column(Boolean, default=False)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     acked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -149,6 +161,8 @@ class MailboxEntry(Base):
     __table_args__ = (
         UniqueConstraint("sandbox_id", "seq"),
         UniqueConstraint("message_id", "sandbox_id"),
+        Index("ix_mailbox_entries_state_next_attempt_at", "state", "next_attempt_at"),
+        Index("ix_mailbox_entries_state_expires_at", "state", "expires_at"),
     )
 
 
@@ -172,5 +186,5 @@ metadata = Base.metadata
 
 __all__ = [
     "BROADCAST", "Base", "metadata", "Sandbox", "SandboxStatus", "Message", "MessageStatus",
-    "MailboxEntry", "EntryState", "DeadLetter", "utcnow", "isoformat",
+    "MailboxEntry", "EntryState", "ACK_REQUIRED_TYPES", "DeadLetter", "utcnow", "isoformat",
 ]

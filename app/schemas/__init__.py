@@ -140,6 +140,14 @@ class AckFrameSchema(StrictSchema):
     seq = fields.Integer(strict=True, required=True, validate=validate.Range(min=1, max=SEQ_MAX))
 
 
+class NackFrameSchema(StrictSchema):
+    """A client's `nack` frame: the entry could not be handled, and why."""
+
+    type = fields.String(required=True, validate=validate.Equal("nack"))
+    seq = fields.Integer(strict=True, required=True, validate=validate.Range(min=1, max=SEQ_MAX))
+    reason = fields.String(load_default="nacked by the recipient", validate=validate.Length(min=1, max=2000))
+
+
 def load_or_raise(schema: Schema, data: Any, *, what: str = "request body") -> dict:
     """Validate `data` with `schema`; raise InvalidRequest with per-field details when it does not match."""
     if not isinstance(data, dict):

@@ -9,12 +9,14 @@ from sqlalchemy import insert, select
 
 from app.db import Database
 from app.errors import UnknownMessage
-from app.models import BROADCAST, DeadLetter, MailboxEntry, Message, MessageStatus, Sandbox, SandboxStatus, utcnow
-from app.services.events import MESSAGE_DEAD_LETTERED, entries_notification, event_notification
+from app.models import (
+    ACK_REQUIRED_TYPES, BROADCAST, MailboxEntry, Message, MessageStatus, Sandbox, SandboxStatus, utcnow,
+)
+from app.services import dead_letters
+from app.services.events import entries_notification
+from app.services.redelivery import RedeliveryPolicy, expire_unrouted, expires_at, is_expired
 
 log = logging.getLogger(__name__)
-
-RECIPIENT_GONE = "recipient_gone"
 
 
 @dataclass
@@ -24,26 +26,25 @@ class DeliveryResult:
     message: dict
     recipients: list[tuple[str, int]] = field(default_factory=list)
     new_recipients: list[str] = field(default_factory=list)
-    dead_lettered: list[str] = field(default_factory=list)
+    dead_letter_events: list[dict] = field(default_factory=list)
 
     def notifications(self) -> list[dict]:
         """The notifications to announce to API processes after the transaction committed."""
         out = []
-        if self.recipients or self.message["to_sandbox"] == BROADCAST:  # an empty broadcast is still news
-            out.append(entries_notification(self.message, self.recipients))
-        for sandbox_id in self.dead_lettered:
-            out.append(event_notification(MESSAGE_DEAD_LETTERED, message_id=self.message["message_id"],
-                                          sandbox_id=sandbox_id, reason=RECIPIENT_GONE))
-        return out
+        if self.recipients or (self.message["to_sandbox"] == BROADCAST and not self.dead_letter_events):
+            out.append(entries_notification(self.message, self.recipients))  # an empty broadcast is still news
+        return [*out, *self.dead_letter_events]
 
 
-def deliver(db: Database, message_id: str) -> DeliveryResult:
+def deliver(db: Database, message_id: str, policy: RedeliveryPolicy = RedeliveryPolicy()) -> DeliveryResult:
     """Append `message_id` to each recipient's mailbox; running it again appends nothing new.
 
     Recipients: the addressed sandbox, or for a broadcast every registered sandbox except the sender.
     Each new entry takes the recipient's next seq under a lock on the recipient's row, so entries of one
     mailbox become visible in seq order even with several workers. A direct recipient that was
-    unregistered after acceptance gets a dead letter (`recipient_gone`) instead of an entry.
+    unregistered after acceptance gets a dead letter (`recipient_gone`) instead of an entry, and a message
+    whose ttl passed before this run is dead-lettered `expired`. Entries of REQUEST and COMMAND messages
+    await an ACK: for a connected recipient the first push counts as attempt 1.
     """
     with db.write() as session:
         message = session.get(Message, message_id)
@@ -55,23 +56,31 @@ def deliver(db: Database, message_id: str) -> DeliveryResult:
         result = DeliveryResult(message=message.to_protocol(), recipients=sorted(existing.items()))
         if message.status != MessageStatus.ACCEPTED:
             return result
+        if is_expired(message):
+            result.dead_letter_events = expire_unrouted(session, message)
+            return result
 
         targets = _locked_targets(session, message, exclude=set(existing))
         now = utcnow()
+        requires_ack = message.message_type in ACK_REQUIRED_TYPES
+        first_wait = now + policy.wait_after(1)
         rows = []
         for sandbox in targets:
             sandbox.head_seq += 1
+            online = requires_ack and sandbox.status == SandboxStatus.ONLINE
             rows.append({"sandbox_id": sandbox.id, "seq": sandbox.head_seq, "message_id": message_id,
-                         "created_at": now, "updated_at": now})
+                         "created_at": now, "updated_at": now, "requires_ack": requires_ack,
+                         "attempts": 1 if online else 0, "next_attempt_at": first_wait if online else None,
+                         "expires_at": expires_at(message)})
         if rows:
             session.execute(insert(MailboxEntry), rows)
         result.new_recipients = [row["sandbox_id"] for row in rows]
         result.recipients = sorted([*existing.items(), *((r["sandbox_id"], r["seq"]) for r in rows)])
 
         if message.to_sandbox != BROADCAST and not result.recipients:
-            _dead_letter(session, message, message.to_sandbox, RECIPIENT_GONE,
-                         f"sandbox {message.to_sandbox!r} was unregistered before delivery")
-            result.dead_lettered.append(message.to_sandbox)
+            result.dead_letter_events.append(dead_letters.record(
+                session, message.id, message.to_sandbox, dead_letters.RECIPIENT_GONE,
+                f"sandbox {message.to_sandbox!r} was unregistered before delivery"))
             message.status = MessageStatus.DEAD
         else:
             message.status = MessageStatus.DELIVERED
@@ -89,9 +98,13 @@ def _locked_targets(session, message: Message, exclude: set[str]) -> list[Sandbo
     return [s for s in session.scalars(query) if s.id not in exclude]
 
 
-def _dead_letter(session, message: Message, sandbox_id: str, reason: str, error: str) -> None:
-    already = session.scalar(select(DeadLetter.id).where(
-        DeadLetter.message_id == message.id, DeadLetter.sandbox_id == sandbox_id, DeadLetter.reason == reason))
-    if already is None:
-        session.add(DeadLetter(message_id=message.id, sandbox_id=sandbox_id, reason=reason, last_error=error))
-    log.warning("message %s dead-lettered for %s: %s", message.id, sandbox_id, reason)
+def give_up(db: Database, message_id: str, error: str) -> list[dict]:
+    """Dead-letter `undeliverable` a message whose delivery kept failing; return the event notifications."""
+    with db.write() as session:
+        message = session.get(Message, message_id)
+        if message is None or message.status != MessageStatus.ACCEPTED:
+            return []
+        message.status = MessageStatus.DEAD
+        message.routed_at = utcnow()
+        recipient = None if message.to_sandbox == BROADCAST else message.to_sandbox
+        return [dead_letters.record(session, message_id, recipient, dead_letters.UNDELIVERABLE, error)]

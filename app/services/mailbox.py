@@ -1,4 +1,4 @@
-"""Reading a sandbox's mailbox in seq order, and recording a recipient's ACK."""
+"""Reading a sandbox's mailbox in seq order (ACK and NACK live in app.services.redelivery)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from app.db import Database
-from app.errors import NotFound, UnknownSandbox
-from app.models import EntryState, MailboxEntry, Message, Sandbox, utcnow
+from app.errors import UnknownSandbox
+from app.models import MailboxEntry, Message, Sandbox
 
 
 @dataclass(frozen=True)
@@ -57,16 +57,3 @@ def page(db: Database, sandbox_id: str, since: int, limit: int) -> dict:
         "entries": [e.to_dict() for e in entries],
         "next_since": entries[-1].seq if entries else since,
     }
-
-
-def ack(db: Database, sandbox_id: str, seq: int) -> str:
-    """Record the recipient's ACK of entry `seq` and return its message id; NotFound if there is no such entry."""
-    with db.write() as session:
-        entry = session.scalar(select(MailboxEntry).where(MailboxEntry.sandbox_id == sandbox_id, MailboxEntry.seq == seq))
-        if entry is None:
-            raise NotFound(f"sandbox {sandbox_id!r} has no mailbox entry {seq}", code="unknown_entry",
-                           details={"sandbox_id": sandbox_id, "seq": seq})
-        if entry.state != EntryState.ACKED:
-            entry.state = EntryState.ACKED
-            entry.acked_at = entry.updated_at = utcnow()
-        return entry.message_id

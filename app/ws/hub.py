@@ -34,8 +34,9 @@ class Subscriber:
 class Hub:
     """Tracks the open sockets of this process by channel and routes notifications to them.
 
-    Mailbox sockets receive `(seq, message_json)` tuples for their sandbox; broadcast and event
-    sockets receive ready-made JSON text frames.
+    Mailbox sockets receive `(seq, message_json)` tuples for their sandbox, and `(seq, message_json,
+    attempt)` when an unacknowledged entry is pushed again; broadcast and event sockets receive
+    ready-made JSON text frames.
     """
 
     def __init__(self) -> None:
@@ -90,8 +91,18 @@ class Hub:
         kind = notification.get("kind")
         if kind == "entries":
             self._dispatch_entries(notification["message"], notification["recipients"])
+        elif kind == "redeliver":
+            self._redeliver(notification)
         elif kind == "event":
             self._to_events(notification["event"])
+
+    def _redeliver(self, notification: dict) -> None:
+        with self._lock:
+            subs = list(self._mailboxes.get(notification["sandbox_id"], ()))
+        if subs:
+            message_json = json.dumps(notification["message"], separators=(",", ":"))
+            for sub in subs:
+                sub.push((notification["seq"], message_json, notification["attempt"]))
 
     def _dispatch_entries(self, message: dict, recipients: list) -> None:
         message_json = json.dumps(message, separators=(",", ":"))

@@ -17,8 +17,8 @@ from app.auth import authenticate
 from app.context import BusContext, bus
 from app.errors import BusError, InvalidRequest
 from app.models import SandboxStatus
-from app.schemas import AckFrameSchema, MailboxQuery, load_or_raise, parse_json, query_args
-from app.services import mailbox, registry
+from app.schemas import AckFrameSchema, MailboxQuery, NackFrameSchema, load_or_raise, parse_json, query_args
+from app.services import mailbox, redelivery, registry
 from app.services.events import SANDBOX_CONNECTED, SANDBOX_DISCONNECTED, event_notification
 from app.ws.hub import CLOSE, Subscriber
 
@@ -52,8 +52,10 @@ class FrameSender:
         self.send_json({"type": "error", **exc.to_dict()["error"]})
 
 
-def _message_frame(seq: int, message_json: str) -> str:
-    return '{"type":"message","seq":%d,"message":%s}' % (seq, message_json)
+def _message_frame(seq: int, message_json: str, attempt: int | None = None) -> str:
+    if attempt is None:
+        return '{"type":"message","seq":%d,"message":%s}' % (seq, message_json)
+    return '{"type":"message","seq":%d,"redelivered":true,"attempt":%d,"message":%s}' % (seq, attempt, message_json)
 
 
 class MailboxStream:
@@ -78,7 +80,10 @@ class MailboxStream:
                 item = self.subscriber.items.get()
                 if item is CLOSE:
                     return
-                seq, message_json = item
+                seq, message_json = item[0], item[1]
+                if len(item) == 3 and seq <= self.last_sent:  # an unacknowledged entry pushed again
+                    self.sender.send(_message_frame(seq, message_json, attempt=item[2]))
+                    continue
                 if seq > self.last_sent + 1:
                     self._send_from_database(until=seq - 1)
                 if seq == self.last_sent + 1:
@@ -114,9 +119,10 @@ def mailbox_socket(ws, sandbox_id: str):
         _refuse(ws, sender, exc)
         return
     subscriber = ctx.hub.subscribe_mailbox(sandbox_id)
+    _set_presence(ctx, sandbox_id, SandboxStatus.ONLINE, SANDBOX_CONNECTED)
+    redelivery.start_attempts(ctx.db, sandbox_id, since, ctx.policy)
     stream = MailboxStream(ctx, sender, sandbox_id, since, subscriber)
     sender.send_json({"type": "welcome", "sandbox_id": sandbox_id, "head_seq": sandbox["head_seq"], "resumed_from": since})
-    _set_presence(ctx, sandbox_id, SandboxStatus.ONLINE, SANDBOX_CONNECTED)
     streamer = threading.Thread(target=stream.run, name=f"ws-mailbox-{sandbox_id}", daemon=True)
     streamer.start()
     try:
@@ -205,10 +211,14 @@ def _try_send_error(sender: FrameSender, exc: BusError) -> None:
 
 def _on_mailbox_frame(ctx: BusContext, sandbox_id: str, frame: dict) -> bool:
     """Handle a client frame on a mailbox socket; False when its type is not one a mailbox takes."""
-    if frame["type"] != "ack":
+    if frame["type"] == "ack":
+        ack = load_or_raise(AckFrameSchema(), frame, what="ack frame")
+        redelivery.ack(ctx.db, sandbox_id, ack["seq"])
+    elif frame["type"] == "nack":
+        nack = load_or_raise(NackFrameSchema(), frame, what="nack frame")
+        ctx.notifier.publish(redelivery.nack(ctx.db, sandbox_id, nack["seq"], nack["reason"]))
+    else:
         return False
-    ack = load_or_raise(AckFrameSchema(), frame, what="ack frame")
-    mailbox.ack(ctx.db, sandbox_id, ack["seq"])
     return True
 
 

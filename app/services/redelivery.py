@@ -1,0 +1,194 @@
+"""What happens to a mailbox entry after it is delivered: ACK, NACK, pushing it again, expiry.
+
+REQUEST and COMMAND entries need an ACK. While the recipient is connected, an entry not acknowledged
+by its `next_attempt_at` is pushed again, waiting ACK_TIMEOUT x 2^(attempt-1) (with jitter, capped)
+each time; after MAX_DELIVERY_ATTEMPTS pushes it is dead-lettered `max_attempts`. A NACK dead-letters it
+`nacked` at once. An entry (or an unrouted message) whose ttl passes first is dead-lettered `expired`.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import select, update
+
+from app.db import Database
+from app.errors import Conflict, NotFound
+from app.models import BROADCAST, EntryState, MailboxEntry, Message, MessageStatus, Sandbox, SandboxStatus, utcnow
+from app.services import dead_letters
+
+SWEEP_BATCH = 500
+
+
+@dataclass(frozen=True)
+class RedeliveryPolicy:
+    """How long to wait for an ACK, how often to push again, and how far to back off."""
+
+    ack_timeout: float = 30.0
+    max_attempts: int = 5
+    max_backoff: float = 300.0
+    jitter: float = 0.2
+
+    @classmethod
+    def from_settings(cls, settings) -> "RedeliveryPolicy":
+        """The policy configured by ACK_TIMEOUT, MAX_DELIVERY_ATTEMPTS and MAX_REDELIVERY_BACKOFF."""
+        return cls(settings.ack_timeout, settings.max_delivery_attempts, settings.max_redelivery_backoff)
+
+    def wait_after(self, attempt: int) -> timedelta:
+        """How long to wait for an ACK after push number `attempt` (1-based): exponential, capped, jittered."""
+        base = min(self.ack_timeout * 2 ** (attempt - 1), self.max_backoff)
+        return timedelta(seconds=base * random.uniform(1 - self.jitter, 1 + self.jitter) if attempt > 1 else base)
+
+
+@dataclass
+class SweepResult:
+    """What one sweep did: entries to push again, and dead-letter event notifications."""
+
+    redeliveries: list[dict] = field(default_factory=list)
+    notifications: list[dict] = field(default_factory=list)
+
+    def all_notifications(self) -> list[dict]:
+        """Redelivery notifications (to the sockets) followed by dead-letter events."""
+        return [*self.redeliveries, *self.notifications]
+
+
+def redelivery_notification(sandbox_id: str, seq: int, attempt: int, message: dict) -> dict:
+    """A notification asking the API processes to push entry `seq` to `sandbox_id`'s sockets again."""
+    return {"kind": "redeliver", "sandbox_id": sandbox_id, "seq": seq, "attempt": attempt, "message": message}
+
+
+def _as_utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def ack(db: Database, sandbox_id: str, seq: int) -> str:
+    """Record the recipient's ACK of entry `seq`; return its message id.
+
+    NotFound when there is no such entry; Conflict when it was already dead-lettered.
+    """
+    with db.write() as session:
+        entry = _entry(session, sandbox_id, seq)
+        if entry.state == EntryState.DEAD:
+            raise Conflict(f"entry {seq} of {sandbox_id!r} was dead-lettered; replay it to deliver it again",
+                           code="entry_dead_lettered", details={"sandbox_id": sandbox_id, "seq": seq})
+        if entry.state != EntryState.ACKED:
+            entry.state = EntryState.ACKED
+            entry.acked_at = entry.updated_at = utcnow()
+            entry.next_attempt_at = None
+        return entry.message_id
+
+
+def nack(db: Database, sandbox_id: str, seq: int, reason: str) -> dict:
+    """Record the recipient's NACK of entry `seq`: dead-letter it `nacked`; return the event notification."""
+    with db.write() as session:
+        entry = _entry(session, sandbox_id, seq)
+        if entry.state != EntryState.DELIVERED:
+            raise Conflict(f"entry {seq} of {sandbox_id!r} is {entry.state}; only a delivered entry can be NACKed",
+                           code="entry_not_pending", details={"sandbox_id": sandbox_id, "seq": seq, "state": entry.state})
+        entry.state = EntryState.DEAD
+        entry.last_error = reason
+        entry.next_attempt_at = None
+        entry.updated_at = utcnow()
+        return dead_letters.record(session, entry.message_id, sandbox_id, dead_letters.NACKED, reason, entry.attempts)
+
+
+def _entry(session, sandbox_id: str, seq: int) -> MailboxEntry:
+    entry = session.scalar(select(MailboxEntry).where(MailboxEntry.sandbox_id == sandbox_id, MailboxEntry.seq == seq))
+    if entry is None:
+        raise NotFound(f"sandbox {sandbox_id!r} has no mailbox entry {seq}", code="unknown_entry",
+                       details={"sandbox_id": sandbox_id, "seq": seq})
+    return entry
+
+
+def start_attempts(db: Database, sandbox_id: str, since: int, policy: RedeliveryPolicy) -> None:
+    """The recipient connected and is sent every entry after `since`: those count as a push now.
+
+    Entries at or before `since` that were never pushed while it was connected become due at once.
+    """
+    now = utcnow()
+    pending = (MailboxEntry.sandbox_id == sandbox_id, MailboxEntry.state == EntryState.DELIVERED,
+               MailboxEntry.requires_ack.is_(True))
+    with db.write() as session:
+        session.execute(update(MailboxEntry).where(*pending, MailboxEntry.seq > since).values(
+            attempts=MailboxEntry.attempts + 1, next_attempt_at=now + policy.wait_after(1), updated_at=now))
+        session.execute(update(MailboxEntry).where(
+            *pending, MailboxEntry.seq <= since, MailboxEntry.next_attempt_at.is_(None)).values(next_attempt_at=now))
+
+
+def sweep_unacked(db: Database, policy: RedeliveryPolicy, now: datetime | None = None) -> SweepResult:
+    """Push again every due, unacknowledged entry of a connected recipient; dead-letter those out of attempts."""
+    now = now or utcnow()
+    result = SweepResult()
+    query = (
+        select(MailboxEntry, Message)
+        .join(Message, Message.id == MailboxEntry.message_id)
+        .join(Sandbox, Sandbox.id == MailboxEntry.sandbox_id)
+        .where(MailboxEntry.state == EntryState.DELIVERED, MailboxEntry.requires_ack.is_(True),
+               MailboxEntry.next_attempt_at <= now, Sandbox.status == SandboxStatus.ONLINE)
+        .order_by(MailboxEntry.next_attempt_at)
+        .limit(SWEEP_BATCH)
+        .with_for_update(skip_locked=True, of=MailboxEntry)
+    )
+    with db.write() as session:
+        for entry, message in session.execute(query).all():
+            entry.updated_at = now
+            if entry.attempts >= policy.max_attempts:
+                entry.state = EntryState.DEAD
+                entry.next_attempt_at = None
+                entry.last_error = f"no ACK after {entry.attempts} attempts"
+                result.notifications.append(dead_letters.record(
+                    session, entry.message_id, entry.sandbox_id, dead_letters.MAX_ATTEMPTS, entry.last_error,
+                    entry.attempts))
+                continue
+            entry.attempts += 1
+            entry.next_attempt_at = now + policy.wait_after(entry.attempts)
+            result.redeliveries.append(
+                redelivery_notification(entry.sandbox_id, entry.seq, entry.attempts, message.to_protocol()))
+    return result
+
+
+def sweep_expired(db: Database, now: datetime | None = None) -> SweepResult:
+    """Dead-letter `expired` every unacknowledged entry, and every unrouted message, whose ttl has passed."""
+    now = now or utcnow()
+    result = SweepResult()
+    with db.write() as session:
+        entries = session.scalars(
+            select(MailboxEntry).where(MailboxEntry.state == EntryState.DELIVERED, MailboxEntry.expires_at <= now)
+            .limit(SWEEP_BATCH).with_for_update(skip_locked=True)).all()
+        for entry in entries:
+            entry.state = EntryState.DEAD
+            entry.next_attempt_at = None
+            entry.last_error = f"ttl passed at {_as_utc(entry.expires_at).isoformat()} before an ACK"
+            entry.updated_at = now
+            result.notifications.append(dead_letters.record(
+                session, entry.message_id, entry.sandbox_id, dead_letters.EXPIRED, entry.last_error, entry.attempts))
+        stale = session.scalars(
+            select(Message).where(Message.status == MessageStatus.ACCEPTED, Message.ttl.is_not(None))
+            .order_by(Message.created_at).limit(SWEEP_BATCH).with_for_update(skip_locked=True)).all()
+        for message in stale:
+            if message.timestamp + message.ttl <= now.timestamp():
+                result.notifications.extend(expire_unrouted(session, message))
+    return result
+
+
+def expire_unrouted(session, message: Message) -> list[dict]:
+    """Dead-letter `expired` a message whose ttl passed before it was routed; return the event notifications."""
+    message.status = MessageStatus.DEAD
+    message.routed_at = utcnow()
+    recipient = None if message.to_sandbox == BROADCAST else message.to_sandbox
+    return [dead_letters.record(session, message.id, recipient, dead_letters.EXPIRED,
+                                f"ttl of {message.ttl}s passed before delivery")]
+
+
+def is_expired(message: Message, now: datetime | None = None) -> bool:
+    """True when the message has a ttl and it has passed."""
+    return message.ttl is not None and message.timestamp + message.ttl <= (now or utcnow()).timestamp()
+
+
+def expires_at(message: Message) -> datetime | None:
+    """When the message's ttl runs out (None without a ttl)."""
+    if message.ttl is None:
+        return None
+    return datetime.fromtimestamp(message.timestamp + message.ttl, tz=timezone.utc)
