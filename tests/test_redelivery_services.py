@@ -19,8 +19,8 @@ POLICY = RedeliveryPolicy(ack_timeout=10, max_attempts=3, max_backoff=25, jitter
 def setup(db, *, message_type="request", ttl=None, online=True) -> str:
     for sandbox in ("a", "b"):
         registry.register(db, sandbox, "default", [], {})
-    if not online:
-        registry.mark_status(db, "b", "offline")
+    if online:  # as when b holds a mailbox socket
+        registry.mark_status(db, "b", "online")
     message = messages.accept(db, {
         "from_sandbox": "a", "to_sandbox": "b", "from_agent": "x", "to_agent": "any", "message_type": message_type,
         "content": {}, "priority": 5, "requires_response": False, "correlation_id": None, "ttl": ttl, "metadata": {},
@@ -67,10 +67,17 @@ def test_ack_stops_redelivery(db):
     assert redelivery.sweep_unacked(db, POLICY, utcnow() + timedelta(hours=1)).all_notifications() == []
 
 
-def test_notifications_need_no_ack(db):
-    message_id = setup(db, message_type="notification")
-    assert state(db, message_id)["entry"]["attempts"] == 0
+def test_notifications_need_no_ack_and_do_not_expire_once_pushed(db):
+    message_id = setup(db, message_type="notification", ttl=5)
+    assert state(db, message_id)["entry"]["attempts"] == 1  # pushed live: delivered
     assert redelivery.sweep_unacked(db, POLICY, utcnow() + timedelta(hours=1)).all_notifications() == []
+    assert redelivery.sweep_expired(db, utcnow() + timedelta(hours=1)).notifications == []
+
+
+def test_notification_for_a_recipient_never_connected_expires(db):
+    message_id = setup(db, message_type="notification", ttl=5, online=False)
+    assert state(db, message_id)["entry"]["attempts"] == 0
+    assert len(redelivery.sweep_expired(db, utcnow() + timedelta(seconds=6)).notifications) == 1
 
 
 def test_attempts_count_only_while_the_recipient_is_connected(db):
@@ -139,3 +146,97 @@ def test_giving_up_after_retries_dead_letters_undeliverable(db):
     assert [e["event"]["data"]["reason"] for e in events] == ["undeliverable"]
     assert state(db, message.id)["dead"] == [("undeliverable", "b")] and state(db, message.id)["status"] == "dead"
     assert delivery.give_up(db, message.id, "again") == []
+
+
+# ------------------------------------------------------------------------------------------- replay
+
+from app.services import dead_letters  # noqa: E402
+from app.services.dead_letters import DeadLetterFilter  # noqa: E402
+
+
+def only_dead_letter(db, reason: str) -> dict:
+    page = dead_letters.list_page(db, DeadLetterFilter(reason=reason))
+    assert page["count"] == 1, page
+    return page["dead_letters"][0]
+
+
+def replay_and_route(db, dead_letter_id: int):
+    outcome = dead_letters.replay(db, dead_letter_id, POLICY)
+    if outcome.enqueue:  # what the worker does with the re-enqueued message
+        delivery.deliver(db, outcome.enqueue[0], POLICY)
+    return outcome
+
+
+@pytest.mark.parametrize("reason", ["max_attempts", "nacked", "expired"])
+def test_replay_of_an_entry_resets_it_in_the_mailbox(db, reason):
+    message_id = setup(db, ttl=5 if reason == "expired" else None)
+    later = utcnow() + timedelta(seconds=6)
+    if reason == "max_attempts":
+        for step in range(1, 4):
+            redelivery.sweep_unacked(db, POLICY, utcnow() + timedelta(seconds=60 * step))
+    elif reason == "nacked":
+        redelivery.nack(db, "b", 1, "boom")
+    else:
+        redelivery.sweep_expired(db, later)
+    dead = only_dead_letter(db, reason)
+    outcome = replay_and_route(db, dead["id"])
+    assert outcome.enqueue is None
+    assert [(n["kind"], n.get("seq")) for n in outcome.notifications] == [("redeliver", 1), ("event", None)]
+    report = messages.report(db, message_id)
+    assert report["dead_letters"] == [] and report["deliveries"][0]["state"] == "delivered"
+    assert redelivery.sweep_expired(db, later + timedelta(days=1)).notifications == []  # ttl cleared
+    redelivery.ack(db, "b", 1)
+    assert messages.report(db, message_id)["deliveries"][0]["state"] == "acked"
+
+
+def test_replay_of_recipient_gone_routes_again_once_the_sandbox_is_back(db):
+    for sandbox in ("a", "b"):
+        registry.register(db, sandbox, "default", [], {})
+    message = messages.accept(db, {
+        "from_sandbox": "a", "to_sandbox": "b", "from_agent": "x", "to_agent": "any", "message_type": "request",
+        "content": {}, "priority": 5, "requires_response": False, "correlation_id": None, "ttl": None, "metadata": {},
+    }, max_content_bytes=1024)
+    registry.unregister(db, "b")
+    delivery.deliver(db, message.id, POLICY)
+    dead = only_dead_letter(db, "recipient_gone")
+    registry.register(db, "b", "default", [], {})
+    outcome = replay_and_route(db, dead["id"])
+    assert outcome.enqueue == (message.id, 5)
+    report = messages.report(db, message.id)
+    assert report["status"] == "delivered" and [d["sandbox_id"] for d in report["deliveries"]] == ["b"]
+
+
+@pytest.mark.parametrize("reason", ["expired", "undeliverable"])
+def test_replay_of_a_message_that_never_reached_a_mailbox_delivers_it(db, reason):
+    for sandbox in ("a", "b"):
+        registry.register(db, sandbox, "default", [], {})
+    message = messages.accept(db, {
+        "from_sandbox": "a", "to_sandbox": "b", "from_agent": "x", "to_agent": "any", "message_type": "request",
+        "content": {}, "priority": 5, "requires_response": False, "correlation_id": None, "ttl": 1, "metadata": {},
+    }, max_content_bytes=1024)
+    if reason == "expired":
+        redelivery.sweep_expired(db, utcnow() + timedelta(seconds=2))
+    else:
+        delivery.give_up(db, message.id, "worker kept crashing")
+    outcome = replay_and_route(db, only_dead_letter(db, reason)["id"])
+    assert outcome.enqueue is not None
+    report = messages.report(db, message.id)
+    assert report["status"] == "delivered" and report["dead_letters"] == [] and report["message"]["ttl"] is None
+
+
+def test_list_filters_pages_and_purges(db):
+    for sandbox in ("a", "b", "c"):
+        registry.register(db, sandbox, "default", [], {})
+    for i in range(5):
+        message = messages.accept(db, {
+            "from_sandbox": "a", "to_sandbox": "b" if i % 2 else "c", "from_agent": "x", "to_agent": "any",
+            "message_type": "command", "content": {"i": i}, "priority": 5, "requires_response": False,
+            "correlation_id": None, "ttl": None, "metadata": {}}, max_content_bytes=1024)
+        delivery.give_up(db, message.id, f"failure {i}")
+    first = dead_letters.list_page(db, DeadLetterFilter(), limit=2)
+    second = dead_letters.list_page(db, DeadLetterFilter(), after=first["next_after"], limit=2)
+    assert first["total"] == 5 and first["count"] == second["count"] == 2
+    assert first["dead_letters"][-1]["id"] < second["dead_letters"][0]["id"]
+    assert dead_letters.list_page(db, DeadLetterFilter(sandbox_id="b"))["total"] == 2
+    assert dead_letters.purge(db, DeadLetterFilter(sandbox_id="c")) == 3
+    assert dead_letters.list_page(db, DeadLetterFilter())["total"] == 2

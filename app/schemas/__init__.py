@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import math
 import re
+from datetime import timezone
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from app.errors import InvalidRequest
 from app.models import BROADCAST, ID_LENGTH
+from app.services.dead_letters import REASONS as DEAD_LETTER_REASONS
 
 MESSAGE_TYPES = ("request", "response", "notification", "command")
 ANY_AGENT = "any"
@@ -138,6 +140,35 @@ class AckFrameSchema(StrictSchema):
 
     type = fields.String(required=True, validate=validate.Equal("ack"))
     seq = fields.Integer(strict=True, required=True, validate=validate.Range(min=1, max=SEQ_MAX))
+
+
+class DeadLetterFilterSchema(StrictSchema):
+    """Which dead letters: reason, recipient, message, and a time window (ISO 8601) of dead-lettering."""
+
+    reason = fields.String(load_default=None, validate=validate.OneOf(DEAD_LETTER_REASONS))
+    sandbox_id = Identifier(load_default=None)
+    message_id = Identifier(load_default=None)
+    since = fields.AwareDateTime(load_default=None, default_timezone=timezone.utc)
+    until = fields.AwareDateTime(load_default=None, default_timezone=timezone.utc)
+
+
+class DeadLetterListQuery(DeadLetterFilterSchema):
+    """GET /dead-letters: a filter plus paging (`after` is the last id of the previous page)."""
+
+    after = QueryInteger(load_default=0, validate=validate.Range(min=0, max=SEQ_MAX))
+    limit = QueryInteger(load_default=100, validate=validate.Range(min=1, max=1000))
+
+
+class DeadLetterPurgeQuery(DeadLetterFilterSchema):
+    """DELETE /dead-letters: a filter, or `all=true` to purge every dead letter."""
+
+    all = QueryBoolean(load_default=False)
+
+
+class BulkReplaySchema(DeadLetterFilterSchema):
+    """POST /dead-letters/replay: a filter (empty means all) and how many to replay at most in this call."""
+
+    limit = fields.Integer(strict=True, load_default=1000, validate=validate.Range(min=1, max=10000))
 
 
 class NackFrameSchema(StrictSchema):

@@ -43,8 +43,8 @@ def deliver(db: Database, message_id: str, policy: RedeliveryPolicy = Redelivery
     Each new entry takes the recipient's next seq under a lock on the recipient's row, so entries of one
     mailbox become visible in seq order even with several workers. A direct recipient that was
     unregistered after acceptance gets a dead letter (`recipient_gone`) instead of an entry, and a message
-    whose ttl passed before this run is dead-lettered `expired`. Entries of REQUEST and COMMAND messages
-    await an ACK: for a connected recipient the first push counts as attempt 1.
+    whose ttl passed before this run is dead-lettered `expired`. For a connected recipient the live push
+    counts as attempt 1; entries of REQUEST and COMMAND messages then await an ACK.
     """
     with db.write() as session:
         message = session.get(Message, message_id)
@@ -67,10 +67,11 @@ def deliver(db: Database, message_id: str, policy: RedeliveryPolicy = Redelivery
         rows = []
         for sandbox in targets:
             sandbox.head_seq += 1
-            online = requires_ack and sandbox.status == SandboxStatus.ONLINE
+            pushed = sandbox.status == SandboxStatus.ONLINE  # a connected recipient gets it now: attempt 1
             rows.append({"sandbox_id": sandbox.id, "seq": sandbox.head_seq, "message_id": message_id,
                          "created_at": now, "updated_at": now, "requires_ack": requires_ack,
-                         "attempts": 1 if online else 0, "next_attempt_at": first_wait if online else None,
+                         "attempts": 1 if pushed else 0,
+                         "next_attempt_at": first_wait if pushed and requires_ack else None,
                          "expires_at": expires_at(message)})
         if rows:
             session.execute(insert(MailboxEntry), rows)

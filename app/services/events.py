@@ -11,6 +11,7 @@ SANDBOX_DISCONNECTED = "sandbox.disconnected"
 MESSAGE_ACCEPTED = "message.accepted"
 MESSAGE_DELIVERED = "message.delivered"
 MESSAGE_DEAD_LETTERED = "message.dead_lettered"
+DEAD_LETTER_REPLAYED = "dead_letter.replayed"
 
 
 def event_notification(name: str, **data) -> dict:

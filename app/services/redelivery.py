@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 
 from app.db import Database
 from app.errors import Conflict, NotFound
@@ -108,13 +108,16 @@ def start_attempts(db: Database, sandbox_id: str, since: int, policy: Redelivery
     Entries at or before `since` that were never pushed while it was connected become due at once.
     """
     now = utcnow()
-    pending = (MailboxEntry.sandbox_id == sandbox_id, MailboxEntry.state == EntryState.DELIVERED,
-               MailboxEntry.requires_ack.is_(True))
+    pending = (MailboxEntry.sandbox_id == sandbox_id, MailboxEntry.state == EntryState.DELIVERED)
+    awaiting_ack = (*pending, MailboxEntry.requires_ack.is_(True))
     with db.write() as session:
-        session.execute(update(MailboxEntry).where(*pending, MailboxEntry.seq > since).values(
+        session.execute(update(MailboxEntry).where(*awaiting_ack, MailboxEntry.seq > since).values(
             attempts=MailboxEntry.attempts + 1, next_attempt_at=now + policy.wait_after(1), updated_at=now))
+        session.execute(update(MailboxEntry).where(*pending, MailboxEntry.requires_ack.is_(False),
+                                                   MailboxEntry.seq > since).values(
+            attempts=MailboxEntry.attempts + 1, updated_at=now))
         session.execute(update(MailboxEntry).where(
-            *pending, MailboxEntry.seq <= since, MailboxEntry.next_attempt_at.is_(None)).values(next_attempt_at=now))
+            *awaiting_ack, MailboxEntry.seq <= since, MailboxEntry.next_attempt_at.is_(None)).values(next_attempt_at=now))
 
 
 def sweep_unacked(db: Database, policy: RedeliveryPolicy, now: datetime | None = None) -> SweepResult:
@@ -150,12 +153,15 @@ def sweep_unacked(db: Database, policy: RedeliveryPolicy, now: datetime | None =
 
 
 def sweep_expired(db: Database, now: datetime | None = None) -> SweepResult:
-    """Dead-letter `expired` every unacknowledged entry, and every unrouted message, whose ttl has passed."""
+    """Dead-letter `expired` what outlived its ttl: entries still awaiting an ACK, entries never pushed
+    (their recipient was never connected since), and messages never routed."""
     now = now or utcnow()
     result = SweepResult()
     with db.write() as session:
         entries = session.scalars(
-            select(MailboxEntry).where(MailboxEntry.state == EntryState.DELIVERED, MailboxEntry.expires_at <= now)
+            select(MailboxEntry).where(
+                MailboxEntry.state == EntryState.DELIVERED, MailboxEntry.expires_at <= now,
+                or_(MailboxEntry.requires_ack.is_(True), MailboxEntry.attempts == 0))  # awaiting ACK, or never pushed
             .limit(SWEEP_BATCH).with_for_update(skip_locked=True)).all()
         for entry in entries:
             entry.state = EntryState.DEAD

@@ -27,7 +27,8 @@ def register(db: Database, sandbox_id: str, workspace: str, agents: list, metada
     """Register `sandbox_id`, or update its agents and metadata if it exists; return (sandbox, created).
 
     Registering again with the same id is safe: the mailbox and its sequence are kept. Moving a
-    registered sandbox to another workspace is refused with Conflict.
+    registered sandbox to another workspace is refused with Conflict. A new registration starts
+    `offline`; a mailbox socket makes it `online`.
     """
     now = utcnow()
     with db.write() as session:
@@ -49,7 +50,8 @@ def register(db: Database, sandbox_id: str, workspace: str, agents: list, metada
         sandbox.workspace = workspace
         sandbox.agents = agents
         sandbox.meta = metadata
-        sandbox.status = SandboxStatus.ONLINE
+        if created:  # online once it connects a mailbox socket; until then messages wait in its mailbox
+            sandbox.status = SandboxStatus.OFFLINE
         sandbox.last_heartbeat = now
         session.flush()
         return sandbox_to_dict(sandbox), created

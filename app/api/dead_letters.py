@@ -1,0 +1,85 @@
+"""The dead-letter queue: list, inspect, replay (one or in bulk), delete and purge."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import jsonify, request
+
+from app.api import api
+from app.api.helpers import json_body
+from app.context import BusContext, bus
+from app.errors import InvalidRequest
+from app.schemas import (
+    BulkReplaySchema, DeadLetterListQuery, DeadLetterPurgeQuery, load_or_raise, query_args,
+)
+from app.services import dead_letters
+from app.services.dead_letters import DeadLetterFilter
+
+log = logging.getLogger(__name__)
+
+FILTER_FIELDS = ("reason", "sandbox_id", "message_id", "since", "until")
+
+
+def _filter(data: dict) -> DeadLetterFilter:
+    return DeadLetterFilter(**{name: data.get(name) for name in FILTER_FIELDS})
+
+
+@api.get("/dead-letters")
+def list_dead_letters():
+    """Dead letters filtered by reason, sandbox_id, message_id, since/until; paged with `after` and `limit`."""
+    query = load_or_raise(DeadLetterListQuery(), query_args(request.args), what="query string")
+    return jsonify(dead_letters.list_page(bus().db, _filter(query), query["after"], query["limit"]))
+
+
+@api.get("/dead-letters/<int:dead_letter_id>")
+def get_dead_letter(dead_letter_id: int):
+    """One dead letter with its message."""
+    return jsonify(dead_letters.get(bus().db, dead_letter_id))
+
+
+@api.post("/dead-letters/<int:dead_letter_id>/replay")
+def replay_dead_letter(dead_letter_id: int):
+    """Send one dead letter back through delivery as a new attempt series: 202."""
+    return jsonify(_replay(bus(), dead_letter_id).to_dict()), 202
+
+
+@api.post("/dead-letters/replay")
+def replay_dead_letters():
+    """Replay every dead letter matching the body's filter (at most `limit` per call): 202 with the count."""
+    raw = request.get_data(cache=True)
+    data = load_or_raise(BulkReplaySchema(), json_body() if raw.strip() else {})
+    ctx = bus()
+    ids = dead_letters.ids_matching(ctx.db, _filter(data), data["limit"])
+    replayed = [_replay(ctx, dead_letter_id).to_dict() for dead_letter_id in ids]
+    return jsonify({"replayed": len(replayed), "items": replayed}), 202
+
+
+@api.delete("/dead-letters/<int:dead_letter_id>")
+def delete_dead_letter(dead_letter_id: int):
+    """Remove one dead letter."""
+    dead_letters.delete(bus().db, dead_letter_id)
+    return jsonify({"id": dead_letter_id, "deleted": True})
+
+
+@api.delete("/dead-letters")
+def purge_dead_letters():
+    """Remove every dead letter matching the query's filter; `all=true` is needed to purge without a filter."""
+    query = load_or_raise(DeadLetterPurgeQuery(), query_args(request.args), what="query string")
+    where = _filter(query)
+    if where.is_empty and not query["all"]:
+        raise InvalidRequest("purging every dead letter needs `all=true`; or filter by reason, sandbox_id, "
+                             "message_id, since or until", code="filter_required")
+    return jsonify({"purged": dead_letters.purge(bus().db, where)})
+
+
+def _replay(ctx: BusContext, dead_letter_id: int):
+    outcome = dead_letters.replay(ctx.db, dead_letter_id, ctx.policy)
+    if outcome.enqueue:
+        try:
+            ctx.delivery.enqueue(*outcome.enqueue)
+        except Exception as exc:  # durable already: the outbox sweep enqueues it later
+            log.warning("replayed message %s not enqueued (%s); the outbox sweep will retry", outcome.message_id, exc)
+    for notification in outcome.notifications:
+        ctx.notifier.publish(notification)
+    return outcome
