@@ -494,7 +494,7 @@ def test_bad_sandbox_list_query_is_400(app, query, field):
 
 
 def test_sandbox_list_filters_are_accepted(http):
-    response = http.get("/api/v1/sandboxes?workspace=default&status=online&include_unregistered=true")
+    response = http.get("/api/v1/sandboxes?workspace=default&status=offline&include_unregistered=true")
     assert response.status_code == 200
     assert [s["sandbox_id"] for s in response.get_json()["sandboxes"]] == ["a", "b"]
 
