@@ -49,4 +49,6 @@ beat_schedule = {
                       "options": {"expires": _redelivery_every}},
     "sweep-expired": {"task": "workers.maintenance.sweep_expired", "schedule": _redelivery_every,
                       "options": {"expires": _redelivery_every}},
+    "sweep-heartbeats": {"task": "workers.maintenance.sweep_heartbeats", "schedule": _redelivery_every,
+                         "options": {"expires": _redelivery_every}},
 }

@@ -69,6 +69,7 @@ class Settings:
     ack_timeout: float = 30.0
     max_delivery_attempts: int = 5
     max_redelivery_backoff: float = 300.0
+    heartbeat_timeout: float = 30.0
     fanout_exchange: str = "collab.notify"
 
     @classmethod
@@ -92,6 +93,7 @@ class Settings:
             ack_timeout=_float(env, "ACK_TIMEOUT", cls.ack_timeout),
             max_delivery_attempts=_int(env, "MAX_DELIVERY_ATTEMPTS", cls.max_delivery_attempts, minimum=1),
             max_redelivery_backoff=_float(env, "MAX_REDELIVERY_BACKOFF", cls.max_redelivery_backoff),
+            heartbeat_timeout=_float(env, "HEARTBEAT_TIMEOUT", cls.heartbeat_timeout),
             fanout_exchange=env.get("FANOUT_EXCHANGE") or cls.fanout_exchange,
         )
         values.update(overrides)

@@ -155,3 +155,21 @@ def test_mailbox_paging_and_ack(db):
     assert report["deliveries"][0]["state"] == "acked"
     with pytest.raises(NotFound):
         redelivery.ack(db, "b", 99)
+
+
+def test_heartbeat_brings_a_sandbox_online_and_silence_takes_it_offline(db):
+    from datetime import timedelta
+
+    from app.models import utcnow
+
+    register(db, "a")
+    assert registry.get_registered(db, "a")["status"] == "offline"  # registered, not connected yet
+    sandbox, events = registry.heartbeat(db, "a")
+    assert sandbox["status"] == "online" and [e["event"]["event"] for e in events] == ["sandbox.online"]
+    assert registry.heartbeat(db, "a")[1] == []  # already online: no event
+    assert registry.sweep_silent(db, timeout=30) == []
+    gone = registry.sweep_silent(db, timeout=30, now=utcnow() + timedelta(seconds=31))
+    assert [e["event"]["event"] for e in gone] == ["sandbox.offline"]
+    assert registry.get_registered(db, "a")["status"] == "offline"
+    with pytest.raises(UnknownSandbox):
+        registry.heartbeat(db, "ghost")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from app.services import messages, redelivery
+from app.services import messages, redelivery, registry
 from workers.celery_app import celery_app, settings
 from workers.context import worker_context
 
@@ -44,3 +44,14 @@ def sweep_expired() -> int:
     if result.notifications:
         log.info("expiry sweep: %d dead-lettered", len(result.notifications))
     return len(result.notifications)
+
+
+@celery_app.task(name="workers.maintenance.sweep_heartbeats")
+def sweep_heartbeats() -> int:
+    """Mark offline the sandboxes silent for HEARTBEAT_TIMEOUT; their entries wait without using attempts."""
+    ctx = worker_context()
+    events = registry.sweep_silent(ctx.db, settings.heartbeat_timeout)
+    ctx.announce(events)
+    if events:
+        log.info("heartbeat sweep: %d sandbox(es) offline", len(events))
+    return len(events)

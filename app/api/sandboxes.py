@@ -37,6 +37,16 @@ def get_sandbox(sandbox_id: str):
     return jsonify(registry.get_registered(bus().db, sandbox_id))
 
 
+@api.post("/sandboxes/<sandbox_id>/heartbeat")
+def sandbox_heartbeat(sandbox_id: str):
+    """A sign of life from a sandbox without a socket (or in addition to it): it is online again."""
+    ctx = bus()
+    sandbox, events = registry.heartbeat(ctx.db, sandbox_id)
+    for event in events:
+        ctx.notifier.publish(event)
+    return jsonify({"sandbox_id": sandbox_id, "status": sandbox["status"], "last_heartbeat": sandbox["last_heartbeat"]})
+
+
 @api.delete("/sandboxes/<sandbox_id>")
 def unregister_sandbox(sandbox_id: str):
     """Unregister a sandbox; its mailbox is kept for a later re-registration."""

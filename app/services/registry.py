@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from sqlalchemy import select
 
 from app.db import Database
 from app.errors import Conflict, UnknownSandbox
 from app.models import Sandbox, SandboxStatus, isoformat, utcnow
+from app.services.events import SANDBOX_OFFLINE, SANDBOX_ONLINE, event_notification
 
 
 def sandbox_to_dict(sandbox: Sandbox) -> dict:
@@ -99,3 +102,35 @@ def mark_status(db: Database, sandbox_id: str, status: str) -> None:
         if sandbox is not None and sandbox.is_registered:
             sandbox.status = status
             sandbox.last_heartbeat = utcnow()
+
+
+def heartbeat(db: Database, sandbox_id: str) -> tuple[dict, list[dict]]:
+    """Record a sign of life: refresh last_heartbeat and bring an offline sandbox back online.
+
+    Returns the sandbox and the event notifications of any status change; UnknownSandbox if it is
+    not registered.
+    """
+    with db.write() as session:
+        sandbox = session.get(Sandbox, sandbox_id)
+        if sandbox is None or not sandbox.is_registered:
+            raise UnknownSandbox(sandbox_id)
+        sandbox.last_heartbeat = utcnow()
+        events = []
+        if sandbox.status != SandboxStatus.ONLINE:
+            sandbox.status = SandboxStatus.ONLINE
+            events.append(event_notification(SANDBOX_ONLINE, sandbox_id=sandbox_id))
+        session.flush()
+        return sandbox_to_dict(sandbox), events
+
+
+def sweep_silent(db: Database, timeout: float, now=None) -> list[dict]:
+    """Mark offline every online sandbox with no heartbeat for `timeout` seconds; return the events."""
+    now = now or utcnow()
+    with db.write() as session:
+        silent = session.scalars(select(Sandbox).where(
+            Sandbox.status == SandboxStatus.ONLINE, Sandbox.last_heartbeat < now - timedelta(seconds=timeout),
+        ).with_for_update(skip_locked=True)).all()
+        for sandbox in silent:
+            sandbox.status = SandboxStatus.OFFLINE
+        return [event_notification(SANDBOX_OFFLINE, sandbox_id=s.id, last_heartbeat=isoformat(s.last_heartbeat))
+                for s in silent]

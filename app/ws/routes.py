@@ -28,6 +28,7 @@ sock = Sock()
 
 REPLAY_BATCH = 500
 CLOSE_POLICY = 1008
+PING_TYPES = ("ping", "heartbeat")
 CLOSE_REPLY_WAIT = 2.0  # seconds a refused socket waits for the client's closing reply
 
 
@@ -171,7 +172,8 @@ def _stream_channel(ws, subscriber: Subscriber) -> None:
 
 
 def _read_client_frames(ws, sender: FrameSender, on_frame) -> None:
-    """Read client frames until the socket closes; answer pings, pass others to `on_frame`, report bad ones."""
+    """Read client frames until the socket closes; pass each to `on_frame` (False: not understood),
+    answer pings with a pong and report bad frames with an `error` frame."""
     while True:
         try:
             raw = ws.receive()
@@ -181,9 +183,10 @@ def _read_client_frames(ws, sender: FrameSender, on_frame) -> None:
             frame = parse_json(raw, what="frame", code="invalid_frame")
             if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
                 raise InvalidRequest("a frame must be a JSON object with a string `type`", code="invalid_frame")
-            if frame["type"] in ("ping", "heartbeat"):
+            understood = on_frame(frame)
+            if frame["type"] in PING_TYPES:
                 sender.send_json({"type": "pong"})
-            elif on_frame(frame) is False:
+            elif understood is False:
                 raise InvalidRequest(f"unknown frame type {frame['type']!r}", code="invalid_frame",
                                      details={"type": frame["type"]})
         except BusError as exc:
@@ -211,7 +214,10 @@ def _try_send_error(sender: FrameSender, exc: BusError) -> None:
 
 def _on_mailbox_frame(ctx: BusContext, sandbox_id: str, frame: dict) -> bool:
     """Handle a client frame on a mailbox socket; False when its type is not one a mailbox takes."""
-    if frame["type"] == "ack":
+    if frame["type"] in PING_TYPES:  # a sign of life; answered with a pong like on every socket
+        for event in registry.heartbeat(ctx.db, sandbox_id)[1]:
+            ctx.notifier.publish(event)
+    elif frame["type"] == "ack":
         ack = load_or_raise(AckFrameSchema(), frame, what="ack frame")
         redelivery.ack(ctx.db, sandbox_id, ack["seq"])
     elif frame["type"] == "nack":
