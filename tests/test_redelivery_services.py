@@ -240,3 +240,55 @@ def test_list_filters_pages_and_purges(db):
     assert dead_letters.list_page(db, DeadLetterFilter(sandbox_id="b"))["total"] == 2
     assert dead_letters.purge(db, DeadLetterFilter(sandbox_id="c")) == 3
     assert dead_letters.list_page(db, DeadLetterFilter())["total"] == 2
+
+
+# ------------------------------------------------------------------------------------ request / response
+
+def request_from_a(db, **extra) -> str:
+    for sandbox in ("a", "b"):
+        registry.register(db, sandbox, "default", [], {})
+    return messages.accept(db, {
+        "from_sandbox": "a", "to_sandbox": "b", "from_agent": "planner", "to_agent": "any", "message_type": "request",
+        "content": {"task": "t"}, "priority": 5, "requires_response": True, "correlation_id": None, "ttl": None,
+        "metadata": {}, **extra}, max_content_bytes=1024).id
+
+
+def respond(db, correlation_id: str, to_sandbox=None) -> str:
+    return messages.accept(db, {
+        "from_sandbox": "b", "to_sandbox": to_sandbox, "from_agent": "researcher", "to_agent": "any",
+        "message_type": "response", "content": {"answer": 42}, "priority": 5, "requires_response": False,
+        "correlation_id": correlation_id, "ttl": None, "metadata": {}}, max_content_bytes=1024).id
+
+
+@pytest.mark.parametrize("by", ["message_id", "correlation_id"])
+def test_response_without_recipient_goes_to_the_requester_and_shows_on_the_request(db, by):
+    request_id = request_from_a(db, correlation_id="conv-1" if by == "correlation_id" else None)
+    assert messages.report(db, request_id)["response_state"] == "awaiting"
+    response_id = respond(db, request_id if by == "message_id" else "conv-1")
+    delivery.deliver(db, response_id, POLICY)
+    assert messages.report(db, response_id)["message"]["to_sandbox"] == "a"
+    assert [e.message["message_id"] for e in mailbox.entries_after(db, "a", 0)] == [response_id]
+    report = messages.report(db, request_id)
+    assert report["response_state"] == "answered" and [r["message_id"] for r in report["responses"]] == [response_id]
+
+
+def test_response_to_an_unknown_request_is_refused(db):
+    request_from_a(db)
+    from app.errors import NotFound
+
+    with pytest.raises(NotFound) as err:
+        respond(db, "no-such-request")
+    assert err.value.code == "unknown_correlation_id"
+
+
+def test_request_unanswered_before_its_ttl_is_reported_once(db):
+    request_id = request_from_a(db, ttl=5)
+    answered_id = request_from_a(db, ttl=5)
+    respond(db, answered_id)
+    later = utcnow() + timedelta(seconds=6)
+    events = [n for n in redelivery.sweep_expired(db, later).notifications if n["event"]["event"] == "request.unanswered"]
+    assert [e["event"]["data"]["message_id"] for e in events] == [request_id]
+    assert messages.report(db, request_id)["response_state"] == "unanswered"
+    assert messages.report(db, answered_id)["response_state"] == "answered"
+    again = redelivery.sweep_expired(db, later + timedelta(seconds=1)).notifications
+    assert not [n for n in again if n["event"]["event"] == "request.unanswered"]

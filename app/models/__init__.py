@@ -99,6 +99,7 @@ class Message(Base):
     ttl: Mapped[int | None] = mapped_column(Integer)
     meta: Mapped[dict] = mapped_column("metadata", JSON, default=dict)
     status: Mapped[str] = mapped_column(String(16), default=MessageStatus.ACCEPTED)
+    unanswered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     routed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 

@@ -9,7 +9,7 @@ import re
 from datetime import timezone
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from app.errors import InvalidRequest
 from app.models import BROADCAST, ID_LENGTH
@@ -80,7 +80,7 @@ class AgentMessageSchema(StrictSchema):
 
     message_id = Identifier(load_default=None)
     from_sandbox = Identifier(required=True)
-    to_sandbox = Identifier(required=True)
+    to_sandbox = Identifier(load_default=None)
     from_agent = Identifier(required=True)
     to_agent = Identifier(load_default=ANY_AGENT)
     message_type = fields.String(required=True, validate=validate.OneOf(MESSAGE_TYPES))
@@ -94,6 +94,13 @@ class AgentMessageSchema(StrictSchema):
     ))
     ttl = fields.Integer(strict=True, load_default=None, allow_none=True, validate=validate.Range(min=1, max=30 * 24 * 3600))
     metadata = fields.Dict(keys=fields.String(), load_default=dict)
+
+    @validates_schema
+    def _recipient_given(self, data, **kwargs):
+        """to_sandbox may be left out only by a response that names its request's correlation_id."""
+        if data.get("to_sandbox") is None and not (data.get("message_type") == "response" and data.get("correlation_id")):
+            raise ValidationError("Missing data for required field (only a response with a correlation_id "
+                                  "may leave it out: it then goes to the requester).", "to_sandbox")
 
 
 class BroadcastSchema(AgentMessageSchema):

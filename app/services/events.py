@@ -14,6 +14,7 @@ MESSAGE_ACCEPTED = "message.accepted"
 MESSAGE_DELIVERED = "message.delivered"
 MESSAGE_DEAD_LETTERED = "message.dead_lettered"
 DEAD_LETTER_REPLAYED = "dead_letter.replayed"
+REQUEST_UNANSWERED = "request.unanswered"
 
 
 def event_notification(name: str, **data) -> dict:

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from app.db import Database
-from app.errors import Conflict, PayloadTooLarge, UnknownMessage, UnknownSandbox
+from app.errors import Conflict, NotFound, PayloadTooLarge, UnknownMessage, UnknownSandbox
 from app.models import BROADCAST, DeadLetter, MailboxEntry, Message, MessageStatus, Sandbox, isoformat, utcnow
 
 
@@ -45,6 +45,8 @@ def accept(db: Database, data: dict, *, max_content_bytes: int) -> Message:
     )
     try:
         with db.write() as session:
+            if message.to_sandbox is None:
+                message.to_sandbox = _requester(session, message.correlation_id)
             if message.to_sandbox != BROADCAST:
                 recipient = session.get(Sandbox, message.to_sandbox)
                 if recipient is None or not recipient.is_registered:
@@ -55,6 +57,35 @@ def accept(db: Database, data: dict, *, max_content_bytes: int) -> Message:
     except IntegrityError:
         raise _duplicate(message.id) from None
     return message
+
+
+def _requester(session, correlation_id: str) -> str:
+    """The sandbox that sent the request `correlation_id` refers to (by message id or correlation id)."""
+    request = session.get(Message, correlation_id)
+    if request is None or request.message_type != "request":
+        request = session.scalar(select(Message).where(
+            Message.correlation_id == correlation_id, Message.message_type == "request",
+        ).order_by(Message.created_at.desc()).limit(1))
+    if request is None:
+        raise NotFound(f"no request has correlation_id or message_id {correlation_id!r}; set to_sandbox",
+                       code="unknown_correlation_id", details={"correlation_id": correlation_id})
+    return request.from_sandbox
+
+
+def responses_to(session, request: Message) -> list[Message]:
+    """The responses to `request`: response messages whose correlation_id is its id or its correlation_id."""
+    keys = [k for k in (request.id, request.correlation_id) if k]
+    return session.scalars(select(Message).where(
+        Message.message_type == "response", Message.correlation_id.in_(keys)).order_by(Message.created_at)).all()
+
+
+def response_state(request: Message, responses: list) -> str | None:
+    """For a request that requires a response: answered, unanswered (ttl passed first) or awaiting."""
+    if request.message_type != "request" or not request.requires_response:
+        return None
+    if responses:
+        return "answered"
+    return "unanswered" if request.unanswered_at else "awaiting"
 
 
 def _duplicate(message_id: str) -> Conflict:
@@ -72,6 +103,7 @@ def report(db: Database, message_id: str) -> dict:
             select(MailboxEntry).where(MailboxEntry.message_id == message_id).order_by(MailboxEntry.sandbox_id)
         ).all()
         dead = session.scalars(select(DeadLetter).where(DeadLetter.message_id == message_id)).all()
+        responses = responses_to(session, message) if message.message_type == "request" else []
         return {
             "message": message.to_protocol(),
             "status": message.status,
@@ -88,6 +120,9 @@ def report(db: Database, message_id: str) -> dict:
                 }
                 for e in entries
             ],
+            "response_state": response_state(message, responses),
+            "responses": [{"message_id": r.id, "from_sandbox": r.from_sandbox, "from_agent": r.from_agent,
+                           "status": r.status, "accepted_at": isoformat(r.created_at)} for r in responses],
             "dead_letters": [
                 {"sandbox_id": d.sandbox_id, "reason": d.reason, "last_error": d.last_error,
                  "created_at": isoformat(d.created_at)}

@@ -18,6 +18,7 @@ from app.db import Database
 from app.errors import Conflict, NotFound
 from app.models import BROADCAST, EntryState, MailboxEntry, Message, MessageStatus, Sandbox, SandboxStatus, utcnow
 from app.services import dead_letters
+from app.services.events import REQUEST_UNANSWERED, event_notification
 
 SWEEP_BATCH = 500
 
@@ -176,7 +177,27 @@ def sweep_expired(db: Database, now: datetime | None = None) -> SweepResult:
         for message in stale:
             if message.timestamp + message.ttl <= now.timestamp():
                 result.notifications.extend(expire_unrouted(session, message))
+        result.notifications.extend(_report_unanswered(session, now))
     return result
+
+
+def _report_unanswered(session, now: datetime) -> list[dict]:
+    """Mark requests that required a response and outlived their ttl without one; return the events."""
+    from app.services.messages import responses_to
+
+    candidates = session.scalars(
+        select(Message).where(Message.message_type == "request", Message.requires_response.is_(True),
+                              Message.ttl.is_not(None), Message.unanswered_at.is_(None),
+                              Message.timestamp + Message.ttl <= now.timestamp())
+        .order_by(Message.created_at).limit(SWEEP_BATCH).with_for_update(skip_locked=True)).all()
+    events = []
+    for request in candidates:
+        if not responses_to(session, request):
+            request.unanswered_at = now
+            events.append(event_notification(REQUEST_UNANSWERED, message_id=request.id,
+                                             from_sandbox=request.from_sandbox, to_sandbox=request.to_sandbox,
+                                             ttl=request.ttl))
+    return events
 
 
 def expire_unrouted(session, message: Message) -> list[dict]:
