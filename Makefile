@@ -24,11 +24,15 @@ install: $(BIN)/collab-bus  ## create the virtualenv and install the bus
 run: install  ## run the bus (API + worker + beat, in-memory broker, SQLite) on http://$(HOST):$(PORT)
 	HOST=$(HOST) PORT=$(PORT) DATA_DIR=$(DATA_DIR) $(BIN)/collab-bus up
 
-test-deps:  ## install the servers the tests start (redis-server) when missing
-	@command -v redis-server >/dev/null 2>&1 || { \
-	  echo "installing redis-server (Debian package)"; \
+test-deps:  ## install the servers the tests start (redis-server, rabbitmq-server) when missing
+	@missing=; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	test -x /usr/lib/rabbitmq/bin/rabbitmq-server || missing="$$missing rabbitmq-server"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing (Debian packages)"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 test: install test-deps  ## run the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -1,4 +1,4 @@
-"""Shared fixtures: real redis-server, the bus as real processes, a migrated SQLite database."""
+"""Shared fixtures: real redis-server and rabbitmq-server, the bus as real processes, a migrated SQLite database."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from app.config import Settings
 from app.db import Database
 from app.migrate import upgrade
-from tests.servers import BusProcess, RedisServer
+from tests.servers import BusProcess, RabbitMQServer, RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -21,11 +21,24 @@ def redis_server():
     server.cleanup()
 
 
-@pytest.fixture(scope="session", params=["embedded", "redis"])
+@pytest.fixture(scope="session")
+def rabbitmq_server():
+    """A real rabbitmq-server node (and its epmd) on free loopback ports for the whole session."""
+    server = RabbitMQServer()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="session", params=["embedded", "redis", "rabbitmq"])
 def bus(request):
-    """The bus as real processes: `embedded` (collab-bus up) and `redis` (collab-bus api + worker on redis-server)."""
-    redis_url = request.getfixturevalue("redis_server").url if request.param == "redis" else None
-    process = BusProcess(request.param, redis_url=redis_url)
+    """The bus as real processes: `embedded` (collab-bus up), and collab-bus api + worker on `redis` (redis-server)
+    and on `rabbitmq` (rabbitmq-server, a virtual host of its own)."""
+    if request.param == "redis":
+        process = BusProcess("redis", redis_url=request.getfixturevalue("redis_server").url)
+    elif request.param == "rabbitmq":
+        process = BusProcess("rabbitmq", rabbitmq=request.getfixturevalue("rabbitmq_server"))
+    else:
+        process = BusProcess(request.param)
     yield process
     process.cleanup()
 

@@ -1,4 +1,5 @@
-"""Real servers for tests and benchmarks: redis-server and the bus itself, started as processes on free ports."""
+"""Real servers for tests and benchmarks: redis-server, rabbitmq-server and the bus itself, started as processes
+on free loopback ports."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 
@@ -21,9 +23,19 @@ BIN = Path(sys.executable).parent
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct TCP ports on 127.0.0.1 that nothing listens on right now."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))  # all bound at once, so the kernel hands out distinct ports
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
@@ -82,19 +94,172 @@ class RedisServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class BusProcess:
-    """The bus started as real processes: `embedded` (collab-bus up) or `redis` (collab-bus api + worker).
+class RabbitMQServer:
+    """A rabbitmq-server node (Debian package) on free loopback ports, with its own epmd, in its own directory.
 
-    `url` is the HTTP base URL; `ws_url` the WebSocket base. Logs are in `dir`. Each bus on Redis takes a
-    Redis database number of its own, so buses sharing one redis-server never consume each other's tasks.
+    The node is started by its real start script, `/usr/lib/rabbitmq/bin/rabbitmq-server` (the Debian wrapper in
+    /usr/sbin switches user and writes to /var/log), with every path pointing into `dir`. Its epmd is started here
+    as a foreground process on a free port, so `stop()` ends exactly the epmd it started. Starting takes a few
+    seconds: start one per test session. `add_vhost()` gives each bus a virtual host of its own.
+    """
+
+    SBIN = Path("/usr/lib/rabbitmq/bin")
+    STOP_TIMEOUT = 30
+
+    def __init__(self):
+        if not (self.SBIN / "rabbitmq-server").exists() or shutil.which("epmd") is None:
+            raise RuntimeError("rabbitmq-server is not installed: run `make test-deps` (apt-get install rabbitmq-server)")
+        self.dir = Path(tempfile.mkdtemp(prefix="rabbitmq-"))
+        self.port, self.dist_port, self.epmd_port = free_ports(3)
+        self.node = f"bus-test-{self.port}@localhost"
+        self.env = {
+            **os.environ,
+            "HOME": str(self.dir),  # the Erlang cookie of the node and of rabbitmqctl
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+            "ERL_EPMD_PORT": str(self.epmd_port),
+            "RABBITMQ_MNESIA_BASE": str(self.dir / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.dir / "log"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "enabled_plugins"),
+            "RABBITMQ_CONFIG_FILE": str(self.dir / "rabbitmq"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(self.dir / "advanced.config"),
+            "RABBITMQ_CONF_ENV_FILE": str(self.dir / "rabbitmq-env.conf"),  # not /etc/rabbitmq/rabbitmq-env.conf
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+        }
+        self._epmd: subprocess.Popen | None = None
+        self._server: subprocess.Popen | None = None
+        try:
+            self.start()
+        except BaseException:
+            self.cleanup()  # never leave a node or an epmd behind
+            raise
+
+    @property
+    def url(self) -> str:
+        """The amqp:// URL of the default virtual host `/`."""
+        return self.vhost_url("/")
+
+    def vhost_url(self, vhost: str) -> str:
+        """The amqp:// URL of virtual host `vhost` (user guest, allowed from loopback)."""
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/{quote(vhost, safe='')}"
+
+    def start(self) -> None:
+        """Start epmd and the node (again, after `stop()`) and wait until the node accepts AMQP connections."""
+        self._epmd = self._spawn("epmd", ["epmd", "-port", str(self.epmd_port), "-address", "127.0.0.1"])
+        wait_for(lambda: self._exited(self._epmd, "epmd") or _port_open(self.epmd_port), 10,
+                 f"epmd on port {self.epmd_port}")
+        self._server = self._spawn("server", [str(self.SBIN / "rabbitmq-server")])
+        wait_for(lambda: self._exited(self._server, "rabbitmq-server") or _port_open(self.port), 60,
+                 f"rabbitmq-server on port {self.port}")
+        # The port is open, so the node is registered with epmd: await_startup can now tell a booted node from
+        # one that fails (e.g. someone else took the port in the meantime).
+        self.ctl("await_startup", "--timeout", "60")
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+        with open(self.dir / f"{name}.log", "ab") as log:
+            return subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.dir,
+                                    start_new_session=True)
+
+    def _exited(self, proc: subprocess.Popen, what: str) -> bool:
+        if proc.poll() is None:
+            return False
+        raise RuntimeError(f"{what} exited with {proc.returncode} at start:\n{self.logs()[-3000:]}")
+
+    def ctl(self, *args: str) -> str:
+        """Run `rabbitmqctl ARGS` against this node; return its output, raise on failure."""
+        done = subprocess.run([str(self.SBIN / "rabbitmqctl"), "-n", self.node, *args], env=self.env,
+                              capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed ({done.returncode}): {done.stderr or done.stdout}")
+        return done.stdout
+
+    def add_vhost(self, vhost: str) -> str:
+        """Create virtual host `vhost`, give guest full rights on it, and return its URL."""
+        self.ctl("add_vhost", vhost)
+        self.ctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        return self.vhost_url(vhost)
+
+    def delete_vhost(self, vhost: str) -> None:
+        """Delete virtual host `vhost` with its exchanges and queues."""
+        self.ctl("delete_vhost", vhost)
+
+    def stop(self) -> None:
+        """Stop the node (`rabbitmqctl stop`, SIGTERM/SIGKILL to its process group if it hangs), then its epmd."""
+        try:
+            if self._server is not None and self._server.poll() is None:
+                try:
+                    self.ctl("stop")
+                    self._server.wait(self.STOP_TIMEOUT)
+                except (RuntimeError, subprocess.TimeoutExpired):
+                    pass  # the signals below end it
+                _end_session(self._server)
+        finally:
+            if self._epmd is not None:
+                _end_session(self._epmd)
+            self._server = self._epmd = None
+
+    def logs(self) -> str:
+        """The node's and epmd's logs, for failure messages."""
+        paths = sorted(self.dir.glob("*.log")) + sorted((self.dir / "log").glob("*.log"))
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')}" for p in paths)
+
+    def cleanup(self) -> None:
+        """Stop the node and epmd and remove the directory."""
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _end_session(proc: subprocess.Popen, grace: float = 10) -> None:
+    """End `proc`, the leader of its own session, and its process group: SIGTERM, then SIGKILL after `grace` s.
+
+    Signals go only while the leader still runs, so the process group id cannot be anyone else's.
+    """
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+class BusProcess:
+    """The bus started as real processes: `embedded` (collab-bus up), `redis` or `rabbitmq` (collab-bus api + worker).
+
+    `url` is the HTTP base URL; `ws_url` the WebSocket base. Logs are in `dir`. Buses sharing one broker never
+    consume each other's tasks or notifications: each bus on Redis takes a Redis database number of its own, each
+    bus on RabbitMQ a virtual host of its own (deleted by `cleanup()`). With `worker=False` a broker bus starts
+    with its API only: tasks wait on the broker until `start_worker()`; `stop_worker()` stops a worker again.
+    With `with_beat=True` a broker bus also runs `collab-bus beat` (the embedded bus always runs its beat).
     """
 
     _redis_databases = itertools.count(1)
 
     def __init__(self, mode: str, redis_url: str | None = None, extra_env: dict | None = None,
-                 plain_celery_worker: bool = False):
+                 plain_celery_worker: bool = False, rabbitmq: RabbitMQServer | None = None, worker: bool = True,
+                 with_beat: bool = False):
+        if mode not in ("embedded", "redis", "rabbitmq"):
+            raise ValueError(f"unknown bus mode {mode!r}")
+        if mode == "redis" and not redis_url:
+            raise ValueError("redis mode needs redis_url")
+        if mode == "rabbitmq" and rabbitmq is None:
+            raise ValueError("rabbitmq mode needs rabbitmq (a RabbitMQServer)")
+        if mode == "embedded" and not worker:
+            raise ValueError("the embedded bus always runs its worker")
         self.mode = mode
         self.plain_celery_worker = plain_celery_worker
+        self.with_worker = worker
+        self.with_beat = with_beat
+        self.rabbitmq = rabbitmq
+        self.vhost: str | None = None
         self.dir = Path(tempfile.mkdtemp(prefix=f"bus-{mode}-"))
         self.port = free_port()
         self.env = {
@@ -104,18 +269,21 @@ class BusProcess:
             "PYTHONUNBUFFERED": "1",
             **(extra_env or {}),
         }
-        if mode == "redis":
-            if not redis_url:
-                raise ValueError("redis mode needs redis_url")
-            database = next(self._redis_databases) % 16
-            self.env.update(MESSAGE_BACKEND="redis", REDIS_URL=f"{redis_url.rsplit('/', 1)[0]}/{database}")
-        else:
-            self.env.update(MESSAGE_BACKEND="memory")
         self.processes: list[subprocess.Popen] = []
+        self.workers: dict[str, subprocess.Popen] = {}
         try:
+            if mode == "redis":
+                database = next(self._redis_databases) % 16
+                self.env.update(MESSAGE_BACKEND="redis", REDIS_URL=f"{redis_url.rsplit('/', 1)[0]}/{database}")
+            elif mode == "rabbitmq":
+                vhost_url = rabbitmq.add_vhost(f"bus-{self.port}")
+                self.vhost = f"bus-{self.port}"
+                self.env.update(MESSAGE_BACKEND="rabbitmq", RABBITMQ_URL=vhost_url)
+            else:
+                self.env.update(MESSAGE_BACKEND="memory")
             self.start()
         except BaseException:
-            self.stop()  # never leave half a bus running
+            self.cleanup()  # never leave half a bus running
             raise
 
     @property
@@ -134,24 +302,28 @@ class BusProcess:
         return f"sqlite:///{self.dir / 'collab-bus.db'}"
 
     def _spawn(self, name: str, *args: str, program: str = "collab-bus") -> subprocess.Popen:
-        log = open(self.dir / f"{name}.log", "ab")
-        proc = subprocess.Popen([str(BIN / program), *args], env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                cwd=REPO, start_new_session=True)
+        with open(self.dir / f"{name}.log", "ab") as log:
+            proc = subprocess.Popen([str(BIN / program), *args], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                    cwd=REPO, start_new_session=True)
         self.processes.append(proc)
         return proc
 
     def start(self) -> None:
-        """Start the processes and wait until the API answers and (redis mode) the worker is ready."""
+        """Start the processes and wait until the API answers and (broker modes) the worker is ready."""
         self.processes = []
+        self.workers = {}
         if self.mode == "embedded":
             self._spawn("up", "up", "--port", str(self.port), "--data-dir", str(self.dir))
         else:
             self._spawn("api", "api", "--port", str(self.port), "--threads", "64")
-            self.start_worker()
+            if self.with_worker:
+                self.start_worker()
+            if self.with_beat:
+                self._spawn("beat", "beat")
         wait_for(self._healthy, 30, f"the bus ({self.mode}) to answer on {self.url}")
 
     def start_worker(self, name: str = "worker") -> subprocess.Popen:
-        """Start one more Celery worker process (redis mode) and wait until it is ready.
+        """Start one more Celery worker process (broker modes) named `name` and wait until it is ready.
 
         It is `collab-bus worker`, or plain `celery -A workers.celery_app worker -Q delivery,maintenance`
         when the bus was made with `plain_celery_worker=True`.
@@ -168,7 +340,14 @@ class BusProcess:
                  f"celery worker {name} to be ready")
         if proc.poll() is not None:
             raise RuntimeError(f"worker {name} exited: {log_path.read_text()[-2000:]}")
+        self.workers[name] = proc
         return proc
+
+    def stop_worker(self, name: str = "worker") -> None:
+        """Stop worker `name` (warm shutdown: SIGTERM, SIGKILL after 10 s); its unacknowledged tasks go back."""
+        proc = self.workers.pop(name)
+        self._end(proc)
+        self.processes.remove(proc)
 
     def _healthy(self) -> bool:
         for proc in self.processes:
@@ -186,17 +365,28 @@ class BusProcess:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
         for proc in self.processes:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+            self._end(proc)
+
+    @staticmethod
+    def _end(proc: subprocess.Popen) -> None:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
 
     def logs(self) -> str:
         """Every log file of this bus, for failure messages."""
         return "\n".join(f"--- {p.name}\n{p.read_text()}" for p in sorted(self.dir.glob("*.log")))
 
     def cleanup(self) -> None:
-        """Stop and remove the data directory."""
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        """Stop, delete the bus's RabbitMQ virtual host, and remove the data directory."""
+        try:
+            self.stop()
+            if self.vhost is not None:
+                self.rabbitmq.delete_vhost(self.vhost)
+                self.vhost = None
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)

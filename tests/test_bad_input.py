@@ -3,7 +3,7 @@
 REST endpoints are exercised through Flask's test client on an app whose delivery queue and notifier are
 recorders: validation happens before anything is stored or enqueued, so no worker is needed, and every
 refused request is checked to leave the database, the queue and the notifications untouched.
-WebSocket frames go to the real bus (`bus` fixture: embedded and Redis).
+WebSocket frames go to the real bus (`bus` fixture: embedded, Redis and RabbitMQ).
 """
 
 from __future__ import annotations

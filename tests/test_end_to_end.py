@@ -1,4 +1,4 @@
-"""Behaviour over real processes, on the embedded bus and on Redis with a separate Celery worker:
+"""Behaviour over real processes, on the embedded bus and on Redis and RabbitMQ with a separate Celery worker:
 register, direct + broadcast, receive over a real WebSocket, disconnect, reconnect with `since`."""
 
 from __future__ import annotations

@@ -1,0 +1,172 @@
+"""Delivery guarantees over real processes and real sockets, with timeouts made short by configuration:
+ACK timeout and redelivery, max attempts, NACK, TTL expiry, and replay from the dead-letter queue."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from websockets.sync.client import connect
+
+from tests.servers import BusProcess, wait_for
+
+FAST = {
+    "ACK_TIMEOUT": "0.4",
+    "MAX_DELIVERY_ATTEMPTS": "3",
+    "MAX_REDELIVERY_BACKOFF": "0.8",
+    "REDELIVERY_SWEEP_INTERVAL": "0.1",
+}
+RECV_TIMEOUT = 10
+
+
+@pytest.fixture(scope="module", params=["embedded", "redis", "rabbitmq"])
+def fast_bus(request):
+    """A bus (with beat) whose ACK timeout, attempts and sweeps are short, on each broker."""
+    redis_url = request.getfixturevalue("redis_server").url if request.param == "redis" else None
+    rabbitmq = request.getfixturevalue("rabbitmq_server") if request.param == "rabbitmq" else None
+    bus = BusProcess(request.param, redis_url=redis_url, rabbitmq=rabbitmq, extra_env=FAST, with_beat=True)
+    yield bus
+    bus.cleanup()
+
+
+@pytest.fixture
+def http(fast_bus):
+    with httpx.Client(base_url=fast_bus.url, timeout=10) as client:
+        yield client
+
+
+def pair(http, unique) -> tuple[str, str]:
+    a, b = unique("a"), unique("b")
+    for sandbox in (a, b):
+        assert http.post("/api/v1/sandboxes/register", json={"sandbox_id": sandbox}).status_code in (200, 201)
+    return a, b
+
+
+def send(http, a: str, b: str, message_type: str = "request", **extra) -> str:
+    response = http.post("/api/v1/messages", json={"from_sandbox": a, "to_sandbox": b, "from_agent": "x",
+                                                    "message_type": message_type, "content": {"q": 1}, **extra})
+    assert response.status_code == 202, response.text
+    return response.json()["message_id"]
+
+
+def recv(ws) -> dict:
+    return json.loads(ws.recv(timeout=RECV_TIMEOUT))
+
+
+def mailbox(fast_bus, sandbox: str, since: int = 0):
+    ws = connect(f"{fast_bus.ws_url}/ws/sandboxes/{sandbox}?since={since}", open_timeout=RECV_TIMEOUT)
+    assert recv(ws)["type"] == "welcome"
+    return ws
+
+
+def dead_letters_of(http, message_id: str) -> list[dict]:
+    return http.get("/api/v1/dead-letters", params={"message_id": message_id}).json()["dead_letters"]
+
+
+def wait_dead_letter(http, message_id: str, reason: str) -> dict:
+    found = wait_for(lambda: [d for d in dead_letters_of(http, message_id) if d["reason"] == reason], 20,
+                     f"a {reason} dead letter for {message_id}")
+    return found[0]
+
+
+def entry_state(http, message_id: str) -> str:
+    return http.get(f"/api/v1/messages/{message_id}").json()["deliveries"][0]["state"]
+
+
+def test_unacked_request_is_pushed_again_until_dead_lettered_then_replayed(fast_bus, http, unique):
+    a, b = pair(http, unique)
+    with mailbox(fast_bus, b) as ws:
+        message_id = send(http, a, b)
+        first = recv(ws)
+        assert first["seq"] == 1 and "redelivered" not in first
+        again = [recv(ws) for _ in range(2)]
+        assert [(f["seq"], f["redelivered"], f["attempt"]) for f in again] == [(1, True, 2), (1, True, 3)]
+        dead = wait_dead_letter(http, message_id, "max_attempts")
+        assert dead["attempts"] == 3 and dead["sandbox_id"] == b and entry_state(http, message_id) == "dead"
+
+        replayed = http.post(f"/api/v1/dead-letters/{dead['id']}/replay")
+        assert replayed.status_code == 202 and replayed.json()["redelivery"] == "mailbox"
+        frame = recv(ws)
+        assert (frame["seq"], frame["message"]["message_id"], frame["attempt"]) == (1, message_id, 1)
+        ws.send(json.dumps({"type": "ack", "seq": 1}))
+        wait_for(lambda: entry_state(http, message_id) == "acked", 10, "the ACK after replay")
+    assert dead_letters_of(http, message_id) == []
+
+
+def test_acked_request_is_not_pushed_again(fast_bus, http, unique):
+    a, b = pair(http, unique)
+    with mailbox(fast_bus, b) as ws:
+        message_id = send(http, a, b, message_type="command")
+        assert recv(ws)["seq"] == 1
+        ws.send(json.dumps({"type": "ack", "seq": 1}))
+        wait_for(lambda: entry_state(http, message_id) == "acked", 10, "the ACK")
+        probe = send(http, a, b, message_type="notification")  # needs no ACK, is never pushed again
+        frames = [recv(ws)]
+        assert frames[0]["message"]["message_id"] == probe
+        with pytest.raises(TimeoutError):
+            ws.recv(timeout=2.5)  # several ACK timeouts: nothing is pushed again
+    assert dead_letters_of(http, message_id) == [] and dead_letters_of(http, probe) == []
+
+
+def test_nack_dead_letters_at_once_and_replay_delivers_again(fast_bus, http, unique):
+    a, b = pair(http, unique)
+    with mailbox(fast_bus, b) as ws, connect(f"{fast_bus.ws_url}/ws/events") as events:
+        assert recv(events)["type"] == "welcome"
+        message_id = send(http, a, b)
+        assert recv(ws)["seq"] == 1
+        ws.send(json.dumps({"type": "nack", "seq": 1, "reason": "tool crashed: KeyError 'url'"}))
+        dead = wait_dead_letter(http, message_id, "nacked")
+        assert dead["last_error"] == "tool crashed: KeyError 'url'"
+        wait_for(lambda: (e := recv(events))["event"] == "message.dead_lettered" and e["data"]["message_id"] == message_id,
+                 RECV_TIMEOUT, "the dead-letter event")
+        bulk = http.post("/api/v1/dead-letters/replay", json={"message_id": message_id})
+        assert bulk.status_code == 202 and bulk.json()["replayed"] == 1
+        frame = recv(ws)
+        assert frame["seq"] == 1 and frame["redelivered"] is True
+        ws.send(json.dumps({"type": "ack", "seq": 1}))
+        wait_for(lambda: entry_state(http, message_id) == "acked", 10, "the ACK after replay")
+
+
+def test_ttl_passing_before_ack_dead_letters_expired_and_replay_delivers(fast_bus, http, unique):
+    a, b = pair(http, unique)
+    message_id = send(http, a, b, ttl=1)  # b holds no socket: nothing can ACK it
+    dead = wait_dead_letter(http, message_id, "expired")
+    assert entry_state(http, message_id) == "dead"
+    assert http.post(f"/api/v1/dead-letters/{dead['id']}/replay").status_code == 202
+    with mailbox(fast_bus, b) as ws:
+        frame = recv(ws)
+        assert frame["message"]["message_id"] == message_id and frame["message"]["ttl"] is None
+
+
+@pytest.fixture(scope="module")
+def heartbeat_bus(redis_server):
+    """A bus on Redis that marks a sandbox offline after one silent second."""
+    bus = BusProcess("redis", redis_url=redis_server.url, with_beat=True,
+                     extra_env={**FAST, "HEARTBEAT_TIMEOUT": "1"})
+    yield bus
+    bus.cleanup()
+
+
+def test_silent_sandbox_goes_offline_and_a_heartbeat_brings_it_back(heartbeat_bus, unique):
+    with httpx.Client(base_url=heartbeat_bus.url, timeout=10) as http:
+        a, b = pair(http, unique)
+        status = lambda: http.get(f"/api/v1/sandboxes/{b}").json()["status"]  # noqa: E731
+        with connect(f"{heartbeat_bus.ws_url}/ws/events") as events, mailbox(heartbeat_bus, b) as ws:
+            assert recv(events)["type"] == "welcome"
+            assert status() == "online"
+            seen = []
+
+            def saw(name):
+                return lambda: seen.append(recv(events)) or any(
+                    e["event"] == name and e["data"]["sandbox_id"] == b for e in seen)
+
+            wait_for(saw("sandbox.offline"), RECV_TIMEOUT, "the offline event of a silent sandbox")
+            assert status() == "offline"
+            ws.send(json.dumps({"type": "heartbeat"}))
+            assert recv(ws) == {"type": "pong"}
+            wait_for(saw("sandbox.online"), RECV_TIMEOUT, "the online event after a heartbeat")
+            assert status() == "online"
+        answer = http.post(f"/api/v1/sandboxes/{b}/heartbeat")
+        assert answer.status_code == 200 and answer.json()["status"] == "online"
+        assert http.post(f"/api/v1/sandboxes/{unique('ghost')}/heartbeat").status_code == 404
