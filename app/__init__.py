@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None, *, celery=None, start_listener:
         settings=settings,
         db=Database(settings.database_url),
         delivery=CeleryDeliveryQueue(celery, settings.broker_kind),
-        notifier=KombuNotifier(settings.broker_url, settings.fanout_exchange, options),
+        notifier=KombuNotifier(settings.broker_url, settings.fanout_exchange, options, settings.broker_kind),
         hub=Hub(),
         policy=RedeliveryPolicy.from_settings(settings),
     )

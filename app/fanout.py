@@ -17,6 +17,8 @@ from typing import Callable
 from kombu import Connection, Exchange, Queue
 from kombu.pools import producers
 
+from app.services.events import MESSAGE_DEAD_LETTERED
+
 log = logging.getLogger(__name__)
 
 
@@ -24,23 +26,55 @@ def _exchange(name: str) -> Exchange:
     return Exchange(name, type="fanout", durable=False, auto_delete=False, delivery_mode="transient")
 
 
-class KombuNotifier:
-    """Publishes notifications to the fanout exchange; failures are logged, never raised."""
+DEAD_LETTER_EXCHANGE = "collab.dead_letters"
+DEAD_LETTER_QUEUE_LENGTH = 10_000
 
-    def __init__(self, broker_url: str, exchange_name: str, transport_options: dict | None = None):
+
+def dead_letter_queue(broker_kind: str) -> Queue | None:
+    """The capped queue where RabbitMQ keeps the latest dead-letter records for broker-side tools.
+
+    Other brokers get no queue (Redis cannot cap one): tools bind their own to the exchange.
+    """
+    if broker_kind != "rabbitmq":
+        return None
+    exchange = Exchange(DEAD_LETTER_EXCHANGE, type="topic", durable=True)
+    return Queue(DEAD_LETTER_EXCHANGE, exchange, routing_key="#", durable=True,
+                 queue_arguments={"x-max-length": DEAD_LETTER_QUEUE_LENGTH, "x-overflow": "drop-head"})
+
+
+class KombuNotifier:
+    """Publishes notifications to the fanout exchange; failures are logged, never raised.
+
+    Dead-letter events also go, as persistent messages routed by reason, to the topic exchange
+    `collab.dead_letters`, so broker-side tools see them.
+    """
+
+    def __init__(self, broker_url: str, exchange_name: str, transport_options: dict | None = None,
+                 broker_kind: str = "memory"):
         self.connection = Connection(broker_url, transport_options=transport_options or {})
         self.exchange = _exchange(exchange_name)
+        self.dead_letter_exchange = Exchange(DEAD_LETTER_EXCHANGE, type="topic", durable=True)
+        queue = dead_letter_queue(broker_kind)
+        self._dead_letter_declare = [self.dead_letter_exchange, *([queue] if queue else [])]
 
     def publish(self, notification: dict) -> None:
         """Send `notification` to every listening API process (best effort)."""
+        self._send(notification, self.exchange, "", [self.exchange], delivery_mode="transient")
+        event = notification.get("event") if notification.get("kind") == "event" else None
+        if event and event.get("event") == MESSAGE_DEAD_LETTERED:
+            self._send(event["data"], self.dead_letter_exchange, event["data"]["reason"], self._dead_letter_declare,
+                       delivery_mode="persistent")
+
+    def _send(self, body: dict, exchange: Exchange, routing_key: str, declare: list, delivery_mode: str) -> None:
         try:
             with producers[self.connection].acquire(block=True, timeout=5) as producer:
                 producer.publish(
-                    notification, exchange=self.exchange, routing_key="", serializer="json", declare=[self.exchange],
+                    body, exchange=exchange, routing_key=routing_key, serializer="json", declare=declare,
+                    delivery_mode=delivery_mode,
                     retry=True, retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2},
                 )
         except Exception as exc:  # the database already holds the truth; clients catch up by seq
-            log.warning("could not publish %s notification: %s", notification.get("kind"), exc)
+            log.warning("could not publish to %s: %s", exchange.name, exc)
 
     def close(self) -> None:
         """Release the connection."""

@@ -170,3 +170,28 @@ def test_silent_sandbox_goes_offline_and_a_heartbeat_brings_it_back(heartbeat_bu
         answer = http.post(f"/api/v1/sandboxes/{b}/heartbeat")
         assert answer.status_code == 200 and answer.json()["status"] == "online"
         assert http.post(f"/api/v1/sandboxes/{unique('ghost')}/heartbeat").status_code == 404
+
+
+def test_dead_letters_reach_the_brokers_dead_letter_exchange(request, unique):
+    """On RabbitMQ the capped queue `collab.dead_letters` holds a record of each dead letter, routed by reason."""
+    from kombu import Connection
+
+    from app.fanout import dead_letter_queue
+
+    rabbitmq = request.getfixturevalue("rabbitmq_server")
+    bus = BusProcess("rabbitmq", rabbitmq=rabbitmq, extra_env=FAST)
+    try:
+        with httpx.Client(base_url=bus.url, timeout=10) as http:
+            a, b = pair(http, unique)
+            with mailbox(bus, b) as ws:
+                message_id = send(http, a, b)
+                assert recv(ws)["seq"] == 1
+                ws.send(json.dumps({"type": "nack", "seq": 1, "reason": "cannot parse"}))
+                wait_dead_letter(http, message_id, "nacked")
+        with Connection(bus.env["RABBITMQ_URL"]) as conn:
+            queue = dead_letter_queue("rabbitmq")(conn.default_channel)
+            record = wait_for(lambda: queue.get(no_ack=True), 10, "the dead-letter record on the broker")
+        assert record.delivery_info["routing_key"] == "nacked"
+        assert record.payload["message_id"] == message_id and record.payload["error"] == "cannot parse"
+    finally:
+        bus.cleanup()

@@ -38,7 +38,8 @@ def worker_context() -> WorkerContext:
         if _context is None:
             _context = WorkerContext(
                 db=Database(settings.database_url),
-                notifier=KombuNotifier(settings.broker_url, settings.fanout_exchange, transport_options(settings)),
+                notifier=KombuNotifier(settings.broker_url, settings.fanout_exchange, transport_options(settings),
+                                       settings.broker_kind),
                 delivery=CeleryDeliveryQueue(celery_app, settings.broker_kind),
                 policy=RedeliveryPolicy.from_settings(settings),
             )
