@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timezone
 
 from celery import Celery
 
@@ -27,13 +28,24 @@ def broker_priority(broker_kind: str, priority: int) -> int:
 
 
 def transport_options(settings: Settings) -> dict:
-    """Broker transport options: priority steps on Redis, a short poll on the in-memory transport."""
+    """Broker transport options: priority steps and the visibility timeout on Redis, a short poll in memory."""
     if settings.broker_kind == "redis":
         return {"priority_steps": list(range(PROTOCOL_MAX_PRIORITY + 1)), "sep": ":",
-                "queue_order_strategy": "priority", "visibility_timeout": 3600}
+                "queue_order_strategy": "priority", **_redis_restore_options(settings.redis_visibility_timeout)}
     if settings.broker_kind == "memory":
         return {"polling_interval": 0.005}
     return {}
+
+
+def _redis_restore_options(visibility_timeout: float) -> dict:
+    """Kombu's Redis transport puts a task taken but never acknowledged (its worker died) back on its queue once
+    it is `visibility_timeout` seconds old. It looks for such tasks every `unacked_restore_interval` x
+    `unacked_restore_throttle` seconds (10 x 10 by default): keep that near a quarter of the timeout (at most
+    the default), so the task of a killed worker runs again within about 1.25 x the timeout."""
+    period = min(100.0, max(1.0, visibility_timeout / 4))
+    interval = min(10.0, period)
+    return {"visibility_timeout": visibility_timeout, "unacked_restore_interval": interval,
+            "unacked_restore_throttle": max(1, round(period / interval))}
 
 
 def make_celery(settings: Settings, name: str = "collab_bus") -> Celery:
@@ -58,10 +70,15 @@ class CeleryDeliveryQueue:
         self.celery = celery
         self.broker_kind = broker_kind
 
-    def enqueue(self, message_id: str, priority: int) -> None:
-        """Send the deliver task for `message_id` at the broker's form of `priority`."""
+    def enqueue(self, message_id: str, priority: int, expires_at: float | None = None) -> None:
+        """Send the deliver task for `message_id` at the broker's form of `priority`.
+
+        With `expires_at` (the message's ttl) a worker discards the task once it is stale; the TTL
+        sweep then dead-letters the message `expired`.
+        """
         self.celery.send_task(
             DELIVER_TASK, args=[message_id], queue="delivery", routing_key="delivery",
             priority=broker_priority(self.broker_kind, priority),
+            expires=datetime.fromtimestamp(expires_at, tz=timezone.utc) if expires_at else None,
             retry=True, retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2},
         )

@@ -71,6 +71,7 @@ class Settings:
     max_redelivery_backoff: float = 300.0
     heartbeat_timeout: float = 30.0
     fanout_exchange: str = "collab.notify"
+    redis_visibility_timeout: float = 3600.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
@@ -95,6 +96,7 @@ class Settings:
             max_redelivery_backoff=_float(env, "MAX_REDELIVERY_BACKOFF", cls.max_redelivery_backoff),
             heartbeat_timeout=_float(env, "HEARTBEAT_TIMEOUT", cls.heartbeat_timeout),
             fanout_exchange=env.get("FANOUT_EXCHANGE") or cls.fanout_exchange,
+            redis_visibility_timeout=_float(env, "REDIS_VISIBILITY_TIMEOUT", cls.redis_visibility_timeout),
         )
         values.update(overrides)
         settings = cls(**values)

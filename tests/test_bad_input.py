@@ -36,7 +36,7 @@ class Recorder:
     def __init__(self):
         self.calls: list = []
 
-    def enqueue(self, message_id: str, priority: int) -> None:
+    def enqueue(self, message_id: str, priority: int, expires_at: float | None = None) -> None:
         self.calls.append(("enqueue", message_id, priority))
 
     def publish(self, notification: dict) -> None:

@@ -19,7 +19,7 @@ class Recorder:
     def __init__(self):
         self.calls = []
 
-    def enqueue(self, message_id, priority):
+    def enqueue(self, message_id, priority, expires_at=None):
         self.calls.append(("enqueue", message_id, priority))
 
     def publish(self, notification):

@@ -32,7 +32,8 @@ def _accept(data: dict):
     ctx = bus()
     message = messages.accept(ctx.db, data, max_content_bytes=ctx.settings.max_content_bytes)
     try:
-        ctx.delivery.enqueue(message.id, message.priority)
+        ctx.delivery.enqueue(message.id, message.priority,
+                             message.timestamp + message.ttl if message.ttl else None)
     except Exception as exc:  # durable already: the outbox sweep enqueues it later
         log.warning("message %s accepted but not enqueued (%s); the outbox sweep will retry", message.id, exc)
     ctx.notifier.publish(event_notification(

@@ -8,8 +8,9 @@ from typing import Protocol
 class DeliveryQueue(Protocol):
     """Schedules the delivery of an accepted message (Celery in production)."""
 
-    def enqueue(self, message_id: str, priority: int) -> None:
-        """Ask a worker to deliver `message_id`; raise on failure (the outbox sweep retries later)."""
+    def enqueue(self, message_id: str, priority: int, expires_at: float | None = None) -> None:
+        """Ask a worker to deliver `message_id` (not after the unix time `expires_at`, when given);
+        raise on failure (the outbox sweep retries later)."""
 
 
 class Notifier(Protocol):
