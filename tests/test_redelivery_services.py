@@ -16,15 +16,28 @@ from app.services.redelivery import RedeliveryPolicy
 POLICY = RedeliveryPolicy(ack_timeout=10, max_attempts=3, max_backoff=25, jitter=0.2)
 
 
-def setup(db, *, message_type="request", ttl=None, online=True) -> str:
+def message_data(**overrides) -> dict:
+    """A validated AgentMessage from a to b (a request unless overridden)."""
+    return {"from_sandbox": "a", "to_sandbox": "b", "from_agent": "x", "to_agent": "any", "message_type": "request",
+            "content": {}, "priority": 5, "requires_response": False, "correlation_id": None, "ttl": None,
+            "metadata": {}, **overrides}
+
+
+def accept(db, **overrides):
+    """Accept a message (see message_data) and return it."""
+    return messages.accept(db, message_data(**overrides), max_content_bytes=1024)
+
+
+def register_ab(db) -> None:
     for sandbox in ("a", "b"):
         registry.register(db, sandbox, "default", [], {})
+
+
+def setup(db, *, message_type="request", ttl=None, online=True) -> str:
+    register_ab(db)
     if online:  # as when b holds a mailbox socket
         registry.mark_status(db, "b", "online")
-    message = messages.accept(db, {
-        "from_sandbox": "a", "to_sandbox": "b", "from_agent": "x", "to_agent": "any", "message_type": message_type,
-        "content": {}, "priority": 5, "requires_response": False, "correlation_id": None, "ttl": ttl, "metadata": {},
-    }, max_content_bytes=1024)
+    message = accept(db, message_type=message_type, ttl=ttl)
     delivery.deliver(db, message.id, POLICY)
     return message.id
 
@@ -122,12 +135,8 @@ def test_entry_not_acked_within_ttl_expires(db):
 
 
 def test_message_expired_before_routing_is_dead_lettered_not_delivered(db):
-    for sandbox in ("a", "b"):
-        registry.register(db, sandbox, "default", [], {})
-    message = messages.accept(db, {
-        "from_sandbox": "a", "to_sandbox": "b", "from_agent": "x", "to_agent": "any", "message_type": "request",
-        "content": {}, "priority": 5, "requires_response": False, "correlation_id": None, "ttl": 1, "metadata": {},
-    }, max_content_bytes=1024)
+    register_ab(db)
+    message = accept(db, ttl=1)
     with db.write() as session:  # as if the broker held the task for longer than the ttl
         session.get(Message, message.id).timestamp -= 10
     result = delivery.deliver(db, message.id, POLICY)
@@ -136,12 +145,8 @@ def test_message_expired_before_routing_is_dead_lettered_not_delivered(db):
 
 
 def test_giving_up_after_retries_dead_letters_undeliverable(db):
-    for sandbox in ("a", "b"):
-        registry.register(db, sandbox, "default", [], {})
-    message = messages.accept(db, {
-        "from_sandbox": "a", "to_sandbox": "b", "from_agent": "x", "to_agent": "any", "message_type": "command",
-        "content": {}, "priority": 5, "requires_response": False, "correlation_id": None, "ttl": None, "metadata": {},
-    }, max_content_bytes=1024)
+    register_ab(db)
+    message = accept(db, message_type="command")
     events = delivery.give_up(db, message.id, "OperationalError: disk I/O error")
     assert [e["event"]["data"]["reason"] for e in events] == ["undeliverable"]
     assert state(db, message.id)["dead"] == [("undeliverable", "b")] and state(db, message.id)["status"] == "dead"
@@ -190,12 +195,8 @@ def test_replay_of_an_entry_resets_it_in_the_mailbox(db, reason):
 
 
 def test_replay_of_recipient_gone_routes_again_once_the_sandbox_is_back(db):
-    for sandbox in ("a", "b"):
-        registry.register(db, sandbox, "default", [], {})
-    message = messages.accept(db, {
-        "from_sandbox": "a", "to_sandbox": "b", "from_agent": "x", "to_agent": "any", "message_type": "request",
-        "content": {}, "priority": 5, "requires_response": False, "correlation_id": None, "ttl": None, "metadata": {},
-    }, max_content_bytes=1024)
+    register_ab(db)
+    message = accept(db)
     registry.unregister(db, "b")
     delivery.deliver(db, message.id, POLICY)
     dead = only_dead_letter(db, "recipient_gone")
@@ -208,12 +209,8 @@ def test_replay_of_recipient_gone_routes_again_once_the_sandbox_is_back(db):
 
 @pytest.mark.parametrize("reason", ["expired", "undeliverable"])
 def test_replay_of_a_message_that_never_reached_a_mailbox_delivers_it(db, reason):
-    for sandbox in ("a", "b"):
-        registry.register(db, sandbox, "default", [], {})
-    message = messages.accept(db, {
-        "from_sandbox": "a", "to_sandbox": "b", "from_agent": "x", "to_agent": "any", "message_type": "request",
-        "content": {}, "priority": 5, "requires_response": False, "correlation_id": None, "ttl": 1, "metadata": {},
-    }, max_content_bytes=1024)
+    register_ab(db)
+    message = accept(db, ttl=1)
     if reason == "expired":
         redelivery.sweep_expired(db, utcnow() + timedelta(seconds=2))
     else:
@@ -228,10 +225,7 @@ def test_list_filters_pages_and_purges(db):
     for sandbox in ("a", "b", "c"):
         registry.register(db, sandbox, "default", [], {})
     for i in range(5):
-        message = messages.accept(db, {
-            "from_sandbox": "a", "to_sandbox": "b" if i % 2 else "c", "from_agent": "x", "to_agent": "any",
-            "message_type": "command", "content": {"i": i}, "priority": 5, "requires_response": False,
-            "correlation_id": None, "ttl": None, "metadata": {}}, max_content_bytes=1024)
+        message = accept(db, to_sandbox="b" if i % 2 else "c", message_type="command", content={"i": i})
         delivery.give_up(db, message.id, f"failure {i}")
     first = dead_letters.list_page(db, DeadLetterFilter(), limit=2)
     second = dead_letters.list_page(db, DeadLetterFilter(), after=first["next_after"], limit=2)
@@ -245,19 +239,13 @@ def test_list_filters_pages_and_purges(db):
 # ------------------------------------------------------------------------------------ request / response
 
 def request_from_a(db, **extra) -> str:
-    for sandbox in ("a", "b"):
-        registry.register(db, sandbox, "default", [], {})
-    return messages.accept(db, {
-        "from_sandbox": "a", "to_sandbox": "b", "from_agent": "planner", "to_agent": "any", "message_type": "request",
-        "content": {"task": "t"}, "priority": 5, "requires_response": True, "correlation_id": None, "ttl": None,
-        "metadata": {}, **extra}, max_content_bytes=1024).id
+    register_ab(db)
+    return accept(db, from_agent="planner", content={"task": "t"}, requires_response=True, **extra).id
 
 
 def respond(db, correlation_id: str, to_sandbox=None) -> str:
-    return messages.accept(db, {
-        "from_sandbox": "b", "to_sandbox": to_sandbox, "from_agent": "researcher", "to_agent": "any",
-        "message_type": "response", "content": {"answer": 42}, "priority": 5, "requires_response": False,
-        "correlation_id": correlation_id, "ttl": None, "metadata": {}}, max_content_bytes=1024).id
+    return accept(db, from_sandbox="b", to_sandbox=to_sandbox, from_agent="researcher", message_type="response",
+                  content={"answer": 42}, correlation_id=correlation_id).id
 
 
 @pytest.mark.parametrize("by", ["message_id", "correlation_id"])
