@@ -133,3 +133,23 @@ def test_bad_input_is_refused_and_changes_nothing(app, http, method, path, kwarg
     dead_letter(app)
     assert error_code(http.open(path, method=method, **kwargs), status) == code
     assert http.get("/api/v1/dead-letters").get_json()["total"] == 1
+
+
+def test_polling_clients_ack_and_nack_over_rest(app, http):
+    db = app.extensions["bus"].db
+    ids = [messages.accept(db, {
+        "from_sandbox": "a", "to_sandbox": "b", "from_agent": "x", "to_agent": "any", "message_type": "request",
+        "content": {"i": i}, "priority": 5, "requires_response": False, "correlation_id": None, "ttl": None,
+        "metadata": {}}, max_content_bytes=1024).id for i in range(2)]
+    for message_id in ids:
+        delivery.deliver(db, message_id)
+    acked = http.post("/api/v1/sandboxes/b/ack", json={"seq": 1})
+    assert acked.status_code == 200 and acked.get_json()["message_id"] == ids[0]
+    nacked = http.post("/api/v1/sandboxes/b/nack", json={"seq": 2, "reason": "no tool for that"})
+    assert nacked.status_code == 200 and nacked.get_json()["state"] == "dead"
+    assert http.get("/api/v1/dead-letters?reason=nacked").get_json()["dead_letters"][0]["last_error"] == "no tool for that"
+    assert error_code(http.post("/api/v1/sandboxes/b/ack", json={"seq": 2}), 409) == "entry_dead_lettered"
+    assert error_code(http.post("/api/v1/sandboxes/b/ack", json={"seq": 99}), 404) == "unknown_entry"
+    assert error_code(http.post("/api/v1/sandboxes/b/ack", json={"seq": "1"}), 400) == "validation_error"
+    assert error_code(http.post("/api/v1/sandboxes/b/nack", json={"seq": 1, "why": "x"}), 400) == "validation_error"
+    assert error_code(http.post("/api/v1/sandboxes/b/nack", json={"seq": 1}), 409) == "entry_not_pending"

@@ -7,8 +7,10 @@ from flask import jsonify, request
 from app.api import api
 from app.api.helpers import json_body
 from app.context import bus
-from app.schemas import MailboxQuery, RegisterSandboxSchema, SandboxListQuery, load_or_raise, query_args
-from app.services import mailbox, registry
+from app.schemas import (
+    AckSchema, MailboxQuery, NackSchema, RegisterSandboxSchema, SandboxListQuery, load_or_raise, query_args,
+)
+from app.services import mailbox, redelivery, registry
 from app.services.events import SANDBOX_REGISTERED, SANDBOX_UNREGISTERED, event_notification
 
 
@@ -45,6 +47,25 @@ def sandbox_heartbeat(sandbox_id: str):
     for event in events:
         ctx.notifier.publish(event)
     return jsonify({"sandbox_id": sandbox_id, "status": sandbox["status"], "last_heartbeat": sandbox["last_heartbeat"]})
+
+
+@api.post("/sandboxes/<sandbox_id>/ack")
+def ack_entry(sandbox_id: str):
+    """ACK mailbox entry `seq` (for clients that poll instead of holding a socket)."""
+    data = load_or_raise(AckSchema(), json_body())
+    message_id = redelivery.ack(bus().db, sandbox_id, data["seq"])
+    return jsonify({"sandbox_id": sandbox_id, "seq": data["seq"], "message_id": message_id, "state": "acked"})
+
+
+@api.post("/sandboxes/<sandbox_id>/nack")
+def nack_entry(sandbox_id: str):
+    """NACK mailbox entry `seq` with a reason: it is dead-lettered `nacked`."""
+    data = load_or_raise(NackSchema(), json_body())
+    ctx = bus()
+    event = redelivery.nack(ctx.db, sandbox_id, data["seq"], data["reason"])
+    ctx.notifier.publish(event)
+    return jsonify({"sandbox_id": sandbox_id, "seq": data["seq"], "message_id": event["event"]["data"]["message_id"],
+                    "state": "dead"})
 
 
 @api.delete("/sandboxes/<sandbox_id>")

@@ -142,11 +142,22 @@ class MailboxQuery(StrictSchema):
     limit = QueryInteger(load_default=100, validate=validate.Range(min=1, max=1000))
 
 
-class AckFrameSchema(StrictSchema):
+class AckSchema(StrictSchema):
+    """An ACK of one mailbox entry (POST /sandboxes/{id}/ack)."""
+
+    seq = fields.Integer(strict=True, required=True, validate=validate.Range(min=1, max=SEQ_MAX))
+
+
+class AckFrameSchema(AckSchema):
     """A client's `ack` frame on a mailbox socket."""
 
     type = fields.String(required=True, validate=validate.Equal("ack"))
-    seq = fields.Integer(strict=True, required=True, validate=validate.Range(min=1, max=SEQ_MAX))
+
+
+class NackSchema(AckSchema):
+    """A NACK of one mailbox entry, with the reason (POST /sandboxes/{id}/nack)."""
+
+    reason = fields.String(load_default="nacked by the recipient", validate=validate.Length(min=1, max=2000))
 
 
 class DeadLetterFilterSchema(StrictSchema):
@@ -178,12 +189,10 @@ class BulkReplaySchema(DeadLetterFilterSchema):
     limit = fields.Integer(strict=True, load_default=1000, validate=validate.Range(min=1, max=10000))
 
 
-class NackFrameSchema(StrictSchema):
+class NackFrameSchema(NackSchema):
     """A client's `nack` frame: the entry could not be handled, and why."""
 
     type = fields.String(required=True, validate=validate.Equal("nack"))
-    seq = fields.Integer(strict=True, required=True, validate=validate.Range(min=1, max=SEQ_MAX))
-    reason = fields.String(load_default="nacked by the recipient", validate=validate.Length(min=1, max=2000))
 
 
 def load_or_raise(schema: Schema, data: Any, *, what: str = "request body") -> dict:
