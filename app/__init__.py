@@ -47,7 +47,8 @@ def create_app(settings: Settings | None = None, *, celery=None, start_listener:
     )
     app.extensions["bus"] = ctx
     if start_listener:
-        listener = FanoutListener(settings.broker_url, settings.fanout_exchange, ctx.hub.dispatch, options)
+        listener = FanoutListener(settings.broker_url, settings.fanout_exchange, ctx.hub.dispatch, options,
+                                  on_subscribed=ctx.hub.resync)
         listener.start()
         ctx.background.append(listener)
 

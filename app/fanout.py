@@ -84,16 +84,19 @@ class KombuNotifier:
 class FanoutListener(threading.Thread):
     """A daemon thread that consumes the fanout exchange and calls `handler(notification)` for each one.
 
-    It reconnects after broker failures (with a capped back-off) until `stop()` is called.
+    It reconnects after broker failures (with a capped back-off) until `stop()` is called. Notifications
+    published while it was not subscribed are lost, so after each (re)subscription it calls `on_subscribed()`
+    (the hub then has open sockets read what they missed from the database).
     """
 
     def __init__(self, broker_url: str, exchange_name: str, handler: Callable[[dict], None],
-                 transport_options: dict | None = None):
+                 transport_options: dict | None = None, on_subscribed: Callable[[], None] | None = None):
         super().__init__(name="fanout-listener", daemon=True)
         self.broker_url = broker_url
         self.transport_options = transport_options or {}
         self.exchange = _exchange(exchange_name)
         self.handler = handler
+        self.on_subscribed = on_subscribed
         self.queue_name = f"{exchange_name}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         self.ready = threading.Event()
         self._stopping = threading.Event()
@@ -103,29 +106,40 @@ class FanoutListener(threading.Thread):
         self._stopping.set()
 
     def run(self) -> None:
-        """Consume until stopped, reconnecting on errors."""
-        backoff = 0.2
+        """Consume until stopped, reconnecting on errors (the back-off grows only while connecting fails)."""
+        self._backoff = 0.2
         while not self._stopping.is_set():
             try:
                 self._consume()
-                backoff = 0.2
             except Exception as exc:
                 self.ready.clear()
-                log.warning("fanout listener lost the broker (%s); retrying in %.1fs", exc, backoff)
-                self._stopping.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+                log.warning("fanout listener lost the broker (%s); retrying in %.1fs", exc, self._backoff)
+                self._stopping.wait(self._backoff)
+                self._backoff = min(self._backoff * 2, 5.0)
 
     def _consume(self) -> None:
         queue = Queue(self.queue_name, self.exchange, routing_key="", exclusive=True, auto_delete=True, durable=False)
         with Connection(self.broker_url, transport_options=self.transport_options) as conn:
             with conn.Consumer(queue, callbacks=[self._on_message], accept=["json"], no_ack=True):
                 self.ready.set()
+                self._backoff = 0.2
                 log.info("fanout listener bound %s to exchange %s", self.queue_name, self.exchange.name)
+                caught_up = False
                 while not self._stopping.is_set():
                     try:
                         conn.drain_events(timeout=1.0)
                     except socket.timeout:
                         conn.heartbeat_check()
+                    if not caught_up:  # the first poll subscribed (Redis subscribes there): catch up once
+                        caught_up = True
+                        self._subscribed()
+
+    def _subscribed(self) -> None:
+        if self.on_subscribed is not None:
+            try:
+                self.on_subscribed()
+            except Exception:
+                log.exception("fanout listener: on_subscribed failed")
 
     def _on_message(self, body, message) -> None:
         try:

@@ -84,9 +84,19 @@ class RedisServer:
         wait_for(lambda: _port_open(self.port), 10, f"redis-server on port {self.port}")
 
     def stop(self) -> None:
-        """Shut the server down and wait for it to exit."""
+        """Shut the server down and wait for it to exit (with appendonly, the append-only file is flushed first)."""
         subprocess.run(["redis-cli", "-p", str(self.port), "shutdown", "nosave"], capture_output=True)
         wait_for(lambda: not _port_open(self.port), 10, "redis-server to stop")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Send `sig` to the server (a crash with SIGKILL) and wait until its port is closed; `start()` restarts it."""
+        pidfile = self.dir / "redis.pid"
+        try:
+            os.kill(int(pidfile.read_text().strip()), sig)
+        except (FileNotFoundError, ValueError, ProcessLookupError):
+            return
+        wait_for(lambda: not _port_open(self.port), 10, "redis-server to die")
+        pidfile.unlink(missing_ok=True)  # a killed server leaves it behind
 
     def cleanup(self) -> None:
         """Stop the server and remove its directory."""
@@ -237,8 +247,13 @@ class BusProcess:
     `url` is the HTTP base URL; `ws_url` the WebSocket base. Logs are in `dir`. Buses sharing one broker never
     consume each other's tasks or notifications: each bus on Redis takes a Redis database number of its own, each
     bus on RabbitMQ a virtual host of its own (deleted by `cleanup()`). With `worker=False` a broker bus starts
-    with its API only: tasks wait on the broker until `start_worker()`; `stop_worker()` stops a worker again.
-    With `with_beat=True` a broker bus also runs `collab-bus beat` (the embedded bus always runs its beat).
+    with its API only: tasks wait on the broker until `start_worker()`; `stop_worker()` stops a worker again and
+    `kill_worker()` kills one (SIGKILL by default). With `with_beat=True` a broker bus also runs `collab-bus beat`
+    (the embedded bus always runs its beat).
+
+    A broker bus may run several API processes ("nodes") on the same database and broker: the first is named
+    `api` (on `port`); `start_api("api2")` starts another on a port of its own (`api_url(name)`,
+    `api_ws_url(name)`); `stop_api()` / `restart_api()` stop or restart one on the same port.
     """
 
     _redis_databases = itertools.count(1)
@@ -271,6 +286,8 @@ class BusProcess:
         }
         self.processes: list[subprocess.Popen] = []
         self.workers: dict[str, subprocess.Popen] = {}
+        self.apis: dict[str, subprocess.Popen] = {}
+        self.api_ports: dict[str, int] = {"api": self.port}
         try:
             if mode == "redis":
                 database = next(self._redis_databases) % 16
@@ -312,10 +329,11 @@ class BusProcess:
         """Start the processes and wait until the API answers and (broker modes) the worker is ready."""
         self.processes = []
         self.workers = {}
+        self.apis = {}
         if self.mode == "embedded":
             self._spawn("up", "up", "--port", str(self.port), "--data-dir", str(self.dir))
         else:
-            self._spawn("api", "api", "--port", str(self.port), "--threads", "64")
+            self._spawn_api("api")
             if self.with_worker:
                 self.start_worker()
             if self.with_beat:
@@ -348,6 +366,73 @@ class BusProcess:
         proc = self.workers.pop(name)
         self._end(proc)
         self.processes.remove(proc)
+
+    def kill_worker(self, name: str = "worker", sig: int = signal.SIGKILL) -> None:
+        """Send `sig` to worker `name`'s process group (SIGKILL: `kill -9`, nothing is cleaned up) and wait for it
+        to exit. On Redis its unacknowledged tasks come back only after the broker's visibility timeout."""
+        proc = self.workers.pop(name)
+        self._signal(proc, sig)
+        self.processes.remove(proc)
+
+    def api_url(self, name: str = "api") -> str:
+        """HTTP base URL of API process `name`."""
+        return f"http://127.0.0.1:{self.api_ports[name]}"
+
+    def api_ws_url(self, name: str = "api") -> str:
+        """WebSocket base URL of API process `name`."""
+        return f"ws://127.0.0.1:{self.api_ports[name]}"
+
+    def _spawn_api(self, name: str) -> subprocess.Popen:
+        proc = self._spawn(name, "api", "--port", str(self.api_ports[name]), "--threads", "64")
+        self.apis[name] = proc
+        return proc
+
+    def start_api(self, name: str, port: int | None = None) -> str:
+        """Start API process `name` (broker modes) on `port` (default: the port it had, else a free one), sharing
+        the database and broker of this bus; wait until it answers and return its URL."""
+        if self.mode == "embedded":
+            raise ValueError("the embedded bus has one process")
+        if name in self.apis:
+            raise ValueError(f"API process {name} is running")
+        self.api_ports[name] = port or self.api_ports.get(name) or free_port()
+        proc = self._spawn_api(name)
+        url = self.api_url(name)
+
+        def answers() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"API process {name} exited with {proc.returncode}:\n"
+                                   f"{(self.dir / f'{name}.log').read_text()[-3000:]}")
+            try:
+                return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(answers, 30, f"API process {name} to answer on {url}")
+        return url
+
+    def stop_api(self, name: str = "api", sig: int = signal.SIGTERM) -> None:
+        """Send `sig` to API process `name`'s process group (SIGTERM: gunicorn's graceful stop; SIGKILL: a crash)
+        and wait for it to exit; its port stays reserved for `start_api(name)`."""
+        proc = self.apis.pop(name)
+        self._signal(proc, sig)
+        self.processes.remove(proc)
+
+    def restart_api(self, name: str = "api", sig: int = signal.SIGTERM, down_for: float = 0.0) -> None:
+        """Stop API process `name` with `sig`, wait `down_for` seconds, start it again on the same port."""
+        self.stop_api(name, sig)
+        time.sleep(down_for)
+        self.start_api(name)
+
+    def _signal(self, proc: subprocess.Popen, sig: int) -> None:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                pass
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self._end(proc)
 
     def _healthy(self) -> bool:
         for proc in self.processes:

@@ -12,6 +12,7 @@ from app.models import BROADCAST
 from app.services.events import MESSAGE_DELIVERED
 
 CLOSE = object()  # sentinel pushed to a subscriber to end its stream
+RESYNC = object()  # sentinel pushed to a mailbox subscriber: read entries you may have missed from the database
 
 MAX_RECIPIENTS_IN_EVENT = 100
 
@@ -85,6 +86,14 @@ class Hub:
         """How many sockets of this process are subscribed."""
         with self._lock:
             return len(self._broadcast) + len(self._events) + sum(len(s) for s in self._mailboxes.values())
+
+    def resync(self) -> None:
+        """Notifications may have been lost (the fanout listener was reconnecting): every open mailbox socket
+        reads the entries it has not sent yet from the database."""
+        with self._lock:
+            subs = [sub for subs in self._mailboxes.values() for sub in subs]
+        for sub in subs:
+            sub.push(RESYNC)
 
     def dispatch(self, notification: dict) -> None:
         """Route one notification from the fanout exchange to the sockets it concerns."""

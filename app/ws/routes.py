@@ -20,7 +20,7 @@ from app.models import SandboxStatus
 from app.schemas import AckFrameSchema, MailboxQuery, NackFrameSchema, load_or_raise, parse_json, query_args
 from app.services import mailbox, redelivery, registry
 from app.services.events import SANDBOX_CONNECTED, SANDBOX_DISCONNECTED, event_notification
-from app.ws.hub import CLOSE, Subscriber
+from app.ws.hub import CLOSE, RESYNC, Subscriber
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,9 @@ class MailboxStream:
                 item = self.subscriber.items.get()
                 if item is CLOSE:
                     return
+                if item is RESYNC:
+                    self._send_from_database(until=None)
+                    continue
                 seq, message_json = item[0], item[1]
                 if len(item) == 3 and seq <= self.last_sent:  # an unacknowledged entry pushed again
                     self.sender.send(_message_frame(seq, message_json, attempt=item[2]))
