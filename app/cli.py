@@ -141,10 +141,14 @@ def worker(queues: str, concurrency: int, celery_args: tuple[str, ...]) -> None:
       MESSAGE_BACKEND=redis collab-bus worker -c 8 --hostname w1@%h
     """
     settings = _settings()
-    from workers.celery_app import celery_app
+    from celery.bin.celery import celery as celery_command
 
-    celery_app.worker_main(["worker", "-Q", queues, "-P", "threads", "-c", str(concurrency),
-                            "-l", settings.log_level, *celery_args])
+    # Not celery_app.worker_main(): it drops the exit status, and a worker stopped by an unrecoverable error
+    # must not exit 0 (a supervisor restarting failed workers would leave it dead).
+    status = celery_command.main(["-A", "workers.celery_app:celery_app", "worker", "-Q", queues, "-P", "threads",
+                                  "-c", str(concurrency), "-l", settings.log_level, *celery_args],
+                                 standalone_mode=False)
+    sys.exit(status if isinstance(status, int) else 0)
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

@@ -143,10 +143,6 @@ def test_kill_9_a_worker_mid_delivery(redis_aof, buses):
     assert not log_lines(bus, "worker2", "Traceback") and not log_lines(bus, "api", "Traceback")
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "OPEN BUG (issue 3): under load with two workers, after Redis restarts (shutdown or kill -9) some runs leave "
-    "~200 (message, recipient) pairs neither in a mailbox nor dead-lettered 120 s later; the same restart with "
-    "light traffic recovers in ~5 s. Not yet diagnosed: see the closing note of 2026-11-24."))
 @pytest.mark.parametrize("crash", [False, True], ids=["shutdown", "kill-9"])
 def test_restart_redis_mid_stream(redis_aof, buses, crash):
     """Redis (appendonly yes) goes away mid-stream and comes back on the same port and files, shut down cleanly or

@@ -417,6 +417,13 @@ def log_lines(bus, name: str, *needles: str) -> list[str]:
     return [line for line in path.read_text(errors="replace").splitlines() if any(n in line for n in needles)]
 
 
+def assert_workers_alive(bus) -> None:
+    """Every worker the bus still counts on is running (none stopped itself, e.g. on a broker connection loss)."""
+    exited = {name: proc.returncode for name, proc in bus.workers.items() if proc.poll() is not None}
+    assert not exited, f"workers exited: {exited}\n" + "\n".join(
+        line for name in exited for line in log_lines(bus, name, "CRITICAL", "Unrecoverable"))
+
+
 def report(what: str, outcome: Outcome, account: Account, started: float, *extra: str) -> None:
     """Print the figures of a fault run (shown with `pytest -s` or on failure)."""
     print(f"\n[{what}] accepted={len(outcome.accepted)} failed={len(outcome.failed)} "
