@@ -55,7 +55,7 @@ def test_plain_celery_worker_command_delivers(redis_server, unique):
             report = wait_for(lambda: (r := client.get(f"/api/v1/messages/{message_id}").json())["deliveries"] and r,
                               20, "delivery by the plain celery worker")
         assert [d["sandbox_id"] for d in report["deliveries"]] == [b]
-        assert f"deliver[" in (bus.dir / "worker.log").read_text()
+        assert "deliver[" in (bus.dir / "worker.log").read_text()
     finally:
         bus.cleanup()
 
