@@ -31,14 +31,15 @@ def broadcast():
 def _accept(data: dict):
     ctx = bus()
     message = messages.accept(ctx.db, data, max_content_bytes=ctx.settings.max_content_bytes)
+    # Announced before the enqueue so that, from this process, "accepted" precedes the worker's "delivered".
+    ctx.notifier.publish(event_notification(
+        MESSAGE_ACCEPTED, message_id=message.id, from_sandbox=message.from_sandbox,
+        to_sandbox=message.to_sandbox, message_type=message.message_type))
     try:
         ctx.delivery.enqueue(message.id, message.priority,
                              message.timestamp + message.ttl if message.ttl else None)
     except Exception as exc:  # durable already: the outbox sweep enqueues it later
         log.warning("message %s accepted but not enqueued (%s); the outbox sweep will retry", message.id, exc)
-    ctx.notifier.publish(event_notification(
-        MESSAGE_ACCEPTED, message_id=message.id, from_sandbox=message.from_sandbox,
-        to_sandbox=message.to_sandbox, message_type=message.message_type))
     return jsonify({"message_id": message.id, "status": message.status, "timestamp": message.timestamp}), 202
 
 
