@@ -42,6 +42,7 @@ timezone = "UTC"
 
 _outbox_every = float(os.environ.get("OUTBOX_SWEEP_INTERVAL", "15"))
 _redelivery_every = float(os.environ.get("REDELIVERY_SWEEP_INTERVAL", "1"))
+_idempotency_purge_every = 300.0  # expired keys are harmless until purged: they are replaced on reuse
 beat_schedule = {
     "sweep-outbox": {"task": "workers.maintenance.sweep_outbox", "schedule": _outbox_every,
                      "options": {"expires": _outbox_every}},
@@ -51,4 +52,6 @@ beat_schedule = {
                       "options": {"expires": _redelivery_every}},
     "sweep-heartbeats": {"task": "workers.maintenance.sweep_heartbeats", "schedule": _redelivery_every,
                          "options": {"expires": _redelivery_every}},
+    "purge-idempotency-keys": {"task": "workers.maintenance.purge_idempotency_keys",
+                               "schedule": _idempotency_purge_every, "options": {"expires": _idempotency_purge_every}},
 }

@@ -72,6 +72,7 @@ class Settings:
     heartbeat_timeout: float = 30.0
     fanout_exchange: str = "collab.notify"
     redis_visibility_timeout: float = 3600.0
+    idempotency_window: int = 86400
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
@@ -97,6 +98,7 @@ class Settings:
             heartbeat_timeout=_float(env, "HEARTBEAT_TIMEOUT", cls.heartbeat_timeout),
             fanout_exchange=env.get("FANOUT_EXCHANGE") or cls.fanout_exchange,
             redis_visibility_timeout=_float(env, "REDIS_VISIBILITY_TIMEOUT", cls.redis_visibility_timeout),
+            idempotency_window=_int(env, "IDEMPOTENCY_WINDOW", cls.idempotency_window, minimum=1),
         )
         values.update(overrides)
         settings = cls(**values)

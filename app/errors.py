@@ -6,7 +6,7 @@
     ├── NotFound                  404 not_found
     │   ├── UnknownSandbox        404 unknown_sandbox
     │   └── UnknownMessage        404 unknown_message
-    ├── Conflict                  409 conflict (duplicate_message_id, workspace_mismatch)
+    ├── Conflict                  409 conflict (duplicate_message_id, workspace_mismatch, idempotency_key_reused, …)
     └── Unavailable               503 unavailable
 
 The HTTP layer turns each into `{"error": {"code", "message", "details"}}`; services raise them

@@ -45,6 +45,8 @@ def test_broker_url_comes_from_backend_unless_overridden():
     ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
     ({"MAX_CONTENT_BYTES": "0"}, "MAX_CONTENT_BYTES"),
     ({"BROKER_URL": "localhost"}, "BROKER_URL"),
+    ({"IDEMPOTENCY_WINDOW": "0"}, "IDEMPOTENCY_WINDOW"),
+    ({"IDEMPOTENCY_WINDOW": "1d"}, "IDEMPOTENCY_WINDOW"),
 ])
 def test_bad_configuration_is_one_clear_error(env, mentions):
     with pytest.raises(ConfigError, match=mentions):

@@ -1,10 +1,11 @@
-"""Periodic upkeep run by beat: outbox sweep, pushing unacknowledged entries again, TTL expiry."""
+"""Periodic upkeep run by beat: outbox sweep, pushing unacknowledged entries again, TTL expiry, purging expired
+idempotency keys."""
 
 from __future__ import annotations
 
 import logging
 
-from app.services import messages, redelivery, registry
+from app.services import idempotency, messages, redelivery, registry
 from workers.celery_app import celery_app, settings
 from workers.context import worker_context
 
@@ -55,3 +56,13 @@ def sweep_heartbeats() -> int:
     if events:
         log.info("heartbeat sweep: %d sandbox(es) offline", len(events))
     return len(events)
+
+
+@celery_app.task(name="workers.maintenance.purge_idempotency_keys")
+def purge_idempotency_keys() -> int:
+    """Delete the Idempotency-Key records older than IDEMPOTENCY_WINDOW; their keys may already be reused."""
+    ctx = worker_context()
+    purged = idempotency.purge_expired(ctx.db, settings.idempotency_window)
+    if purged:
+        log.info("idempotency purge: %d expired key(s) deleted", purged)
+    return purged

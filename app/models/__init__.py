@@ -1,4 +1,5 @@
-"""SQLAlchemy models: sandboxes, messages, mailbox entries and dead letters. The database is the source of truth."""
+"""SQLAlchemy models: sandboxes, messages, mailbox entries, dead letters and idempotency keys. The database is the
+source of truth."""
 
 from __future__ import annotations
 
@@ -183,9 +184,31 @@ class DeadLetter(Base):
     __table_args__ = (UniqueConstraint("message_id", "sandbox_id", "reason"),)
 
 
+IDEMPOTENCY_KEY_LENGTH = 255  # the longest Idempotency-Key header value
+
+
+class IdempotencyKey(Base):
+    """An `Idempotency-Key` a sandbox sent with a message: which message it created, and a fingerprint of the request.
+
+    The key is scoped per sending sandbox (primary key (sandbox_id, key)); the row is written in the transaction
+    that inserts the message, so a key is recorded if and only if its message was accepted. A row older than
+    IDEMPOTENCY_WINDOW is expired: it may be replaced by a new send and is purged by beat.
+    """
+
+    __tablename__ = "idempotency_keys"
+
+    sandbox_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    key: Mapped[str] = mapped_column(String(IDEMPOTENCY_KEY_LENGTH), primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(ID_LENGTH), ForeignKey("messages.message_id", ondelete="CASCADE"),
+                                            index=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
 metadata = Base.metadata
 
 __all__ = [
     "BROADCAST", "Base", "metadata", "Sandbox", "SandboxStatus", "Message", "MessageStatus",
-    "MailboxEntry", "EntryState", "ACK_REQUIRED_TYPES", "DeadLetter", "utcnow", "isoformat",
+    "MailboxEntry", "EntryState", "ACK_REQUIRED_TYPES", "DeadLetter", "IdempotencyKey", "IDEMPOTENCY_KEY_LENGTH",
+    "utcnow", "isoformat",
 ]

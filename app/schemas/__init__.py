@@ -12,7 +12,7 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from app.errors import InvalidRequest
-from app.models import BROADCAST, ID_LENGTH
+from app.models import BROADCAST, ID_LENGTH, IDEMPOTENCY_KEY_LENGTH
 from app.services.dead_letters import REASONS as DEAD_LETTER_REASONS
 
 MESSAGE_TYPES = ("request", "response", "notification", "command")
@@ -108,6 +108,21 @@ class BroadcastSchema(AgentMessageSchema):
 
     to_sandbox = fields.String(load_default=BROADCAST, validate=validate.Equal(BROADCAST, error='must be "broadcast" (or left out) for a broadcast'))
     message_type = fields.String(load_default="notification", validate=validate.OneOf(MESSAGE_TYPES))
+
+
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+
+
+class IdempotencyKeyHeaderSchema(StrictSchema):
+    """The `Idempotency-Key` header of a send: 1-255 printable ASCII characters without spaces (0x21-0x7E).
+
+    Loads `{"Idempotency-Key": value}` into `{"key": value}`.
+    """
+
+    key = fields.String(data_key=IDEMPOTENCY_KEY_HEADER, required=True, validate=validate.And(
+        validate.Length(min=1, max=IDEMPOTENCY_KEY_LENGTH),
+        validate.Regexp(r"[\x21-\x7e]*\Z", error="must be printable ASCII without spaces (characters 0x21-0x7E)"),
+    ))
 
 
 class AgentSpecSchema(StrictSchema):

@@ -28,14 +28,31 @@ def accept(db: Database, data: dict, *, max_content_bytes: int) -> Message:
     UnknownSandbox for a direct message to a sandbox that is not registered, and Conflict when a
     client-chosen message_id is already taken.
     """
+    check_content_size(data, max_content_bytes)
+    message = new_message(data)
+    try:
+        with db.write() as session:
+            store(session, message, client_chose_id=bool(data.get("message_id")))
+    except IntegrityError:
+        raise duplicate_message_id(message.id) from None
+    return message
+
+
+def check_content_size(data: dict, max_content_bytes: int) -> None:
+    """Raise PayloadTooLarge when the message's content is over `max_content_bytes` (see `content_size`)."""
     size = content_size(data["content"])
     if size > max_content_bytes:
         raise PayloadTooLarge(
             f"content is {size} bytes; the limit is {max_content_bytes}",
             details={"content_bytes": size, "limit": max_content_bytes},
         )
+
+
+def new_message(data: dict) -> Message:
+    """A new, not yet stored Message from a validated AgentMessage: its id (client's or a fresh uuid4 hex),
+    the server's timestamp, status accepted."""
     fields = {k: v for k, v in data.items() if k not in ("message_id", "timestamp", "metadata")}
-    message = Message(
+    return Message(
         id=data.get("message_id") or uuid.uuid4().hex,
         timestamp=time.time(),
         meta=data.get("metadata") or {},
@@ -43,20 +60,26 @@ def accept(db: Database, data: dict, *, max_content_bytes: int) -> Message:
         created_at=utcnow(),
         **fields,
     )
-    try:
-        with db.write() as session:
-            if message.to_sandbox is None:
-                message.to_sandbox = _requester(session, message.correlation_id)
-            if message.to_sandbox != BROADCAST:
-                recipient = session.get(Sandbox, message.to_sandbox)
-                if recipient is None or not recipient.is_registered:
-                    raise UnknownSandbox(message.to_sandbox)
-            if data.get("message_id") and session.get(Message, message.id) is not None:
-                raise _duplicate(message.id)
-            session.add(message)
-    except IntegrityError:
-        raise _duplicate(message.id) from None
-    return message
+
+
+def store(session, message: Message, *, client_chose_id: bool) -> None:
+    """Add `message` to the write transaction of `session` and flush it, after the checks acceptance makes.
+
+    Resolves the recipient of a response without to_sandbox (NotFound `unknown_correlation_id`), raises
+    UnknownSandbox for a direct message to a sandbox that is not registered and Conflict
+    `duplicate_message_id` for a client-chosen id that is taken. A concurrent insert of the same id surfaces
+    as IntegrityError (from the flush or the commit); the caller rolls back.
+    """
+    if message.to_sandbox is None:
+        message.to_sandbox = _requester(session, message.correlation_id)
+    if message.to_sandbox != BROADCAST:
+        recipient = session.get(Sandbox, message.to_sandbox)
+        if recipient is None or not recipient.is_registered:
+            raise UnknownSandbox(message.to_sandbox)
+    if client_chose_id and session.get(Message, message.id) is not None:
+        raise duplicate_message_id(message.id)
+    session.add(message)
+    session.flush()
 
 
 def _requester(session, correlation_id: str) -> str:
@@ -88,7 +111,8 @@ def response_state(request: Message, responses: list) -> str | None:
     return "unanswered" if request.unanswered_at else "awaiting"
 
 
-def _duplicate(message_id: str) -> Conflict:
+def duplicate_message_id(message_id: str) -> Conflict:
+    """The Conflict `duplicate_message_id` for a client-chosen message_id that is already taken."""
     return Conflict(f"message_id {message_id!r} is already used", code="duplicate_message_id",
                     details={"message_id": message_id})
 
