@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.db import Database
 from app.errors import Conflict, UnknownSandbox
-from app.models import Sandbox, SandboxStatus, isoformat, utcnow
+from app.models import EntryState, MailboxEntry, Sandbox, SandboxStatus, isoformat, utcnow
 from app.services.events import SANDBOX_OFFLINE, SANDBOX_ONLINE, event_notification
 
 
-def sandbox_to_dict(sandbox: Sandbox) -> dict:
-    """The public representation of a sandbox."""
+def sandbox_to_dict(sandbox: Sandbox, settled_seq: int) -> dict:
+    """The public representation of a sandbox; `settled_seq` as computed by `settled_seqs`."""
     return {
         "sandbox_id": sandbox.id,
         "workspace": sandbox.workspace,
@@ -21,9 +21,28 @@ def sandbox_to_dict(sandbox: Sandbox) -> dict:
         "metadata": sandbox.meta or {},
         "status": sandbox.status,
         "head_seq": sandbox.head_seq,
+        "settled_seq": settled_seq,
         "last_heartbeat": isoformat(sandbox.last_heartbeat),
         "registered_at": isoformat(sandbox.registered_at),
     }
+
+
+def settled_seqs(session, sandboxes: list[Sandbox]) -> dict[str, int]:
+    """For each sandbox, the highest seq up to which every mailbox entry is settled (acknowledged or dead).
+
+    A client that acknowledges what it handles and lost its own cursor resumes from there.
+    """
+    if not sandboxes:
+        return {}
+    first_unsettled = dict(session.execute(
+        select(MailboxEntry.sandbox_id, func.min(MailboxEntry.seq))
+        .where(MailboxEntry.sandbox_id.in_([s.id for s in sandboxes]), MailboxEntry.state == EntryState.DELIVERED)
+        .group_by(MailboxEntry.sandbox_id)).all())
+    return {s.id: first_unsettled[s.id] - 1 if s.id in first_unsettled else s.head_seq for s in sandboxes}
+
+
+def _public(session, sandbox: Sandbox) -> dict:
+    return sandbox_to_dict(sandbox, settled_seqs(session, [sandbox])[sandbox.id])
 
 
 def register(db: Database, sandbox_id: str, workspace: str, agents: list, metadata: dict) -> tuple[dict, bool]:
@@ -57,7 +76,7 @@ def register(db: Database, sandbox_id: str, workspace: str, agents: list, metada
             sandbox.status = SandboxStatus.OFFLINE
         sandbox.last_heartbeat = now
         session.flush()
-        return sandbox_to_dict(sandbox), created
+        return _public(session, sandbox), created
 
 
 def unregister(db: Database, sandbox_id: str) -> dict:
@@ -69,7 +88,7 @@ def unregister(db: Database, sandbox_id: str) -> dict:
         sandbox.status = SandboxStatus.UNREGISTERED
         sandbox.unregistered_at = utcnow()
         session.flush()
-        return sandbox_to_dict(sandbox)
+        return _public(session, sandbox)
 
 
 def get_registered(db: Database, sandbox_id: str) -> dict:
@@ -78,7 +97,7 @@ def get_registered(db: Database, sandbox_id: str) -> dict:
         sandbox = session.get(Sandbox, sandbox_id)
         if sandbox is None or not sandbox.is_registered:
             raise UnknownSandbox(sandbox_id)
-        return sandbox_to_dict(sandbox)
+        return _public(session, sandbox)
 
 
 def list_sandboxes(db: Database, workspace: str | None = None, status: str | None = None,
@@ -92,7 +111,9 @@ def list_sandboxes(db: Database, workspace: str | None = None, status: str | Non
     elif not include_unregistered:
         query = query.where(Sandbox.status != SandboxStatus.UNREGISTERED)
     with db.read() as session:
-        return [sandbox_to_dict(s) for s in session.scalars(query)]
+        sandboxes = session.scalars(query).all()
+        settled = settled_seqs(session, sandboxes)
+        return [sandbox_to_dict(s, settled[s.id]) for s in sandboxes]
 
 
 def mark_status(db: Database, sandbox_id: str, status: str) -> None:
@@ -120,7 +141,7 @@ def heartbeat(db: Database, sandbox_id: str) -> tuple[dict, list[dict]]:
             sandbox.status = SandboxStatus.ONLINE
             events.append(event_notification(SANDBOX_ONLINE, sandbox_id=sandbox_id))
         session.flush()
-        return sandbox_to_dict(sandbox), events
+        return _public(session, sandbox), events
 
 
 def sweep_silent(db: Database, timeout: float, now=None) -> list[dict]:

@@ -1,0 +1,58 @@
+"""aintandem-agent-sdk: let an agent in a sandbox talk to other agents through the Collaboration Bus.
+
+    from aintandem_agent_sdk import BaseAgent, ContainerAgent, MessageType
+
+    agent = BaseAgent("researcher", capabilities=["search"])
+
+    @agent.on(MessageType.REQUEST)
+    async def research(message):
+        return {"answer": f"notes on {message.content['task']}"}
+
+    async with ContainerAgent("sb-researcher", "http://127.0.0.1:8000", agent) as bus:
+        await bus.run_forever()
+
+Every exception the SDK raises on purpose derives from `BusError` (see `aintandem_agent_sdk.errors`).
+"""
+
+from aintandem_agent_sdk.agent import BaseAgent, Handler
+from aintandem_agent_sdk.config import Backoff, ContainerAgentConfig, RetryPolicy
+from aintandem_agent_sdk.container import ConnectionStatus, ContainerAgent, StatusCallback
+from aintandem_agent_sdk.errors import (
+    AgentStateError,
+    AuthenticationError,
+    BusConnectionError,
+    BusError,
+    BusRejected,
+    BusServerError,
+    BusTimeoutError,
+    CollaborationFailed,
+    CollaborationTimeout,
+    ConfigurationError,
+)
+from aintandem_agent_sdk.messages import AgentMessage, MessageType
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AgentMessage",
+    "AgentStateError",
+    "AuthenticationError",
+    "Backoff",
+    "BaseAgent",
+    "BusConnectionError",
+    "BusError",
+    "BusRejected",
+    "BusServerError",
+    "BusTimeoutError",
+    "CollaborationFailed",
+    "CollaborationTimeout",
+    "ConfigurationError",
+    "ConnectionStatus",
+    "ContainerAgent",
+    "ContainerAgentConfig",
+    "Handler",
+    "MessageType",
+    "RetryPolicy",
+    "StatusCallback",
+    "__version__",
+]

@@ -1,0 +1,106 @@
+"""The SDK's exceptions: one tree rooted in `BusError`.
+
+    BusError                      anything the SDK raises on purpose
+    ├── ConfigurationError        missing/invalid sandbox id, bus URL or config value
+    ├── AgentStateError           call out of order (e.g. collaborate_with before start, start twice)
+    ├── BusConnectionError        the bus could not be reached (after the retry policy was used up)
+    ├── BusServerError            the bus kept answering 5xx or 429 (after the retry policy was used up)
+    ├── BusRejected               the bus refused the request (4xx); carries the server's error code
+    │   └── AuthenticationError   401/403: missing, invalid or insufficient token
+    ├── BusTimeoutError           something did not happen in time
+    │   └── CollaborationTimeout  collaborate_with got no response within its timeout
+    └── CollaborationFailed       the other agent's handler raised while answering collaborate_with
+
+Catch `BusError` to handle every failure of the bus; catch a subclass for one kind.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AgentStateError",
+    "AuthenticationError",
+    "BusConnectionError",
+    "BusError",
+    "BusRejected",
+    "BusServerError",
+    "BusTimeoutError",
+    "CollaborationFailed",
+    "CollaborationTimeout",
+    "ConfigurationError",
+]
+
+
+class BusError(Exception):
+    """Base of every exception the SDK raises on purpose."""
+
+
+class ConfigurationError(BusError):
+    """The agent is misconfigured: a required setting is missing or invalid."""
+
+
+class AgentStateError(BusError):
+    """The call does not fit the agent's state (not started, already started, stopped)."""
+
+
+class BusConnectionError(BusError):
+    """The bus could not be reached: connection refused, DNS failure, network timeout, socket dropped."""
+
+
+class BusServerError(BusError):
+    """The bus answered with a server error (5xx), or asked to slow down (429), every time it was tried.
+
+    `retry_after` is the bus's Retry-After hint in seconds, when it gave one.
+    """
+
+    def __init__(self, status: int, code: str, message: str, retry_after: float | None = None):
+        super().__init__(f"bus server error {status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+
+class BusRejected(BusError):
+    """The bus refused the request (HTTP 4xx or a refused WebSocket). Retrying the same request will not help.
+
+    `code` is the server's stable error code (e.g. ``unknown_sandbox``, ``validation_error``), `details` its
+    details object and `status` the HTTP status (1008 for a refused WebSocket).
+    """
+
+    def __init__(self, status: int, code: str, message: str, details: dict[str, Any] | None = None):
+        super().__init__(f"bus rejected the request ({status} {code}): {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details or {}
+
+
+class AuthenticationError(BusRejected):
+    """The bus refused the credentials (401) or what they allow (403). Check BUS_TOKEN."""
+
+
+class BusTimeoutError(BusError):
+    """Something the caller waited for did not happen in time."""
+
+
+class CollaborationTimeout(BusTimeoutError):
+    """`collaborate_with` got no response within `timeout` seconds."""
+
+    def __init__(self, target_sandbox: str, correlation_id: str, timeout: float):
+        super().__init__(f"no response from {target_sandbox!r} within {timeout:g}s (correlation_id {correlation_id})")
+        self.target_sandbox = target_sandbox
+        self.correlation_id = correlation_id
+        self.timeout = timeout
+
+
+class CollaborationFailed(BusError):
+    """The other agent received the request but its handler raised; `error` is what it reported."""
+
+    def __init__(self, target_sandbox: str, correlation_id: str, error: dict[str, Any]):
+        kind = error.get("type", "error")
+        super().__init__(f"{target_sandbox!r} failed to handle the request: {kind}: {error.get('message', '')}")
+        self.target_sandbox = target_sandbox
+        self.correlation_id = correlation_id
+        self.error = error

@@ -1,0 +1,77 @@
+"""The AgentMessage protocol as the SDK sees it: message types and received messages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+__all__ = ["AgentMessage", "MessageType"]
+
+
+class MessageType(str, Enum):
+    """The four kinds of message; REQUEST and COMMAND must be acknowledged by the recipient."""
+
+    REQUEST = "request"
+    RESPONSE = "response"
+    NOTIFICATION = "notification"
+    COMMAND = "command"
+
+    @property
+    def requires_ack(self) -> bool:
+        """Whether the bus pushes an entry of this type again until it is acknowledged."""
+        return self in (MessageType.REQUEST, MessageType.COMMAND)
+
+
+@dataclass(frozen=True)
+class AgentMessage:
+    """A message the bus delivered to this sandbox, as the handler receives it.
+
+    The AgentMessage fields are the bus's; `seq` is the entry's position in this sandbox's mailbox,
+    and `redelivered`/`attempt` say whether the bus pushed it before (an unacknowledged or replayed entry).
+    """
+
+    message_id: str
+    from_sandbox: str
+    to_sandbox: str
+    from_agent: str
+    to_agent: str
+    message_type: MessageType
+    content: dict[str, Any]
+    timestamp: float
+    priority: int = 5
+    requires_response: bool = False
+    correlation_id: str | None = None
+    ttl: int | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    seq: int | None = None
+    redelivered: bool = False
+    attempt: int = 1
+
+    @classmethod
+    def from_frame(cls, frame: dict[str, Any]) -> AgentMessage:
+        """The message carried by a `message` frame of a mailbox socket."""
+        return cls.from_dict(frame["message"], seq=frame.get("seq"), redelivered=bool(frame.get("redelivered")),
+                             attempt=int(frame.get("attempt") or 1))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **extra: Any) -> AgentMessage:
+        """A message from the bus's JSON AgentMessage object (unknown fields are ignored)."""
+        return cls(
+            message_id=data["message_id"], from_sandbox=data["from_sandbox"], to_sandbox=data["to_sandbox"],
+            from_agent=data["from_agent"], to_agent=data.get("to_agent") or "any",
+            message_type=MessageType(data["message_type"]), content=data.get("content") or {},
+            timestamp=data.get("timestamp") or 0.0, priority=data.get("priority", 5),
+            requires_response=bool(data.get("requires_response")), correlation_id=data.get("correlation_id"),
+            ttl=data.get("ttl"), metadata=data.get("metadata") or {}, **extra,
+        )
+
+    @property
+    def reply_correlation_id(self) -> str:
+        """The correlation id a response to this message must carry."""
+        return self.correlation_id or self.message_id
+
+    @property
+    def is_error_response(self) -> bool:
+        """Whether this is a RESPONSE reporting that the other agent's handler failed."""
+        return self.message_type is MessageType.RESPONSE and self.metadata.get("status") == "error"
