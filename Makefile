@@ -37,8 +37,9 @@ test-deps:  ## install the servers the tests start (redis-server, rabbitmq-serve
 test: install test-deps  ## run the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: install test-deps  ## run the end-to-end benchmark (embedded and Redis)
+bench: install test-deps  ## run the benchmarks (end to end, and collaborate_with round trips; embedded and Redis)
 	$(BIN)/python bench/e2e.py
+	$(BIN)/python bench/collaborate.py
 
 clean:  ## remove the virtualenv and local data
 	rm -rf $(VENV) data

@@ -277,3 +277,56 @@ def test_agents_reconnect_after_a_bus_restart_and_get_every_message_exactly_once
         assert statuses[statuses.index(ConnectionStatus.RECONNECTING):].count(ConnectionStatus.CONNECTED) >= 1
 
     run(scenario())
+
+
+def test_a_replayed_dead_letter_is_handled_again(sdk_bus, unique):
+    async def scenario():
+        sender, receiver = unique("sender"), unique("receiver")
+        flaky = BaseAgent("flaky")
+        attempts: list[AgentMessage] = []
+
+        @flaky.on(MessageType.COMMAND)
+        def run_command(message):
+            attempts.append(message)
+            if len(attempts) == 1:
+                raise ConnectionError("tool server down")
+
+        async with agent_for(sdk_bus, sender) as s, agent_for(sdk_bus, receiver, flaky) as r:
+            message_id = await s.send_message(receiver, {"do": "it"}, MessageType.COMMAND)
+            await eventually(lambda: r.last_seq == 1, "the first (failing) attempt")
+            async with httpx.AsyncClient(base_url=sdk_bus.url) as http:
+                letters = (await http.get("/api/v1/dead-letters", params={"message_id": message_id})).json()
+                [letter] = letters["dead_letters"]
+                assert letter["last_error"] == "ConnectionError: tool server down"
+                assert (await http.post(f"/api/v1/dead-letters/{letter['id']}/replay")).status_code == 202
+            await eventually(lambda: len(attempts) == 2, "the replayed entry to be handled again")
+            assert attempts[1].seq == 1 and attempts[1].redelivered
+
+        deadline = time.monotonic() + EVENTUALLY
+        while (await report(sdk_bus.url, message_id))["deliveries"][0]["state"] != "acked":
+            assert time.monotonic() < deadline, "the replayed entry was never acknowledged"
+            await asyncio.sleep(0.05)
+
+    run(scenario())
+
+
+@pytest.fixture(scope="module")
+def impatient_bus():
+    """A bus that pushes an unacknowledged request again after one second."""
+    process = BusProcess("embedded", extra_env={"ACK_TIMEOUT": "1", "MAX_DELIVERY_ATTEMPTS": "10"})
+    yield process
+    process.cleanup()
+
+
+def test_a_request_pushed_again_while_its_handler_runs_is_handled_once(impatient_bus, unique):
+    async def scenario():
+        asker, slow = unique("asker"), unique("slow")
+        async with agent_for(impatient_bus, asker) as a, agent_for(impatient_bus, slow, Recorder("slow", delay=4)) as s:
+            assert await a.collaborate_with(slow, "think", timeout=30) == {"answer": "THINK"}
+            await asyncio.sleep(1.5)  # a push after the ACK would be handled now if the SDK did not dedupe
+            assert len(s.agent.received) == 1
+        state = await report(impatient_bus.url, s.agent.received[0].message_id)
+        assert state["deliveries"][0]["attempts"] >= 2, state  # the bus did push it again meanwhile
+        assert state["deliveries"][0]["state"] == "acked"
+
+    run(scenario())

@@ -173,3 +173,19 @@ def test_heartbeat_brings_a_sandbox_online_and_silence_takes_it_offline(db):
     assert registry.get_registered(db, "a")["status"] == "offline"
     with pytest.raises(UnknownSandbox):
         registry.heartbeat(db, "ghost")
+
+
+def test_settled_seq_is_the_end_of_the_acknowledged_or_dead_prefix(db):
+    register(db, "a", "b", "c")
+    for _ in range(4):
+        delivery.deliver(db, messages.accept(db, make(), max_content_bytes=LIMIT).id)
+    assert registry.get_registered(db, "b")["settled_seq"] == 0
+    redelivery.ack(db, "b", 1)
+    redelivery.ack(db, "b", 3)
+    assert registry.get_registered(db, "b")["settled_seq"] == 1  # 2 is still open
+    redelivery.nack(db, "b", 2, "broken")
+    assert registry.get_registered(db, "b")["settled_seq"] == 3
+    redelivery.ack(db, "b", 4)
+    listed = {s["sandbox_id"]: s["settled_seq"] for s in registry.list_sandboxes(db)}
+    assert listed == {"a": 0, "b": 4, "c": 0}
+    assert registry.register(db, "b", "default", [], {})[0]["settled_seq"] == 4
