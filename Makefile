@@ -7,7 +7,7 @@ PORT ?= 8000
 DATA_DIR ?= data
 PYTEST_ARGS ?=
 
-.PHONY: run test install test-deps bench clean help
+.PHONY: run test install test-deps bench sdk-wheel clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -41,5 +41,9 @@ bench: install test-deps  ## run the benchmarks (end to end, and collaborate_wit
 	$(BIN)/python bench/e2e.py
 	$(BIN)/python bench/collaborate.py
 
-clean:  ## remove the virtualenv and local data
-	rm -rf $(VENV) data
+sdk-wheel: install  ## build the agent SDK's wheel into dist/ (pip install dist/aintandem_agent_sdk-*.whl in a container)
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist ./sdk
+	@ls dist/aintandem_agent_sdk-*.whl
+
+clean:  ## remove the virtualenv, local data and built wheels
+	rm -rf $(VENV) data dist

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
 import venv
-from pathlib import Path
 
+import httpx
 import pytest
 
 from aintandem_agent_sdk import (
     AgentMessage,
+    AuthenticationError,
     Backoff,
     BaseAgent,
+    BusConnectionError,
     BusError,
+    BusRejected,
+    BusServerError,
     ConfigurationError,
     ContainerAgent,
     ContainerAgentConfig,
@@ -24,6 +29,7 @@ from aintandem_agent_sdk import (
     RetryPolicy,
 )
 from aintandem_agent_sdk.cursor import Cursor
+from aintandem_agent_sdk.http import BusHttp
 from tests.servers import REPO, BusProcess, wait_for
 
 SERVER_DISTRIBUTIONS = {"flask", "flask-sock", "celery", "kombu", "sqlalchemy", "alembic", "marshmallow", "gunicorn",
@@ -105,7 +111,6 @@ def test_a_cursor_file_of_another_sandbox_or_garbage_is_refused(tmp_path):
 
 
 def test_handlers_are_chosen_by_message_type_with_a_catch_all():
-    import asyncio
     agent = BaseAgent("a")
     seen = []
 
@@ -207,3 +212,45 @@ def test_the_planner_explains_a_missing_researcher(example_bus):
                              capture_output=True, text=True, timeout=120)
     assert planner.returncode == 1
     assert "sb-nobody-here is not registered; start examples/researcher.py first" in planner.stderr
+
+
+# ----------------------------------------------------------------- retries (pure client logic, scripted answers)
+
+def scripted_http(answers: list, seen: list, max_attempts: int = 4):
+    """A BusHttp whose server answers with `answers` in turn (an exception stands for a connection error)."""
+    def respond(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        answer = answers[min(len(seen), len(answers)) - 1]
+        if isinstance(answer, Exception):
+            raise answer
+        status, body = answer
+        return httpx.Response(status, json=body)
+
+    return BusHttp("http://bus.test", "tok", 5, RetryPolicy(max_attempts, Backoff(initial=0.01, maximum=0.02)),
+                   transport=httpx.MockTransport(respond))
+
+
+def test_sends_are_retried_on_connection_errors_and_5xx_with_one_idempotency_key():
+    seen: list = []
+    unavailable = (503, {"error": {"code": "database_unavailable", "message": "retry", "details": {}}})
+    http = scripted_http([httpx.ConnectError("refused"), unavailable, (202, {"message_id": "m1"})], seen)
+    answer = asyncio.run(http.request("POST", "/api/v1/messages", json={"x": 1}, idempotency_key="k-1"))
+    assert answer == {"message_id": "m1"} and len(seen) == 3
+    assert {r.headers["Idempotency-Key"] for r in seen} == {"k-1"}
+    assert {r.headers["Authorization"] for r in seen} == {"Bearer tok"}
+
+
+def test_retries_give_up_with_the_last_failure_and_4xx_is_never_retried():
+    for answers, expected, attempts in (
+        ([httpx.ConnectError("refused")], BusConnectionError, 4),
+        ([(500, {"error": {"code": "internal_error", "message": "boom", "details": {}}})], BusServerError, 4),
+        ([(404, {"error": {"code": "unknown_sandbox", "message": "no", "details": {"sandbox_id": "x"}}})],
+         BusRejected, 1),
+        ([(401, {"error": {"code": "unauthorized", "message": "token", "details": {}}})], AuthenticationError, 1),
+    ):
+        seen: list = []
+        with pytest.raises(expected) as caught:
+            asyncio.run(scripted_http(answers, seen).request("POST", "/api/v1/messages", json={}))
+        assert len(seen) == attempts, expected
+        if isinstance(caught.value, BusRejected):
+            assert caught.value.code == answers[0][1]["error"]["code"]

@@ -25,10 +25,12 @@ class BusHttp:
     same Idempotency-Key when one is given, so the bus creates the message only once.
     """
 
-    def __init__(self, base_url: str, token: str | None, timeout: float, retry: RetryPolicy):
+    def __init__(self, base_url: str, token: str | None, timeout: float, retry: RetryPolicy,
+                 transport: httpx.AsyncBaseTransport | None = None):
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.retry = retry
-        self.client = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
+        self.client = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout,
+                                        transport=transport)
 
     async def request(self, method: str, path: str, json: dict[str, Any] | None = None,
                       idempotency_key: str | None = None) -> dict[str, Any]:
