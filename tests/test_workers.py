@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from app.broker import broker_priority, make_celery
@@ -83,3 +85,17 @@ def test_outbox_sweep_delivers_a_message_that_was_never_enqueued(unique):
     finally:
         database.dispose()
         bus.cleanup()
+
+
+@pytest.mark.parametrize("level, text, shown", [
+    (logging.INFO, "Scheduler: Sending due task sweep-unacked (workers.maintenance.sweep_unacked)", False),
+    (logging.INFO, "Task workers.maintenance.sweep_expired[1f] received", False),
+    (logging.INFO, "Task workers.maintenance.sweep_expired[1f] succeeded in 0.02s: 0", False),
+    (logging.INFO, "Task workers.maintenance.sweep_unacked[1f] succeeded in 0.02s: 3", True),
+    (logging.ERROR, "Task workers.maintenance.sweep_expired[1f] raised unexpected: OperationalError()", True),
+    (logging.INFO, "Task workers.delivery.deliver[1f] received", True),
+])
+def test_routine_sweep_lines_are_quiet_and_the_rest_is_logged(level, text, shown):
+    from workers.celery_app import QuietRoutineSweeps
+    record = logging.LogRecord("celery.app.trace", level, __file__, 1, text, None, None)
+    assert QuietRoutineSweeps().filter(record) is shown
