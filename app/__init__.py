@@ -26,6 +26,8 @@ def create_app(settings: Settings | None = None, *, celery=None, start_listener:
     from app.context import BusContext
     from app.db import Database
     from app.fanout import FanoutListener, KombuNotifier
+    from app.services import auth
+    from app.services.limits import FailureLimiter, RateLimiter
     from app.services.redelivery import RedeliveryPolicy
     from app.ws.hub import Hub
     from app.ws.routes import sock
@@ -33,6 +35,7 @@ def create_app(settings: Settings | None = None, *, celery=None, start_listener:
     settings = settings or Settings.from_env()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_bytes + BODY_OVERHEAD_BYTES
+    app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": settings.ws_frame_limit}
     app.json.sort_keys = False
 
     celery = celery or make_celery(settings)
@@ -44,7 +47,12 @@ def create_app(settings: Settings | None = None, *, celery=None, start_listener:
         notifier=KombuNotifier(settings.broker_url, settings.fanout_exchange, options, settings.broker_kind),
         hub=Hub(),
         policy=RedeliveryPolicy.from_settings(settings),
+        jwt_secret=auth.jwt_secret(settings.auth_jwt_secret, settings.data_dir / "jwt-secret"),
+        rate_limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
+        auth_failures=FailureLimiter(settings.auth_failure_limit),
     )
+    if not settings.auth_enabled:
+        log.warning("AUTH_ENABLED=false: EVERY CALLER IS AN ADMIN. Use this for local trials only, never on a network.")
     app.extensions["bus"] = ctx
     if start_listener:
         listener = FanoutListener(settings.broker_url, settings.fanout_exchange, ctx.hub.dispatch, options,

@@ -1,33 +1,134 @@
-"""The one place authentication plugs in (the security issue fills it in).
+"""Authentication and authorization at the HTTP/WebSocket edge.
 
-`authenticate()` runs before every REST request and in every WebSocket handshake. Today it admits
-every caller as anonymous, and an `Authorization: Bearer ...` header is accepted and ignored.
+`authenticate_request` runs before every request: it finds the bearer token (an `Authorization: Bearer`
+header, or a `token` query parameter for browsers), checks it (app.services.auth), applies the per-caller
+rate limit, and keeps the caller as `g.principal`. A failed authentication is audited, counted, and limited
+per client address. WebSocket handshakes without a token are let through to the route, which then expects
+an `auth` frame first (`authenticate_frame`). Endpoints call `require(permission, ...)`.
+With AUTH_ENABLED=false every caller is an anonymous admin.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
 
 from flask import g, request
 
+from app.context import BusContext, bus
+from app.errors import Forbidden, TooManyRequests, Unauthorized
+from app.services import audit
+from app.services.auth import ANONYMOUS_ADMIN, Principal, authenticate_token, authorize
 
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: a role and, for sandbox tokens, the sandbox it is bound to."""
+log = logging.getLogger(__name__)
 
-    role: str = "anonymous"
-    sandbox_id: str | None = None
-    bearer_token: str | None = None
+OPEN_PATHS = ("/healthz", "/readyz", "/metrics")
 
 
-def authenticate() -> Principal:
-    """Identify the caller of the current request and remember it as `g.principal`."""
+def bearer_token() -> str | None:
+    """The token the request carries: `Authorization: Bearer …`, else the `token` query parameter."""
     header = request.headers.get("Authorization", "")
-    token = header[7:].strip() if header.lower().startswith("bearer ") else None
-    g.principal = Principal(bearer_token=token or request.args.get("token"))
-    return g.principal
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip() or None
+    return request.args.get("token") or None
+
+
+def client_address() -> str:
+    """The client's address as this process sees it (behind a proxy: the proxy's, unless it is trusted)."""
+    return request.remote_addr or "unknown"
+
+
+def authenticate(token: str | None) -> Principal:
+    """Check `token` for the current request and remember the caller as `g.principal`.
+
+    Raises Unauthorized (audited and counted per client address) or, once an address has failed
+    AUTH_FAILURE_LIMIT times in a minute, TooManyRequests for its further failures (valid credentials from it
+    still pass); TooManyRequests too when the caller exceeded its request rate.
+    """
+    ctx = bus()
+    if not ctx.settings.auth_enabled:
+        g.principal = ANONYMOUS_ADMIN
+        return g.principal
+    address = client_address()
+    try:
+        principal = authenticate_token(ctx.db, ctx.jwt_secret, token)
+    except Unauthorized as exc:
+        blocked = ctx.auth_failures.blocked_for(address)
+        if blocked:  # past the limit: refused without further audit rows (valid credentials still pass)
+            ctx.counters["auth_failures"] += 1
+            raise TooManyRequests("too many failed authentications from this address; wait before trying again",
+                                  retry_after=blocked, details={"reason": "auth_failures"}) from None
+        _failed(ctx, address, exc)
+        raise
+    wait = ctx.rate_limiter.take(principal.actor)
+    if wait:
+        raise TooManyRequests(f"request rate above {ctx.settings.rate_limit_per_second:g}/s for this caller",
+                              retry_after=wait, details={"reason": "rate_limit"})
+    g.principal = principal
+    return principal
+
+
+def _failed(ctx: BusContext, address: str, exc: Unauthorized) -> None:
+    ctx.auth_failures.fail(address)
+    ctx.counters["auth_failures"] += 1
+    reason = exc.details.get("reason", "invalid")
+    log.warning("authentication failed from %s on %s %s: %s", address, request.method, request.path, reason)
+    try:
+        audit.record_now(ctx.db, audit.Actor("anonymous", None, address), "auth.failed", audit.REFUSED,
+                         target=request.path, reason=reason, method=request.method)
+    except Exception:  # the refusal stands even if the audit row cannot be written
+        log.exception("could not audit a failed authentication")
 
 
 def authenticate_request() -> None:
-    """Flask `before_request` hook: identify the caller; returns nothing so the request goes on."""
-    authenticate()
+    """Flask `before_request` hook: authenticate every request except the open ones (health, metrics).
+
+    A WebSocket handshake that carries no token is let through: its route reads an `auth` frame first.
+    """
+    if request.path in OPEN_PATHS or request.endpoint is None:
+        return
+    token = bearer_token()
+    if token is None and request.path.startswith("/ws/") and bus().settings.auth_enabled:
+        return
+    authenticate(token)
+
+
+def authenticate_frame(frame: dict) -> Principal:
+    """Authenticate a socket from its first frame, ``{"type": "auth", "token": "…"}``."""
+    if frame.get("type") != "auth" or not isinstance(frame.get("token"), str):
+        _failed(bus(), client_address(), Unauthorized("", details={"reason": "missing"}))
+        raise Unauthorized("authentication required: send {\"type\": \"auth\", \"token\": \"…\"} as the first "
+                           "frame, or a token in the Authorization header or `token` query parameter",
+                           details={"reason": "missing"})
+    return authenticate(frame["token"])
+
+
+def is_authenticated() -> bool:
+    """Whether the current request has an authenticated caller yet."""
+    return "principal" in g
+
+
+def current_principal() -> Principal:
+    """The caller of the current request."""
+    return g.principal
+
+
+def current_actor() -> audit.Actor:
+    """The caller of the current request, as the audit trail names it."""
+    principal = current_principal()
+    return audit.Actor(principal.actor, principal.role, client_address())
+
+
+def require(permission: str, *, sandbox_id: str | None = None, workspace: str | None = None) -> Principal:
+    """The caller, if it holds `permission` (for this sandbox / workspace); else Forbidden, audited."""
+    principal = current_principal()
+    try:
+        authorize(principal, permission, sandbox_id=sandbox_id, workspace=workspace)
+    except Forbidden as exc:
+        try:
+            audit.record_now(bus().db, current_actor(), "access.denied", audit.REFUSED,
+                             target=sandbox_id or workspace or request.path, permission=permission, code=exc.code,
+                             path=request.path)
+        except Exception:
+            log.exception("could not audit a refusal")
+        raise
+    return principal

@@ -61,13 +61,59 @@ def main() -> None:
     """
 
 
+def _tls(certfile: str | None, keyfile: str | None) -> tuple[str, str] | None:
+    """The (certificate, key) pair to serve HTTPS/WSS with, or None for plain HTTP."""
+    if bool(certfile) != bool(keyfile):
+        raise ConfigError("--certfile and --keyfile go together")
+    for path in (certfile, keyfile):
+        if path and not os.path.isfile(path):
+            raise ConfigError(f"TLS file {path} does not exist")
+    return (certfile, keyfile) if certfile else None
+
+
+def _bootstrap_admin_key(settings: Settings) -> None:
+    """Create the first admin API key when none exists (print it once, keep it 0600 in DATA_DIR), or register
+    ADMIN_API_KEY; warn loudly when authentication is off."""
+    if not settings.auth_enabled:
+        click.echo("collab-bus: WARNING: AUTH_ENABLED=false: every caller is an admin. Local trials only.", err=True)
+        return
+    from app.db import Database
+    from app.services.auth import ensure_admin_key
+
+    key_file = settings.data_dir / "admin-api-key"
+    database = Database(settings.database_url)
+    try:
+        secret = ensure_admin_key(database, settings.admin_api_key, key_file)
+    finally:
+        database.dispose()
+    if secret:
+        click.echo(f"collab-bus: created the first admin API key (shown once; also in {key_file}, mode 0600):\n"
+                   f"  {secret}\n"
+                   "  use it as `Authorization: Bearer <key>`; `collab-bus keys create` makes more keys")
+
+
+TLS_OPTIONS = [
+    click.option("--certfile", envvar="TLS_CERTFILE", type=click.Path(dir_okay=False),
+                 help="PEM certificate: serve HTTPS and WSS (with --keyfile)."),
+    click.option("--keyfile", envvar="TLS_KEYFILE", type=click.Path(dir_okay=False),
+                 help="PEM private key of --certfile."),
+]
+
+
+def _with_tls(command):
+    for option in reversed(TLS_OPTIONS):
+        command = option(command)
+    return command
+
+
 @main.command(epilog=EPILOG_UP)
 @click.option("--host", envvar="HOST", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", envvar="PORT", default=8000, type=int, show_default=True, help="Port to listen on.")
 @click.option("--data-dir", envvar="DATA_DIR", default="data", show_default=True,
               help="Directory for the SQLite database and beat schedule.")
 @click.option("--worker-threads", default=4, show_default=True, help="Delivery threads of the embedded worker.")
-def up(host: str, port: int, data_dir: str, worker_threads: int) -> None:
+@_with_tls
+def up(host: str, port: int, data_dir: str, worker_threads: int, certfile: str | None, keyfile: str | None) -> None:
     """Run API, worker and beat in one process (in-memory broker, SQLite): no server to install.
 
     Migrates the database first. Stop with Ctrl-C.
@@ -76,9 +122,11 @@ def up(host: str, port: int, data_dir: str, worker_threads: int) -> None:
     if settings.broker_kind != "memory":
         raise ConfigError("`collab-bus up` runs on the in-memory broker; use `collab-bus api` and `collab-bus worker` "
                           f"for {settings.broker_kind}")
+    tls = _tls(certfile, keyfile)
     from app.embedded import EmbeddedBus
 
-    bus = EmbeddedBus(settings, worker_threads=worker_threads)
+    bus = EmbeddedBus(settings, worker_threads=worker_threads, ssl_context=tls)
+    _bootstrap_admin_key(settings)
     click.echo(f"Collaboration Bus listening on {bus.url}  (database {settings.database_url}; Ctrl-C stops)")
     bus.serve_until_signal()
 
@@ -91,7 +139,9 @@ def up(host: str, port: int, data_dir: str, worker_threads: int) -> None:
 @click.option("--threads", envvar="API_THREADS", default=100, show_default=True,
               help="Threads per process (each open WebSocket holds one).")
 @click.option("--migrate/--no-migrate", default=True, show_default=True, help="Upgrade the database schema first.")
-def api(host: str, port: int, processes: int, threads: int, migrate: bool) -> None:
+@_with_tls
+def api(host: str, port: int, processes: int, threads: int, migrate: bool, certfile: str | None,
+        keyfile: str | None) -> None:
     """Run the REST + WebSocket API under gunicorn (gthread workers), for a Redis or RabbitMQ broker.
 
     \b
@@ -106,6 +156,8 @@ def api(host: str, port: int, processes: int, threads: int, migrate: bool) -> No
         from app.migrate import upgrade
 
         upgrade(settings)
+    tls = _tls(certfile, keyfile)
+    _bootstrap_admin_key(settings)
     from gunicorn.app.base import BaseApplication
 
     class _Gunicorn(BaseApplication):
@@ -118,6 +170,9 @@ def api(host: str, port: int, processes: int, threads: int, migrate: bool) -> No
             self.cfg.set("graceful_timeout", 5)
             self.cfg.set("loglevel", settings.log_level.lower())
             self.cfg.set("accesslog", "-" if settings.log_level == "DEBUG" else None)
+            if tls:
+                self.cfg.set("certfile", tls[0])
+                self.cfg.set("keyfile", tls[1])
 
         def load(self):
             from app.wsgi import app
@@ -198,3 +253,78 @@ def db_current() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@main.group()
+def keys() -> None:
+    """Manage API keys (admin, operator, viewer, registrar). Keys are stored hashed; a secret is shown once."""
+
+
+@keys.command("create")
+@click.option("--role", required=True, type=click.Choice(["admin", "operator", "viewer", "registrar"]),
+              help="What the key may do (see the README's permission table).")
+@click.option("--name", required=True, help="Who or what holds the key (shown in listings and the audit trail).")
+@click.option("--workspace", default=None, help="For registrar keys: the one workspace it may register sandboxes in.")
+def keys_create(role: str, name: str, workspace: str | None) -> None:
+    """Create a key and print its secret (only now: it is not stored)."""
+    from app.services import audit, auth
+
+    with _database() as database:
+        info, secret = auth.create_key(database, name, role, workspace)
+        audit.record_now(database, audit.Actor("cli", "admin"), "key.created", target=f"key:{info['id']}",
+                         name=name, role=role, workspace=workspace)
+    click.echo(f"created key {info['id']} ({role}{', workspace ' + workspace if workspace else ''}) for {name}:")
+    click.echo(secret)
+
+
+@keys.command("list")
+@click.option("--active", is_flag=True, help="Hide revoked keys.")
+def keys_list(active: bool) -> None:
+    """List keys: id, role, workspace, name, prefix, created, last used, revoked."""
+    from app.services import auth
+
+    with _database() as database:
+        rows = auth.list_keys(database, include_revoked=not active)
+    click.echo(f"{'id':>4}  {'role':<9}  {'workspace':<12}  {'prefix':<12}  {'created':<20}  {'last used':<20}  "
+               f"{'revoked':<20}  name")
+    for key in rows:
+        click.echo(f"{key['id']:>4}  {key['role']:<9}  {key['workspace'] or '-':<12}  {key['prefix']:<12}  "
+                   f"{_short(key['created_at']):<20}  {_short(key['last_used_at']):<20}  "
+                   f"{_short(key['revoked_at']):<20}  {key['name']}")
+
+
+@keys.command("revoke")
+@click.argument("key")
+def keys_revoke(key: str) -> None:
+    """Revoke KEY (its id, name or secret prefix): it stops working at once."""
+    from app.errors import BusError
+    from app.services import audit, auth
+
+    with _database() as database:
+        try:
+            info = auth.revoke_key(database, key)
+        except BusError as exc:
+            raise click.ClickException(exc.message) from None
+        audit.record_now(database, audit.Actor("cli", "admin"), "key.revoked", target=f"key:{info['id']}",
+                         name=info["name"], role=info["role"])
+    click.echo(f"revoked key {info['id']} ({info['role']}) of {info['name']}")
+
+
+def _short(stamp: str | None) -> str:
+    return stamp[:19].replace("T", " ") if stamp else "-"
+
+
+class _database:
+    """The configured database, migrated, as a context manager (for the management commands)."""
+
+    def __enter__(self):
+        from app.db import Database
+        from app.migrate import upgrade
+
+        settings = _settings()
+        upgrade(settings)
+        self.database = Database(settings.database_url)
+        return self.database
+
+    def __exit__(self, *exc_info) -> None:
+        self.database.dispose()

@@ -42,6 +42,17 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {env.get(name)!r}")
+
+
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...], upper: bool = False) -> str:
     raw = env.get(name) or default
     value = raw.upper() if upper else raw.lower()
@@ -73,6 +84,15 @@ class Settings:
     fanout_exchange: str = "collab.notify"
     redis_visibility_timeout: float = 3600.0
     idempotency_window: int = 86400
+    auth_enabled: bool = True
+    auth_jwt_secret: str | None = None
+    admin_api_key: str | None = None
+    sandbox_token_ttl: int = 86400
+    rate_limit_per_second: float = 50.0
+    rate_limit_burst: int = 100
+    auth_failure_limit: int = 20
+    max_ws_frame_bytes: int | None = None
+    max_sockets_per_sandbox: int = 4
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
@@ -99,6 +119,15 @@ class Settings:
             fanout_exchange=env.get("FANOUT_EXCHANGE") or cls.fanout_exchange,
             redis_visibility_timeout=_float(env, "REDIS_VISIBILITY_TIMEOUT", cls.redis_visibility_timeout),
             idempotency_window=_int(env, "IDEMPOTENCY_WINDOW", cls.idempotency_window, minimum=1),
+            auth_enabled=_bool(env, "AUTH_ENABLED", cls.auth_enabled),
+            auth_jwt_secret=env.get("AUTH_JWT_SECRET") or None,
+            admin_api_key=env.get("ADMIN_API_KEY") or None,
+            sandbox_token_ttl=_int(env, "SANDBOX_TOKEN_TTL", cls.sandbox_token_ttl, minimum=60),
+            rate_limit_per_second=_float(env, "RATE_LIMIT_PER_SECOND", cls.rate_limit_per_second),
+            rate_limit_burst=_int(env, "RATE_LIMIT_BURST", cls.rate_limit_burst, minimum=1),
+            auth_failure_limit=_int(env, "AUTH_FAILURE_LIMIT", cls.auth_failure_limit, minimum=1),
+            max_ws_frame_bytes=_int(env, "MAX_WS_FRAME_BYTES", 0, minimum=1024) or None,
+            max_sockets_per_sandbox=_int(env, "MAX_SOCKETS_PER_SANDBOX", cls.max_sockets_per_sandbox, minimum=1),
         )
         values.update(overrides)
         settings = cls(**values)
@@ -112,6 +141,13 @@ class Settings:
         scheme = self.database_url.split(":", 1)[0]
         if not (scheme.startswith("sqlite") or scheme.startswith("postgresql")):
             raise ConfigError(f"DATABASE_URL must be a sqlite:// or postgresql:// URL, got {self.database_url!r}")
+        if self.auth_jwt_secret is not None and len(self.auth_jwt_secret) < 32:
+            raise ConfigError("AUTH_JWT_SECRET must be at least 32 characters (e.g. `openssl rand -hex 32`)")
+        if self.auth_enabled and not self.auth_jwt_secret and not self.database_url.startswith("sqlite"):
+            raise ConfigError("AUTH_JWT_SECRET is required with a shared database: every API node must sign and "
+                              "check sandbox tokens with the same secret")
+        if self.admin_api_key is not None and len(self.admin_api_key) < 24:
+            raise ConfigError("ADMIN_API_KEY must be at least 24 characters")
         if "://" not in self.broker_url:
             raise ConfigError(f"BROKER_URL must be a URL such as redis://host:6379/0, got {self.broker_url!r}")
 
@@ -131,6 +167,11 @@ class Settings:
         if scheme in ("amqp", "amqps", "pyamqp"):
             return "rabbitmq"
         return "memory"
+
+    @property
+    def ws_frame_limit(self) -> int:
+        """The largest WebSocket frame a client may send: MAX_WS_FRAME_BYTES, by default the body limit."""
+        return self.max_ws_frame_bytes or self.max_content_bytes + 64 * 1024
 
     @property
     def sqlite_path(self) -> Path | None:

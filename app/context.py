@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 from flask import current_app
 
 from app.config import Settings
 from app.db import Database
+from app.services.limits import FailureLimiter, RateLimiter
 from app.services.ports import DeliveryQueue, Notifier
 from app.services.redelivery import RedeliveryPolicy
 from app.ws.hub import Hub
@@ -15,7 +17,8 @@ from app.ws.hub import Hub
 
 @dataclass
 class BusContext:
-    """Settings, database, delivery queue, notifier, socket hub and redelivery policy of one API process."""
+    """Settings, database, delivery queue, notifier, socket hub and redelivery policy of one API process,
+    plus its security state: the sandbox-token signing key, rate limiters and counters."""
 
     settings: Settings
     db: Database
@@ -24,6 +27,10 @@ class BusContext:
     hub: Hub
     policy: RedeliveryPolicy = field(default_factory=RedeliveryPolicy)
     background: list = field(default_factory=list)
+    jwt_secret: str = ""
+    rate_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(50.0, 100))
+    auth_failures: FailureLimiter = field(default_factory=lambda: FailureLimiter(20))
+    counters: Counter = field(default_factory=Counter)
 
 
 def bus() -> BusContext:

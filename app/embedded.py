@@ -16,7 +16,7 @@ QUEUES = ["delivery", "lifecycle", "maintenance"]
 class EmbeddedBus:
     """The whole bus in one process: `start()` brings up worker, beat and HTTP server; `stop()` ends them."""
 
-    def __init__(self, settings: Settings, *, worker_threads: int = 4):
+    def __init__(self, settings: Settings, *, worker_threads: int = 4, ssl_context: tuple[str, str] | None = None):
         from app import create_app
         from app.migrate import upgrade
         from werkzeug.serving import make_server
@@ -27,7 +27,8 @@ class EmbeddedBus:
         self.celery = celery_app
         self.celery.loader.import_default_modules()
         self.app = create_app(settings, celery=self.celery)
-        self.server = make_server(settings.host, settings.port, self.app, threaded=True)
+        self.server = make_server(settings.host, settings.port, self.app, threaded=True, ssl_context=ssl_context)
+        self.scheme = "https" if ssl_context else "http"
         self.worker = self.celery.WorkController(
             pool="threads", concurrency=worker_threads, queues=QUEUES, loglevel=settings.log_level,
             without_heartbeat=True, without_mingle=True, without_gossip=True, hostname="embedded@localhost",
@@ -41,7 +42,7 @@ class EmbeddedBus:
     @property
     def url(self) -> str:
         """The base URL the HTTP server listens on."""
-        return f"http://{self.settings.host}:{self.server.server_port}"
+        return f"{self.scheme}://{self.settings.host}:{self.server.server_port}"
 
     def start(self) -> None:
         """Start worker and beat threads, then the HTTP server thread."""

@@ -6,6 +6,9 @@
     ├── NotFound                  404 not_found
     │   ├── UnknownSandbox        404 unknown_sandbox
     │   └── UnknownMessage        404 unknown_message
+    ├── Unauthorized              401 unauthorized (details.reason: missing, malformed, invalid, expired, revoked, …)
+    ├── Forbidden                 403 forbidden (and sandbox_mismatch, policy_denied, …)
+    ├── TooManyRequests           429 too_many_requests (Retry-After)
     ├── Conflict                  409 conflict (duplicate_message_id, workspace_mismatch, idempotency_key_reused, …)
     └── Unavailable               503 unavailable
 
@@ -34,6 +37,10 @@ class BusError(Exception):
     def to_dict(self) -> dict:
         """The JSON error body: {"error": {"code", "message", "details"}}."""
         return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+    def headers(self) -> dict[str, str]:
+        """HTTP headers that go with this error (none by default)."""
+        return {}
 
 
 class InvalidRequest(BusError):
@@ -80,6 +87,37 @@ class Conflict(BusError):
 
     status = 409
     code = "conflict"
+
+
+class Unauthorized(BusError):
+    """No credentials, or credentials that do not authenticate (bad, expired, revoked); `details.reason` says which."""
+
+    status = 401
+    code = "unauthorized"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="collab-bus"'}
+
+
+class Forbidden(BusError):
+    """The caller is authenticated but may not do this (role, another sandbox's resource, policy)."""
+
+    status = 403
+    code = "forbidden"
+
+
+class TooManyRequests(BusError):
+    """The caller exceeded a rate limit; it may retry after `retry_after` seconds."""
+
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after: float, code: str | None = None, details: Any = None):
+        super().__init__(message, code=code, details=details)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, int(self.retry_after + 0.999)))}
 
 
 class Unavailable(BusError):

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import uuid
 
-import httpx
 import pytest
 
 from app.config import Settings
 from app.db import Database
 from app.migrate import upgrade
-from tests.servers import BusProcess, RabbitMQServer, RedisServer
+from tests.servers import BusProcess, RabbitMQServer, RedisServer, bus_client
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +45,7 @@ def bus(request):
 @pytest.fixture
 def client(bus):
     """An HTTP client for the bus under test."""
-    with httpx.Client(base_url=bus.url, timeout=10) as http:
+    with bus_client(bus.url, timeout=10) as http:
         yield http
 
 

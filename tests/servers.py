@@ -20,6 +20,44 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
+# Every bus the tests start has authentication on, with this admin key and token-signing secret.
+TEST_ADMIN_KEY = "cbk_test-admin-key-0123456789abcdefghijklmnop"
+TEST_JWT_SECRET = "test-jwt-secret-0123456789abcdefghijklmnopqrstuvwxyz"
+ADMIN_HEADERS = {"Authorization": f"Bearer {TEST_ADMIN_KEY}"}
+
+
+def bus_client(base_url: str, timeout: float = 10, token: str | None = TEST_ADMIN_KEY, **kwargs) -> httpx.Client:
+    """An HTTP client for a bus, sending `token` (the tests' admin key by default) as a bearer token."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=base_url, timeout=timeout, headers=headers, **kwargs)
+
+
+def ws_connect(url: str, token: str | None = TEST_ADMIN_KEY, **kwargs):
+    """A websockets (sync) connection to `url`, authenticated with `token` (the tests' admin key by default)."""
+    from websockets.sync.client import connect
+
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    return connect(url, additional_headers=headers, **kwargs)
+
+
+def authenticate_test_app(app) -> None:
+    """Give an in-process app (create_app) the tests' admin key, and make its test clients send it."""
+    from flask.testing import FlaskClient
+
+    from app.services import auth
+
+    auth.ensure_admin_key(app.extensions["bus"].db, TEST_ADMIN_KEY, Path("/nonexistent"))
+
+    class AdminClient(FlaskClient):
+        def open(self, *args, **kwargs):
+            headers = kwargs.pop("headers", None) or {}
+            pairs = list(headers.items()) if isinstance(headers, dict) else list(headers)
+            if not any(name.lower() == "authorization" for name, _ in pairs):
+                pairs.append(("Authorization", f"Bearer {TEST_ADMIN_KEY}"))
+            return super().open(*args, headers=pairs, **kwargs)
+
+    app.test_client_class = AdminClient
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
@@ -260,7 +298,7 @@ class BusProcess:
 
     def __init__(self, mode: str, redis_url: str | None = None, extra_env: dict | None = None,
                  plain_celery_worker: bool = False, rabbitmq: RabbitMQServer | None = None, worker: bool = True,
-                 with_beat: bool = False):
+                 with_beat: bool = False, scheme: str = "http"):
         if mode not in ("embedded", "redis", "rabbitmq"):
             raise ValueError(f"unknown bus mode {mode!r}")
         if mode == "redis" and not redis_url:
@@ -270,6 +308,7 @@ class BusProcess:
         if mode == "embedded" and not worker:
             raise ValueError("the embedded bus always runs its worker")
         self.mode = mode
+        self.scheme = scheme
         self.plain_celery_worker = plain_celery_worker
         self.with_worker = worker
         self.with_beat = with_beat
@@ -282,6 +321,10 @@ class BusProcess:
             "DATA_DIR": str(self.dir),
             "LOG_LEVEL": os.environ.get("TEST_BUS_LOG_LEVEL", "INFO"),
             "PYTHONUNBUFFERED": "1",
+            "ADMIN_API_KEY": TEST_ADMIN_KEY,
+            "AUTH_JWT_SECRET": TEST_JWT_SECRET,
+            "RATE_LIMIT_PER_SECOND": "100000",  # load and fault tests send far faster than one caller should
+            "RATE_LIMIT_BURST": "100000",
             **(extra_env or {}),
         }
         self.processes: list[subprocess.Popen] = []
@@ -306,12 +349,12 @@ class BusProcess:
     @property
     def url(self) -> str:
         """HTTP base URL of the API."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def ws_url(self) -> str:
         """WebSocket base URL of the API."""
-        return f"ws://127.0.0.1:{self.port}"
+        return f"{'wss' if self.scheme == 'https' else 'ws'}://127.0.0.1:{self.port}"
 
     @property
     def database_url(self) -> str:
@@ -440,7 +483,7 @@ class BusProcess:
                 logs = "\n".join(p.read_text()[-3000:] for p in self.dir.glob("*.log"))
                 raise RuntimeError(f"a bus process exited with {proc.returncode}:\n{logs}")
         try:
-            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+            return httpx.get(f"{self.url}/healthz", timeout=1, verify=False).status_code == 200
         except httpx.HTTPError:
             return False
 

@@ -3,9 +3,8 @@ and the outbox sweep delivers them once the broker is back."""
 
 from __future__ import annotations
 
-import httpx
 
-from tests.servers import BusProcess, RedisServer, wait_for
+from tests.servers import BusProcess, RedisServer, wait_for, bus_client
 
 SWEEP = {"OUTBOX_SWEEP_INTERVAL": "0.5", "OUTBOX_SWEEP_AFTER": "0.5"}
 
@@ -14,7 +13,7 @@ def test_sends_during_a_redis_outage_are_accepted_and_delivered_after(unique):
     redis = RedisServer()
     bus = BusProcess("redis", redis_url=redis.url, with_beat=True, extra_env=SWEEP)
     try:
-        with httpx.Client(base_url=bus.url, timeout=30) as http:
+        with bus_client(bus.url, timeout=30) as http:
             a, b = unique("a"), unique("b")
             for sandbox in (a, b):
                 assert http.post("/api/v1/sandboxes/register", json={"sandbox_id": sandbox}).status_code == 201

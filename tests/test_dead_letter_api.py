@@ -9,6 +9,7 @@ import pytest
 
 from app import create_app
 from app.config import Settings
+from tests.servers import authenticate_test_app
 from app.migrate import upgrade
 from app.services import delivery, messages, redelivery, registry
 
@@ -31,6 +32,7 @@ def app(tmp_path):
     settings = Settings.from_env({"DATA_DIR": str(tmp_path), "MESSAGE_BACKEND": "memory"})
     upgrade(settings)
     application = create_app(settings, start_listener=False)
+    authenticate_test_app(application)
     ctx = application.extensions["bus"]
     ctx.delivery = ctx.notifier = Recorder()
     for sandbox in ("a", "b", "c"):

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 
-import httpx
 import pytest
-from websockets.sync.client import connect
 
-from tests.servers import BusProcess, wait_for
+from tests.servers import BusProcess, wait_for, ws_connect as connect, bus_client
 
 FAST = {
     "ACK_TIMEOUT": "0.4",
@@ -32,7 +30,7 @@ def fast_bus(request):
 
 @pytest.fixture
 def http(fast_bus):
-    with httpx.Client(base_url=fast_bus.url, timeout=10) as client:
+    with bus_client(fast_bus.url, timeout=10) as client:
         yield client
 
 
@@ -149,7 +147,7 @@ def heartbeat_bus(redis_server):
 
 
 def test_silent_sandbox_goes_offline_and_a_heartbeat_brings_it_back(heartbeat_bus, unique):
-    with httpx.Client(base_url=heartbeat_bus.url, timeout=10) as http:
+    with bus_client(heartbeat_bus.url, timeout=10) as http:
         a, b = pair(http, unique)
         status = lambda: http.get(f"/api/v1/sandboxes/{b}").json()["status"]  # noqa: E731
         with connect(f"{heartbeat_bus.ws_url}/ws/events") as events, mailbox(heartbeat_bus, b) as ws:
@@ -181,7 +179,7 @@ def test_dead_letters_reach_the_brokers_dead_letter_exchange(request, unique):
     rabbitmq = request.getfixturevalue("rabbitmq_server")
     bus = BusProcess("rabbitmq", rabbitmq=rabbitmq, extra_env=FAST)
     try:
-        with httpx.Client(base_url=bus.url, timeout=10) as http:
+        with bus_client(bus.url, timeout=10) as http:
             a, b = pair(http, unique)
             with mailbox(bus, b) as ws:
                 message_id = send(http, a, b)

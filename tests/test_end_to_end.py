@@ -7,9 +7,8 @@ import json
 
 import pytest
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
 
-from tests.servers import wait_for
+from tests.servers import wait_for, ws_connect as connect
 
 RECV_TIMEOUT = 10
 

@@ -23,7 +23,7 @@ import httpx
 import pytest
 import redis
 
-from tests.servers import BusProcess, RedisServer, wait_for
+from tests.servers import BusProcess, RedisServer, wait_for, bus_client
 from tests.traffic import (
     MailboxReader, Outcome, Senders, assert_exactly_once, assert_reader_saw_every_entry, assert_workers_alive,
     log_lines, mailbox, register, report, settle,
@@ -110,7 +110,7 @@ def test_kill_9_a_worker_mid_delivery(redis_aof, buses):
     bus.start_worker("worker2")
     victim = bus.workers["worker"]
     broker = redis.Redis.from_url(bus.env["REDIS_URL"])
-    with httpx.Client(base_url=bus.url, timeout=10) as http:
+    with bus_client(bus.url, timeout=10) as http:
         cast, senders = _start(bus, http)
         senders.start()
         _midstream(senders)
@@ -150,7 +150,7 @@ def test_restart_redis_mid_stream(redis_aof, buses, crash):
     started = time.monotonic()
     bus = buses("redis", redis_url=redis_aof.url, with_beat=True, extra_env={**VISIBILITY, **SWEEP})
     bus.start_worker("worker2")
-    with httpx.Client(base_url=bus.url, timeout=10) as http:
+    with bus_client(bus.url, timeout=10) as http:
         cast, senders = _start(bus, http, pause=0.005)
         reader = MailboxReader(bus.ws_url, cast.recipients[0]).start_and_wait()
         senders.start()
@@ -179,7 +179,7 @@ def test_restart_the_api_mid_stream(redis_aof, buses, sig):
     commit must be delivered too); socket clients reconnect with since until the API answers again."""
     started = time.monotonic()
     bus = buses("redis", redis_url=redis_aof.url, with_beat=True, extra_env={**VISIBILITY, **SWEEP})
-    with httpx.Client(base_url=bus.url, timeout=10) as http:
+    with bus_client(bus.url, timeout=10) as http:
         cast, senders = _start(bus, http, pause=0.005, retry_pause=0.1)
         readers = [MailboxReader(bus.ws_url, r).start_and_wait() for r in cast.recipients[:2]]
         senders.start()
@@ -205,7 +205,7 @@ def test_drop_client_sockets_mid_stream_and_resume_with_since(redis_aof, buses):
     a few entries and dedupes them by seq). No entry may be missing, none may arrive out of order."""
     started = time.monotonic()
     bus = buses("redis", redis_url=redis_aof.url, extra_env=VISIBILITY)
-    with httpx.Client(base_url=bus.url, timeout=10) as http:
+    with bus_client(bus.url, timeout=10) as http:
         cast, senders = _start(bus, http, pause=0.01, request_every=5)
         readers = [MailboxReader(bus.ws_url, cast.recipients[0]).start_and_wait(),
                    MailboxReader(bus.ws_url, cast.recipients[1], lag_on_reconnect=3).start_and_wait()]
@@ -237,7 +237,7 @@ def test_recipient_offline_for_a_while_then_back(redis_aof, buses):
     fast_acks = {"ACK_TIMEOUT": "1.5", "MAX_DELIVERY_ATTEMPTS": "3", "MAX_REDELIVERY_BACKOFF": "2",
                  "REDELIVERY_SWEEP_INTERVAL": "0.2"}
     bus = buses("redis", redis_url=redis_aof.url, with_beat=True, extra_env={**VISIBILITY, **SWEEP, **fast_acks})
-    with httpx.Client(base_url=bus.url, timeout=10) as http:
+    with bus_client(bus.url, timeout=10) as http:
         cast, senders = _start(bus, http, pause=0.005, request_every=3)
         away, staying = (MailboxReader(bus.ws_url, r).start_and_wait() for r in cast.recipients[:2])
         senders.start()
@@ -324,7 +324,7 @@ def test_api_loses_its_notification_subscription_mid_stream(redis_aof, buses):
     started = time.monotonic()
     bus = buses("redis", redis_url=redis_aof.url, extra_env=VISIBILITY)
     broker = redis.Redis.from_url(redis_aof.url)
-    with httpx.Client(base_url=bus.url, timeout=10) as http:
+    with bus_client(bus.url, timeout=10) as http:
         cast, senders = _start(bus, http, pause=0.01)
         readers = [MailboxReader(bus.ws_url, r).start_and_wait() for r in cast.recipients[:2]]
         senders.start()

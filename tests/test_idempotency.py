@@ -17,7 +17,7 @@ from app.errors import Conflict, NotFound, PayloadTooLarge, UnknownSandbox
 from app.migrate import upgrade
 from app.models import IdempotencyKey, Message, MessageStatus, utcnow
 from app.services import delivery, idempotency, registry
-from tests.servers import wait_for
+from tests.servers import authenticate_test_app, bus_client, wait_for
 
 LIMIT = 256 * 1024
 WINDOW = 3600
@@ -274,6 +274,7 @@ def app(tmp_path):
     settings = Settings.from_env({"DATA_DIR": str(tmp_path), "MESSAGE_BACKEND": "memory"})
     upgrade(settings)
     app = create_app(settings, start_listener=False)
+    authenticate_test_app(app)
     app.testing = False
     ctx = app.extensions["bus"]
     ctx.delivery = ctx.notifier = Recorder()
@@ -408,7 +409,7 @@ def test_concurrent_sends_with_one_key_are_one_message(bus, client, unique):
     answers, errors = [], []
 
     def go():
-        with httpx.Client(base_url=bus.url, timeout=30) as http:
+        with bus_client(bus.url, timeout=30) as http:
             barrier.wait()
             try:
                 answers.append(http.post("/api/v1/messages", json=direct(sender, recipient), headers={KEY_HEADER: key}))

@@ -11,11 +11,9 @@ import threading
 import time
 import uuid
 
-import httpx
 import pytest
-from websockets.sync.client import connect
 
-from tests.servers import BusProcess, RedisServer
+from tests.servers import BusProcess, RedisServer, ws_connect as connect, bus_client
 from tests.traffic import (
     MailboxReader, Senders, assert_exactly_once, assert_reader_saw_every_entry, log_lines, register, report, settle,
 )
@@ -81,7 +79,7 @@ def test_a_socket_on_node_a_receives_what_node_b_accepted_and_either_worker_deli
     senders = [f"s{i}-{tag}" for i in range(3)]
     recipients = [f"r{i}-{tag}" for i in range(3)]
     everyone = senders + recipients
-    with httpx.Client(base_url=node_b, timeout=10) as http_b, httpx.Client(base_url=node_a, timeout=10) as http_a:
+    with bus_client(node_b, timeout=10) as http_b, bus_client(node_a, timeout=10) as http_a:
         register(http_b, *everyone)
         on_a = MailboxReader(bus.api_ws_url("api"), recipients[0]).start_and_wait()
         on_b = MailboxReader(bus.api_ws_url("api2"), recipients[1]).start_and_wait()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.servers import BusProcess, wait_for
+from tests.servers import BusProcess, wait_for, bus_client
 
 PER_PRIORITY = 60
 LOW, HIGH = 1, 9
@@ -45,7 +45,7 @@ def mailbox(client: httpx.Client, sandbox_id: str) -> list[dict]:
 def test_backlog_is_delivered_highest_priority_first(bus_without_worker, unique):
     bus = bus_without_worker
     sender, receiver = unique("sender"), unique("receiver")
-    with httpx.Client(base_url=bus.url, timeout=10) as client:
+    with bus_client(bus.url, timeout=10) as client:
         for sandbox in (sender, receiver):
             assert client.post("/api/v1/sandboxes/register", json={"sandbox_id": sandbox}).status_code == 201
         priority_of = {}

@@ -20,9 +20,10 @@ from aintandem_agent_sdk import (
     ContainerAgent,
     ContainerAgentConfig,
     MessageType,
+    PermissionDenied,
     RetryPolicy,
 )
-from tests.servers import BusProcess
+from tests.servers import ADMIN_HEADERS, TEST_ADMIN_KEY, BusProcess
 
 EVENTUALLY = 30.0
 
@@ -50,7 +51,7 @@ async def eventually(predicate, what: str, timeout: float = EVENTUALLY) -> None:
 
 
 async def report(bus_url: str, message_id: str) -> dict:
-    async with httpx.AsyncClient(base_url=bus_url) as http:
+    async with httpx.AsyncClient(base_url=bus_url, headers=ADMIN_HEADERS) as http:
         return (await http.get(f"/api/v1/messages/{message_id}")).json()
 
 
@@ -72,7 +73,16 @@ class Recorder(BaseAgent):
         return {"answer": str(task).upper()} if message.message_type is MessageType.REQUEST else None
 
 
+def grant_commands(bus: BusProcess, sender: str, receiver: str) -> None:
+    """An operator's grant: `sender` may send commands to `receiver` (commands need one)."""
+    rule = httpx.post(f"{bus.url}/api/v1/policies", headers=ADMIN_HEADERS, json={
+        "effect": "allow", "from_sandbox": sender, "to_sandbox": receiver, "message_types": ["command"]})
+    assert rule.status_code == 201, rule.text
+
+
 def agent_for(bus: BusProcess, sandbox_id: str, agent: BaseAgent | None = None, **config) -> ContainerAgent:
+    """An agent that registers with the tests' admin key and then works with its own sandbox token."""
+    config.setdefault("token", TEST_ADMIN_KEY)
     return ContainerAgent(sandbox_id, bus.url, agent or Recorder(sandbox_id), ContainerAgentConfig(**config))
 
 
@@ -81,7 +91,7 @@ def test_start_registers_the_sandbox_and_its_agent_and_goes_online(sdk_bus, uniq
         sandbox = unique("sb")
         async with agent_for(sdk_bus, sandbox, workspace="sdk-tests", metadata={"team": "a"}) as bus:
             assert bus.status is ConnectionStatus.CONNECTED
-            registration = httpx.get(f"{sdk_bus.url}/api/v1/sandboxes/{sandbox}").json()
+            registration = httpx.get(f"{sdk_bus.url}/api/v1/sandboxes/{sandbox}", headers=ADMIN_HEADERS).json()
         assert registration["workspace"] == "sdk-tests" and registration["metadata"] == {"team": "a"}
         assert registration["agents"] == [{"name": sandbox, "capabilities": ["record"]}]
         assert registration["status"] == "online"
@@ -94,6 +104,10 @@ def test_send_message_reaches_the_handler_and_is_acknowledged(sdk_bus, unique):
     async def scenario():
         alice, bob = unique("alice"), unique("bob")
         async with agent_for(sdk_bus, alice) as a, agent_for(sdk_bus, bob) as b:
+            with pytest.raises(PermissionDenied) as refused:  # commands need a grant
+                await a.send_message(bob, {"note": "hi"}, MessageType.COMMAND)
+            assert refused.value.code == "policy_denied" and refused.value.status == 403
+            grant_commands(sdk_bus, alice, bob)
             message_id = await a.send_message(bob, {"note": "hi"}, MessageType.COMMAND, to_agent=bob, priority=8,
                                               ttl=600, metadata={"k": "v"})
             await eventually(lambda: b.agent.received, "bob to receive the command")
@@ -189,7 +203,7 @@ def test_a_raising_handler_nacks_and_the_requester_learns_why(sdk_bus, unique):
             notification_id = await a.send_message(worker, {"task": "fail"}, MessageType.NOTIFICATION)
             await eventually(lambda: w.last_seq == 2, "the worker to process both entries")
             request_id = w.agent.received[0].message_id
-        async with httpx.AsyncClient(base_url=sdk_bus.url) as http:
+        async with httpx.AsyncClient(base_url=sdk_bus.url, headers=ADMIN_HEADERS) as http:
             letters = (await http.get("/api/v1/dead-letters", params={"sandbox_id": worker})).json()["dead_letters"]
         by_message = {d["message_id"]: d for d in letters}
         assert set(by_message) == {request_id, notification_id}
@@ -291,10 +305,11 @@ def test_a_replayed_dead_letter_is_handled_again(sdk_bus, unique):
             if len(attempts) == 1:
                 raise ConnectionError("tool server down")
 
+        grant_commands(sdk_bus, sender, receiver)
         async with agent_for(sdk_bus, sender) as s, agent_for(sdk_bus, receiver, flaky) as r:
             message_id = await s.send_message(receiver, {"do": "it"}, MessageType.COMMAND)
             await eventually(lambda: r.last_seq == 1, "the first (failing) attempt")
-            async with httpx.AsyncClient(base_url=sdk_bus.url) as http:
+            async with httpx.AsyncClient(base_url=sdk_bus.url, headers=ADMIN_HEADERS) as http:
                 letters = (await http.get("/api/v1/dead-letters", params={"message_id": message_id})).json()
                 [letter] = letters["dead_letters"]
                 assert letter["last_error"] == "ConnectionError: tool server down"

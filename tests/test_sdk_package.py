@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import venv
+from pathlib import Path
 
 import httpx
 import pytest
@@ -26,6 +27,7 @@ from aintandem_agent_sdk import (
     ContainerAgent,
     ContainerAgentConfig,
     MessageType,
+    PermissionDenied,
     RetryPolicy,
 )
 from aintandem_agent_sdk.cursor import Cursor
@@ -181,8 +183,17 @@ def example_bus():
     process.cleanup()
 
 
-def test_the_planner_and_researcher_examples_collaborate(example_bus, tmp_path):
-    env = {**os.environ, "COLLABORATION_BUS_URL": example_bus.url, "PYTHONUNBUFFERED": "1"}
+@pytest.fixture(scope="module")
+def registrar_key(example_bus):
+    """A registrar key for workspace "default", made as the README says (`collab-bus keys create`)."""
+    made = subprocess.run([str(Path(sys.executable).parent / "collab-bus"), "keys", "create", "--role", "registrar",
+                           "--workspace", "default", "--name", "examples"], env=example_bus.env, capture_output=True,
+                          text=True, timeout=60, check=True)
+    return made.stdout.strip().splitlines()[-1]
+
+
+def test_the_planner_and_researcher_examples_collaborate(example_bus, registrar_key, tmp_path):
+    env = {**os.environ, "COLLABORATION_BUS_URL": example_bus.url, "PYTHONUNBUFFERED": "1", "BUS_TOKEN": registrar_key}
     researcher_log = tmp_path / "researcher.log"
     with open(researcher_log, "wb") as log:
         researcher = subprocess.Popen([sys.executable, "examples/researcher.py"], cwd=REPO, env=env, stdout=log,
@@ -206,8 +217,9 @@ def test_the_planner_and_researcher_examples_collaborate(example_bus, tmp_path):
     assert "sb-planner/planner asks about 'vector databases'" in output and "disconnected (stopped)" in output
 
 
-def test_the_planner_explains_a_missing_researcher(example_bus):
-    env = {**os.environ, "COLLABORATION_BUS_URL": example_bus.url, "RESEARCHER": "sb-nobody-here"}
+def test_the_planner_explains_a_missing_researcher(example_bus, registrar_key):
+    env = {**os.environ, "COLLABORATION_BUS_URL": example_bus.url, "RESEARCHER": "sb-nobody-here",
+           "BUS_TOKEN": registrar_key}
     planner = subprocess.run([sys.executable, "examples/planner.py", "anything"], cwd=REPO, env=env,
                              capture_output=True, text=True, timeout=120)
     assert planner.returncode == 1
@@ -247,6 +259,7 @@ def test_retries_give_up_with_the_last_failure_and_4xx_is_never_retried():
         ([(404, {"error": {"code": "unknown_sandbox", "message": "no", "details": {"sandbox_id": "x"}}})],
          BusRejected, 1),
         ([(401, {"error": {"code": "unauthorized", "message": "token", "details": {}}})], AuthenticationError, 1),
+        ([(403, {"error": {"code": "policy_denied", "message": "no", "details": {}}})], PermissionDenied, 1),
     ):
         seen: list = []
         with pytest.raises(expected) as caught:

@@ -8,7 +8,7 @@ import pytest
 
 from app.broker import broker_priority, make_celery
 from app.config import Settings
-from tests.servers import wait_for
+from tests.servers import wait_for, bus_client
 
 
 def test_protocol_priority_maps_onto_each_broker():
@@ -47,7 +47,7 @@ def test_plain_celery_worker_command_delivers(redis_server, unique):
 
     bus = BusProcess("redis", redis_url=redis_server.url, plain_celery_worker=True)
     try:
-        with httpx.Client(base_url=bus.url, timeout=10) as client:
+        with bus_client(bus.url, timeout=10) as client:
             a, b = unique("a"), unique("b")
             for sandbox in (a, b):
                 client.post("/api/v1/sandboxes/register", json={"sandbox_id": sandbox})

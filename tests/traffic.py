@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 
 import httpx
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
-from websockets.sync.client import connect
 
-from tests.servers import wait_for
+from tests.servers import wait_for, ws_connect as connect, bus_client
 
 HTTP_TIMEOUT = 10
 ACK_TYPES = ("request", "command")
@@ -96,7 +95,7 @@ class Senders:
         base_url = self.base_urls[index % len(self.base_urls)]
         accepted = attempts = 0
         try:
-            with httpx.Client(base_url=base_url, timeout=HTTP_TIMEOUT) as http:
+            with bus_client(base_url, timeout=HTTP_TIMEOUT) as http:
                 while accepted < self.per_sender and attempts < 4 * self.per_sender:
                     message_id = f"{self.tag}-{index}-{attempts:04d}"
                     body = self._body(sender, message_id, attempts)

@@ -8,6 +8,7 @@ from flask import jsonify, request
 
 from app.api import api
 from app.api.helpers import json_body
+from app.auth import require
 from app.context import BusContext, bus
 from app.errors import InvalidRequest
 from app.schemas import (
@@ -28,6 +29,7 @@ def _filter(data: dict) -> DeadLetterFilter:
 @api.get("/dead-letters")
 def list_dead_letters():
     """Dead letters filtered by reason, sandbox_id, message_id, since/until; paged with `after` and `limit`."""
+    require("dead_letters.read")
     query = load_or_raise(DeadLetterListQuery(), query_args(request.args), what="query string")
     return jsonify(dead_letters.list_page(bus().db, _filter(query), query["after"], query["limit"]))
 
@@ -35,18 +37,21 @@ def list_dead_letters():
 @api.get("/dead-letters/<int:dead_letter_id>")
 def get_dead_letter(dead_letter_id: int):
     """One dead letter with its message."""
+    require("dead_letters.read")
     return jsonify(dead_letters.get(bus().db, dead_letter_id))
 
 
 @api.post("/dead-letters/<int:dead_letter_id>/replay")
 def replay_dead_letter(dead_letter_id: int):
     """Send one dead letter back through delivery as a new attempt series: 202."""
+    require("dead_letters.manage")
     return jsonify(_replay(bus(), dead_letter_id).to_dict()), 202
 
 
 @api.post("/dead-letters/replay")
 def replay_dead_letters():
     """Replay every dead letter matching the body's filter (at most `limit` per call): 202 with the count."""
+    require("dead_letters.manage")
     raw = request.get_data(cache=True)
     data = load_or_raise(BulkReplaySchema(), json_body() if raw.strip() else {})
     ctx = bus()
@@ -58,6 +63,7 @@ def replay_dead_letters():
 @api.delete("/dead-letters/<int:dead_letter_id>")
 def delete_dead_letter(dead_letter_id: int):
     """Remove one dead letter."""
+    require("dead_letters.manage")
     dead_letters.delete(bus().db, dead_letter_id)
     return jsonify({"id": dead_letter_id, "deleted": True})
 
@@ -65,6 +71,7 @@ def delete_dead_letter(dead_letter_id: int):
 @api.delete("/dead-letters")
 def purge_dead_letters():
     """Remove every dead letter matching the query's filter; `all=true` is needed to purge without a filter."""
+    require("dead_letters.manage")
     query = load_or_raise(DeadLetterPurgeQuery(), query_args(request.args), what="query string")
     where = _filter(query)
     if where.is_empty and not query["all"]:

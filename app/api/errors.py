@@ -25,7 +25,7 @@ def register_error_handlers(app: Flask) -> None:
     def _bus_error(exc: BusError):
         if exc.status >= 500:
             log.error("request failed: %s", exc.message)
-        return jsonify(exc.to_dict()), exc.status
+        return jsonify(exc.to_dict()), exc.status, exc.headers()
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

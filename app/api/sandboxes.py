@@ -6,42 +6,72 @@ from flask import jsonify, request
 
 from app.api import api
 from app.api.helpers import json_body
+from app.auth import current_actor, require
 from app.context import bus
 from app.schemas import (
-    AckSchema, MailboxQuery, NackSchema, RegisterSandboxSchema, SandboxListQuery, load_or_raise, query_args,
+    AckSchema, MailboxQuery, NackSchema, RegisterSandboxSchema, SandboxListQuery, TokenRequestSchema, load_or_raise,
+    query_args,
 )
-from app.services import mailbox, redelivery, registry
+from app.services import audit, auth, mailbox, redelivery, registry
 from app.services.events import SANDBOX_REGISTERED, SANDBOX_UNREGISTERED, event_notification
 
 
 @api.get("/sandboxes")
 def list_sandboxes():
-    """Registered sandboxes, filtered by `workspace` and `status`."""
+    """Registered sandboxes, filtered by `workspace` and `status` (a sandbox token sees its own workspace)."""
     query = load_or_raise(SandboxListQuery(), query_args(request.args), what="query string")
+    principal = require("sandboxes.read", workspace=query["workspace"])
+    if principal.is_sandbox:
+        query["workspace"] = principal.workspace
     sandboxes = registry.list_sandboxes(bus().db, **query)
     return jsonify({"sandboxes": sandboxes, "count": len(sandboxes)})
 
 
 @api.post("/sandboxes/register")
 def register_sandbox():
-    """Register a sandbox (201), or update a registered one's agents and metadata (200)."""
+    """Register a sandbox (201), or update a registered one's agents and metadata (200).
+
+    The answer carries a fresh sandbox token (`token`, `token_expires_at`) bound to the sandbox and its workspace.
+    """
     data = load_or_raise(RegisterSandboxSchema(), json_body())
+    require("sandboxes.register", sandbox_id=data["sandbox_id"], workspace=data["workspace"])
     ctx = bus()
-    sandbox, created = registry.register(ctx.db, data["sandbox_id"], data["workspace"], data["agents"], data["metadata"])
+    sandbox, created = registry.register(ctx.db, data["sandbox_id"], data["workspace"], data["agents"], data["metadata"],
+                                         actor=current_actor())
+    issued = auth.rotate_sandbox_token(ctx.db, ctx.jwt_secret, sandbox["sandbox_id"], ctx.settings.sandbox_token_ttl,
+                                       revoke_others=False)
     ctx.notifier.publish(event_notification(SANDBOX_REGISTERED, sandbox_id=sandbox["sandbox_id"],
                                             workspace=sandbox["workspace"], created=created))
-    return jsonify(sandbox), 201 if created else 200
+    return jsonify({**sandbox, "token": issued["token"], "token_expires_at": issued["expires_at"]}), \
+        201 if created else 200
+
+
+@api.post("/sandboxes/<sandbox_id>/token")
+def sandbox_token(sandbox_id: str):
+    """A fresh token for the sandbox (refresh before expiry); `{"rotate": true}` also revokes all earlier ones."""
+    data = load_or_raise(TokenRequestSchema(), json_body(optional=True))
+    require("sandboxes.token", sandbox_id=sandbox_id)
+    ctx = bus()
+    issued = auth.rotate_sandbox_token(ctx.db, ctx.jwt_secret, sandbox_id, ctx.settings.sandbox_token_ttl,
+                                       revoke_others=data["rotate"])
+    audit.record_now(ctx.db, current_actor(), "sandbox.token_issued", target=f"sandbox:{sandbox_id}",
+                     rotate=data["rotate"], expires_at=issued["expires_at"])
+    return jsonify({"sandbox_id": sandbox_id, **issued})
 
 
 @api.get("/sandboxes/<sandbox_id>")
 def get_sandbox(sandbox_id: str):
-    """One registered sandbox."""
-    return jsonify(registry.get_registered(bus().db, sandbox_id))
+    """One registered sandbox (a sandbox token sees those of its own workspace)."""
+    require("sandboxes.read")
+    sandbox = registry.get_registered(bus().db, sandbox_id)
+    require("sandboxes.read", workspace=sandbox["workspace"])
+    return jsonify(sandbox)
 
 
 @api.post("/sandboxes/<sandbox_id>/heartbeat")
 def sandbox_heartbeat(sandbox_id: str):
     """A sign of life from a sandbox without a socket (or in addition to it): it is online again."""
+    require("mailbox.settle", sandbox_id=sandbox_id)
     ctx = bus()
     sandbox, events = registry.heartbeat(ctx.db, sandbox_id)
     for event in events:
@@ -52,6 +82,7 @@ def sandbox_heartbeat(sandbox_id: str):
 @api.post("/sandboxes/<sandbox_id>/ack")
 def ack_entry(sandbox_id: str):
     """ACK mailbox entry `seq` (for clients that poll instead of holding a socket)."""
+    require("mailbox.settle", sandbox_id=sandbox_id)
     data = load_or_raise(AckSchema(), json_body())
     message_id = redelivery.ack(bus().db, sandbox_id, data["seq"])
     return jsonify({"sandbox_id": sandbox_id, "seq": data["seq"], "message_id": message_id, "state": "acked"})
@@ -60,6 +91,7 @@ def ack_entry(sandbox_id: str):
 @api.post("/sandboxes/<sandbox_id>/nack")
 def nack_entry(sandbox_id: str):
     """NACK mailbox entry `seq` with a reason: it is dead-lettered `nacked`."""
+    require("mailbox.settle", sandbox_id=sandbox_id)
     data = load_or_raise(NackSchema(), json_body())
     ctx = bus()
     event = redelivery.nack(ctx.db, sandbox_id, data["seq"], data["reason"])
@@ -70,9 +102,10 @@ def nack_entry(sandbox_id: str):
 
 @api.delete("/sandboxes/<sandbox_id>")
 def unregister_sandbox(sandbox_id: str):
-    """Unregister a sandbox; its mailbox is kept for a later re-registration."""
+    """Unregister a sandbox (its tokens stop working); its mailbox is kept for a later re-registration."""
+    require("sandboxes.unregister", sandbox_id=sandbox_id)
     ctx = bus()
-    sandbox = registry.unregister(ctx.db, sandbox_id)
+    sandbox = registry.unregister(ctx.db, sandbox_id, actor=current_actor())
     ctx.notifier.publish(event_notification(SANDBOX_UNREGISTERED, sandbox_id=sandbox_id))
     return jsonify(sandbox)
 
@@ -80,6 +113,7 @@ def unregister_sandbox(sandbox_id: str):
 @api.get("/sandboxes/<sandbox_id>/messages")
 def poll_mailbox(sandbox_id: str):
     """Mailbox entries after `since` (default 0), at most `limit` (default 100): for clients without a socket."""
+    require("mailbox.read", sandbox_id=sandbox_id)
     query = load_or_raise(MailboxQuery(), query_args(request.args), what="query string")
     registry.get_registered(bus().db, sandbox_id)
     return jsonify(mailbox.page(bus().db, sandbox_id, query["since"], query["limit"]))

@@ -66,6 +66,8 @@ class Sandbox(Base):
     last_heartbeat: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     unregistered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Sandbox tokens carry the version they were issued under; bumping it (unregister, rotation) revokes them.
+    token_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     @property
     def is_registered(self) -> bool:
@@ -205,10 +207,81 @@ class IdempotencyKey(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 
 
+class Role:
+    """The roles a caller can have: API keys are admin, operator, viewer or registrar; sandbox tokens are sandbox."""
+
+    ADMIN = "admin"
+    OPERATOR = "operator"
+    VIEWER = "viewer"
+    REGISTRAR = "registrar"
+    SANDBOX = "sandbox"
+
+
+KEY_ROLES = (Role.ADMIN, Role.OPERATOR, Role.VIEWER, Role.REGISTRAR)
+
+
+class ApiKey(Base):
+    """An API key: a role (and, for registrar keys, the one workspace it may register sandboxes in).
+
+    Only the SHA-256 of the secret is stored; `prefix` (its first characters) identifies it in listings.
+    A revoked key stays listed with `revoked_at`.
+    """
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(ID_LENGTH))
+    role: Mapped[str] = mapped_column(String(16))
+    workspace: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AuditEvent(Base):
+    """One line of the audit trail: who (`actor`, `actor_role`, `remote_addr`) did what (`action` on `target`),
+    when, and how it ended (`outcome`: ok, refused, failed), with free-form `details`."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    outcome: Mapped[str] = mapped_column(String(16), index=True)
+    actor: Mapped[str] = mapped_column(String(160), index=True)
+    actor_role: Mapped[str | None] = mapped_column(String(16))
+    target: Mapped[str | None] = mapped_column(String(256), index=True)
+    remote_addr: Mapped[str | None] = mapped_column(String(64))
+    details: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class Policy(Base):
+    """A cross-sandbox messaging rule: `effect` (allow or deny) for messages from → to, of some types.
+
+    Selectors are a workspace or sandbox id, or "*" for any; `message_types` empty means every type.
+    """
+
+    __tablename__ = "policies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    effect: Mapped[str] = mapped_column(String(8))
+    from_workspace: Mapped[str] = mapped_column(String(ID_LENGTH), default="*")
+    from_sandbox: Mapped[str] = mapped_column(String(ID_LENGTH), default="*")
+    to_workspace: Mapped[str] = mapped_column(String(ID_LENGTH), default="*")
+    to_sandbox: Mapped[str] = mapped_column(String(ID_LENGTH), default="*")
+    message_types: Mapped[list] = mapped_column(JSON, default=list)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(160), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 metadata = Base.metadata
 
 __all__ = [
     "BROADCAST", "Base", "metadata", "Sandbox", "SandboxStatus", "Message", "MessageStatus",
     "MailboxEntry", "EntryState", "ACK_REQUIRED_TYPES", "DeadLetter", "IdempotencyKey", "IDEMPOTENCY_KEY_LENGTH",
+    "Role", "KEY_ROLES", "ApiKey", "AuditEvent", "Policy",
     "utcnow", "isoformat",
 ]

@@ -14,6 +14,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 from app.errors import InvalidRequest
 from app.models import BROADCAST, ID_LENGTH, IDEMPOTENCY_KEY_LENGTH
 from app.services.dead_letters import REASONS as DEAD_LETTER_REASONS
+from app.services.policies import ANY as ANY_SELECTOR, EFFECTS as POLICY_EFFECTS, MAX_DESCRIPTION
 
 MESSAGE_TYPES = ("request", "response", "notification", "command")
 ANY_AGENT = "any"
@@ -210,6 +211,49 @@ class NackFrameSchema(NackSchema):
     type = fields.String(required=True, validate=validate.Equal("nack"))
 
 
+def _selector(value: str) -> None:
+    """A policy selector: "*" (any), or an identifier."""
+    if value != ANY_SELECTOR:
+        _identifier(value)
+
+
+def _sandbox_selector(value: str) -> None:
+    """A policy's sandbox selector: "*" or a sandbox id; "broadcast" names no sandbox (broadcasts are checked per
+    recipient)."""
+    _selector(value)
+    if value in RESERVED_SANDBOX_IDS:
+        raise ValidationError('is reserved: a broadcast is checked against the rules of each recipient; use "*" '
+                              'or a sandbox id')
+
+
+def _distinct(values: list) -> None:
+    if len(set(values)) != len(values):
+        raise ValidationError("must not name a message type twice")
+
+
+class PolicySchema(StrictSchema):
+    """A messaging policy rule (POST /policies): effect, selectors ("*" or an id; default "*"), message types
+    (empty: every type) and a description."""
+
+    effect = fields.String(required=True, validate=validate.OneOf(POLICY_EFFECTS))
+    from_workspace = fields.String(load_default=ANY_SELECTOR, validate=_selector)
+    from_sandbox = fields.String(load_default=ANY_SELECTOR, validate=_sandbox_selector)
+    to_workspace = fields.String(load_default=ANY_SELECTOR, validate=_selector)
+    to_sandbox = fields.String(load_default=ANY_SELECTOR, validate=_sandbox_selector)
+    message_types = fields.List(fields.String(validate=validate.OneOf(MESSAGE_TYPES)), load_default=list,
+                                validate=_distinct)
+    description = fields.String(load_default="", validate=validate.Length(max=MAX_DESCRIPTION))
+
+
+class PolicyCheckSchema(StrictSchema):
+    """A dry run of the policy check (POST /policies/check): would this send be allowed?"""
+
+    from_sandbox = Identifier(required=True)
+    to_sandbox = Identifier(required=True)
+    message_type = fields.String(required=True, validate=validate.OneOf(MESSAGE_TYPES))
+    privileged = StrictBoolean(load_default=False)
+
+
 def load_or_raise(schema: Schema, data: Any, *, what: str = "request body") -> dict:
     """Validate `data` with `schema`; raise InvalidRequest with per-field details when it does not match."""
     if not isinstance(data, dict):
@@ -299,3 +343,22 @@ def parse_json(raw: bytes | str, *, what: str = "request body", code: str = "inv
 def _nested_too_deep(what: str, code: str) -> InvalidRequest:
     return InvalidRequest(f"{what} nests arrays/objects deeper than {MAX_JSON_DEPTH} levels", code=code,
                           details={"max_depth": MAX_JSON_DEPTH})
+
+
+class TokenRequestSchema(StrictSchema):
+    """POST /sandboxes/{id}/token: a fresh sandbox token; `rotate` also revokes every token issued before."""
+
+    rotate = fields.Boolean(load_default=False)
+
+
+class AuditQuery(StrictSchema):
+    """GET /audit: exact action, outcome, actor, target; a time window (ISO 8601); paging `after` + `limit`."""
+
+    action = fields.String(load_default=None, validate=validate.Length(min=1, max=64))
+    outcome = fields.String(load_default=None, validate=validate.OneOf(("ok", "refused", "failed")))
+    actor = fields.String(load_default=None, validate=validate.Length(min=1, max=160))
+    target = fields.String(load_default=None, validate=validate.Length(min=1, max=256))
+    since = fields.AwareDateTime(load_default=None, default_timezone=timezone.utc)
+    until = fields.AwareDateTime(load_default=None, default_timezone=timezone.utc)
+    after = QueryInteger(load_default=0, validate=validate.Range(min=0, max=SEQ_MAX))
+    limit = QueryInteger(load_default=100, validate=validate.Range(min=1, max=1000))

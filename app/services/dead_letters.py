@@ -15,6 +15,7 @@ from app.errors import NotFound
 from app.models import (
     DeadLetter, EntryState, MailboxEntry, Message, MessageStatus, Sandbox, SandboxStatus, isoformat, utcnow,
 )
+from app.services import audit
 from app.services.events import DEAD_LETTER_REPLAYED, MESSAGE_DEAD_LETTERED, event_notification
 
 log = logging.getLogger(__name__)
@@ -28,13 +29,16 @@ REASONS = (RECIPIENT_GONE, EXPIRED, MAX_ATTEMPTS, NACKED, UNDELIVERABLE)
 
 
 def record(session, message_id: str, sandbox_id: str | None, reason: str, error: str, attempts: int = 0) -> dict:
-    """Add a dead letter in `session` (once per message, recipient and reason); return its event notification."""
+    """Add a dead letter in `session` (once per message, recipient and reason), audited; return its event
+    notification."""
     already = session.scalar(select(DeadLetter.id).where(
         DeadLetter.message_id == message_id, DeadLetter.reason == reason,
         DeadLetter.sandbox_id.is_(None) if sandbox_id is None else DeadLetter.sandbox_id == sandbox_id))
     if already is None:
         session.add(DeadLetter(message_id=message_id, sandbox_id=sandbox_id, reason=reason, attempts=attempts,
                                last_error=error))
+        audit.record(session, audit.SYSTEM_ACTOR, "message.dead_lettered", audit.FAILED, target=f"message:{message_id}",
+                     sandbox_id=sandbox_id, reason=reason, attempts=attempts, error=error[:500] if error else error)
     log.warning("message %s dead-lettered for %s: %s (%s)", message_id, sandbox_id, reason, error)
     return event_notification(MESSAGE_DEAD_LETTERED, message_id=message_id, sandbox_id=sandbox_id, reason=reason,
                               attempts=attempts, error=error)

@@ -12,7 +12,7 @@ from app.errors import UnknownMessage
 from app.models import (
     ACK_REQUIRED_TYPES, BROADCAST, MailboxEntry, Message, MessageStatus, Sandbox, SandboxStatus, utcnow,
 )
-from app.services import dead_letters
+from app.services import audit, dead_letters, policies
 from app.services.events import entries_notification
 from app.services.redelivery import RedeliveryPolicy, expire_unrouted, expires_at, is_expired
 
@@ -39,7 +39,9 @@ class DeliveryResult:
 def deliver(db: Database, message_id: str, policy: RedeliveryPolicy = RedeliveryPolicy()) -> DeliveryResult:
     """Append `message_id` to each recipient's mailbox; running it again appends nothing new.
 
-    Recipients: the addressed sandbox, or for a broadcast every registered sandbox except the sender.
+    Recipients: the addressed sandbox, or for a broadcast every registered sandbox in the sender's workspace
+    except the sender (every registered sandbox when the sender is not a registered sandbox, e.g. an operator's
+    announcement), skipping those a deny policy matches for (sender → recipient, message type).
     Each new entry takes the recipient's next seq under a lock on the recipient's row, so entries of one
     mailbox become visible in seq order even with several workers. A direct recipient that was
     unregistered after acceptance gets a dead letter (`recipient_gone`) instead of an entry, and a message
@@ -85,18 +87,37 @@ def deliver(db: Database, message_id: str, policy: RedeliveryPolicy = Redelivery
             message.status = MessageStatus.DEAD
         else:
             message.status = MessageStatus.DELIVERED
+            audit.record(session, audit.SYSTEM_ACTOR, "message.delivered", target=f"message:{message.id}",
+                         recipients=result.new_recipients[:100], recipient_count=len(result.new_recipients))
         message.routed_at = now
     return result
 
 
 def _locked_targets(session, message: Message, exclude: set[str]) -> list[Sandbox]:
-    """The registered recipients of `message` lacking an entry, locked in id order (no deadlocks)."""
+    """The registered recipients of `message` lacking an entry, locked in id order (no deadlocks).
+
+    A broadcast's recipients are those of the sender's workspace (all, for a sender that is not a registered
+    sandbox), less those a deny policy matches.
+    """
     query = select(Sandbox).where(Sandbox.status != SandboxStatus.UNREGISTERED).order_by(Sandbox.id).with_for_update()
-    if message.to_sandbox == BROADCAST:
-        query = query.where(Sandbox.id != message.from_sandbox)
-    else:
+    if message.to_sandbox != BROADCAST:
         query = query.where(Sandbox.id == message.to_sandbox)
-    return [s for s in session.scalars(query) if s.id not in exclude]
+        return [s for s in session.scalars(query) if s.id not in exclude]
+    sender = policies.endpoint(session, message.from_sandbox)
+    query = query.where(Sandbox.id != message.from_sandbox)
+    if sender.workspace is not None:
+        query = query.where(Sandbox.workspace == sender.workspace)
+    rules = policies.load_rules(session)
+    targets = []
+    for sandbox in session.scalars(query):
+        if sandbox.id in exclude:
+            continue
+        recipient = policies.Endpoint(sandbox.id, sandbox.workspace)
+        if rules and policies.denying_rule(rules, sender, recipient, message.message_type) is not None:
+            log.debug("broadcast %s skips %s: a deny policy matches", message.id, sandbox.id)
+            continue
+        targets.append(sandbox)
+    return targets
 
 
 def give_up(db: Database, message_id: str, error: str) -> list[dict]:

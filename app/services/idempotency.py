@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from app.db import Database
 from app.errors import Conflict
 from app.models import IdempotencyKey, Message, utcnow
-from app.services import messages
+from app.services import audit, messages
 
 UNFINGERPRINTED_FIELDS = ("timestamp",)  # set by the server whatever the client sends
 RACE_ATTEMPTS = 3  # transactions tried when concurrent sends keep colliding on the key's primary key
@@ -44,18 +44,19 @@ def fingerprint(data: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def accept(db: Database, data: dict, key: str | None, *, max_content_bytes: int, window: int) -> Accepted:
+def accept(db: Database, data: dict, key: str | None, *, max_content_bytes: int, window: int,
+           actor: audit.Actor | None = None) -> Accepted:
     """Accept a validated AgentMessage at most once per (from_sandbox, `key`) within `window` seconds.
 
     Without a key this is `messages.accept`. With one: when the sandbox sent this key less than `window` seconds
     ago, return its original message with `replayed=True` if the request's fingerprint matches, else raise
     Conflict `idempotency_key_reused` (details: idempotency_key, message_id). Otherwise store the message as
     `messages.accept` does (same errors) and record the key in the same transaction, replacing an expired record;
-    a send refused on its first try records nothing. Concurrent sends with one key store exactly one message:
-    the others get it replayed.
+    a send refused on its first try records nothing; `actor` audits the acceptance. Concurrent sends with one key
+    store exactly one message: the others get it replayed.
     """
     if key is None:
-        return Accepted(messages.accept(db, data, max_content_bytes=max_content_bytes))
+        return Accepted(messages.accept(db, data, max_content_bytes=max_content_bytes, actor=actor))
     messages.check_content_size(data, max_content_bytes)
     sandbox_id, print_ = data["from_sandbox"], fingerprint(data)
     client_chose_id = bool(data.get("message_id"))
@@ -67,7 +68,7 @@ def accept(db: Database, data: dict, key: str | None, *, max_content_bytes: int,
                 now = utcnow()
                 if record is not None and _live(record, now, window):
                     return _replay(session, record, print_)
-                messages.store(session, message, client_chose_id=client_chose_id)
+                messages.store(session, message, client_chose_id=client_chose_id, actor=actor)
                 if record is None:
                     session.add(IdempotencyKey(sandbox_id=sandbox_id, key=key, message_id=message.id,
                                                fingerprint=print_, created_at=now))

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from app.db import Database
+from app.services import audit
 from app.errors import Conflict, NotFound, PayloadTooLarge, UnknownMessage, UnknownSandbox
 from app.models import BROADCAST, DeadLetter, MailboxEntry, Message, MessageStatus, Sandbox, isoformat, utcnow
 
@@ -21,18 +22,18 @@ def content_size(content: dict) -> int:
     return len(json.dumps(content, separators=(",", ":"), ensure_ascii=False).encode())
 
 
-def accept(db: Database, data: dict, *, max_content_bytes: int) -> Message:
+def accept(db: Database, data: dict, *, max_content_bytes: int, actor: audit.Actor | None = None) -> Message:
     """Store a validated AgentMessage and return it; once this returns, the message is durable.
 
     Assigns message_id (when absent) and timestamp. Raises PayloadTooLarge for oversized content,
     UnknownSandbox for a direct message to a sandbox that is not registered, and Conflict when a
-    client-chosen message_id is already taken.
+    client-chosen message_id is already taken. With `actor`, the acceptance is audited in the same transaction.
     """
     check_content_size(data, max_content_bytes)
     message = new_message(data)
     try:
         with db.write() as session:
-            store(session, message, client_chose_id=bool(data.get("message_id")))
+            store(session, message, client_chose_id=bool(data.get("message_id")), actor=actor)
     except IntegrityError:
         raise duplicate_message_id(message.id) from None
     return message
@@ -62,13 +63,14 @@ def new_message(data: dict) -> Message:
     )
 
 
-def store(session, message: Message, *, client_chose_id: bool) -> None:
+def store(session, message: Message, *, client_chose_id: bool, actor: audit.Actor | None = None) -> None:
     """Add `message` to the write transaction of `session` and flush it, after the checks acceptance makes.
 
     Resolves the recipient of a response without to_sandbox (NotFound `unknown_correlation_id`), raises
     UnknownSandbox for a direct message to a sandbox that is not registered and Conflict
     `duplicate_message_id` for a client-chosen id that is taken. A concurrent insert of the same id surfaces
-    as IntegrityError (from the flush or the commit); the caller rolls back.
+    as IntegrityError (from the flush or the commit); the caller rolls back. With `actor`, an audit row
+    `message.accepted` joins the transaction.
     """
     if message.to_sandbox is None:
         message.to_sandbox = _requester(session, message.correlation_id)
@@ -80,6 +82,10 @@ def store(session, message: Message, *, client_chose_id: bool) -> None:
         raise duplicate_message_id(message.id)
     session.add(message)
     session.flush()
+    if actor is not None:
+        audit.record(session, actor, "message.accepted", target=f"message:{message.id}",
+                     from_sandbox=message.from_sandbox, to_sandbox=message.to_sandbox,
+                     message_type=message.message_type)
 
 
 def _requester(session, correlation_id: str) -> str:

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from app.db import Database
 from app.errors import Conflict, UnknownSandbox
 from app.models import EntryState, MailboxEntry, Sandbox, SandboxStatus, isoformat, utcnow
+from app.services import audit
 from app.services.events import SANDBOX_OFFLINE, SANDBOX_ONLINE, event_notification
 
 
@@ -45,12 +46,13 @@ def _public(session, sandbox: Sandbox) -> dict:
     return sandbox_to_dict(sandbox, settled_seqs(session, [sandbox])[sandbox.id])
 
 
-def register(db: Database, sandbox_id: str, workspace: str, agents: list, metadata: dict) -> tuple[dict, bool]:
+def register(db: Database, sandbox_id: str, workspace: str, agents: list, metadata: dict,
+             actor: audit.Actor | None = None) -> tuple[dict, bool]:
     """Register `sandbox_id`, or update its agents and metadata if it exists; return (sandbox, created).
 
     Registering again with the same id is safe: the mailbox and its sequence are kept. Moving a
     registered sandbox to another workspace is refused with Conflict. A new registration starts
-    `offline`; a mailbox socket makes it `online`.
+    `offline`; a mailbox socket makes it `online`. With `actor` the registration is audited.
     """
     now = utcnow()
     with db.write() as session:
@@ -76,18 +78,25 @@ def register(db: Database, sandbox_id: str, workspace: str, agents: list, metada
             sandbox.status = SandboxStatus.OFFLINE
         sandbox.last_heartbeat = now
         session.flush()
+        if actor is not None:
+            audit.record(session, actor, "sandbox.registered", target=f"sandbox:{sandbox_id}", workspace=workspace,
+                         created=created, agents=[a.get("name") for a in agents])
         return _public(session, sandbox), created
 
 
-def unregister(db: Database, sandbox_id: str) -> dict:
-    """Mark `sandbox_id` unregistered (its mailbox is kept); raise UnknownSandbox if it is not registered."""
+def unregister(db: Database, sandbox_id: str, actor: audit.Actor | None = None) -> dict:
+    """Mark `sandbox_id` unregistered (its mailbox is kept) and revoke its tokens; raise UnknownSandbox if it is not
+    registered. With `actor` the unregistration is audited."""
     with db.write() as session:
         sandbox = session.get(Sandbox, sandbox_id)
         if sandbox is None or not sandbox.is_registered:
             raise UnknownSandbox(sandbox_id)
         sandbox.status = SandboxStatus.UNREGISTERED
         sandbox.unregistered_at = utcnow()
+        sandbox.token_version += 1
         session.flush()
+        if actor is not None:
+            audit.record(session, actor, "sandbox.unregistered", target=f"sandbox:{sandbox_id}")
         return _public(session, sandbox)
 
 

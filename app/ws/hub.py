@@ -82,6 +82,11 @@ class Hub:
         with self._lock:
             return bool(self._mailboxes.get(sandbox_id))
 
+    def mailbox_socket_count(self, sandbox_id: str) -> int:
+        """How many mailbox sockets of `sandbox_id` this process holds open."""
+        with self._lock:
+            return len(self._mailboxes.get(sandbox_id, ()))
+
     def socket_count(self) -> int:
         """How many sockets of this process are subscribed."""
         with self._lock:

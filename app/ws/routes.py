@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 
 from flask import request
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 
-from app.auth import authenticate
+from app.auth import authenticate_frame, is_authenticated, require
 from app.context import BusContext, bus
-from app.errors import BusError, InvalidRequest
+from app.errors import BusError, InvalidRequest, TooManyRequests, Unauthorized
 from app.models import SandboxStatus
 from app.schemas import AckFrameSchema, MailboxQuery, NackFrameSchema, load_or_raise, parse_json, query_args
 from app.services import mailbox, redelivery, registry
@@ -30,6 +31,8 @@ REPLAY_BATCH = 500
 CLOSE_POLICY = 1008
 PING_TYPES = ("ping", "heartbeat")
 CLOSE_REPLY_WAIT = 2.0  # seconds a refused socket waits for the client's closing reply
+RECEIVE_POLL = 5.0  # seconds between checks that the socket's reader thread is still alive
+AUTH_FRAME_TIMEOUT = 10.0  # seconds a socket without a token in its handshake has to send its `auth` frame
 
 
 class FrameSender:
@@ -115,10 +118,15 @@ def mailbox_socket(ws, sandbox_id: str):
     """A sandbox's mailbox: `welcome`, replay of entries after `since`, live entries; the client sends `ack`."""
     ctx = bus()
     sender = FrameSender(ws)
-    authenticate()
     try:
+        _authenticate_socket(ws)
+        require("mailbox.read", sandbox_id=sandbox_id)
         since = load_or_raise(MailboxQuery(only=("since",)), query_args(request.args), what="query string")["since"]
         sandbox = registry.get_registered(ctx.db, sandbox_id)
+        if ctx.hub.mailbox_socket_count(sandbox_id) >= ctx.settings.max_sockets_per_sandbox:
+            raise TooManyRequests(f"sandbox {sandbox_id!r} already has {ctx.settings.max_sockets_per_sandbox} open "
+                                  "mailbox sockets on this node", retry_after=1, code="too_many_sockets",
+                                  details={"sandbox_id": sandbox_id, "limit": ctx.settings.max_sockets_per_sandbox})
     except BusError as exc:
         _refuse(ws, sender, exc)
         return
@@ -142,19 +150,38 @@ def mailbox_socket(ws, sandbox_id: str):
 @sock.route("/ws/broadcast")
 def broadcast_socket(ws):
     """Every broadcast message accepted from now on, as `message` frames (no seq: not a mailbox)."""
-    _stream_channel(ws, bus().hub.subscribe_broadcast())
+    _stream_channel(ws, bus().hub.subscribe_broadcast)
 
 
 @sock.route("/ws/events")
 def events_socket(ws):
     """System events (sandbox registered/unregistered/connected, message accepted/delivered) as `event` frames."""
-    _stream_channel(ws, bus().hub.subscribe_events())
+    _stream_channel(ws, bus().hub.subscribe_events)
 
 
-def _stream_channel(ws, subscriber: Subscriber) -> None:
+def _authenticate_socket(ws) -> None:
+    """Make sure the socket's caller is authenticated: by its handshake (header or `token` query parameter),
+    else by its first frame, `{"type": "auth", "token": "…"}`, within AUTH_FRAME_TIMEOUT seconds."""
+    if is_authenticated():
+        return
+    raw = ws.receive(timeout=AUTH_FRAME_TIMEOUT)
+    if raw is None:
+        raise Unauthorized(f"no credentials within {AUTH_FRAME_TIMEOUT:g}s: send an `auth` frame first",
+                           details={"reason": "missing"})
+    frame = parse_json(raw, what="frame", code="invalid_frame")
+    authenticate_frame(frame if isinstance(frame, dict) else {})
+
+
+def _stream_channel(ws, subscribe) -> None:
     ctx = bus()
     sender = FrameSender(ws)
-    authenticate()
+    try:
+        _authenticate_socket(ws)
+        require("streams.observe")
+    except BusError as exc:
+        _refuse(ws, sender, exc)
+        return
+    subscriber = subscribe()
 
     def forward():
         try:
@@ -179,9 +206,15 @@ def _read_client_frames(ws, sender: FrameSender, on_frame) -> None:
     answer pings with a pong and report bad frames with an `error` frame."""
     while True:
         try:
-            raw = ws.receive()
-        except ConnectionClosed:
+            raw = ws.receive(timeout=RECEIVE_POLL)
+        except ConnectionClosed:  # the closing handshake is over (either side began it, e.g. 1009 frame too big)
+            _drop_connection(ws)
             return
+        if raw is None:
+            if not ws.thread.is_alive():
+                _drop_connection(ws)
+                return
+            continue
         try:
             frame = parse_json(raw, what="frame", code="invalid_frame")
             if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
@@ -194,6 +227,15 @@ def _read_client_frames(ws, sender: FrameSender, on_frame) -> None:
                                      details={"type": frame["type"]})
         except BusError as exc:
             _try_send_error(sender, exc)
+
+
+def _drop_connection(ws) -> None:
+    """End the TCP connection of a socket whose reader has stopped (simple_websocket leaves it open after it
+    sent a close frame itself, and the client would wait for the server to hang up)."""
+    try:
+        ws.sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def _refuse(ws, sender: FrameSender, exc: BusError) -> None:
@@ -221,9 +263,11 @@ def _on_mailbox_frame(ctx: BusContext, sandbox_id: str, frame: dict) -> bool:
         for event in registry.heartbeat(ctx.db, sandbox_id)[1]:
             ctx.notifier.publish(event)
     elif frame["type"] == "ack":
+        require("mailbox.settle", sandbox_id=sandbox_id)
         ack = load_or_raise(AckFrameSchema(), frame, what="ack frame")
         redelivery.ack(ctx.db, sandbox_id, ack["seq"])
     elif frame["type"] == "nack":
+        require("mailbox.settle", sandbox_id=sandbox_id)
         nack = load_or_raise(NackFrameSchema(), frame, what="nack frame")
         ctx.notifier.publish(redelivery.nack(ctx.db, sandbox_id, nack["seq"], nack["reason"]))
     else:

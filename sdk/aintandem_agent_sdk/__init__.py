@@ -28,6 +28,7 @@ from aintandem_agent_sdk.errors import (
     CollaborationFailed,
     CollaborationTimeout,
     ConfigurationError,
+    PermissionDenied,
 )
 from aintandem_agent_sdk.messages import AgentMessage, MessageType
 
@@ -52,6 +53,7 @@ __all__ = [
     "ContainerAgentConfig",
     "Handler",
     "MessageType",
+    "PermissionDenied",
     "RetryPolicy",
     "StatusCallback",
     "__version__",

@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import signal
+import time
 import uuid
 from enum import Enum
 from typing import Any, Awaitable, Callable, Optional, Union
@@ -30,6 +31,7 @@ from aintandem_agent_sdk.errors import (
     CollaborationFailed,
     CollaborationTimeout,
     ConfigurationError,
+    PermissionDenied,
 )
 from aintandem_agent_sdk.http import BusHttp
 from aintandem_agent_sdk.messages import AgentMessage, MessageType
@@ -100,6 +102,9 @@ class ContainerAgent:
         self._failures = 0
         self._refusal: dict[str, Any] = {}
         self._closing: asyncio.Future[None] | None = None
+        self._token: str | None = self.config.token
+        self._token_expires_at: float | None = None
+        self._recoveries = 0
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -151,7 +156,8 @@ class ContainerAgent:
     async def _open_session(self) -> None:
         await self._register_when_up()
         self._tasks = [asyncio.create_task(self._connection_loop(), name=f"bus-socket-{self.sandbox_id}"),
-                       asyncio.create_task(self._heartbeat_loop(), name=f"bus-heartbeat-{self.sandbox_id}")]
+                       asyncio.create_task(self._heartbeat_loop(), name=f"bus-heartbeat-{self.sandbox_id}"),
+                       asyncio.create_task(self._token_refresh_loop(), name=f"bus-token-{self.sandbox_id}")]
         self._tasks += [asyncio.create_task(self._handler_loop(), name=f"bus-handler-{self.sandbox_id}-{n}")
                         for n in range(self.config.max_concurrent_handlers)]
         connected = asyncio.ensure_future(self._connected.wait())
@@ -230,15 +236,59 @@ class ContainerAgent:
 
     def _client(self) -> BusHttp:
         if self._http is None:
-            self._http = BusHttp(self.bus_url, self.config.token, self.config.request_timeout, self.config.retry)
+            self._http = BusHttp(self.bus_url, self._token, self.config.request_timeout, self.config.retry)
         return self._http
 
     async def register(self) -> dict[str, Any]:
-        """Register (or update) this sandbox and its agent with the bus; returns the bus's registration."""
-        return await self._client().request("POST", "/api/v1/sandboxes/register", json={
-            "sandbox_id": self.sandbox_id, "workspace": self.config.workspace,
-            "agents": [self.agent.describe()], "metadata": self.config.metadata,
-        })
+        """Register (or update) this sandbox and its agent with the bus; returns the bus's registration.
+
+        The bus answers with a sandbox token; the agent uses it from then on (the configured token may be an
+        operator or registrar API key, good for registering only). If the current token is refused (it
+        expired, or the sandbox was unregistered meanwhile), the configured token is tried once more.
+        """
+        body = {"sandbox_id": self.sandbox_id, "workspace": self.config.workspace,
+                "agents": [self.agent.describe()], "metadata": self.config.metadata}
+        try:
+            registration = await self._client().request("POST", "/api/v1/sandboxes/register", json=body)
+        except AuthenticationError:
+            if not self.config.token or self.config.token == self._token:
+                raise
+            registration = await self._client().request("POST", "/api/v1/sandboxes/register", json=body,
+                                                        token=self.config.token)
+        if registration.get("token"):
+            self._use_token(registration["token"], registration.get("token_expires_at"))
+        return registration
+
+    def _use_token(self, token: str, expires_at: float | None) -> None:
+        self._token, self._token_expires_at = token, expires_at
+        self._client().set_token(token)
+
+    async def refresh_token(self) -> None:
+        """Get a fresh sandbox token from the bus now (the agent does it by itself before the token expires)."""
+        issued = await self._client().request("POST", f"/api/v1/sandboxes/{quote(self.sandbox_id, safe='')}/token",
+                                              json={})
+        self._use_token(issued["token"], issued.get("expires_at"))
+        log.info("sandbox token refreshed; it expires in %.0fs", (issued.get("expires_at") or 0) - time.time())
+
+    async def _token_refresh_loop(self) -> None:
+        """Refresh the token when two thirds of its life have passed; retry with back-off when that fails."""
+        failures = 0
+        while True:
+            if self._token_expires_at is None:
+                await asyncio.sleep(self.config.heartbeat_interval)
+                continue
+            await asyncio.sleep(max(1.0, (self._token_expires_at - time.time()) * 2 / 3))
+            try:
+                await self.refresh_token()
+                failures = 0
+            except BusRejected as exc:
+                log.error("the bus refused to refresh the sandbox token: %s", exc)
+                self._token_expires_at = None
+            except BusError as exc:
+                failures += 1
+                delay = self.config.reconnect.delay(failures)
+                log.warning("could not refresh the sandbox token (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
 
     async def unregister(self) -> None:
         """Remove this sandbox from the registry (its mailbox is kept for a later registration)."""
@@ -327,8 +377,8 @@ class ContainerAgent:
         return f"{scheme}://{parts.netloc}{parts.path}/ws/sandboxes/{quote(self.sandbox_id, safe='')}?since={position}"
 
     async def _connection_loop(self) -> None:
-        headers = {"Authorization": f"Bearer {self.config.token}"} if self.config.token else {}
         while True:
+            headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
             try:
                 async with connect(self._socket_url(), additional_headers=headers, max_size=MAX_FRAME_BYTES,
                                    open_timeout=self.config.request_timeout, close_timeout=2) as ws:
@@ -348,9 +398,11 @@ class ContainerAgent:
                 problem = f"connection lost ({exc})"
             except InvalidStatus as exc:
                 status = exc.response.status_code
+                if status == 401 and await self._recover_credentials():
+                    continue
                 if 400 <= status < 500 and status != 429:
-                    await self._give_up((AuthenticationError if status in (401, 403) else BusRejected)(
-                        status, f"http_{status}", f"the bus refused the socket with HTTP {status}"))
+                    kind = {401: AuthenticationError, 403: PermissionDenied}.get(status, BusRejected)
+                    await self._give_up(kind(status, f"http_{status}", f"the bus refused the socket with HTTP {status}"))
                     return
                 problem = f"the bus answered the socket with HTTP {status}"
             except (OSError, asyncio.TimeoutError, InvalidHandshake) as exc:
@@ -360,6 +412,19 @@ class ContainerAgent:
             log.warning("%s; reconnecting in %.1fs (attempt %d)", problem, delay, self._failures)
             await self._set_status(ConnectionStatus.RECONNECTING, f"{problem}; retrying in {delay:.1f}s")
             await asyncio.sleep(delay)
+
+    async def _recover_credentials(self) -> bool:
+        """The socket's token was refused: register again (with the configured token if need be) for a new one.
+        Gives up after two tries that did not lead to a connection."""
+        if self._recoveries >= 2:
+            return False
+        self._recoveries += 1
+        try:
+            await self.register()
+            return True
+        except BusError as exc:
+            log.error("the bus refused this sandbox's credentials: %s", exc)
+            return False
 
     async def _on_refused(self, code: str) -> bool:
         """The bus refused the socket (close 1008): re-register once if it forgot us; else give up for good."""
@@ -405,7 +470,7 @@ class ContainerAgent:
             self._in_flight.clear()
             await ws.close()
             return
-        self._failures, self._refusal = 0, {}
+        self._failures, self._refusal, self._recoveries = 0, {}, 0
         self._connected.set()
         log.info("connected to %s as %s (resuming after seq %d; mailbox head %d)", self.bus_url, self.sandbox_id,
                  self._cursor.position, head)

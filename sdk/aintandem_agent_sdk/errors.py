@@ -6,7 +6,8 @@
     ├── BusConnectionError        the bus could not be reached (after the retry policy was used up)
     ├── BusServerError            the bus kept answering 5xx or 429 (after the retry policy was used up)
     ├── BusRejected               the bus refused the request (4xx); carries the server's error code
-    │   └── AuthenticationError   401/403: missing, invalid or insufficient token
+    │   ├── AuthenticationError   401: missing, invalid, expired or revoked credentials
+    │   └── PermissionDenied      403: the credentials may not do this (role, other sandbox, policy)
     ├── BusTimeoutError           something did not happen in time
     │   └── CollaborationTimeout  collaborate_with got no response within its timeout
     └── CollaborationFailed       the other agent's handler raised while answering collaborate_with
@@ -29,6 +30,7 @@ __all__ = [
     "CollaborationFailed",
     "CollaborationTimeout",
     "ConfigurationError",
+    "PermissionDenied",
 ]
 
 
@@ -78,7 +80,12 @@ class BusRejected(BusError):
 
 
 class AuthenticationError(BusRejected):
-    """The bus refused the credentials (401) or what they allow (403). Check BUS_TOKEN."""
+    """The bus refused the credentials (401): missing, invalid, expired or revoked. Check BUS_TOKEN."""
+
+
+class PermissionDenied(BusRejected):
+    """The credentials are valid but may not do this (403): `code` is ``forbidden``, ``sandbox_mismatch``,
+    ``workspace_mismatch`` or ``policy_denied`` (then `details["rule"]` names the refusing rule)."""
 
 
 class BusTimeoutError(BusError):

@@ -9,7 +9,13 @@ from typing import Any
 import httpx
 
 from aintandem_agent_sdk.config import RetryPolicy
-from aintandem_agent_sdk.errors import AuthenticationError, BusConnectionError, BusRejected, BusServerError
+from aintandem_agent_sdk.errors import (
+    AuthenticationError,
+    BusConnectionError,
+    BusRejected,
+    BusServerError,
+    PermissionDenied,
+)
 
 __all__ = ["BusHttp"]
 
@@ -32,11 +38,20 @@ class BusHttp:
         self.client = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout,
                                         transport=transport)
 
+    def set_token(self, token: str | None) -> None:
+        """Send `token` as the bearer token from now on (None: no credentials)."""
+        if token:
+            self.client.headers["Authorization"] = f"Bearer {token}"
+        else:
+            self.client.headers.pop("Authorization", None)
+
     async def request(self, method: str, path: str, json: dict[str, Any] | None = None,
-                      idempotency_key: str | None = None) -> dict[str, Any]:
-        """Make the call and return the JSON answer; raises BusRejected (4xx), or after the last attempt
-        BusConnectionError / BusServerError."""
+                      idempotency_key: str | None = None, token: str | None = None) -> dict[str, Any]:
+        """Make the call (with `token` instead of the client's own, when given) and return the JSON answer;
+        raises BusRejected (4xx), or after the last attempt BusConnectionError / BusServerError."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         failure: Exception = BusConnectionError("no attempt made")
         for attempt in range(1, self.retry.max_attempts + 1):
             if attempt > 1:
@@ -77,7 +92,7 @@ def _error_body(response: httpx.Response) -> tuple[str, str, dict[str, Any]]:
 
 def _rejected(response: httpx.Response) -> BusRejected:
     code, message, details = _error_body(response)
-    kind = AuthenticationError if response.status_code in (401, 403) else BusRejected
+    kind = {401: AuthenticationError, 403: PermissionDenied}.get(response.status_code, BusRejected)
     return kind(response.status_code, code, message, details)
 
 

@@ -1,0 +1,20 @@
+"""The audit trail, for admins and operators."""
+
+from __future__ import annotations
+
+from flask import jsonify, request
+
+from app.api import api
+from app.auth import require
+from app.context import bus
+from app.schemas import AuditQuery, load_or_raise, query_args
+from app.services import audit
+
+
+@api.get("/audit")
+def list_audit_events():
+    """Audit rows, oldest first, filtered by action, outcome, actor, target, since/until; paged by `after`."""
+    require("audit.read")
+    query = load_or_raise(AuditQuery(), query_args(request.args), what="query string")
+    after, limit = query.pop("after"), query.pop("limit")
+    return jsonify(audit.list_page(bus().db, audit.AuditFilter(**query), after, limit))
