@@ -11,6 +11,10 @@ from app.config import Settings
 log = logging.getLogger(__name__)
 
 BODY_OVERHEAD_BYTES = 64 * 1024  # room for the envelope around the largest allowed content
+METRICS = [  # counters this process keeps in BusContext.counters
+    ("auth_failures", "Failed authentications (missing, invalid, expired or revoked credentials)."),
+    ("rate_limited", "Requests refused with 429 by the per-caller rate limit."),
+]
 
 
 def create_app(settings: Settings | None = None, *, celery=None, start_listener: bool = True) -> Flask:
@@ -69,5 +73,14 @@ def create_app(settings: Settings | None = None, *, celery=None, start_listener:
     def healthz():
         """The process is alive and serving."""
         return jsonify({"status": "ok"})
+
+    @app.get("/metrics")
+    def metrics():
+        """This process's counters in Prometheus text format (open, like /healthz)."""
+        lines = []
+        for name, help_text in METRICS:
+            lines += [f"# HELP collab_bus_{name}_total {help_text}", f"# TYPE collab_bus_{name}_total counter",
+                      f"collab_bus_{name}_total {ctx.counters[name]}"]
+        return "\n".join(lines) + "\n", 200, {"Content-Type": "text/plain; version=0.0.4"}
 
     return app

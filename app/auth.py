@@ -61,6 +61,7 @@ def authenticate(token: str | None) -> Principal:
         raise
     wait = ctx.rate_limiter.take(principal.actor)
     if wait:
+        ctx.counters["rate_limited"] += 1
         raise TooManyRequests(f"request rate above {ctx.settings.rate_limit_per_second:g}/s for this caller",
                               retry_after=wait, details={"reason": "rate_limit"})
     g.principal = principal

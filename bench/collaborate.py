@@ -21,8 +21,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from aintandem_agent_sdk import BaseAgent, ContainerAgent, MessageType  # noqa: E402
-from tests.servers import BusProcess, RedisServer  # noqa: E402
+from aintandem_agent_sdk import BaseAgent, ContainerAgent, ContainerAgentConfig, MessageType  # noqa: E402
+from tests.servers import TEST_ADMIN_KEY, BusProcess, RedisServer  # noqa: E402
 
 MODES = ("embedded", "redis")
 
@@ -44,8 +44,9 @@ async def measure(bus_url: str, calls: int, warmup: int) -> list[float]:
     async def answer(message):
         return {"echo": message.content["task"]}
 
-    async with ContainerAgent("bench-researcher", bus_url, researcher) as _, \
-            ContainerAgent("bench-planner", bus_url, BaseAgent("planner")) as planner:
+    config = ContainerAgentConfig(token=TEST_ADMIN_KEY)  # registers with the key, then uses sandbox tokens
+    async with ContainerAgent("bench-researcher", bus_url, researcher, config) as _, \
+            ContainerAgent("bench-planner", bus_url, BaseAgent("planner"), config) as planner:
         for n in range(warmup):
             await planner.collaborate_with("bench-researcher", f"warm-up {n}", timeout=30)
         timings = []

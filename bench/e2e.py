@@ -36,7 +36,7 @@ from websockets.sync.client import connect  # noqa: E402
 
 from app.broker import broker_priority, make_celery  # noqa: E402
 from app.config import Settings  # noqa: E402
-from tests.servers import BusProcess, RedisServer, wait_for  # noqa: E402
+from tests.servers import ADMIN_HEADERS, BusProcess, RedisServer, wait_for  # noqa: E402
 
 MODES = ("embedded", "redis")
 WARMUP_MESSAGES = 50
@@ -266,7 +266,7 @@ def send_messages(base_url: str, sender: str, receiver: str, count: int, senders
     start = time.perf_counter() + 0.05
 
     def sender_loop() -> None:
-        with httpx.Client(base_url=base_url, timeout=HTTP_TIMEOUT) as client:
+        with httpx.Client(base_url=base_url, timeout=HTTP_TIMEOUT, headers=ADMIN_HEADERS) as client:
             while not stop.is_set():
                 try:
                     index = indexes.get_nowait()
@@ -329,10 +329,11 @@ def run_bus_phase(bus: BenchBus, label: str, count: int, senders: int, rate: flo
     """Send `count` messages to a fresh receiver holding its WebSocket; measure rate, latency, loss."""
     suffix = uuid.uuid4().hex[:8]
     sender_id, receiver_id = f"bench-sender-{suffix}", f"bench-receiver-{suffix}"
-    with httpx.Client(base_url=bus.url, timeout=HTTP_TIMEOUT) as client:
+    with httpx.Client(base_url=bus.url, timeout=HTTP_TIMEOUT, headers=ADMIN_HEADERS) as client:
         register(client, sender_id)
         register(client, receiver_id)
     with connect(f"{bus.ws_url}/ws/sandboxes/{receiver_id}?since=0", open_timeout=HTTP_TIMEOUT,
+                 additional_headers=ADMIN_HEADERS,
                  max_size=None) as ws:
         receiver = MailboxReceiver(ws)
         receiver.start()

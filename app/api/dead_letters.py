@@ -8,13 +8,13 @@ from flask import jsonify, request
 
 from app.api import api
 from app.api.helpers import json_body
-from app.auth import require
+from app.auth import current_actor, require
 from app.context import BusContext, bus
 from app.errors import InvalidRequest
 from app.schemas import (
     BulkReplaySchema, DeadLetterListQuery, DeadLetterPurgeQuery, load_or_raise, query_args,
 )
-from app.services import dead_letters
+from app.services import audit, dead_letters
 from app.services.dead_letters import DeadLetterFilter
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ def delete_dead_letter(dead_letter_id: int):
     """Remove one dead letter."""
     require("dead_letters.manage")
     dead_letters.delete(bus().db, dead_letter_id)
+    audit.record_now(bus().db, current_actor(), "dead_letter.deleted", target=f"dead_letter:{dead_letter_id}")
     return jsonify({"id": dead_letter_id, "deleted": True})
 
 
@@ -77,11 +78,16 @@ def purge_dead_letters():
     if where.is_empty and not query["all"]:
         raise InvalidRequest("purging every dead letter needs `all=true`; or filter by reason, sandbox_id, "
                              "message_id, since or until", code="filter_required")
-    return jsonify({"purged": dead_letters.purge(bus().db, where)})
+    purged = dead_letters.purge(bus().db, where)
+    audit.record_now(bus().db, current_actor(), "dead_letter.purged", target=None, count=purged,
+                     filter={k: str(v) for k, v in query.items() if v is not None and k != "all"})
+    return jsonify({"purged": purged})
 
 
 def _replay(ctx: BusContext, dead_letter_id: int):
     outcome = dead_letters.replay(ctx.db, dead_letter_id, ctx.policy)
+    audit.record_now(ctx.db, current_actor(), "dead_letter.replayed", target=f"dead_letter:{dead_letter_id}",
+                     message_id=outcome.message_id)
     if outcome.enqueue:
         try:
             ctx.delivery.enqueue(*outcome.enqueue)
