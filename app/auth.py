@@ -11,6 +11,7 @@ With AUTH_ENABLED=false every caller is an anonymous admin.
 from __future__ import annotations
 
 import logging
+import time
 
 from flask import g, request
 
@@ -101,6 +102,28 @@ def authenticate_frame(frame: dict) -> Principal:
                            "frame, or a token in the Authorization header or `token` query parameter",
                            details={"reason": "missing"})
     return authenticate(frame["token"])
+
+
+REFUSAL_AUDIT_INTERVAL = 10.0  # seconds: a flood of 429s from one caller leaves one audit row per interval
+
+
+def audit_refusal(status: int, code: str) -> None:
+    """Audit a request refused with 413 or 429 (`request.refused`); 429s at most once per caller per interval."""
+    ctx = bus()
+    principal = g.get("principal")
+    actor = audit.Actor(principal.actor if principal else "anonymous", principal.role if principal else None,
+                        client_address())
+    if status == 429:
+        now = time.monotonic()
+        last = ctx.refusal_audit_times.get((actor.id, actor.remote_addr))
+        if last is not None and now - last < REFUSAL_AUDIT_INTERVAL:
+            return
+        ctx.refusal_audit_times[(actor.id, actor.remote_addr)] = now
+    try:
+        audit.record_now(ctx.db, actor, "request.refused", audit.REFUSED, target=request.path, status=status,
+                         code=code, method=request.method)
+    except Exception:
+        log.exception("could not audit a refused request")
 
 
 def is_authenticated() -> bool:

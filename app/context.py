@@ -31,6 +31,7 @@ class BusContext:
     rate_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(50.0, 100))
     auth_failures: FailureLimiter = field(default_factory=lambda: FailureLimiter(20))
     counters: Counter = field(default_factory=Counter)
+    refusal_audit_times: dict = field(default_factory=dict)
 
 
 def bus() -> BusContext:

@@ -287,6 +287,8 @@ def test_oversized_bodies_are_413(secure_bus, admin, unique):
         huge = own.post("/api/v1/messages", content=b'{"a":"' + b"x" * (400 * 1024) + b'"}',
                         headers={"Content-Type": "application/json"})
         assert huge.status_code == 413
+    refusals = audited(admin, action="request.refused", actor=f"sandbox:{sandbox}")
+    assert [e["details"]["status"] for e in refusals] == [413, 413]
 
 
 # ----------------------------------------------------------------- limits
@@ -326,6 +328,10 @@ def test_a_flood_past_the_rate_limit_is_429_with_retry_after(strict_bus):
     assert answers[0].status_code == 200 and limited
     assert int(limited[0].headers["Retry-After"]) >= 1
     assert limited[0].json()["error"]["details"]["reason"] == "rate_limit"
+    time.sleep(1)
+    with bus_client(strict_bus.url) as http:
+        refusals = http.get("/api/v1/audit", params={"action": "request.refused"}).json()["events"]
+    assert [e["details"]["status"] for e in refusals] == [429]  # one row per caller per 10 s, not one per request
 
 
 def test_repeated_failed_authentications_block_the_address(strict_bus):

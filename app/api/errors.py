@@ -8,9 +8,12 @@ from flask import Flask, jsonify
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
+from app.auth import audit_refusal
 from app.errors import BusError, Unavailable
 
 log = logging.getLogger(__name__)
+
+AUDITED_STATUSES = (413, 429)  # refusals the audit trail records here (401/403 are audited where they arise)
 
 _HTTP_CODES = {
     400: "bad_request", 500: "internal_error", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
@@ -25,6 +28,8 @@ def register_error_handlers(app: Flask) -> None:
     def _bus_error(exc: BusError):
         if exc.status >= 500:
             log.error("request failed: %s", exc.message)
+        if exc.status in AUDITED_STATUSES:
+            audit_refusal(exc.status, exc.code)
         return jsonify(exc.to_dict()), exc.status, exc.headers()
 
     @app.errorhandler(HTTPException)
@@ -32,6 +37,8 @@ def register_error_handlers(app: Flask) -> None:
         if exc.code >= 500:
             log.error("request failed", exc_info=getattr(exc, "original_exception", None) or exc)
         body = {"error": {"code": _HTTP_CODES.get(exc.code, "http_error"), "message": exc.description, "details": {}}}
+        if exc.code in AUDITED_STATUSES:
+            audit_refusal(exc.code, body["error"]["code"])
         return jsonify(body), exc.code
 
     @app.errorhandler(OperationalError)
