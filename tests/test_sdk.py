@@ -345,3 +345,22 @@ def test_a_request_pushed_again_while_its_handler_runs_is_handled_once(impatient
         assert state["deliveries"][0]["state"] == "acked"
 
     run(scenario())
+
+
+def test_the_agent_refreshes_its_token_and_recovers_when_it_is_revoked(sdk_bus, unique):
+    async def scenario():
+        sender, receiver = unique("sender"), unique("receiver")
+        async with agent_for(sdk_bus, sender) as s, agent_for(sdk_bus, receiver) as r:
+            first = s._token
+            assert first != TEST_ADMIN_KEY and first.count(".") == 2  # registered with the key, works as itself
+            await s.refresh_token()
+            assert s._token != first and s._token_expires_at > time.time()
+            rotated = httpx.post(f"{sdk_bus.url}/api/v1/sandboxes/{sender}/token", headers=ADMIN_HEADERS,
+                                 json={"rotate": True})  # an operator revokes every token of the sender
+            assert rotated.status_code == 200
+            await s.send_message(receiver, {"after": "rotation"}, MessageType.NOTIFICATION)  # re-registers, retries
+            await eventually(lambda: [m.content for m in r.agent.received] == [{"after": "rotation"}],
+                             "the message sent after the rotation")
+            assert s._token not in (first, rotated.json()["token"])
+
+    run(scenario())

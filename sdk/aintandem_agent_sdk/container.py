@@ -259,6 +259,18 @@ class ContainerAgent:
             self._use_token(registration["token"], registration.get("token_expires_at"))
         return registration
 
+    async def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """A REST call with the sandbox token; if the bus refuses the token (rotated, expired, sandbox re-created),
+        register again with the configured credentials once and retry."""
+        try:
+            return await self._client().request(method, path, **kwargs)
+        except AuthenticationError:
+            if not self.config.token or self.config.token == self._token:
+                raise
+            log.warning("the bus refused the sandbox token on %s %s; registering again for a new one", method, path)
+            await self.register()
+            return await self._client().request(method, path, **kwargs)
+
     def _use_token(self, token: str, expires_at: float | None) -> None:
         self._token, self._token_expires_at = token, expires_at
         self._client().set_token(token)
@@ -332,7 +344,7 @@ class ContainerAgent:
         return body
 
     async def _post_message(self, path: str, body: dict[str, Any]) -> str:
-        answer = await self._client().request("POST", path, json=body, idempotency_key=uuid.uuid4().hex)
+        answer = await self._request("POST", path, json=body, idempotency_key=uuid.uuid4().hex)
         return str(answer["message_id"])
 
     async def collaborate_with(self, target_sandbox: str, task: str | dict[str, Any], timeout: float = 30.0, *,
@@ -567,7 +579,7 @@ class ContainerAgent:
     async def _settle_over_rest(self, verb: str, body: dict[str, Any]) -> None:
         """ACK/NACK without a socket; if even that fails the bus pushes the entry again and we ACK it then."""
         try:
-            await self._client().request("POST", f"/api/v1/sandboxes/{quote(self.sandbox_id, safe='')}/{verb}",
+            await self._request("POST", f"/api/v1/sandboxes/{quote(self.sandbox_id, safe='')}/{verb}",
                                          json=body)
         except BusRejected as exc:
             log.info("%s of seq %s refused: %s", verb, body["seq"], exc)
