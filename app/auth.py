@@ -22,7 +22,7 @@ from app.services.auth import ANONYMOUS_ADMIN, Principal, authenticate_token, au
 
 log = logging.getLogger(__name__)
 
-OPEN_PATHS = ("/healthz", "/readyz", "/metrics")
+OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/api/v1/openapi.json", "/api/docs")
 
 
 def bearer_token() -> str | None:
