@@ -11,10 +11,6 @@ from app.config import Settings
 log = logging.getLogger(__name__)
 
 BODY_OVERHEAD_BYTES = 64 * 1024  # room for the envelope around the largest allowed content
-METRICS = [  # counters this process keeps in BusContext.counters
-    ("auth_failures", "Failed authentications (missing, invalid, expired or revoked credentials)."),
-    ("rate_limited", "Requests refused with 429 by the per-caller rate limit."),
-]
 
 
 def create_app(settings: Settings | None = None, *, celery=None, start_listener: bool = True) -> Flask:
@@ -30,6 +26,8 @@ def create_app(settings: Settings | None = None, *, celery=None, start_listener:
     from app.context import BusContext
     from app.db import Database
     from app.fanout import FanoutListener, KombuNotifier
+    from app.metrics import GaugeCollector, MetricsNotifier, exposition
+    from prometheus_client import CollectorRegistry
     from app.services import auth
     from app.services.limits import FailureLimiter, RateLimiter
     from app.services.redelivery import RedeliveryPolicy
@@ -48,7 +46,8 @@ def create_app(settings: Settings | None = None, *, celery=None, start_listener:
         settings=settings,
         db=Database(settings.database_url),
         delivery=CeleryDeliveryQueue(celery, settings.broker_kind),
-        notifier=KombuNotifier(settings.broker_url, settings.fanout_exchange, options, settings.broker_kind),
+        notifier=MetricsNotifier(KombuNotifier(settings.broker_url, settings.fanout_exchange, options,
+                                               settings.broker_kind)),
         hub=Hub(),
         policy=RedeliveryPolicy.from_settings(settings),
         jwt_secret=auth.jwt_secret(settings.auth_jwt_secret, settings.data_dir / "jwt-secret"),
@@ -74,13 +73,63 @@ def create_app(settings: Settings | None = None, *, celery=None, start_listener:
         """The process is alive and serving."""
         return jsonify({"status": "ok"})
 
+    @app.get("/readyz")
+    def readyz():
+        """Ready to serve: the database and the broker answer (503 naming what does not)."""
+        checks = _readiness(ctx)
+        if all(result == "ok" for result in checks.values()):
+            return jsonify({"status": "ready", "checks": checks})
+        failed = [name for name, result in checks.items() if result != "ok"]
+        body = {"error": {"code": "not_ready", "message": f"{' and '.join(failed)} unreachable", "details": checks}}
+        return jsonify(body), 503, {"Retry-After": "5"}
+
+    gauges = CollectorRegistry(auto_describe=False)
+    gauges.register(GaugeCollector(lambda: _gauges(ctx)))
+
     @app.get("/metrics")
-    def metrics():
-        """This process's counters in Prometheus text format (open, like /healthz)."""
-        lines = []
-        for name, help_text in METRICS:
-            lines += [f"# HELP collab_bus_{name}_total {help_text}", f"# TYPE collab_bus_{name}_total counter",
-                      f"collab_bus_{name}_total {ctx.counters[name]}"]
-        return "\n".join(lines) + "\n", 200, {"Content-Type": "text/plain; version=0.0.4"}
+    def prometheus_metrics():
+        """This process's metrics in Prometheus text format (open, like /healthz)."""
+        body, content_type = exposition(gauges)
+        return body, 200, {"Content-Type": content_type}
 
     return app
+
+
+def _readiness(ctx) -> dict[str, str]:
+    """"ok", or what went wrong, for the database and the broker."""
+    from sqlalchemy import text
+
+    from app.broker import broker_reachable
+
+    checks = {}
+    try:
+        with ctx.db.read() as session:
+            session.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    try:
+        broker_reachable(ctx.settings)
+        checks["broker"] = "ok"
+    except Exception as exc:
+        checks["broker"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+    return checks
+
+
+def _gauges(ctx) -> dict:
+    """The gauges /metrics reads at scrape time: open sockets, sandboxes by status, queue depths."""
+    from app.broker import queue_depths
+    from app.services import registry
+
+    gauges = {
+        "collab_bus_open_websockets": ("WebSockets open on this API process.", {None: ctx.hub.socket_count()}, None),
+        "collab_bus_sandboxes": ("Sandboxes by status.", registry.status_counts(ctx.db), "status"),
+    }
+    try:
+        depths = queue_depths(ctx.settings)
+    except Exception as exc:
+        log.warning("could not read queue depths: %s", exc)
+        depths = {}
+    if depths:
+        gauges["collab_bus_queue_depth"] = ("Tasks waiting in each Celery queue.", depths, "queue")
+    return gauges

@@ -15,6 +15,7 @@ import time
 
 from flask import g, request
 
+from app import metrics
 from app.context import BusContext, bus
 from app.errors import Forbidden, TooManyRequests, Unauthorized
 from app.services import audit
@@ -55,14 +56,14 @@ def authenticate(token: str | None) -> Principal:
     except Unauthorized as exc:
         blocked = ctx.auth_failures.blocked_for(address)
         if blocked:  # past the limit: refused without further audit rows (valid credentials still pass)
-            ctx.counters["auth_failures"] += 1
+            metrics.AUTH_FAILURES.inc()
             raise TooManyRequests("too many failed authentications from this address; wait before trying again",
                                   retry_after=blocked, details={"reason": "auth_failures"}) from None
         _failed(ctx, address, exc)
         raise
     wait = ctx.rate_limiter.take(principal.actor)
     if wait:
-        ctx.counters["rate_limited"] += 1
+        metrics.RATE_LIMITED.inc()
         raise TooManyRequests(f"request rate above {ctx.settings.rate_limit_per_second:g}/s for this caller",
                               retry_after=wait, details={"reason": "rate_limit"})
     g.principal = principal
@@ -71,7 +72,7 @@ def authenticate(token: str | None) -> Principal:
 
 def _failed(ctx: BusContext, address: str, exc: Unauthorized) -> None:
     ctx.auth_failures.fail(address)
-    ctx.counters["auth_failures"] += 1
+    metrics.AUTH_FAILURES.inc()
     reason = exc.details.get("reason", "invalid")
     log.warning("authentication failed from %s on %s %s: %s", address, request.method, request.path, reason)
     try:

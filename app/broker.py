@@ -82,3 +82,53 @@ class CeleryDeliveryQueue:
             expires=datetime.fromtimestamp(expires_at, tz=timezone.utc) if expires_at else None,
             retry=True, retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2},
         )
+
+
+BUS_QUEUES = ("delivery", "lifecycle", "maintenance")
+
+
+def queue_depths(settings: Settings, timeout: float = 2.0) -> dict[str, int]:
+    """Tasks waiting in each bus queue (all priorities together); empty for the in-memory broker.
+
+    Redis: the lengths of the queue's lists (one per priority step, named ``queue:N``). RabbitMQ: a passive
+    declare of each queue. Raises the broker's connection error when it cannot be reached.
+    """
+    if settings.broker_kind == "redis":
+        import redis
+
+        client = redis.Redis.from_url(settings.broker_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        try:
+            pipe = client.pipeline()
+            names = {queue: [queue, *(f"{queue}:{step}" for step in range(1, PROTOCOL_MAX_PRIORITY + 1))]
+                     for queue in BUS_QUEUES}
+            for keys in names.values():
+                for key in keys:
+                    pipe.llen(key)
+            lengths = iter(pipe.execute())
+            return {queue: sum(next(lengths) for _ in keys) for queue, keys in names.items()}
+        finally:
+            client.close()
+    if settings.broker_kind == "rabbitmq":
+        from kombu import Connection
+
+        depths = {}
+        with Connection(settings.broker_url, connect_timeout=timeout) as connection:
+            channel = connection.channel()
+            for queue in BUS_QUEUES:
+                try:
+                    depths[queue] = channel.queue_declare(queue=queue, passive=True).message_count
+                except Exception:  # not declared yet: no worker has started
+                    channel = connection.channel()
+                    depths[queue] = 0
+        return depths
+    return {}
+
+
+def broker_reachable(settings: Settings, timeout: float = 2.0) -> None:
+    """Return when the broker answers; raise its connection error otherwise (the in-memory broker always does)."""
+    if settings.broker_kind == "memory":
+        return
+    from kombu import Connection
+
+    with Connection(settings.broker_url, connect_timeout=timeout, transport_options=transport_options(settings)) as conn:
+        conn.ensure_connection(max_retries=1, timeout=timeout)

@@ -46,7 +46,9 @@ def _settings(**overrides) -> Settings:
         if value is not None:
             os.environ[name] = str(value)
     settings = Settings.from_env()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from app.logs import configure
+
+    configure(settings.log_level, settings.log_format)
     if settings.log_level != "DEBUG":
         logging.getLogger("alembic").setLevel(logging.WARNING)
     return settings
@@ -185,8 +187,10 @@ def api(host: str, port: int, processes: int, threads: int, migrate: bool, certf
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--queues", "-Q", default="delivery,lifecycle,maintenance", show_default=True, help="Queues to consume.")
 @click.option("--concurrency", "-c", default=4, show_default=True, help="Worker threads.")
+@click.option("--metrics-port", envvar="WORKER_METRICS_PORT", type=int, default=None,
+              help="Serve this worker's Prometheus metrics on http://0.0.0.0:PORT/metrics.")
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
-def worker(queues: str, concurrency: int, celery_args: tuple[str, ...]) -> None:
+def worker(queues: str, concurrency: int, metrics_port: int | None, celery_args: tuple[str, ...]) -> None:
     """Run a Celery worker (a thin wrapper over `celery -A workers.celery_app worker`).
 
     Extra arguments go to `celery worker` unchanged.
@@ -197,6 +201,14 @@ def worker(queues: str, concurrency: int, celery_args: tuple[str, ...]) -> None:
     """
     settings = _settings()
     from celery.bin.celery import celery as celery_command
+
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        from app.metrics import REGISTRY
+
+        start_http_server(metrics_port, registry=REGISTRY)
+        click.echo(f"collab-bus worker: metrics on http://0.0.0.0:{metrics_port}/metrics")
 
     # Not celery_app.worker_main(): it drops the exit status, and a worker stopped by an unrecoverable error
     # must not exit 0 (a supervisor restarting failed workers would leave it dead).
@@ -233,7 +245,7 @@ def db_upgrade(revision: str) -> None:
     click.echo(f"database at {revision}")
 
 
-@db.command("downgrade")
+@db.command("downgrade", context_settings={"ignore_unknown_options": True})
 @click.argument("revision")
 def db_downgrade(revision: str) -> None:
     """Migrate the database down to REVISION (`base` drops every table)."""
@@ -328,3 +340,6 @@ class _database:
 
     def __exit__(self, *exc_info) -> None:
         self.database.dispose()
+
+
+from app import cli_ops  # noqa: E402,F401  (registers the operator commands)

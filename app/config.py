@@ -10,6 +10,7 @@ from typing import Mapping
 BACKENDS = ("memory", "redis", "rabbitmq")
 EDITIONS = ("community", "enterprise")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("text", "json")
 
 
 class ConfigError(ValueError):
@@ -73,6 +74,7 @@ class Settings:
     broker_url_override: str | None = None
     edition: str = "community"
     log_level: str = "INFO"
+    log_format: str = "text"
     host: str = "127.0.0.1"
     port: int = 8000
     max_content_bytes: int = 256 * 1024
@@ -108,6 +110,7 @@ class Settings:
             broker_url_override=env.get("BROKER_URL") or None,
             edition=_choice(env, "EDITION", "community", EDITIONS),
             log_level=_choice(env, "LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
+            log_format=_choice(env, "LOG_FORMAT", "text", LOG_FORMATS),
             host=env.get("HOST") or cls.host,
             port=_int(env, "PORT", cls.port, minimum=1),
             max_content_bytes=_int(env, "MAX_CONTENT_BYTES", cls.max_content_bytes, minimum=1),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 
 from flask import current_app
@@ -18,7 +17,7 @@ from app.ws.hub import Hub
 @dataclass
 class BusContext:
     """Settings, database, delivery queue, notifier, socket hub and redelivery policy of one API process,
-    plus its security state: the sandbox-token signing key, rate limiters and counters."""
+    plus its security state: the sandbox-token signing key and rate limiters."""
 
     settings: Settings
     db: Database
@@ -30,7 +29,6 @@ class BusContext:
     jwt_secret: str = ""
     rate_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(50.0, 100))
     auth_failures: FailureLimiter = field(default_factory=lambda: FailureLimiter(20))
-    counters: Counter = field(default_factory=Counter)
     refusal_audit_times: dict = field(default_factory=dict)
 
 

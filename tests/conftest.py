@@ -1,4 +1,5 @@
-"""Shared fixtures: real redis-server and rabbitmq-server, the bus as real processes, a migrated SQLite database."""
+"""Shared fixtures: real redis-server, rabbitmq-server and PostgreSQL, the bus as real processes, a migrated SQLite or
+PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 from app.config import Settings
 from app.db import Database
 from app.migrate import upgrade
+from tests.postgres import PostgresServer, postgres_settings
 from tests.servers import BusProcess, RabbitMQServer, RedisServer, bus_client
 
 
@@ -28,12 +30,33 @@ def rabbitmq_server():
     server.cleanup()
 
 
-@pytest.fixture(scope="session", params=["embedded", "redis", "rabbitmq"])
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server (initdb + pg_ctl) on a free loopback port for the whole session."""
+    server = PostgresServer()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres_server):
+    """The name of a PostgreSQL database migrated to head once per session, the template of the `db` fixture's."""
+    url = postgres_server.create_database("bus_template")
+    upgrade(postgres_settings(url))
+    return "bus_template"
+
+
+@pytest.fixture(scope="session", params=["embedded", "redis", "rabbitmq", "postgres"])
 def bus(request):
-    """The bus as real processes: `embedded` (collab-bus up), and collab-bus api + worker on `redis` (redis-server)
-    and on `rabbitmq` (rabbitmq-server, a virtual host of its own)."""
+    """The bus as real processes: `embedded` (collab-bus up), and collab-bus api + worker on `redis` (redis-server),
+    on `rabbitmq` (rabbitmq-server, a virtual host of its own) and `postgres` (on Redis, with a PostgreSQL database
+    of its own instead of SQLite)."""
     if request.param == "redis":
         process = BusProcess("redis", redis_url=request.getfixturevalue("redis_server").url)
+    elif request.param == "postgres":
+        database_url = request.getfixturevalue("postgres_server").create_database()
+        process = BusProcess("redis", redis_url=request.getfixturevalue("redis_server").url,
+                             extra_env={"DATABASE_URL": database_url})
     elif request.param == "rabbitmq":
         process = BusProcess("rabbitmq", rabbitmq=request.getfixturevalue("rabbitmq_server"))
     else:
@@ -56,9 +79,20 @@ def unique():
     return lambda name: f"{name}-{suffix}"
 
 
-@pytest.fixture
-def db(tmp_path):
-    """A migrated SQLite database in a temporary directory, for plain calls into app.services."""
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request, tmp_path):
+    """A migrated database for plain calls into app.services: SQLite in a temporary directory, and a PostgreSQL
+    database of its own (a copy of the session's migrated template)."""
+    if request.param == "postgres":
+        server = request.getfixturevalue("postgres_server")
+        template = request.getfixturevalue("postgres_template")
+        url = server.database_url(f"db_{uuid.uuid4().hex[:12]}")
+        server.create_database(url.rsplit("/", 1)[1], template=template)
+        database = Database(url)
+        yield database
+        database.dispose()
+        server.drop_database(url)
+        return
     settings = Settings.from_env({"DATA_DIR": str(tmp_path)})
     upgrade(settings)
     database = Database(settings.database_url)

@@ -295,6 +295,7 @@ class BusProcess:
     """
 
     _redis_databases = itertools.count(1)
+    _redis_databases_in_use: set[int] = set()  # of buses not cleaned up yet: a session-scoped bus lives to the end
 
     def __init__(self, mode: str, redis_url: str | None = None, extra_env: dict | None = None,
                  plain_celery_worker: bool = False, rabbitmq: RabbitMQServer | None = None, worker: bool = True,
@@ -314,6 +315,7 @@ class BusProcess:
         self.with_beat = with_beat
         self.rabbitmq = rabbitmq
         self.vhost: str | None = None
+        self.redis_database: int | None = None
         self.dir = Path(tempfile.mkdtemp(prefix=f"bus-{mode}-"))
         self.port = free_port()
         self.env = {
@@ -333,7 +335,7 @@ class BusProcess:
         self.api_ports: dict[str, int] = {"api": self.port}
         try:
             if mode == "redis":
-                database = next(self._redis_databases) % 16
+                self.redis_database = database = self._claim_redis_database()
                 self.env.update(MESSAGE_BACKEND="redis", REDIS_URL=f"{redis_url.rsplit('/', 1)[0]}/{database}")
             elif mode == "rabbitmq":
                 vhost_url = rabbitmq.add_vhost(f"bus-{self.port}")
@@ -345,6 +347,17 @@ class BusProcess:
         except BaseException:
             self.cleanup()  # never leave half a bus running
             raise
+
+    @classmethod
+    def _claim_redis_database(cls) -> int:
+        """A Redis database number (1-15, round robin) no running bus uses: two buses on one database would
+        consume each other's tasks."""
+        for _ in range(16):
+            database = next(cls._redis_databases) % 16
+            if database and database not in cls._redis_databases_in_use:
+                cls._redis_databases_in_use.add(database)
+                return database
+        raise RuntimeError("every Redis database 1-15 is taken by a running bus")
 
     @property
     def url(self) -> str:
@@ -358,8 +371,8 @@ class BusProcess:
 
     @property
     def database_url(self) -> str:
-        """The SQLite database the bus writes."""
-        return f"sqlite:///{self.dir / 'collab-bus.db'}"
+        """The database the bus writes: `DATABASE_URL` when given (e.g. PostgreSQL), else its SQLite file."""
+        return self.env.get("DATABASE_URL") or f"sqlite:///{self.dir / 'collab-bus.db'}"
 
     def _spawn(self, name: str, *args: str, program: str = "collab-bus") -> subprocess.Popen:
         with open(self.dir / f"{name}.log", "ab") as log:
@@ -518,3 +531,6 @@ class BusProcess:
                 self.vhost = None
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
+            if self.redis_database is not None:
+                self._redis_databases_in_use.discard(self.redis_database)
+                self.redis_database = None

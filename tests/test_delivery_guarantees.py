@@ -172,6 +172,7 @@ def test_silent_sandbox_goes_offline_and_a_heartbeat_brings_it_back(heartbeat_bu
 
 def test_dead_letters_reach_the_brokers_dead_letter_exchange(request, unique):
     """On RabbitMQ the capped queue `collab.dead_letters` holds a record of each dead letter, routed by reason."""
+    from amqp.exceptions import NotFound
     from kombu import Connection
 
     from app.fanout import dead_letter_queue
@@ -187,8 +188,15 @@ def test_dead_letters_reach_the_brokers_dead_letter_exchange(request, unique):
                 ws.send(json.dumps({"type": "nack", "seq": 1, "reason": "cannot parse"}))
                 wait_dead_letter(http, message_id, "nacked")
         with Connection(bus.env["RABBITMQ_URL"]) as conn:
-            queue = dead_letter_queue("rabbitmq")(conn.default_channel)
-            record = wait_for(lambda: queue.get(no_ack=True), 10, "the dead-letter record on the broker")
+            def fetch():
+                # The API publishes right after committing the dead letter: the queue (declared by that first
+                # publish) may not exist yet when the test looks.
+                try:
+                    return dead_letter_queue("rabbitmq")(conn.channel()).get(no_ack=True)
+                except NotFound:
+                    return None
+
+            record = wait_for(fetch, 10, "the dead-letter record on the broker")
         assert record.delivery_info["routing_key"] == "nacked"
         assert record.payload["message_id"] == message_id and record.payload["error"] == "cannot parse"
     finally:

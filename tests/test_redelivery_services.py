@@ -1,4 +1,5 @@
-"""ACK, NACK, redelivery with backoff, max attempts, TTL and undeliverable, by plain calls on a real SQLite database.
+"""ACK, NACK, redelivery with backoff, max attempts, TTL and undeliverable, by plain calls on a real database
+(SQLite and PostgreSQL).
 
 Time is passed in (`now`), so no test sleeps."""
 

@@ -1,4 +1,4 @@
-"""app.services by plain calls on a real (SQLite) database: registry, acceptance, routing, mailbox order, ACK."""
+"""app.services by plain calls on a real database (SQLite, PostgreSQL): registry, acceptance, routing, order, ACK."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from celery.signals import worker_ready
+from celery.signals import after_setup_logger, after_setup_task_logger, worker_ready
 
 from app.broker import make_celery
 from app.config import Settings
@@ -73,3 +73,13 @@ def announce_ready(sender=None, **_) -> None:
     """Print one line when the worker consumes, whatever LOG_LEVEL is (operators and scripts wait for it)."""
     sys.__stdout__.write(f"collab-bus worker {getattr(sender, 'hostname', '')} ready\n")  # past Celery's redirect
     sys.__stdout__.flush()
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def use_log_format(logger=None, **_) -> None:
+    """Celery sets up its own log handlers: give them LOG_FORMAT's formatter (JSON lines with LOG_FORMAT=json)."""
+    from app.logs import use_formatter
+
+    if logger is not None:
+        use_formatter(logger, settings.log_format)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from app.broker import CeleryDeliveryQueue, transport_options
 from app.db import Database
 from app.fanout import KombuNotifier
+from app.metrics import MetricsNotifier
 from app.services.redelivery import RedeliveryPolicy
 from workers.celery_app import celery_app, settings
 
@@ -17,7 +18,7 @@ class WorkerContext:
     """The database, notifier, delivery queue and redelivery policy shared by the tasks of one worker process."""
 
     db: Database
-    notifier: KombuNotifier
+    notifier: MetricsNotifier
     delivery: CeleryDeliveryQueue
     policy: RedeliveryPolicy
 
@@ -38,8 +39,8 @@ def worker_context() -> WorkerContext:
         if _context is None:
             _context = WorkerContext(
                 db=Database(settings.database_url),
-                notifier=KombuNotifier(settings.broker_url, settings.fanout_exchange, transport_options(settings),
-                                       settings.broker_kind),
+                notifier=MetricsNotifier(KombuNotifier(settings.broker_url, settings.fanout_exchange,
+                                                       transport_options(settings), settings.broker_kind)),
                 delivery=CeleryDeliveryQueue(celery_app, settings.broker_kind),
                 policy=RedeliveryPolicy.from_settings(settings),
             )

@@ -4,4 +4,4 @@ from flask import Blueprint
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 
-from app.api import audit, dead_letters, messages, policies, sandboxes  # noqa: E402,F401  (registers routes on `api`)
+from app.api import audit, dead_letters, docs, messages, policies, sandboxes  # noqa: E402,F401  (registers routes on `api`)

@@ -10,7 +10,7 @@ from app.api import api
 from app.api.helpers import json_body
 from app.auth import current_actor, require
 from app.context import BusContext, bus
-from app.errors import InvalidRequest
+from app.errors import InvalidRequest, NotFound
 from app.schemas import (
     BulkReplaySchema, DeadLetterListQuery, DeadLetterPurgeQuery, load_or_raise, query_args,
 )
@@ -20,6 +20,15 @@ from app.services.dead_letters import DeadLetterFilter
 log = logging.getLogger(__name__)
 
 FILTER_FIELDS = ("reason", "sandbox_id", "message_id", "since", "until")
+MAX_ID = 2**63 - 1  # dead-letter ids are 64-bit: a larger id names no dead letter (not a database overflow)
+
+
+def _known(dead_letter_id: int) -> int:
+    """`dead_letter_id`, or NotFound `unknown_dead_letter` when it is beyond any id the database can hold."""
+    if dead_letter_id > MAX_ID:
+        raise NotFound(f"dead letter {dead_letter_id} does not exist", code="unknown_dead_letter",
+                       details={"id": dead_letter_id})
+    return dead_letter_id
 
 
 def _filter(data: dict) -> DeadLetterFilter:
@@ -38,14 +47,14 @@ def list_dead_letters():
 def get_dead_letter(dead_letter_id: int):
     """One dead letter with its message."""
     require("dead_letters.read")
-    return jsonify(dead_letters.get(bus().db, dead_letter_id))
+    return jsonify(dead_letters.get(bus().db, _known(dead_letter_id)))
 
 
 @api.post("/dead-letters/<int:dead_letter_id>/replay")
 def replay_dead_letter(dead_letter_id: int):
     """Send one dead letter back through delivery as a new attempt series: 202."""
     require("dead_letters.manage")
-    return jsonify(_replay(bus(), dead_letter_id).to_dict()), 202
+    return jsonify(_replay(bus(), _known(dead_letter_id)).to_dict()), 202
 
 
 @api.post("/dead-letters/replay")
@@ -64,7 +73,7 @@ def replay_dead_letters():
 def delete_dead_letter(dead_letter_id: int):
     """Remove one dead letter."""
     require("dead_letters.manage")
-    dead_letters.delete(bus().db, dead_letter_id)
+    dead_letters.delete(bus().db, _known(dead_letter_id))
     audit.record_now(bus().db, current_actor(), "dead_letter.deleted", target=f"dead_letter:{dead_letter_id}")
     return jsonify({"id": dead_letter_id, "deleted": True})
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import jsonify, request
 
+from app import metrics
 from app.api import api
 from app.api.helpers import json_body
 from app.auth import current_actor, require
@@ -84,7 +85,7 @@ def ack_entry(sandbox_id: str):
     """ACK mailbox entry `seq` (for clients that poll instead of holding a socket)."""
     require("mailbox.settle", sandbox_id=sandbox_id)
     data = load_or_raise(AckSchema(), json_body())
-    message_id = redelivery.ack(bus().db, sandbox_id, data["seq"])
+    message_id = redelivery.ack(bus().db, sandbox_id, data["seq"], on_acked=metrics.observe_ack)
     return jsonify({"sandbox_id": sandbox_id, "seq": data["seq"], "message_id": message_id, "state": "acked"})
 
 

@@ -348,7 +348,7 @@ def _nested_too_deep(what: str, code: str) -> InvalidRequest:
 class TokenRequestSchema(StrictSchema):
     """POST /sandboxes/{id}/token: a fresh sandbox token; `rotate` also revokes every token issued before."""
 
-    rotate = fields.Boolean(load_default=False)
+    rotate = StrictBoolean(load_default=False)
 
 
 class AuditQuery(StrictSchema):

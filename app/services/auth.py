@@ -19,6 +19,7 @@ from pathlib import Path
 
 import jwt
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from app.db import Database
 from app.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unauthorized
@@ -171,7 +172,10 @@ def ensure_admin_key(db: Database, preset: str | None, key_file: Path) -> str | 
         with db.read() as session:
             known = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(preset)))
         if known is None:
-            create_key(db, "admin (ADMIN_API_KEY)", Role.ADMIN, secret=preset)
+            try:
+                create_key(db, "admin (ADMIN_API_KEY)", Role.ADMIN, secret=preset)
+            except (Conflict, IntegrityError):  # another API node registered it at the same moment
+                pass
         return None
     with db.read() as session:
         active = session.scalar(select(ApiKey).where(ApiKey.role == Role.ADMIN, ApiKey.revoked_at.is_(None)).limit(1))

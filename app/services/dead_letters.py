@@ -39,7 +39,8 @@ def record(session, message_id: str, sandbox_id: str | None, reason: str, error:
                                last_error=error))
         audit.record(session, audit.SYSTEM_ACTOR, "message.dead_lettered", audit.FAILED, target=f"message:{message_id}",
                      sandbox_id=sandbox_id, reason=reason, attempts=attempts, error=error[:500] if error else error)
-    log.warning("message %s dead-lettered for %s: %s (%s)", message_id, sandbox_id, reason, error)
+    log.warning("message %s dead-lettered for %s: %s (%s)", message_id, sandbox_id, reason, error,
+                extra={"message_id": message_id, "sandbox_id": sandbox_id, "state": f"dead ({reason})"})
     return event_notification(MESSAGE_DEAD_LETTERED, message_id=message_id, sandbox_id=sandbox_id, reason=reason,
                               attempts=attempts, error=error)
 

@@ -49,7 +49,11 @@ def deliver(db: Database, message_id: str, policy: RedeliveryPolicy = Redelivery
     counts as attempt 1; entries of REQUEST and COMMAND messages then await an ACK.
     """
     with db.write() as session:
-        message = session.get(Message, message_id)
+        # The message's row lock serialises runs of the same message (a task run twice, by two workers): without
+        # it, on PostgreSQL both would read "no entries yet" and the second would fail on the unique
+        # (message_id, sandbox_id) constraint, or overwrite what a concurrent expiry sweep decided. FOR NO KEY
+        # UPDATE leaves rows referencing the message (entries, dead letters) free to be inserted meanwhile.
+        message = session.get(Message, message_id, with_for_update={"key_share": True})
         if message is None:
             raise UnknownMessage(message_id)
         existing = dict(session.execute(
@@ -78,6 +82,10 @@ def deliver(db: Database, message_id: str, policy: RedeliveryPolicy = Redelivery
         if rows:
             session.execute(insert(MailboxEntry), rows)
         result.new_recipients = [row["sandbox_id"] for row in rows]
+        for row in rows:
+            log.debug("entry delivered", extra={"message_id": message_id, "sandbox_id": row["sandbox_id"],
+                                                "seq": row["seq"], "correlation_id": message.correlation_id,
+                                                "message_type": message.message_type, "state": "delivered"})
         result.recipients = sorted([*existing.items(), *((r["sandbox_id"], r["seq"]) for r in rows)])
 
         if message.to_sandbox != BROADCAST and not result.recipients:
@@ -123,7 +131,7 @@ def _locked_targets(session, message: Message, exclude: set[str]) -> list[Sandbo
 def give_up(db: Database, message_id: str, error: str) -> list[dict]:
     """Dead-letter `undeliverable` a message whose delivery kept failing; return the event notifications."""
     with db.write() as session:
-        message = session.get(Message, message_id)
+        message = session.get(Message, message_id, with_for_update={"key_share": True})  # see deliver()
         if message is None or message.status != MessageStatus.ACCEPTED:
             return []
         message.status = MessageStatus.DEAD

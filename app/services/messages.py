@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import json
 import time
 import uuid
@@ -14,6 +15,8 @@ from app.db import Database
 from app.services import audit
 from app.errors import Conflict, NotFound, PayloadTooLarge, UnknownMessage, UnknownSandbox
 from app.models import BROADCAST, DeadLetter, MailboxEntry, Message, MessageStatus, Sandbox, isoformat, utcnow
+
+log = logging.getLogger(__name__)
 
 
 
@@ -82,6 +85,9 @@ def store(session, message: Message, *, client_chose_id: bool, actor: audit.Acto
         raise duplicate_message_id(message.id)
     session.add(message)
     session.flush()
+    log.debug("message accepted", extra={"message_id": message.id, "sandbox_id": message.to_sandbox,
+                                         "correlation_id": message.correlation_id,
+                                         "message_type": message.message_type, "state": "accepted"})
     if actor is not None:
         audit.record(session, actor, "message.accepted", target=f"message:{message.id}",
                      from_sandbox=message.from_sandbox, to_sandbox=message.to_sandbox,

@@ -8,9 +8,11 @@ each time; after MAX_DELIVERY_ATTEMPTS pushes it is dead-lettered `max_attempts`
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import Callable
 
 from sqlalchemy import or_, select, update
 
@@ -21,6 +23,8 @@ from app.services import dead_letters
 from app.services.events import REQUEST_UNANSWERED, event_notification
 
 SWEEP_BATCH = 500
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -64,10 +68,11 @@ def _as_utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def ack(db: Database, sandbox_id: str, seq: int) -> str:
+def ack(db: Database, sandbox_id: str, seq: int, on_acked: Callable[[float], None] | None = None) -> str:
     """Record the recipient's ACK of entry `seq`; return its message id.
 
-    NotFound when there is no such entry; Conflict when it was already dead-lettered.
+    NotFound when there is no such entry; Conflict when it was already dead-lettered. A first ACK calls
+    `on_acked(seconds the entry waited in the mailbox)`.
     """
     with db.write() as session:
         entry = _entry(session, sandbox_id, seq)
@@ -78,6 +83,10 @@ def ack(db: Database, sandbox_id: str, seq: int) -> str:
             entry.state = EntryState.ACKED
             entry.acked_at = entry.updated_at = utcnow()
             entry.next_attempt_at = None
+            log.debug("entry acked", extra={"message_id": entry.message_id, "sandbox_id": sandbox_id, "seq": seq,
+                                            "state": "acked"})
+            if on_acked is not None:
+                on_acked((entry.acked_at - _as_utc(entry.created_at)).total_seconds())
         return entry.message_id
 
 
@@ -150,6 +159,9 @@ def sweep_unacked(db: Database, policy: RedeliveryPolicy, now: datetime | None =
             entry.next_attempt_at = now + policy.wait_after(entry.attempts)
             result.redeliveries.append(
                 redelivery_notification(entry.sandbox_id, entry.seq, entry.attempts, message.to_protocol()))
+            log.debug("entry pushed again", extra={"message_id": entry.message_id, "sandbox_id": entry.sandbox_id,
+                                                   "seq": entry.seq, "correlation_id": message.correlation_id,
+                                                   "state": f"redelivered (attempt {entry.attempts})"})
     return result
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from app.db import Database
 from app.errors import Conflict, UnknownSandbox
@@ -54,6 +55,17 @@ def register(db: Database, sandbox_id: str, workspace: str, agents: list, metada
     registered sandbox to another workspace is refused with Conflict. A new registration starts
     `offline`; a mailbox socket makes it `online`. With `actor` the registration is audited.
     """
+    try:
+        return _register(db, sandbox_id, workspace, agents, metadata, actor)
+    except IntegrityError:
+        # Another caller registered the same new id at the same moment (PostgreSQL: both saw no row, the second
+        # insert fails on the primary key once the first commits; SQLite serialises writers). The row exists now:
+        # this registration is an update of it.
+        return _register(db, sandbox_id, workspace, agents, metadata, actor)
+
+
+def _register(db: Database, sandbox_id: str, workspace: str, agents: list, metadata: dict,
+              actor: audit.Actor | None) -> tuple[dict, bool]:
     now = utcnow()
     with db.write() as session:
         sandbox = session.get(Sandbox, sandbox_id)
@@ -123,6 +135,14 @@ def list_sandboxes(db: Database, workspace: str | None = None, status: str | Non
         sandboxes = session.scalars(query).all()
         settled = settled_seqs(session, sandboxes)
         return [sandbox_to_dict(s, settled[s.id]) for s in sandboxes]
+
+
+def status_counts(db: Database) -> dict[str, int]:
+    """How many sandboxes are online, offline and unregistered."""
+    with db.read() as session:
+        counts = dict(session.execute(select(Sandbox.status, func.count()).group_by(Sandbox.status)).tuples().all())
+    return {status: counts.get(status, 0) for status in (SandboxStatus.ONLINE, SandboxStatus.OFFLINE,
+                                                          SandboxStatus.UNREGISTERED)}
 
 
 def mark_status(db: Database, sandbox_id: str, status: str) -> None:

@@ -14,6 +14,7 @@ from flask import request
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 
+from app import metrics
 from app.auth import authenticate_frame, is_authenticated, require
 from app.context import BusContext, bus
 from app.errors import BusError, InvalidRequest, TooManyRequests, Unauthorized
@@ -265,7 +266,7 @@ def _on_mailbox_frame(ctx: BusContext, sandbox_id: str, frame: dict) -> bool:
     elif frame["type"] == "ack":
         require("mailbox.settle", sandbox_id=sandbox_id)
         ack = load_or_raise(AckFrameSchema(), frame, what="ack frame")
-        redelivery.ack(ctx.db, sandbox_id, ack["seq"])
+        redelivery.ack(ctx.db, sandbox_id, ack["seq"], on_acked=metrics.observe_ack)
     elif frame["type"] == "nack":
         require("mailbox.settle", sandbox_id=sandbox_id)
         nack = load_or_raise(NackFrameSchema(), frame, what="nack frame")

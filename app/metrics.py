@@ -1,0 +1,114 @@
+"""Prometheus metrics of one process: the API, a worker, or both (`collab-bus up`).
+
+Counters move as notifications are published (`MetricsNotifier` wraps the notifier every API process and
+worker uses), so the numbers follow what the bus announced: messages accepted, entries delivered,
+redeliveries, dead letters. Gauges (sockets, sandboxes, queue depths) are read when scraped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+from app.services.events import MESSAGE_ACCEPTED, MESSAGE_DEAD_LETTERED
+from app.services.ports import Notifier
+
+log = logging.getLogger(__name__)
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+MESSAGES_ACCEPTED = Counter("collab_bus_messages_accepted", "Messages accepted (durable), by type.",
+                            ["message_type"], registry=REGISTRY)
+ENTRIES_DELIVERED = Counter("collab_bus_entries_delivered", "Mailbox entries created (one per recipient), by type.",
+                            ["message_type"], registry=REGISTRY)
+ENTRIES_ACKED = Counter("collab_bus_entries_acked", "Mailbox entries acknowledged by their recipient.",
+                        registry=REGISTRY)
+DEAD_LETTERS = Counter("collab_bus_dead_letters", "Messages dead-lettered, by reason.", ["reason"], registry=REGISTRY)
+REDELIVERIES = Counter("collab_bus_redeliveries", "Unacknowledged entries pushed again.", registry=REGISTRY)
+AUTH_FAILURES = Counter("collab_bus_auth_failures", "Failed authentications (missing, invalid, expired, revoked).",
+                        registry=REGISTRY)
+RATE_LIMITED = Counter("collab_bus_rate_limited", "Requests refused with 429 by a rate limit.", registry=REGISTRY)
+DELIVERY_LATENCY = Histogram("collab_bus_delivery_latency_seconds",
+                             "From acceptance to the entry in the recipient's mailbox (pushed when connected).",
+                             buckets=LATENCY_BUCKETS, registry=REGISTRY)
+ACK_LATENCY = Histogram("collab_bus_ack_latency_seconds", "From the entry in the mailbox to the recipient's ACK.",
+                        buckets=LATENCY_BUCKETS, registry=REGISTRY)
+
+
+def count(notification: dict) -> None:
+    """Move the counters for one published notification."""
+    kind = notification.get("kind")
+    if kind == "entries":
+        message = notification["message"]
+        recipients = len(notification.get("recipients") or [])
+        ENTRIES_DELIVERED.labels(message["message_type"]).inc(recipients)
+        if recipients and message.get("timestamp"):
+            DELIVERY_LATENCY.observe(max(0.0, time.time() - float(message["timestamp"])))
+    elif kind == "redeliver":
+        REDELIVERIES.inc()
+    elif kind == "event":
+        event = notification["event"]
+        if event["event"] == MESSAGE_ACCEPTED:
+            MESSAGES_ACCEPTED.labels(event["data"].get("message_type") or "unknown").inc()
+        elif event["event"] == MESSAGE_DEAD_LETTERED:
+            DEAD_LETTERS.labels(event["data"].get("reason") or "unknown").inc()
+
+
+class MetricsNotifier:
+    """A Notifier that counts what it publishes, then hands it to the real one."""
+
+    def __init__(self, inner: Notifier):
+        self.inner = inner
+
+    def publish(self, notification: dict) -> None:
+        """Count, then publish `notification`."""
+        try:
+            count(notification)
+        except Exception:  # metrics never break delivery
+            log.exception("could not count a notification")
+        self.inner.publish(notification)
+
+    def close(self) -> None:
+        """Close the wrapped notifier."""
+        close = getattr(self.inner, "close", None)
+        if close:
+            close()
+
+
+class GaugeCollector:
+    """Gauges read at scrape time from `read()`: {name: (help, {label_value or None: value}, label_name)}."""
+
+    def __init__(self, read: Callable[[], dict]):
+        self.read = read
+
+    def collect(self):
+        """Yield one gauge family per entry of `read()` (errors are logged, and those gauges left out)."""
+        try:
+            gauges = self.read()
+        except Exception as exc:
+            log.warning("could not read gauges for /metrics: %s", exc)
+            return
+        for name, (help_text, samples, label) in gauges.items():
+            family = GaugeMetricFamily(name, help_text, labels=[label] if label else None)
+            for label_value, value in samples.items():
+                family.add_metric([label_value] if label else [], value)
+            yield family
+
+
+def exposition(extra: CollectorRegistry | None = None) -> tuple[bytes, str]:
+    """The Prometheus text of this process's metrics (plus `extra`'s), and its content type."""
+    body = generate_latest(REGISTRY)
+    if extra is not None:
+        body += generate_latest(extra)
+    return body, CONTENT_TYPE_LATEST
+
+
+def observe_ack(waited: float) -> None:
+    """Count a first ACK of an entry that waited `waited` seconds in the mailbox."""
+    ENTRIES_ACKED.inc()
+    ACK_LATENCY.observe(max(0.0, waited))

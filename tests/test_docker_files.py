@@ -1,0 +1,453 @@
+"""The Docker image and Compose files (docker/): well-formed, and consistent with what the code reads.
+
+- `docker compose config` accepts both Compose files when a Compose CLI is installed (skipped otherwise);
+- always: a structural check with pyyaml (services, images, real `collab-bus` commands and options, ports,
+  volumes, depends_on), every environment variable a Compose file sets is one the bus, the SDK, the examples
+  or the official third-party image reads, and the Dockerfiles install the package and run real commands.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import click
+import pytest
+import yaml
+
+from app.cli import main as collab_bus_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKER = ROOT / "docker"
+COMMUNITY = DOCKER / "compose.yaml"
+ENTERPRISE = DOCKER / "compose.enterprise.yaml"
+COMPOSE_FILES = [COMMUNITY, ENTERPRISE]
+BUS_DOCKERFILE = DOCKER / "Dockerfile"
+AGENT_DOCKERFILE = DOCKER / "Dockerfile.agent"
+
+# Values for the variables the Compose files require (`${VAR:?…}`), long enough for the bus's own checks.
+REQUIRED_ENV = {
+    "ADMIN_API_KEY": "cbk_" + "0123456789abcdef" * 3,
+    "AUTH_JWT_SECRET": "0123456789abcdef" * 4,
+    "POSTGRES_PASSWORD": "pg0123456789abcdef",
+    "RABBITMQ_PASSWORD": "mq0123456789abcdef",
+}
+
+# Variables documented by the official images the Compose files use (not read by our code).
+IMAGE_ENV = {
+    "postgres": {"POSTGRES_PASSWORD", "POSTGRES_USER", "POSTGRES_DB", "POSTGRES_INITDB_ARGS", "PGDATA"},
+    "rabbitmq": {"RABBITMQ_DEFAULT_USER", "RABBITMQ_DEFAULT_PASS", "RABBITMQ_DEFAULT_VHOST", "RABBITMQ_ERLANG_COOKIE"},
+    "redis": set(),
+}
+
+DEPENDS_CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
+
+
+# --- what the code reads ----------------------------------------------------------------------------------------
+
+_ENV_OBJECTS = {"env", "environ", "environment"}
+_ENV_HELPERS = {"_env", "getenv", "_getenv"}
+_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
+
+
+def _is_env_object(node: ast.AST) -> bool:
+    """`env`, `environ`, `os.environ`, `self.env` …: something that maps variable names to values."""
+    if isinstance(node, ast.Name):
+        return node.id in _ENV_OBJECTS
+    if isinstance(node, ast.Attribute):
+        return node.attr in _ENV_OBJECTS
+    return False
+
+
+def _constant_names(nodes) -> set[str]:
+    names = set()
+    for node in nodes:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and _NAME.match(node.value):
+            names.add(node.value)
+        elif isinstance(node, (ast.Tuple, ast.List)):
+            names |= _constant_names(node.elts)
+    return names
+
+
+def env_names_read_by(path: Path) -> set[str]:
+    """Every environment variable name `path` reads, found in its syntax tree:
+
+    `env.get("X")`, `os.environ.get("X")`, `os.environ["X"]`, `os.getenv("X")`, `_env("X")`, helpers taking
+    the mapping first (`_int(env, "X", …)`), and click's `envvar="X"`.
+    """
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Subscript) and _is_env_object(node.value):
+            names |= _constant_names([node.slice])
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if isinstance(func, ast.Attribute) and func.attr in ("get", "pop", "setdefault") and _is_env_object(func.value):
+            names |= _constant_names(node.args[:1])
+        elif isinstance(func, (ast.Name, ast.Attribute)) and (getattr(func, "id", None) or func.attr) in _ENV_HELPERS:
+            names |= _constant_names(node.args[:1])
+        elif len(node.args) >= 2 and _is_env_object(node.args[0]):
+            names |= _constant_names(node.args[1:2])
+        for keyword in node.keywords:
+            if keyword.arg == "envvar":
+                names |= _constant_names([keyword.value])
+    return names
+
+
+def server_env_names() -> set[str]:
+    names = set()
+    for path in (ROOT / "app" / "config.py", ROOT / "celeryconfig.py", ROOT / "app" / "cli.py"):
+        names |= env_names_read_by(path)
+    return names
+
+
+def agent_env_names() -> set[str]:
+    names = set()
+    for path in [*sorted((ROOT / "sdk" / "aintandem_agent_sdk").glob("*.py")), *sorted((ROOT / "examples").glob("*.py"))]:
+        names |= env_names_read_by(path)
+    return names
+
+
+def test_the_env_parser_finds_what_the_code_reads():
+    """The parser must not silently return nothing: known names of each source are found."""
+    server = server_env_names()
+    assert {"DATABASE_URL", "REDIS_URL", "RABBITMQ_URL", "MESSAGE_BACKEND", "DATA_DIR", "AUTH_JWT_SECRET",
+            "ADMIN_API_KEY", "EDITION", "LOG_LEVEL", "PORT", "ACK_TIMEOUT"} <= server
+    assert {"CELERY_PREFETCH_MULTIPLIER", "OUTBOX_SWEEP_INTERVAL", "REDELIVERY_SWEEP_INTERVAL"} <= server  # celeryconfig
+    assert {"API_WORKERS", "API_THREADS", "TLS_CERTFILE"} <= server  # click envvar= in app/cli.py
+    assert {"SANDBOX_ID", "COLLABORATION_BUS_URL", "BUS_TOKEN", "BUS_CURSOR_FILE", "RESEARCHER"} <= agent_env_names()
+    assert all(_NAME.match(name) for name in server | agent_env_names())
+
+
+# --- the Compose files -------------------------------------------------------------------------------------------
+
+def load(path: Path) -> dict:
+    document = yaml.safe_load(path.read_text())
+    assert isinstance(document, dict) and isinstance(document.get("services"), dict), f"{path.name}: no services"
+    return document
+
+
+def environment(service: dict) -> dict[str, str]:
+    """A service's environment as a mapping, from either the mapping or the list form."""
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        pairs = [item.split("=", 1) if "=" in item else [item, None] for item in env]
+        return {key: value for key, value in pairs}
+    assert isinstance(env, dict), f"environment must be a mapping or a list, got {env!r}"
+    return {str(key): ("" if value is None else str(value)) for key, value in env.items()}
+
+
+def command_list(service: dict) -> list[str]:
+    command = service.get("command")
+    if command is None:
+        return []
+    return shlex.split(command) if isinstance(command, str) else [str(part) for part in command]
+
+
+def build_dockerfile(path: Path, service: dict) -> Path | None:
+    """The Dockerfile a service is built from, or None when it only names an image."""
+    build = service.get("build")
+    if build is None:
+        return None
+    if isinstance(build, str):
+        return (path.parent / build / "Dockerfile").resolve()
+    return (path.parent / build.get("context", ".") / build.get("dockerfile", "Dockerfile")).resolve()
+
+
+def kind(path: Path, service: dict) -> str:
+    """'bus' (our image), 'agent' (the example agents' image) or the official image's name (postgres …)."""
+    dockerfile = build_dockerfile(path, service)
+    if dockerfile == BUS_DOCKERFILE:
+        return "bus"
+    if dockerfile == AGENT_DOCKERFILE:
+        return "agent"
+    assert dockerfile is None, f"unknown Dockerfile {dockerfile}"
+    image = str(service.get("image", ""))
+    name = image.split("/")[-1].split(":")[0].split("@")[0]
+    assert name in IMAGE_ENV, f"image {image!r} is neither ours nor a known official image"
+    return name
+
+
+def check_collab_bus_args(args: list[str], where: str) -> None:
+    """ARGS must parse as a real `collab-bus` command line (subcommand and its options) without running it."""
+    assert args, f"{where}: empty collab-bus command"
+    command: click.Command = collab_bus_cli
+    ctx = click.Context(collab_bus_cli, info_name="collab-bus")
+    rest = list(args)
+    while isinstance(command, click.Group):
+        assert rest, f"{where}: `collab-bus {' '.join(args)}` stops at a command group"
+        name = rest.pop(0)
+        sub = command.get_command(ctx, name)
+        assert sub is not None, f"{where}: `{name}` is not a collab-bus subcommand ({sorted(command.commands)})"
+        command = sub
+    try:
+        command.make_context(name, rest, parent=ctx)
+    except click.UsageError as exc:
+        raise AssertionError(f"{where}: `collab-bus {' '.join(args)}`: {exc.format_message()}") from None
+
+
+def test_collab_bus_args_checker_refuses_bogus_commands():
+    with pytest.raises(AssertionError, match="not a collab-bus subcommand"):
+        check_collab_bus_args(["serve"], "probe")
+    with pytest.raises(AssertionError, match="no-such-option"):
+        check_collab_bus_args(["api", "--no-such-option"], "probe")
+    check_collab_bus_args(["api", "--host", "0.0.0.0", "--no-migrate"], "probe")
+    check_collab_bus_args(["db", "upgrade"], "probe")
+
+
+def check_port(entry, where: str) -> None:
+    if isinstance(entry, dict):
+        assert int(entry["target"]) > 0 and str(entry.get("published", "1")).replace("-", "").isdigit(), where
+        return
+    match = re.fullmatch(r"(?:(\d{1,3}(?:\.\d{1,3}){3}):)?(?:(\d+(?:-\d+)?):)?(\d+)(?:/(tcp|udp))?", str(entry))
+    assert match, f"{where}: malformed port {entry!r}"
+    for part in (match.group(2) or "").split("-") + [match.group(3)]:
+        if part:
+            assert 1 <= int(part) <= 65535, f"{where}: port {entry!r} out of range"
+
+
+def check_volume(entry, declared: set[str], path: Path, where: str) -> tuple[str, str]:
+    """(source, container path) of a volume entry; named volumes must be declared, bind sources must exist."""
+    if isinstance(entry, dict):
+        source, target = entry.get("source", ""), entry["target"]
+    else:
+        parts = str(entry).split(":")
+        assert len(parts) in (2, 3), f"{where}: malformed volume {entry!r} (want source:/path[:mode])"
+        source, target = parts[0], parts[1]
+        if len(parts) == 3:
+            assert set(parts[2].split(",")) <= {"ro", "rw", "z", "Z", "nocopy"}, f"{where}: bad mode in {entry!r}"
+    assert target.startswith("/"), f"{where}: volume target {target!r} is not absolute"
+    if source.startswith((".", "/", "~")):
+        assert (path.parent / source).exists(), f"{where}: bind source {source!r} does not exist"
+    elif source:
+        assert source in declared, f"{where}: volume {source!r} is not declared under top-level volumes"
+    return source, target
+
+
+def has_healthcheck(path: Path, service: dict) -> bool:
+    check = service.get("healthcheck")
+    if check is not None:
+        return not check.get("disable") and check.get("test") not in (["NONE"], "NONE")
+    if kind(path, service) == "bus":
+        return "HEALTHCHECK" in dockerfile_instructions(BUS_DOCKERFILE)
+    return False
+
+
+@pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda p: p.name)
+def test_compose_structure(path: Path):
+    document = load(path)
+    services: dict = document["services"]
+    declared_volumes = set((document.get("volumes") or {}).keys())
+    assert not any(isinstance(v, dict) and v.get("external") for v in (document.get("volumes") or {}).values())
+    for name, service in services.items():
+        where = f"{path.name}: service {name}"
+        assert isinstance(service, dict), where
+        assert service.get("image") or service.get("build"), f"{where}: needs image or build"
+        service_kind = kind(path, service)
+        if service.get("build") is not None:
+            assert build_dockerfile(path, service).is_file(), f"{where}: Dockerfile missing"
+        args = command_list(service)
+        if service_kind == "bus":
+            check_collab_bus_args(args or ["api", "--host", "0.0.0.0"], where)
+        elif service_kind == "agent":
+            scripts = set(re.findall(r"examples/[\w.-]+\.py", " ".join(args) or "examples/researcher.py"))
+            assert scripts, f"{where}: an agent container should run an example"
+            for script in scripts:
+                assert (ROOT / script).is_file(), f"{where}: {script} does not exist"
+        for entry in service.get("ports") or []:
+            check_port(entry, where)
+        for entry in service.get("volumes") or []:
+            check_volume(entry, declared_volumes, path, where)
+        depends = service.get("depends_on") or {}
+        for target, spec in (depends.items() if isinstance(depends, dict) else ((d, {}) for d in depends)):
+            assert target in services, f"{where}: depends_on unknown service {target!r}"
+            assert target != name, f"{where}: depends on itself"
+            condition = (spec or {}).get("condition", "service_started")
+            assert condition in DEPENDS_CONDITIONS, f"{where}: unknown condition {condition!r}"
+            if condition == "service_healthy":
+                assert has_healthcheck(path, services[target]), f"{where}: {target} has no healthcheck to wait for"
+            if condition == "service_completed_successfully":
+                assert services[target].get("restart", "no") == "no", f"{where}: {target} must be a one-shot"
+        if service_kind == "bus":
+            env = environment(service)
+            # A bus process listens where the published port points to.
+            for entry in service.get("ports") or []:
+                target = entry["target"] if isinstance(entry, dict) else str(entry).split(":")[-1].split("/")[0]
+                assert str(target) == str(env.get("PORT", "8000")), f"{where}: publishes {target}, listens elsewhere"
+            for secret in ("AUTH_JWT_SECRET", "ADMIN_API_KEY"):
+                if secret in env:
+                    assert re.fullmatch(r"\$\{%s:\?[^}]+\}" % secret, env[secret]), \
+                        f"{where}: {secret} must come from the environment as ${{{secret}:?message}}"
+    assert sum(1 for s in services.values() if command_list(s)[:1] == ["beat"]) == 1, "exactly one beat"
+    for service in services.values():
+        if command_list(service)[:1] == ["beat"]:
+            assert (service.get("deploy") or {}).get("replicas", 1) == 1, "beat must not be replicated"
+
+
+def test_community_compose_shares_the_sqlite_database():
+    services = load(COMMUNITY)["services"]
+    assert {"redis", "api", "worker", "beat"} <= set(services)
+    for name in ("api", "worker", "beat"):
+        service = services[name]
+        env = environment(service)
+        assert command_list(service)[0] == name
+        assert env["MESSAGE_BACKEND"] == "redis" and env["REDIS_URL"] == "redis://redis:6379/0"
+        assert env["DATA_DIR"] == "/data" and env["DATABASE_URL"] == "sqlite:////data/collab-bus.db"
+        mounts = {target: source for source, target in
+                  (check_volume(v, set(load(COMMUNITY)["volumes"]), COMMUNITY, name) for v in service["volumes"])}
+        assert mounts.get("/data") == "bus-data", f"{name}: the shared database volume is not at DATA_DIR"
+    assert "8000:8000" in services["api"]["ports"]
+    agents = [s for s in services.values() if kind(COMMUNITY, s) == "agent"]
+    assert len(agents) == 2
+    for agent in agents:
+        env = environment(agent)
+        assert env["COLLABORATION_BUS_URL"] == "http://api:8000"
+        assert env["BUS_TOKEN"].startswith("${ADMIN_API_KEY")
+        assert env["SANDBOX_ID"].startswith(("team-a", "team-b"))
+
+
+def test_enterprise_compose_migrates_once_before_the_apis():
+    services = load(ENTERPRISE)["services"]
+    assert {"rabbitmq", "postgres", "migrate", "worker", "beat"} <= set(services)
+    assert command_list(services["migrate"]) == ["db", "upgrade"]
+    apis = [name for name, s in services.items() if command_list(s)[:1] == ["api"]]
+    replicas = sum((services[name].get("deploy") or {}).get("replicas", 1) for name in apis)
+    assert replicas == 2, apis
+    assert (services["worker"].get("deploy") or {}).get("replicas") == 3
+    for name in [*apis, "worker", "beat"]:
+        service = services[name]
+        env = environment(service)
+        assert env["MESSAGE_BACKEND"] == "rabbitmq" and env["RABBITMQ_URL"].startswith("amqp://")
+        assert env["DATABASE_URL"].startswith("postgresql+psycopg://")
+        assert "${POSTGRES_PASSWORD:?" in env["DATABASE_URL"]
+        assert env["AUTH_JWT_SECRET"].startswith("${AUTH_JWT_SECRET:?")  # required with a shared database
+        assert service["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    for name in apis:
+        assert "--no-migrate" in command_list(services[name]), f"{name} would race the migrations"
+    published = [str(p).split(":")[-2] for name in apis for p in services[name].get("ports", [])]
+    assert len(published) == len(set(published)) == 2, f"APIs need distinct host ports, got {published}"
+    assert environment(services["postgres"])["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+
+
+@pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda p: p.name)
+def test_compose_sets_only_variables_something_reads(path: Path):
+    readers = {"bus": server_env_names(), "agent": agent_env_names(), **IMAGE_ENV}
+    unread = []
+    for name, service in load(path)["services"].items():
+        for variable in environment(service):
+            if variable not in readers[kind(path, service)]:
+                unread.append(f"{name}: {variable}")
+    assert not unread, f"{path.name} sets variables nothing in its container reads: {unread}"
+
+
+@pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda p: p.name)
+def test_compose_interpolated_variables_are_documented(path: Path):
+    """Every ${VAR} the Compose file takes from the shell is explained in docker/README.md."""
+    readme = (DOCKER / "README.md").read_text()
+    referenced = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", path.read_text()))
+    assert {"ADMIN_API_KEY", "AUTH_JWT_SECRET"} <= referenced
+    assert not [v for v in referenced if f"`{v}`" not in readme], "undocumented in docker/README.md"
+
+
+# --- docker compose config ---------------------------------------------------------------------------------------
+
+def compose_command() -> list[str] | None:
+    """`docker compose` (v2 plugin), else the standalone `docker-compose`, else None."""
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        probe = subprocess.run(["docker-compose", "version"], capture_output=True, text=True)
+        if probe.returncode == 0:
+            return ["docker-compose"]
+    return None
+
+
+@pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda p: p.name)
+def test_docker_compose_config_accepts_the_file(path: Path, tmp_path: Path):
+    compose = compose_command()
+    if compose is None:
+        pytest.skip("no Compose CLI: neither `docker compose` (the v2 plugin) nor `docker-compose` is installed")
+    env = {key: value for key, value in os.environ.items() if key not in REQUIRED_ENV and key != "LOG_LEVEL"}
+    env.update(REQUIRED_ENV)
+    # Run from an empty directory so no stray .env file takes part.
+    result = subprocess.run([*compose, "-f", str(path), "config"], capture_output=True, text=True, env=env,
+                            cwd=tmp_path, timeout=60)
+    assert result.returncode == 0, f"{' '.join(compose)} config failed:\n{result.stderr}"
+    resolved = yaml.safe_load(result.stdout)
+    assert set(resolved["services"]) == set(load(path)["services"])
+    assert REQUIRED_ENV["ADMIN_API_KEY"] in result.stdout and "${" not in result.stdout
+
+    # Without the secrets Compose refuses, naming the variable.
+    env.pop("AUTH_JWT_SECRET")
+    result = subprocess.run([*compose, "-f", str(path), "config"], capture_output=True, text=True, env=env,
+                            cwd=tmp_path, timeout=60)
+    assert result.returncode != 0 and "AUTH_JWT_SECRET" in result.stderr, result.stderr
+
+
+# --- the Dockerfiles ---------------------------------------------------------------------------------------------
+
+def dockerfile_instructions(path: Path) -> dict[str, list[str]]:
+    """Instruction name → its arguments (continuation lines joined), in file order."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    instructions: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, _, rest = line.partition(" ")
+        instructions.setdefault(name.upper(), []).append(rest.strip())
+    return instructions
+
+
+def exec_form(value: str) -> list[str]:
+    parsed = json.loads(value)
+    assert isinstance(parsed, list) and all(isinstance(part, str) for part in parsed), value
+    return parsed
+
+
+def test_bus_dockerfile_installs_the_package_and_runs_collab_bus():
+    instructions = dockerfile_instructions(BUS_DOCKERFILE)
+    assert any("python:3.11-slim" in value for value in instructions.get("ARG", []) + instructions["FROM"])
+    assert exec_form(instructions["ENTRYPOINT"][-1]) == ["collab-bus"]
+    cmd = exec_form(instructions["CMD"][-1])
+    check_collab_bus_args(cmd, "Dockerfile CMD")
+    assert cmd[0] == "api" and "0.0.0.0" in cmd
+    copied = " ".join(instructions["COPY"])
+    for needed in ("pyproject.toml", "app", "workers", "migrations", "celeryconfig.py"):
+        assert re.search(rf"(^|\s){re.escape(needed)}(\s|$)", copied), f"Dockerfile does not copy {needed}"
+    runs = " ".join(instructions["RUN"])
+    assert re.search(r"pip install [^&]*(-e )?\.(\s|$)", runs), "Dockerfile does not pip install the package"
+    user = instructions["USER"][-1].split(":")[0]
+    assert user not in ("root", "0"), "the image must not run as root"
+    assert any("DATA_DIR=/data" in value for value in instructions["ENV"])
+    assert any("/data" in value for value in instructions["VOLUME"])
+    healthcheck = instructions["HEALTHCHECK"][-1]
+    assert "/healthz" in healthcheck and "python" in healthcheck and "curl" not in healthcheck
+
+
+def test_agent_dockerfile_installs_the_sdk_and_the_examples():
+    instructions = dockerfile_instructions(AGENT_DOCKERFILE)
+    copied = " ".join(instructions["COPY"])
+    assert re.search(r"(^|\s)sdk(\s|$)", copied) and re.search(r"(^|\s)examples(\s|$)", copied)
+    assert re.search(r"pip install \./sdk", " ".join(instructions["RUN"]))
+    cmd = exec_form(instructions["CMD"][-1])
+    assert cmd[0] in ("python", "python3") and (ROOT / cmd[1]).is_file() and cmd[1] == "examples/researcher.py"
+    assert instructions["USER"][-1].split(":")[0] not in ("root", "0")
+
+
+def test_dockerignore_keeps_local_state_out_of_the_context():
+    patterns = {line.strip().rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")}
+    for needed in (".venv", "data", "dist", ".git"):
+        assert needed in patterns, f".dockerignore misses {needed}"
+    assert {"build", "**/build"} & patterns and {"__pycache__", "**/__pycache__"} & patterns
+    # What the image needs must not be ignored.
+    assert not {"app", "workers", "migrations", "sdk", "examples", "pyproject.toml", "README.md"} & patterns
