@@ -87,41 +87,68 @@ class CeleryDeliveryQueue:
 BUS_QUEUES = ("delivery", "lifecycle", "maintenance")
 
 
-def queue_depths(settings: Settings, timeout: float = 2.0) -> dict[str, int]:
-    """Tasks waiting in each bus queue (all priorities together); empty for the in-memory broker.
+def queue_report(settings: Settings, timeout: float = 2.0) -> dict:
+    """What waits in each bus queue; `{}` for the in-memory broker. Raises the broker's error when unreachable.
 
-    Redis: the lengths of the queue's lists (one per priority step, named ``queue:N``). RabbitMQ: a passive
-    declare of each queue. Raises the broker's connection error when it cannot be reached.
+    Redis: `{"queues": {queue: {"messages", "by_priority_step"}}, "unacked": n}`: Kombu keeps priority step N
+    of queue Q in the list `Q<sep>N` (step 0 is plain `Q`), and tasks taken but not acknowledged in `unacked`.
+    RabbitMQ: `{"queues": {queue: {"messages", "consumers"} or None}}` (None: not declared yet, by a passive
+    declare).
     """
     if settings.broker_kind == "redis":
-        import redis
+        return _redis_report(settings, timeout)
+    if settings.broker_kind == "rabbitmq":
+        return _rabbitmq_report(settings, timeout)
+    return {}
 
-        client = redis.Redis.from_url(settings.broker_url, socket_timeout=timeout, socket_connect_timeout=timeout)
-        try:
-            pipe = client.pipeline()
-            names = {queue: [queue, *(f"{queue}:{step}" for step in range(1, PROTOCOL_MAX_PRIORITY + 1))]
-                     for queue in BUS_QUEUES}
-            for keys in names.values():
+
+def queue_depths(settings: Settings, timeout: float = 2.0) -> dict[str, int]:
+    """Tasks waiting in each bus queue (all priorities together); empty for the in-memory broker."""
+    queues = queue_report(settings, timeout).get("queues", {})
+    return {queue: (depth or {}).get("messages", 0) for queue, depth in queues.items()}
+
+
+def _redis_report(settings: Settings, timeout: float) -> dict:
+    import redis
+
+    options = transport_options(settings)
+    steps, sep, prefix = options["priority_steps"], options["sep"], options.get("global_keyprefix", "")
+    client = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    try:
+        depths = {}
+        for queue in BUS_QUEUES:
+            keys = [prefix + (f"{queue}{sep}{step}" if step else queue) for step in steps]
+            with client.pipeline() as pipe:
                 for key in keys:
                     pipe.llen(key)
-            lengths = iter(pipe.execute())
-            return {queue: sum(next(lengths) for _ in keys) for queue, keys in names.items()}
-        finally:
-            client.close()
-    if settings.broker_kind == "rabbitmq":
-        from kombu import Connection
+                sizes = pipe.execute()
+            depths[queue] = {"messages": sum(sizes),
+                             "by_priority_step": {str(step): n for step, n in zip(steps, sizes) if n}}
+        return {"queues": depths, "unacked": client.hlen(prefix + "unacked")}
+    finally:
+        client.close()
 
-        depths = {}
-        with Connection(settings.broker_url, connect_timeout=timeout) as connection:
+
+def _rabbitmq_report(settings: Settings, timeout: float) -> dict:
+    from amqp.exceptions import NotFound
+    from kombu import Connection
+
+    depths = {}
+    with Connection(settings.broker_url, connect_timeout=timeout) as connection:
+        connection.ensure_connection(max_retries=1, timeout=timeout)
+        for queue in BUS_QUEUES:
             channel = connection.channel()
-            for queue in BUS_QUEUES:
+            try:
+                declared = channel.queue_declare(queue=queue, passive=True)
+                depths[queue] = {"messages": declared.message_count, "consumers": declared.consumer_count}
+            except NotFound:
+                depths[queue] = None  # declared by the first worker or send
+            finally:
                 try:
-                    depths[queue] = channel.queue_declare(queue=queue, passive=True).message_count
-                except Exception:  # not declared yet: no worker has started
-                    channel = connection.channel()
-                    depths[queue] = 0
-        return depths
-    return {}
+                    channel.close()
+                except Exception:  # a channel closed by NotFound
+                    pass
+    return {"queues": depths}
 
 
 def broker_reachable(settings: Settings, timeout: float = 2.0) -> None:

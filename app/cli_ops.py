@@ -27,7 +27,6 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 # starts without importing the services.
 DEAD_LETTER_REASONS = ("recipient_gone", "expired", "max_attempts", "nacked", "undeliverable")
 MESSAGE_TYPES = ("request", "response", "notification", "command")
-QUEUES = ("delivery", "lifecycle", "maintenance")
 EXIT_DOWN = 1  # the bus does not answer (status), or a call failed
 EXIT_DEGRADED = 3  # status: the bus answers, but something it needs does not
 
@@ -678,74 +677,6 @@ def _safe_broker_url(url: str) -> str:
     return url
 
 
-def _redis_depths(broker_url: str, timeout: float) -> dict:
-    """LLEN of each queue's keys: Kombu's Redis transport keeps priority step N of queue Q in `Q:N` (`sep` ":" in
-    app.broker.transport_options; step 0 is plain `Q`). Also how many tasks workers took and have not
-    acknowledged yet (the `unacked` hash)."""
-    import redis
-
-    from app.broker import transport_options
-
-    options = transport_options(Settings.from_env())
-    steps, sep = options.get("priority_steps", [0, 3, 6, 9]), options.get("sep", "\x06\x16")
-    prefix = options.get("global_keyprefix", "")
-    client = redis.Redis.from_url(broker_url, socket_connect_timeout=timeout, socket_timeout=timeout)
-    try:
-        depths = {}
-        for queue in QUEUES:
-            keys = [prefix + (f"{queue}{sep}{step}" if step else queue) for step in steps]
-            with client.pipeline() as pipe:
-                for key in keys:
-                    pipe.llen(key)
-                sizes = pipe.execute()
-            depths[queue] = {"messages": sum(sizes),
-                             "by_priority_step": {str(step): n for step, n in zip(steps, sizes) if n}}
-        unacked = client.hlen(prefix + "unacked")
-    finally:
-        client.close()
-    return {"queues": depths, "unacked": unacked}
-
-
-def _rabbitmq_depths(broker_url: str, timeout: float) -> dict:
-    """queue_declare(passive=True) of each queue: messages ready and consumers."""
-    from amqp.exceptions import NotFound
-    from kombu import Connection
-
-    depths = {}
-    with Connection(broker_url, connect_timeout=timeout) as connection:
-        connection.ensure_connection(max_retries=1, timeout=timeout)
-        for queue in QUEUES:
-            channel = connection.channel()
-            try:
-                declared = channel.queue_declare(queue=queue, passive=True)
-                depths[queue] = {"messages": declared.message_count, "consumers": declared.consumer_count}
-            except NotFound:
-                depths[queue] = None  # declared by the first worker or send
-            finally:
-                try:
-                    channel.close()
-                except Exception:  # noqa: BLE001 - a channel closed by NotFound
-                    pass
-    return {"queues": depths}
-
-
-def _broker_reachable(settings: Settings, timeout: float) -> None:
-    """Raise when the broker cannot be reached within `timeout` seconds."""
-    if settings.broker_kind == "redis":
-        import redis
-
-        client = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=timeout, socket_timeout=timeout)
-        try:
-            client.ping()
-        finally:
-            client.close()
-    else:
-        from kombu import Connection
-
-        with Connection(settings.broker_url, connect_timeout=timeout) as connection:
-            connection.ensure_connection(max_retries=1, timeout=timeout)
-
-
 def _workers(timeout: float) -> dict:
     """Celery workers answering ping within `timeout`, with the queues each consumes."""
     from workers.celery_app import celery_app
@@ -827,6 +758,8 @@ def status(bus: Bus, inspect_timeout: float, as_json: bool) -> None:
         problems.append("dead letters")
 
     # The broker and workers of the environment.
+    from app.broker import broker_reachable, queue_report
+
     settings = Settings.from_env()
     kind = settings.broker_kind
     report["broker"] = {"kind": kind, "url": _safe_broker_url(settings.broker_url)}
@@ -835,7 +768,7 @@ def status(bus: Bus, inspect_timeout: float, as_json: bool) -> None:
         report["workers"] = "embedded"
     else:
         try:
-            _broker_reachable(settings, inspect_timeout)
+            broker_reachable(settings, inspect_timeout)
         except Exception as exc:  # noqa: BLE001 - any failure to connect is reported as one line
             report["broker"]["reachable"] = False
             report["broker"]["error"] = _reason(exc)
@@ -858,8 +791,7 @@ def status(bus: Bus, inspect_timeout: float, as_json: bool) -> None:
                 lines.append(("workers", f"NONE answered ping within {inspect_timeout:g} s"))
                 problems.append("workers")
             try:
-                depths = _redis_depths(settings.broker_url, inspect_timeout) if kind == "redis" else \
-                    _rabbitmq_depths(settings.broker_url, inspect_timeout)
+                depths = queue_report(settings, inspect_timeout)
                 report["queue_depths"] = depths
                 for queue, depth in depths["queues"].items():
                     if depth is None:

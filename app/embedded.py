@@ -6,11 +6,10 @@ import logging
 import signal
 import threading
 
+from app.broker import BUS_QUEUES
 from app.config import Settings
 
 log = logging.getLogger(__name__)
-
-QUEUES = ["delivery", "lifecycle", "maintenance"]
 
 
 class EmbeddedBus:
@@ -30,7 +29,7 @@ class EmbeddedBus:
         self.server = make_server(settings.host, settings.port, self.app, threaded=True, ssl_context=ssl_context)
         self.scheme = "https" if ssl_context else "http"
         self.worker = self.celery.WorkController(
-            pool="threads", concurrency=worker_threads, queues=QUEUES, loglevel=settings.log_level,
+            pool="threads", concurrency=worker_threads, queues=list(BUS_QUEUES), loglevel=settings.log_level,
             without_heartbeat=True, without_mingle=True, without_gossip=True, hostname="embedded@localhost",
         )
         from celery.beat import EmbeddedService

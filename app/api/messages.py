@@ -14,7 +14,7 @@ from app.errors import Forbidden
 from app.models import BROADCAST, Role
 from app.schemas import (IDEMPOTENCY_KEY_HEADER, AgentMessageSchema, BroadcastSchema, IdempotencyKeyHeaderSchema,
                          load_or_raise)
-from app.services import audit, idempotency, messages, policies, registry
+from app.services import audit, idempotency, messages, policies
 from app.services.events import MESSAGE_ACCEPTED, event_notification
 
 log = logging.getLogger(__name__)
@@ -79,8 +79,7 @@ def _check_sender(ctx, principal, data: dict) -> None:
                             code="sandbox_mismatch",
                             details={"token_sandbox": principal.sandbox_id, "from_sandbox": data["from_sandbox"]})
         recipient = data.get("to_sandbox")
-        if recipient and recipient != BROADCAST:  # broadcasts: scoped per recipient at delivery; responses
-            registry.get_registered(ctx.db, recipient)  # addressed by correlation_id go back to their requester
+        if recipient:  # responses addressed by correlation_id go back to their requester unchecked
             policies.check_send(ctx.db, from_sandbox=data["from_sandbox"], to_sandbox=recipient,
                                 message_type=data["message_type"], privileged=principal.role in PRIVILEGED_ROLES)
     except Forbidden as exc:

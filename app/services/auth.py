@@ -22,7 +22,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from app.db import Database
-from app.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unauthorized
+from app.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unauthorized, UnknownSandbox
 from app.models import KEY_ROLES, ApiKey, Role, Sandbox, isoformat, utcnow
 
 KEY_PREFIX = "cbk_"
@@ -281,7 +281,6 @@ def rotate_sandbox_token(db: Database, secret: str, sandbox_id: str, ttl: int, r
     with db.write() as session:
         sandbox = session.get(Sandbox, sandbox_id)
         if sandbox is None or not sandbox.is_registered:
-            from app.errors import UnknownSandbox
             raise UnknownSandbox(sandbox_id)
         if revoke_others:
             sandbox.token_version += 1

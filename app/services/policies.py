@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from app.db import Database
-from app.errors import Forbidden, InvalidRequest, NotFound
+from app.errors import Forbidden, InvalidRequest, NotFound, UnknownSandbox
 from app.models import BROADCAST, Policy, Sandbox, isoformat, utcnow
 from app.services import audit
 
@@ -168,11 +168,16 @@ def check_send(db: Database, *, from_sandbox: str, to_sandbox: str, message_type
     """Return if the send may go; raise Forbidden `policy_denied` naming the refusing rule (or the default) if not.
 
     `privileged` is true for an admin or operator API key. Broadcasts (`to_sandbox == "broadcast"`) always pass:
-    delivery scopes them. The error's details: ``rule`` (dict or null), ``reason``, ``from_sandbox``,
+    delivery scopes them. A recipient that is not a registered sandbox is UnknownSandbox (404 before 403). The error's details: ``rule`` (dict or null), ``reason``, ``from_sandbox``,
     ``to_sandbox``, ``message_type``.
     """
-    decision = evaluate(db, from_sandbox=from_sandbox, to_sandbox=to_sandbox, message_type=message_type,
-                        privileged=privileged)
+    if to_sandbox == BROADCAST:
+        return
+    with db.read() as session:
+        recipient = endpoint(session, to_sandbox)
+        if recipient.workspace is None:
+            raise UnknownSandbox(to_sandbox)
+        decision = decide(load_rules(session), endpoint(session, from_sandbox), recipient, message_type, privileged)
     if not decision.allowed:
         raise Forbidden(decision.message, code=POLICY_DENIED, details={
             "rule": decision.rule, "reason": decision.reason, "from_sandbox": from_sandbox,
