@@ -129,6 +129,10 @@ def test_kill_9_a_worker_mid_delivery(redis_aof, buses):
         outcome = senders.join()
         account = settle(http, outcome, cast.all, SETTLE_TIMEOUT)
         assert_workers_alive(bus)
+        # Every message may already be placed (the victim may have committed before it froze) while Redis has not
+        # yet handed the stranded tasks over (visibility timeout, then the survivor's next restore): wait for it.
+        wait_for(lambda: set(stranded) <= _task_ids(bus, "worker2", "succeeded"), 30,
+                 "worker2 to rerun the tasks the killed worker held")
         finished_by_worker2 = set(stranded) & _task_ids(bus, "worker2", "succeeded")
     swept = sum(int(line.split("re-enqueued ")[1].split()[0]) for line in log_lines(bus, "worker2", "outbox sweep:"))
     report("kill -9 worker", outcome, account, started,
