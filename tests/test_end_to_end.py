@@ -4,6 +4,7 @@ register, direct + broadcast, receive over a real WebSocket, disconnect, reconne
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -180,3 +181,26 @@ def test_unregistered_sandbox_refuses_new_messages_and_keeps_mailbox(bus, client
     assert leaver not in [s["sandbox_id"] for s in client.get("/api/v1/sandboxes").json()["sandboxes"]]
     again = register(client, leaver)
     assert again["head_seq"] == 1  # the mailbox and its sequence survived
+
+
+def test_channel_sockets_open_with_welcome_even_while_events_stream(bus, client, unique):
+    """`welcome` is the first frame of /ws/events and /ws/broadcast even when events and broadcasts are being
+    published while the socket opens (they come after it, not before)."""
+    sender = unique("busy")
+    register(client, sender)
+    stop = threading.Event()
+
+    def keep_the_streams_busy():
+        while not stop.is_set():
+            client.post(f"/api/v1/sandboxes/{sender}/heartbeat")
+            broadcast(client, sender, {"busy": True})
+
+    busy = threading.Thread(target=keep_the_streams_busy, daemon=True)
+    busy.start()
+    try:
+        for i in range(30):
+            with connect(f"{bus.ws_url}/ws/{'events' if i % 2 else 'broadcast'}") as ws:
+                assert recv_json(ws)["type"] == "welcome"
+    finally:
+        stop.set()
+        busy.join(timeout=RECV_TIMEOUT)

@@ -191,9 +191,9 @@ def _stream_channel(ws, subscribe) -> None:
         except ConnectionClosed:
             pass
 
+    sender.send_json({"type": "welcome"})  # first, always; what arrives meanwhile waits in the subscriber's queue
     streamer = threading.Thread(target=forward, name="ws-channel", daemon=True)
     streamer.start()
-    sender.send_json({"type": "welcome"})
     try:
         _read_client_frames(ws, sender, lambda frame: False)
     finally:
