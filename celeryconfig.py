@@ -3,7 +3,7 @@
 The broker URL is not here: `app.broker.make_celery` sets it from the bus's Settings
 (MESSAGE_BACKEND / REDIS_URL / BROKER_URL), together with the broker-specific transport options.
 Knobs an operator may turn are environment variables: CELERY_PREFETCH_MULTIPLIER,
-CELERY_TASK_EVENTS, OUTBOX_SWEEP_INTERVAL, REDELIVERY_SWEEP_INTERVAL.
+CELERY_TASK_EVENTS, DELIVERY_MAX_RETRIES, OUTBOX_SWEEP_INTERVAL, REDELIVERY_SWEEP_INTERVAL.
 """
 
 import os
@@ -32,6 +32,9 @@ task_serializer = "json"
 accept_content = ["json"]
 result_serializer = "json"
 task_default_priority = 4  # protocol priority 5 on Redis' 0-highest scale
+# A deliver task failing on a database error is retried this many times (backoff 1, 2, 4 ... capped at 10 s,
+# full jitter) before its message is dead-lettered `undeliverable`.
+task_annotations = {"workers.delivery.deliver": {"max_retries": int(os.environ.get("DELIVERY_MAX_RETRIES", "20"))}}
 worker_prefetch_multiplier = int(os.environ.get("CELERY_PREFETCH_MULTIPLIER", "4"))
 worker_send_task_events = os.environ.get("CELERY_TASK_EVENTS", "false").lower() == "true"
 task_send_sent_event = worker_send_task_events

@@ -24,6 +24,10 @@ class EmbeddedBus:
         self.settings = settings
         upgrade(settings)
         self.celery = celery_app
+        # Celery's worker threads find "the current app" through a thread-local that only the main thread has
+        # set; elsewhere they fall back to the default app (amqp://localhost). A task's retry is sent through it,
+        # so it must be this app, or retries fail to publish and the task is rejected.
+        self.celery.set_default()
         self.celery.loader.import_default_modules()
         self.app = create_app(settings, celery=self.celery)
         self.server = make_server(settings.host, settings.port, self.app, threaded=True, ssl_context=ssl_context)

@@ -1,19 +1,25 @@
 """Delivery guarantees over real processes and real sockets, with timeouts made short by configuration:
-ACK timeout and redelivery, max attempts, NACK, TTL expiry, and replay from the dead-letter queue."""
+ACK timeout and redelivery, max attempts, NACK, TTL expiry, a recipient unregistered before delivery, a delivery
+task that keeps failing, and replay from the dead-letter queue."""
 
 from __future__ import annotations
 
 import json
+import re
+import sqlite3
+from contextlib import closing, contextmanager
 
 import pytest
 
 from tests.servers import BusProcess, wait_for, ws_connect as connect, bus_client
 
+DELIVERY_RETRIES = 3
 FAST = {
     "ACK_TIMEOUT": "0.4",
     "MAX_DELIVERY_ATTEMPTS": "3",
     "MAX_REDELIVERY_BACKOFF": "0.8",
     "REDELIVERY_SWEEP_INTERVAL": "0.1",
+    "DELIVERY_MAX_RETRIES": str(DELIVERY_RETRIES),
 }
 RECV_TIMEOUT = 10
 
@@ -135,6 +141,72 @@ def test_ttl_passing_before_ack_dead_letters_expired_and_replay_delivers(fast_bu
     with mailbox(fast_bus, b) as ws:
         frame = recv(ws)
         assert frame["message"]["message_id"] == message_id and frame["message"]["ttl"] is None
+
+
+def ack_and_wait(http, ws, seq: int, message_id: str) -> None:
+    ws.send(json.dumps({"type": "ack", "seq": seq}))
+    wait_for(lambda: entry_state(http, message_id) == "acked", 10, "the ACK after replay")
+
+
+def test_recipient_unregistered_before_delivery_is_dead_lettered_then_replayed(fast_bus, http, unique):
+    """The message is accepted while the recipient is registered; the recipient is unregistered before the
+    (stopped) worker routes it: dead letter `recipient_gone`. Once the sandbox is back, a replay delivers it."""
+    if fast_bus.mode == "embedded":
+        pytest.skip("the embedded bus cannot hold its worker back; the service test covers the routing decision")
+    a, b = pair(http, unique)
+    fast_bus.stop_worker()
+    try:
+        message_id = send(http, a, b, message_type="command")
+        assert http.delete(f"/api/v1/sandboxes/{b}").status_code == 200
+    finally:
+        fast_bus.start_worker()
+    dead = wait_dead_letter(http, message_id, "recipient_gone")
+    assert dead["sandbox_id"] == b and b in dead["last_error"]
+    assert http.get(f"/api/v1/messages/{message_id}").json()["status"] == "dead"
+
+    assert http.post("/api/v1/sandboxes/register", json={"sandbox_id": b}).status_code in (200, 201)
+    with mailbox(fast_bus, b) as ws:
+        assert http.post(f"/api/v1/dead-letters/{dead['id']}/replay").status_code == 202
+        frame = recv(ws)
+        assert (frame["seq"], frame["message"]["message_id"]) == (1, message_id)
+        ack_and_wait(http, ws, 1, message_id)
+    assert dead_letters_of(http, message_id) == []
+
+
+@contextmanager
+def mailbox_refusing_entries(bus: BusProcess, sandbox: str):
+    """While open, the bus's SQLite database refuses every new entry of `sandbox`'s mailbox (a trigger raising
+    an error, as a failing disk or a broken database would), so the worker's deliver task fails on each try."""
+    trigger = "refuse_" + re.sub(r"\W", "_", sandbox)
+    with closing(sqlite3.connect(bus.database_url.removeprefix("sqlite:///"), timeout=30)) as db:
+        db.execute(f"CREATE TRIGGER {trigger} BEFORE INSERT ON mailbox_entries WHEN NEW.sandbox_id = '{sandbox}' "
+                   f"BEGIN SELECT RAISE(ABORT, 'mailbox of {sandbox} refused by the test trigger'); END")
+        try:
+            yield f"mailbox of {sandbox} refused by the test trigger"
+        finally:
+            db.execute(f"DROP TRIGGER {trigger}")
+
+
+def test_delivery_that_keeps_failing_is_dead_lettered_undeliverable_then_replayed(fast_bus, http, unique):
+    """The deliver task fails on every try: Celery retries it DELIVERY_MAX_RETRIES times, then the message is
+    dead-lettered `undeliverable` with the error. Once the database works again, a replay delivers it."""
+    a, b = pair(http, unique)
+    with mailbox_refusing_entries(fast_bus, b) as error:
+        message_id = send(http, a, b, message_type="command")
+        dead = wait_dead_letter(http, message_id, "undeliverable")
+    assert error in dead["last_error"] and dead["sandbox_id"] == b
+    report = http.get(f"/api/v1/messages/{message_id}").json()
+    assert report["status"] == "dead" and report["deliveries"] == []
+    retries = [line for path in fast_bus.dir.glob("*.log") for line in path.read_text(errors="replace").splitlines()
+               if "retry:" in line and error in line]
+    assert len(retries) == DELIVERY_RETRIES, retries
+
+    with mailbox(fast_bus, b) as ws:
+        assert http.post(f"/api/v1/dead-letters/{dead['id']}/replay").status_code == 202
+        frame = recv(ws)
+        assert (frame["seq"], frame["message"]["message_id"]) == (1, message_id)
+        ack_and_wait(http, ws, 1, message_id)
+    assert dead_letters_of(http, message_id) == []
 
 
 @pytest.fixture(scope="module")
