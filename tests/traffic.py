@@ -324,6 +324,15 @@ class Account:
     def entry_count(self) -> int:
         return sum(len(entries) for entries in self.mailboxes.values())
 
+    def expected_count(self) -> int:
+        """(message, recipient) pairs the committed messages owe: each one entry or one dead letter."""
+        return sum(len(recipients) for recipients in self.committed.values())
+
+    def duplicate_count(self) -> int:
+        """Mailbox entries beyond the first for the same (mailbox, message)."""
+        return sum(count - 1 for entries in self.mailboxes.values()
+                   for count in Counter(mid for _, mid, _ in entries).values())
+
 
 def intended_recipients(sender: str, to: str, sandboxes: list[str]) -> set[str]:
     """Who must get a message: the addressed sandbox, or for a broadcast every registered sandbox but the sender."""
@@ -425,8 +434,10 @@ def assert_workers_alive(bus) -> None:
 
 def report(what: str, outcome: Outcome, account: Account, started: float, *extra: str) -> None:
     """Print the figures of a fault run (shown with `pytest -s` or on failure)."""
-    print(f"\n[{what}] accepted={len(outcome.accepted)} failed={len(outcome.failed)} "
-          f"(committed anyway={len(account.committed_unanswered)}, never committed={len(account.never_committed)}) "
-          f"entries={account.entry_count()} dead_letters={len(account.dead)} took={time.monotonic() - started:.1f}s")
+    print(f"\n[{what}] sent={len(outcome.accepted) + len(outcome.failed)} accepted={len(outcome.accepted)} "
+          f"failed={len(outcome.failed)} (committed anyway={len(account.committed_unanswered)}, "
+          f"never committed={len(account.never_committed)}) owed={account.expected_count()} "
+          f"entries={account.entry_count()} dead_letters={len(account.dead)} duplicates={account.duplicate_count()} "
+          f"missing={len(account.missing())} took={time.monotonic() - started:.1f}s")
     for line in extra:
         print(f"[{what}] {line}")
