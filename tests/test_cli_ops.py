@@ -204,28 +204,37 @@ def test_tail_follows_a_mailbox_live_and_ctrl_c_exits_0(embedded):
 
 
 def test_tail_json_ack_and_since(embedded):
+    """`--since 1` replays from seq 2 on; `--ack` acknowledges what it prints. (Seq 1, never pushed to a connected
+    client, may follow as a redelivery: the bus pushes unacknowledged entries before `since` again, by design.)"""
     a, b = uid("ops-a"), uid("ops-b")
     register(embedded, a, b)
-    first = run(embedded, "send", "--from", a, "--to", b, "--type", "request", '{"n": 1}').stdout.strip()
-    second = run(embedded, "send", "--from", a, "--to", b, "--type", "request", '{"n": 2}').stdout.strip()
-    proc = subprocess.Popen([str(CLI), "tail", b, "--since", "1", "--json", "--ack"], env=cli_env(embedded),
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        lines = Lines(proc)
-        lines.wait_for(second)
-        frames = [json.loads(line) for line in lines.out]
-        assert frames[0]["type"] == "welcome" and frames[0]["resumed_from"] == 1
-        assert [f["seq"] for f in frames if f["type"] == "message"] == [2]
-        with bus_client(embedded.url) as http:
-            wait_for(lambda: http.get(f"/api/v1/messages/{second}").json()["deliveries"][0]["state"] == "acked", 10,
-                     "tail --ack to acknowledge seq 2")
-            assert http.get(f"/api/v1/messages/{first}").json()["deliveries"][0]["state"] == "delivered"
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    for n in (1, 2):
+        run(embedded, "send", "--from", a, "--to", b, "--type", "request", json.dumps({"n": n})).check_returncode()
+    with bus_client(embedded.url) as http:
+        # Two sends may be delivered in either order (concurrent worker threads): read which one is seq 2.
+        def both_delivered():
+            entries = http.get(f"/api/v1/sandboxes/{b}/messages").json()["entries"]
+            return entries if len(entries) == 2 else None
+
+        entries = wait_for(both_delivered, 10, "both messages in the mailbox")
+        at_seq_2 = next(e["message"]["message_id"] for e in entries if e["seq"] == 2)
+        proc = subprocess.Popen([str(CLI), "tail", b, "--since", "1", "--json", "--ack"], env=cli_env(embedded),
+                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            lines = Lines(proc)
+            lines.wait_for(at_seq_2)
+            frames = [json.loads(line) for line in lines.out]
+            assert frames[0]["type"] == "welcome" and frames[0]["resumed_from"] == 1
+            replayed = [f for f in frames if f["type"] == "message" and not f.get("redelivered")]
+            assert [(f["seq"], f["message"]["message_id"]) for f in replayed] == [(2, at_seq_2)]
+            wait_for(lambda: http.get(f"/api/v1/messages/{at_seq_2}").json()["deliveries"][0]["state"] == "acked",
+                     10, "tail --ack to acknowledge seq 2")
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def test_tail_refusals_are_one_line(embedded):
