@@ -78,6 +78,23 @@ def entry_state(http, message_id: str) -> str:
     return http.get(f"/api/v1/messages/{message_id}").json()["deliveries"][0]["state"]
 
 
+def ack_and_wait(http, ws, seq: int, message_id: str) -> None:
+    """ACK entry `seq` on the socket and wait until the bus records `message_id`'s entry as acked."""
+    ws.send(json.dumps({"type": "ack", "seq": seq}))
+    wait_for(lambda: entry_state(http, message_id) == "acked", 10, f"the ACK of seq {seq}")
+
+
+def replay_to_socket_and_ack(bus: BusProcess, http, dead: dict, message_id: str) -> None:
+    """Replay dead letter `dead` while its recipient holds a socket: the message arrives as seq 1 and is ACKed,
+    and no dead letter of it is left."""
+    with mailbox(bus, dead["sandbox_id"]) as ws:
+        assert http.post(f"/api/v1/dead-letters/{dead['id']}/replay").status_code == 202
+        frame = recv(ws)
+        assert (frame["seq"], frame["message"]["message_id"]) == (1, message_id)
+        ack_and_wait(http, ws, 1, message_id)
+    assert dead_letters_of(http, message_id) == []
+
+
 def test_unacked_request_is_pushed_again_until_dead_lettered_then_replayed(fast_bus, http, unique):
     a, b = pair(http, unique)
     with mailbox(fast_bus, b) as ws:
@@ -93,8 +110,7 @@ def test_unacked_request_is_pushed_again_until_dead_lettered_then_replayed(fast_
         assert replayed.status_code == 202 and replayed.json()["redelivery"] == "mailbox"
         frame = recv(ws)
         assert (frame["seq"], frame["message"]["message_id"], frame["attempt"]) == (1, message_id, 1)
-        ws.send(json.dumps({"type": "ack", "seq": 1}))
-        wait_for(lambda: entry_state(http, message_id) == "acked", 10, "the ACK after replay")
+        ack_and_wait(http, ws, 1, message_id)
     assert dead_letters_of(http, message_id) == []
 
 
@@ -103,8 +119,7 @@ def test_acked_request_is_not_pushed_again(fast_bus, http, unique):
     with mailbox(fast_bus, b) as ws:
         message_id = send(http, a, b, message_type="command")
         assert recv(ws)["seq"] == 1
-        ws.send(json.dumps({"type": "ack", "seq": 1}))
-        wait_for(lambda: entry_state(http, message_id) == "acked", 10, "the ACK")
+        ack_and_wait(http, ws, 1, message_id)
         probe = send(http, a, b, message_type="notification")  # needs no ACK, is never pushed again
         frames = [recv(ws)]
         assert frames[0]["message"]["message_id"] == probe
@@ -128,8 +143,7 @@ def test_nack_dead_letters_at_once_and_replay_delivers_again(fast_bus, http, uni
         assert bulk.status_code == 202 and bulk.json()["replayed"] == 1
         frame = recv(ws)
         assert frame["seq"] == 1 and frame["redelivered"] is True
-        ws.send(json.dumps({"type": "ack", "seq": 1}))
-        wait_for(lambda: entry_state(http, message_id) == "acked", 10, "the ACK after replay")
+        ack_and_wait(http, ws, 1, message_id)
 
 
 def test_ttl_passing_before_ack_dead_letters_expired_and_replay_delivers(fast_bus, http, unique):
@@ -141,11 +155,6 @@ def test_ttl_passing_before_ack_dead_letters_expired_and_replay_delivers(fast_bu
     with mailbox(fast_bus, b) as ws:
         frame = recv(ws)
         assert frame["message"]["message_id"] == message_id and frame["message"]["ttl"] is None
-
-
-def ack_and_wait(http, ws, seq: int, message_id: str) -> None:
-    ws.send(json.dumps({"type": "ack", "seq": seq}))
-    wait_for(lambda: entry_state(http, message_id) == "acked", 10, "the ACK after replay")
 
 
 def test_recipient_unregistered_before_delivery_is_dead_lettered_then_replayed(fast_bus, http, unique):
@@ -165,12 +174,7 @@ def test_recipient_unregistered_before_delivery_is_dead_lettered_then_replayed(f
     assert http.get(f"/api/v1/messages/{message_id}").json()["status"] == "dead"
 
     assert http.post("/api/v1/sandboxes/register", json={"sandbox_id": b}).status_code in (200, 201)
-    with mailbox(fast_bus, b) as ws:
-        assert http.post(f"/api/v1/dead-letters/{dead['id']}/replay").status_code == 202
-        frame = recv(ws)
-        assert (frame["seq"], frame["message"]["message_id"]) == (1, message_id)
-        ack_and_wait(http, ws, 1, message_id)
-    assert dead_letters_of(http, message_id) == []
+    replay_to_socket_and_ack(fast_bus, http, dead, message_id)
 
 
 @contextmanager
@@ -200,13 +204,7 @@ def test_delivery_that_keeps_failing_is_dead_lettered_undeliverable_then_replaye
     retries = [line for path in fast_bus.dir.glob("*.log") for line in path.read_text(errors="replace").splitlines()
                if "retry:" in line and error in line]
     assert len(retries) == DELIVERY_RETRIES, retries
-
-    with mailbox(fast_bus, b) as ws:
-        assert http.post(f"/api/v1/dead-letters/{dead['id']}/replay").status_code == 202
-        frame = recv(ws)
-        assert (frame["seq"], frame["message"]["message_id"]) == (1, message_id)
-        ack_and_wait(http, ws, 1, message_id)
-    assert dead_letters_of(http, message_id) == []
+    replay_to_socket_and_ack(fast_bus, http, dead, message_id)
 
 
 @pytest.fixture(scope="module")

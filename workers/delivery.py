@@ -18,15 +18,14 @@ log = logging.getLogger(__name__)
 class DeliverTask(Task):
     """Retries on database errors; when the retries run out the message is dead-lettered `undeliverable`.
 
-    The number of retries is `DELIVERY_MAX_RETRIES` (celeryconfig's task annotation; 20 by default); the waits
-    grow 1, 2, 4 ... seconds up to 10, each drawn at random below that bound (full jitter).
+    `max_retries` comes from celeryconfig's task annotation (`DELIVERY_MAX_RETRIES`, 20 by default); the
+    waits grow 1, 2, 4 ... seconds up to 10, each drawn at random below that bound (full jitter).
     """
 
     autoretry_for = (SQLAlchemyError,)
     retry_backoff = 1  # Celery rounds factors below 1 up to 1
     retry_backoff_max = 10
     retry_jitter = True
-    max_retries = 20
 
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         """Record the failure as a dead letter, so the message is never silently lost."""
