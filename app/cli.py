@@ -160,28 +160,9 @@ def api(host: str, port: int, processes: int, threads: int, migrate: bool, certf
         upgrade(settings)
     tls = _tls(certfile, keyfile)
     _bootstrap_admin_key(settings)
-    from gunicorn.app.base import BaseApplication
+    from app.server import serve
 
-    class _Gunicorn(BaseApplication):
-        def load_config(self):
-            self.cfg.set("bind", f"{settings.host}:{settings.port}")
-            self.cfg.set("workers", processes)
-            self.cfg.set("threads", threads)
-            self.cfg.set("worker_class", "gthread")
-            self.cfg.set("timeout", 60)
-            self.cfg.set("graceful_timeout", 5)
-            self.cfg.set("loglevel", settings.log_level.lower())
-            self.cfg.set("accesslog", "-" if settings.log_level == "DEBUG" else None)
-            if tls:
-                self.cfg.set("certfile", tls[0])
-                self.cfg.set("keyfile", tls[1])
-
-        def load(self):
-            from app.wsgi import app
-
-            return app
-
-    _Gunicorn().run()
+    serve(settings, processes=processes, threads=threads, tls=tls)
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
@@ -263,10 +244,6 @@ def db_current() -> None:
     current(_settings())
 
 
-if __name__ == "__main__":
-    main()
-
-
 @main.group()
 def keys() -> None:
     """Manage API keys (admin, operator, viewer, registrar). Keys are stored hashed; a secret is shown once."""
@@ -343,3 +320,10 @@ class _database:
 
 
 from app import cli_ops  # noqa: E402,F401  (registers the operator commands)
+
+if __name__ == "__main__":
+    # `python -m app.cli` runs this file as __main__, a module apart from `app.cli`, the one cli_ops registers
+    # its commands on: run that one's group, so every command is there.
+    from app.cli import main as registered_main
+
+    registered_main()

@@ -100,3 +100,18 @@ def test_migration_creates_every_table_in_wal_mode(tmp_path):
     downgrade(settings, "base")
     upgrade(settings)
     database.dispose()
+
+
+def test_python_dash_m_runs_every_command(tmp_path):
+    """`python -m app.cli` has the same commands as `collab-bus`: keys and the operator commands included."""
+    env = {**os.environ, "DATA_DIR": str(tmp_path), "ADMIN_API_KEY": ""}
+    help_text = subprocess.run([sys.executable, "-m", "app.cli", "--help"], capture_output=True, text=True,
+                               env=env, timeout=60).stdout
+    for command in ("keys", "send", "tail", "sandboxes", "dlq", "status"):
+        assert f"  {command} " in help_text, help_text
+    created = subprocess.run([sys.executable, "-m", "app.cli", "keys", "create", "--role", "viewer", "--name", "ci"],
+                             capture_output=True, text=True, env=env, timeout=60)
+    assert created.returncode == 0, created.stderr
+    listed = subprocess.run([sys.executable, "-m", "app.cli", "keys", "list"], capture_output=True, text=True,
+                            env=env, timeout=60)
+    assert listed.returncode == 0 and " viewer " in listed.stdout and listed.stdout.rstrip().endswith("ci")
