@@ -39,6 +39,11 @@ def create_app(settings: Settings | None = None, *, celery=None, start_listener:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_bytes + BODY_OVERHEAD_BYTES
     app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": settings.ws_frame_limit}
     app.json.sort_keys = False
+    if settings.trusted_proxies:  # the client address is the one the nearest trusted proxy saw
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)
 
     celery = celery or make_celery(settings)
     options = transport_options(settings)

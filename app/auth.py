@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import NoReturn
 
 from flask import g, request
 
@@ -27,15 +28,22 @@ OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/api/v1/openapi.json", "/api/d
 
 
 def bearer_token() -> str | None:
-    """The token the request carries: `Authorization: Bearer …`, else the `token` query parameter."""
+    """The token the request carries: `Authorization: Bearer …`, else, on a WebSocket handshake only (browsers
+    cannot set headers there), the `token` query parameter."""
     header = request.headers.get("Authorization", "")
     if header[:7].lower() == "bearer ":
         return header[7:].strip() or None
-    return request.args.get("token") or None
+    if request.path.startswith("/ws/"):
+        return request.args.get("token") or None
+    if "token" in request.args:
+        raise Unauthorized("a token in the query string is accepted on /ws/ handshakes only (URLs end up in logs): "
+                           "send `Authorization: Bearer <token>`", details={"reason": "token_in_query"})
+    return None
 
 
 def client_address() -> str:
-    """The client's address as this process sees it (behind a proxy: the proxy's, unless it is trusted)."""
+    """The client's address as this process sees it: behind TRUSTED_PROXIES proxies, the one the nearest proxy
+    saw (X-Forwarded-For, applied by werkzeug's ProxyFix); else the peer's."""
     return request.remote_addr or "unknown"
 
 
@@ -50,17 +58,10 @@ def authenticate(token: str | None) -> Principal:
     if not ctx.settings.auth_enabled:
         g.principal = ANONYMOUS_ADMIN
         return g.principal
-    address = client_address()
     try:
-        principal = authenticate_token(ctx.db, ctx.jwt_secret, token)
+        principal = authenticate_token(ctx.db, ctx.jwt_secret, token, ctx.settings.jwt_leeway)
     except Unauthorized as exc:
-        blocked = ctx.auth_failures.blocked_for(address)
-        if blocked:  # past the limit: refused without further audit rows (valid credentials still pass)
-            metrics.AUTH_FAILURES.inc()
-            raise TooManyRequests("too many failed authentications from this address; wait before trying again",
-                                  retry_after=blocked, details={"reason": "auth_failures"}) from None
-        _failed(ctx, address, exc)
-        raise
+        refuse_credentials(exc)
     wait = ctx.rate_limiter.take(principal.actor)
     if wait:
         metrics.RATE_LIMITED.inc()
@@ -68,6 +69,20 @@ def authenticate(token: str | None) -> Principal:
                               retry_after=wait, details={"reason": "rate_limit"})
     g.principal = principal
     return principal
+
+
+def refuse_credentials(exc: Unauthorized) -> NoReturn:
+    """Raise `exc` for the current request, audited and counted per client address; once the address has failed
+    AUTH_FAILURE_LIMIT times in a minute, raise TooManyRequests instead (without further audit rows)."""
+    ctx = bus()
+    address = client_address()
+    blocked = ctx.auth_failures.blocked_for(address)
+    if blocked:
+        metrics.AUTH_FAILURES.inc()
+        raise TooManyRequests("too many failed authentications from this address; wait before trying again",
+                              retry_after=blocked, details={"reason": "auth_failures"}) from None
+    _failed(ctx, address, exc)
+    raise exc
 
 
 def _failed(ctx: BusContext, address: str, exc: Unauthorized) -> None:
@@ -89,8 +104,14 @@ def authenticate_request() -> None:
     """
     if request.path in OPEN_PATHS or request.endpoint is None:
         return
-    token = bearer_token()
-    if token is None and request.path.startswith("/ws/") and bus().settings.auth_enabled:
+    if not bus().settings.auth_enabled:
+        g.principal = ANONYMOUS_ADMIN
+        return
+    try:
+        token = bearer_token()
+    except Unauthorized as exc:
+        refuse_credentials(exc)
+    if token is None and request.path.startswith("/ws/"):
         return
     authenticate(token)
 

@@ -7,10 +7,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from app.token_format import looks_like_jwt
+
 BACKENDS = ("memory", "redis", "rabbitmq")
 EDITIONS = ("community", "enterprise")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("text", "json")
+
+
+BROKER_SCHEMES = {"redis": "redis", "rediss": "redis", "redis+socket": "redis", "amqp": "rabbitmq",
+                  "amqps": "rabbitmq", "pyamqp": "rabbitmq", "memory": "memory"}
+MIN_ADMIN_KEY_LENGTH = 24
+MAX_TRUSTED_PROXIES = 5
 
 
 class ConfigError(ValueError):
@@ -30,7 +38,7 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+def _float(env: Mapping[str, str], name: str, default: float, zero_ok: bool = False) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -38,8 +46,10 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"{name} must be positive, got {raw}")
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ConfigError(f"{name} must be a finite number, got {raw!r}")
+    if value < 0 or (value == 0 and not zero_ok):
+        raise ConfigError(f"{name} must be {'zero or more' if zero_ok else 'positive'}, got {raw}")
     return value
 
 
@@ -95,6 +105,13 @@ class Settings:
     auth_failure_limit: int = 20
     max_ws_frame_bytes: int | None = None
     max_sockets_per_sandbox: int = 4
+    jwt_leeway: float = 30.0
+    trusted_proxies: int = 0
+    delivery_max_retries: int = 20
+    celery_prefetch_multiplier: int = 4
+    celery_task_events: bool = False
+    outbox_sweep_interval: float = 15.0
+    redelivery_sweep_interval: float = 1.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
@@ -131,6 +148,14 @@ class Settings:
             auth_failure_limit=_int(env, "AUTH_FAILURE_LIMIT", cls.auth_failure_limit, minimum=1),
             max_ws_frame_bytes=_int(env, "MAX_WS_FRAME_BYTES", 0, minimum=1024) or None,
             max_sockets_per_sandbox=_int(env, "MAX_SOCKETS_PER_SANDBOX", cls.max_sockets_per_sandbox, minimum=1),
+            jwt_leeway=_float(env, "JWT_LEEWAY", cls.jwt_leeway, zero_ok=True),
+            trusted_proxies=_int(env, "TRUSTED_PROXIES", cls.trusted_proxies),
+            delivery_max_retries=_int(env, "DELIVERY_MAX_RETRIES", cls.delivery_max_retries),
+            celery_prefetch_multiplier=_int(env, "CELERY_PREFETCH_MULTIPLIER", cls.celery_prefetch_multiplier,
+                                            minimum=1),
+            celery_task_events=_bool(env, "CELERY_TASK_EVENTS", cls.celery_task_events),
+            outbox_sweep_interval=_float(env, "OUTBOX_SWEEP_INTERVAL", cls.outbox_sweep_interval),
+            redelivery_sweep_interval=_float(env, "REDELIVERY_SWEEP_INTERVAL", cls.redelivery_sweep_interval),
         )
         values.update(overrides)
         settings = cls(**values)
@@ -149,10 +174,17 @@ class Settings:
         if self.auth_enabled and not self.auth_jwt_secret and not self.database_url.startswith("sqlite"):
             raise ConfigError("AUTH_JWT_SECRET is required with a shared database: every API node must sign and "
                               "check sandbox tokens with the same secret")
-        if self.admin_api_key is not None and len(self.admin_api_key) < 24:
-            raise ConfigError("ADMIN_API_KEY must be at least 24 characters")
-        if "://" not in self.broker_url:
-            raise ConfigError(f"BROKER_URL must be a URL such as redis://host:6379/0, got {self.broker_url!r}")
+        if self.admin_api_key is not None:
+            _check_admin_key(self.admin_api_key)
+        scheme = self.broker_url.split("://", 1)[0] if "://" in self.broker_url else None
+        if scheme not in BROKER_SCHEMES:
+            name = "BROKER_URL" if self.broker_url_override else {"redis": "REDIS_URL", "rabbitmq": "RABBITMQ_URL",
+                                                                  "memory": "BROKER_URL"}[self.message_backend]
+            raise ConfigError(f"{name} must be a broker URL ({', '.join(s + '://' for s in BROKER_SCHEMES)}), "
+                              f"got {self.broker_url!r}")
+        if self.trusted_proxies > MAX_TRUSTED_PROXIES:
+            raise ConfigError(f"TRUSTED_PROXIES is the number of proxies in front of the bus (0-{MAX_TRUSTED_PROXIES}), "
+                              f"got {self.trusted_proxies}")
 
     @property
     def broker_url(self) -> str:
@@ -164,12 +196,7 @@ class Settings:
     @property
     def broker_kind(self) -> str:
         """Which kind of broker `broker_url` points at: memory, redis or rabbitmq."""
-        scheme = self.broker_url.split("://", 1)[0]
-        if scheme in ("redis", "rediss"):
-            return "redis"
-        if scheme in ("amqp", "amqps", "pyamqp"):
-            return "rabbitmq"
-        return "memory"
+        return BROKER_SCHEMES[self.broker_url.split("://", 1)[0]]
 
     @property
     def ws_frame_limit(self) -> int:
@@ -183,3 +210,14 @@ class Settings:
             return None
         path = self.database_url.split(":///", 1)[1] if ":///" in self.database_url else ""
         return Path(path) if path and path != ":memory:" else None
+
+
+def _check_admin_key(key: str) -> None:
+    """Refuse an ADMIN_API_KEY that could not be sent or told apart from a sandbox token."""
+    if len(key) < MIN_ADMIN_KEY_LENGTH:
+        raise ConfigError(f"ADMIN_API_KEY must be at least {MIN_ADMIN_KEY_LENGTH} characters")
+    if not all(33 <= ord(char) <= 126 for char in key):
+        raise ConfigError("ADMIN_API_KEY must be printable ASCII without spaces (it travels in an HTTP header)")
+    if looks_like_jwt(key):
+        raise ConfigError("ADMIN_API_KEY must not be a JWT (three base64url parts): sandbox tokens look like that")
+

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import datetime, timezone
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -25,6 +26,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+_TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&\s\"']*")
+REQUEST_LOGGERS = ("werkzeug", "gunicorn.access", "gunicorn.error")  # they log request lines with query strings
+
+
+class RedactTokens(logging.Filter):
+    """Replaces the value of a `token` query parameter in a record's text by `[redacted]` (WebSocket handshakes
+    may carry a token there, and request lines are logged)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        redacted = _TOKEN_IN_QUERY.sub(r"\1[redacted]", text)
+        if redacted != text:
+            record.msg, record.args = redacted, None
+        return True
+
+
 def formatter(log_format: str) -> logging.Formatter:
     """The formatter for LOG_FORMAT (`text` or `json`)."""
     return JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
@@ -37,6 +54,10 @@ def configure(level: str, log_format: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    for name in REQUEST_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactTokens) for f in logger.filters):
+            logger.addFilter(RedactTokens())
 
 
 def use_formatter(logger: logging.Logger, log_format: str) -> None:

@@ -26,9 +26,11 @@ TEST_JWT_SECRET = "test-jwt-secret-0123456789abcdefghijklmnopqrstuvwxyz"
 ADMIN_HEADERS = {"Authorization": f"Bearer {TEST_ADMIN_KEY}"}
 
 
-def bus_client(base_url: str, timeout: float = 10, token: str | None = TEST_ADMIN_KEY, **kwargs) -> httpx.Client:
-    """An HTTP client for a bus, sending `token` (the tests' admin key by default) as a bearer token."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+def bus_client(base_url: str, timeout: float = 10, token: str | None = TEST_ADMIN_KEY, headers: dict | None = None,
+               **kwargs) -> httpx.Client:
+    """An HTTP client for a bus, sending `token` (the tests' admin key by default) as a bearer token, and
+    `headers`."""
+    headers = {**({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {})}
     return httpx.Client(base_url=base_url, timeout=timeout, headers=headers, **kwargs)
 
 

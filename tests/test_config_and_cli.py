@@ -47,6 +47,21 @@ def test_broker_url_comes_from_backend_unless_overridden():
     ({"BROKER_URL": "localhost"}, "BROKER_URL"),
     ({"IDEMPOTENCY_WINDOW": "0"}, "IDEMPOTENCY_WINDOW"),
     ({"IDEMPOTENCY_WINDOW": "1d"}, "IDEMPOTENCY_WINDOW"),
+    ({"BROKER_URL": "kafka://broker:9092"}, "BROKER_URL"),  # was taken for the in-memory broker
+    ({"MESSAGE_BACKEND": "redis", "REDIS_URL": "http://cache:6379"}, "REDIS_URL"),
+    ({"ADMIN_API_KEY": "short-key"}, "ADMIN_API_KEY"),
+    ({"ADMIN_API_KEY": "a key with spaces in it 0123456789"}, "ADMIN_API_KEY"),
+    ({"ADMIN_API_KEY": "clé-secrète-0123456789abcdefghij"}, "ADMIN_API_KEY"),
+    ({"ADMIN_API_KEY": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"}, "ADMIN_API_KEY"),  # a JWT
+    ({"JWT_LEEWAY": "-1"}, "JWT_LEEWAY"),
+    ({"TRUSTED_PROXIES": "many"}, "TRUSTED_PROXIES"),
+    ({"TRUSTED_PROXIES": "50"}, "TRUSTED_PROXIES"),
+    ({"HEARTBEAT_TIMEOUT": "nan"}, "HEARTBEAT_TIMEOUT"),
+    ({"DELIVERY_MAX_RETRIES": "many"}, "DELIVERY_MAX_RETRIES"),
+    ({"CELERY_PREFETCH_MULTIPLIER": "0"}, "CELERY_PREFETCH_MULTIPLIER"),
+    ({"CELERY_TASK_EVENTS": "sometimes"}, "CELERY_TASK_EVENTS"),
+    ({"OUTBOX_SWEEP_INTERVAL": "15s"}, "OUTBOX_SWEEP_INTERVAL"),
+    ({"REDELIVERY_SWEEP_INTERVAL": "0"}, "REDELIVERY_SWEEP_INTERVAL"),
 ])
 def test_bad_configuration_is_one_clear_error(env, mentions):
     with pytest.raises(ConfigError, match=mentions):
@@ -63,6 +78,25 @@ def test_cli_bad_configuration_prints_one_line_and_exits_2(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "collab-bus: configuration error: MESSAGE_BACKEND must be one of memory, redis, rabbitmq; got 'kafka'"]
+
+
+@pytest.mark.parametrize("command", [["worker"], ["beat"]])
+def test_celery_settings_are_checked_like_every_other(command, tmp_path):
+    """celeryconfig reads its knobs through Settings: a bad value is the one-line error, not a traceback."""
+    result = run_cli(*command, env={"DATA_DIR": str(tmp_path), "MESSAGE_BACKEND": "redis",
+                                    "CELERY_PREFETCH_MULTIPLIER": "four"})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "collab-bus: configuration error: CELERY_PREFETCH_MULTIPLIER must be an integer, got 'four'"]
+
+
+def test_celery_conf_holds_settings_only():
+    """celeryconfig's imports and private names are not Celery settings (`celery inspect conf` lists the rest)."""
+    from app.broker import make_celery
+
+    table = make_celery(Settings.from_env({})).conf.table(with_defaults=False)
+    assert not {"os", "Exchange", "Queue", "Settings"} & set(table)
+    assert table["task_annotations"] == {"workers.delivery.deliver": {"max_retries": 20}}
 
 
 def test_cli_api_refuses_the_in_memory_broker():

@@ -21,9 +21,11 @@ import jwt
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
+from app.config import MIN_ADMIN_KEY_LENGTH
 from app.db import Database
 from app.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unauthorized, UnknownSandbox
 from app.models import KEY_ROLES, ApiKey, Role, Sandbox, isoformat, utcnow
+from app.token_format import looks_like_jwt
 
 KEY_PREFIX = "cbk_"
 JWT_ALGORITHM = "HS256"  # the only algorithm accepted: alg=none, RS*/ES* and other HS variants are refused
@@ -100,6 +102,12 @@ def hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def key_prefix(secret: str) -> str:
+    """What listings show of a key: ``cbk_`` and 8 characters of a generated key; 4 characters of a preset one
+    (an operator's own ADMIN_API_KEY may be short: its listing must not give half of it away)."""
+    return secret[:12] if secret.startswith(KEY_PREFIX) else secret[:4]
+
+
 def new_key_secret() -> str:
     """A fresh API key: ``cbk_`` and 43 URL-safe random characters (256 bits)."""
     return KEY_PREFIX + secrets.token_urlsafe(32)
@@ -127,7 +135,7 @@ def create_key(db: Database, name: str, role: str, workspace: str | None = None,
     with db.write() as session:
         if session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(secret))) is not None:
             raise Conflict("this key exists already", code="duplicate_key")
-        key = ApiKey(name=name, role=role, workspace=workspace, key_hash=hash_key(secret), prefix=secret[:12],
+        key = ApiKey(name=name, role=role, workspace=workspace, key_hash=hash_key(secret), prefix=key_prefix(secret),
                      created_at=utcnow())
         session.add(key)
         session.flush()
@@ -150,7 +158,7 @@ def revoke_key(db: Database, ident: str) -> dict:
         if ident.isdigit():
             matches = session.scalars(query.where(ApiKey.id == int(ident))).all()
         else:
-            matches = session.scalars(query.where((ApiKey.name == ident) | (ApiKey.prefix == ident[:12]))).all()
+            matches = session.scalars(query.where((ApiKey.name == ident) | (ApiKey.prefix == key_prefix(ident)))).all()
         if not matches:
             raise NotFound(f"no active key with id, name or prefix {ident!r}", code="unknown_key",
                            details={"key": ident})
@@ -241,12 +249,15 @@ def issue_sandbox_token(secret: str, sandbox: Sandbox, ttl: int) -> dict:
             "token_type": "Bearer"}
 
 
-def _sandbox_principal(db: Database, secret: str, token: str) -> Principal:
+def _sandbox_principal(db: Database, secret: str, token: str, leeway: float) -> Principal:
     try:
-        claims = jwt.decode(token, secret, algorithms=[JWT_ALGORITHM], issuer=JWT_ISSUER,
+        claims = jwt.decode(token, secret, algorithms=[JWT_ALGORITHM], issuer=JWT_ISSUER, leeway=leeway,
                             options={"require": ["exp", "iat", "sub", "ver", "iss"]})
     except jwt.ExpiredSignatureError:
         raise Unauthorized("the sandbox token has expired; refresh it before it does", details={"reason": "expired"})
+    except jwt.ImmatureSignatureError:
+        raise Unauthorized(f"the sandbox token was issued in the future (more than {leeway:g}s of clock skew "
+                           "between API nodes; see JWT_LEEWAY)", details={"reason": "not_yet_valid"})
     except jwt.InvalidAlgorithmError:
         raise Unauthorized(f"only {JWT_ALGORITHM} tokens are accepted", details={"reason": "algorithm_not_allowed"})
     except jwt.InvalidSignatureError:
@@ -264,15 +275,19 @@ def _sandbox_principal(db: Database, secret: str, token: str) -> Principal:
                          workspace=sandbox.workspace, expires_at=float(claims["exp"]))
 
 
-def authenticate_token(db: Database, jwt_key: str, token: str | None) -> Principal:
-    """The principal a bearer token stands for; Unauthorized (with details.reason) when it stands for none."""
+def authenticate_token(db: Database, jwt_key: str, token: str | None, leeway: float = 0.0) -> Principal:
+    """The principal a bearer token stands for; Unauthorized (with details.reason) when it stands for none.
+
+    A sandbox token's `iat` and `exp` are checked with `leeway` seconds of tolerance for clock skew between
+    the node that issued it and this one.
+    """
     if not token:
         raise Unauthorized("authentication required: send `Authorization: Bearer <API key or sandbox token>`",
                            details={"reason": "missing"})
-    if token.startswith(KEY_PREFIX):
+    if looks_like_jwt(token):
+        return _sandbox_principal(db, jwt_key, token, leeway)
+    if token.startswith(KEY_PREFIX) or len(token) >= MIN_ADMIN_KEY_LENGTH:  # ADMIN_API_KEY may be any such value
         return _key_principal(db, token)
-    if token.count(".") == 2:
-        return _sandbox_principal(db, jwt_key, token)
     raise Unauthorized("the token is neither an API key nor a sandbox token", details={"reason": "malformed"})
 
 
