@@ -30,6 +30,10 @@ class BusGroup(click.Group):
         except DBAPIError as exc:
             click.echo(f"collab-bus: database error: {str(exc.orig).splitlines()[0]} ({_safe_url(exc)})", err=True)
             sys.exit(1)
+        except OSError as exc:  # e.g. a DATA_DIR that cannot be created, a port taken
+            where = f" ({exc.filename})" if exc.filename else ""
+            click.echo(f"collab-bus: error: {exc.strerror or exc}{where}", err=True)
+            sys.exit(1)
 
 
 def _safe_url(exc: DBAPIError) -> str:
@@ -70,7 +74,15 @@ def _tls(certfile: str | None, keyfile: str | None) -> tuple[str, str] | None:
     for path in (certfile, keyfile):
         if path and not os.path.isfile(path):
             raise ConfigError(f"TLS file {path} does not exist")
-    return (certfile, keyfile) if certfile else None
+    if not certfile:
+        return None
+    import ssl
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certfile, keyfile)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"TLS certificate {certfile} and key {keyfile} do not load as a PEM pair: {exc}") from None
+    return certfile, keyfile
 
 
 def _bootstrap_admin_key(settings: Settings) -> None:
@@ -113,7 +125,8 @@ def _with_tls(command):
 @click.option("--port", envvar="PORT", default=8000, type=int, show_default=True, help="Port to listen on.")
 @click.option("--data-dir", envvar="DATA_DIR", default="data", show_default=True,
               help="Directory for the SQLite database and beat schedule.")
-@click.option("--worker-threads", default=4, show_default=True, help="Delivery threads of the embedded worker.")
+@click.option("--worker-threads", default=4, show_default=True, type=click.IntRange(min=1),
+              help="Delivery threads of the embedded worker.")
 @_with_tls
 def up(host: str, port: int, data_dir: str, worker_threads: int, certfile: str | None, keyfile: str | None) -> None:
     """Run API, worker and beat in one process (in-memory broker, SQLite): no server to install.
@@ -136,9 +149,9 @@ def up(host: str, port: int, data_dir: str, worker_threads: int, certfile: str |
 @main.command()
 @click.option("--host", envvar="HOST", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", envvar="PORT", default=8000, type=int, show_default=True, help="Port to listen on.")
-@click.option("--workers", "processes", envvar="API_WORKERS", default=1, show_default=True,
+@click.option("--workers", "processes", envvar="API_WORKERS", default=1, show_default=True, type=click.IntRange(min=1),
               help="gunicorn worker processes.")
-@click.option("--threads", envvar="API_THREADS", default=100, show_default=True,
+@click.option("--threads", envvar="API_THREADS", default=100, show_default=True, type=click.IntRange(min=1),
               help="Threads per process (each open WebSocket holds one).")
 @click.option("--migrate/--no-migrate", default=True, show_default=True, help="Upgrade the database schema first.")
 @_with_tls
@@ -167,7 +180,7 @@ def api(host: str, port: int, processes: int, threads: int, migrate: bool, certf
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--queues", "-Q", default="delivery,lifecycle,maintenance", show_default=True, help="Queues to consume.")
-@click.option("--concurrency", "-c", default=4, show_default=True, help="Worker threads.")
+@click.option("--concurrency", "-c", default=4, show_default=True, type=click.IntRange(min=1), help="Worker threads.")
 @click.option("--metrics-port", envvar="WORKER_METRICS_PORT", type=int, default=None,
               help="Serve this worker's Prometheus metrics on http://0.0.0.0:PORT/metrics.")
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)

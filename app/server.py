@@ -24,6 +24,7 @@ class _Gunicorn(BaseApplication):
         self.cfg.set("timeout", 60)
         self.cfg.set("graceful_timeout", 5)
         self.cfg.set("loglevel", settings.log_level.lower())
+        self.cfg.set("control_socket_disable", True)  # unused, and one path per user: API processes would share it
         self.cfg.set("accesslog", "-" if settings.log_level == "DEBUG" else None)
         if self.tls:
             self.cfg.set("certfile", self.tls[0])

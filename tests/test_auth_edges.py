@@ -11,7 +11,7 @@ import httpx
 import jwt
 import pytest
 
-from tests.servers import BIN, TEST_JWT_SECRET, BusProcess, bus_client, wait_for, ws_connect
+from tests.servers import BIN, TEST_ADMIN_KEY, TEST_JWT_SECRET, BusProcess, bus_client, wait_for, ws_connect
 
 PRESET_ADMIN_KEY = "bar-admin-key-0123456789abcdef"  # from an operator's secret store: no `cbk_` prefix
 RECV_TIMEOUT = 10
@@ -125,5 +125,22 @@ def test_without_trusted_proxies_forwarded_headers_are_ignored():
 
         assert [attempt("203.0.113.5") for _ in range(3)] == [401, 401, 429]
         assert attempt("203.0.113.6") == 429  # a client cannot pick its own address by a header
+    finally:
+        bus.cleanup()
+
+
+def test_gunicorn_access_log_never_shows_a_token(redis_server):
+    """`collab-bus api` logs request lines at LOG_LEVEL=DEBUG (gunicorn's access log): a token in a URL is
+    redacted there."""
+    bus = BusProcess("redis", redis_url=redis_server.url, worker=False, extra_env={"LOG_LEVEL": "DEBUG"})
+    try:
+        with ws_connect(f"{bus.ws_url}/ws/events?since=0&token={TEST_ADMIN_KEY}", token=None) as ws:
+            assert json.loads(ws.recv(timeout=RECV_TIMEOUT))["type"] == "welcome"
+        with bus_client(bus.url, token=None) as anonymous:
+            assert anonymous.get("/api/v1/sandboxes", params={"token": TEST_ADMIN_KEY}).status_code == 401
+        wait_for(lambda: "/api/v1/sandboxes?token=" in bus.logs(), 10, "the request lines in gunicorn's access log")
+        logs = bus.logs()
+        assert [line for line in logs.splitlines() if TEST_ADMIN_KEY in line] == []
+        assert '"GET /api/v1/sandboxes?token=[redacted] HTTP/1.1" 401' in logs
     finally:
         bus.cleanup()

@@ -149,3 +149,24 @@ def test_python_dash_m_runs_every_command(tmp_path):
     listed = subprocess.run([sys.executable, "-m", "app.cli", "keys", "list"], capture_output=True, text=True,
                             env=env, timeout=60)
     assert listed.returncode == 0 and " viewer " in listed.stdout and listed.stdout.rstrip().endswith("ci")
+
+
+@pytest.mark.parametrize("args, env, says", [
+    (["up"], {"DATA_DIR": "/proc/no-such-dir"}, "collab-bus: error: No such file or directory (/proc/no-such-dir)"),
+    (["up", "--worker-threads", "0"], {}, "'--worker-threads': 0 is not in the range x>=1"),
+    (["api", "--no-migrate"], {"MESSAGE_BACKEND": "redis", "API_WORKERS": "0"}, "'--workers': 0 is not in the range"),
+    (["worker", "-c", "0"], {"MESSAGE_BACKEND": "redis"}, "'--concurrency' / '-c': 0 is not in the range"),
+])
+def test_values_that_cannot_work_are_refused_at_start_in_one_line(args, env, says, tmp_path):
+    result = run_cli(*args, env={"DATA_DIR": str(tmp_path), **env})
+    assert result.returncode in (1, 2) and says in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_tls_pair_that_does_not_load_is_refused_at_start(tmp_path):
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    result = run_cli("up", "--data-dir", str(tmp_path), "--certfile", str(junk), "--keyfile", str(junk))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"collab-bus: configuration error: TLS certificate {junk} and key {junk} do not load")
