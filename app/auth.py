@@ -4,7 +4,8 @@
 header, or a `token` query parameter for browsers), checks it (app.services.auth), applies the per-caller
 rate limit, and keeps the caller as `g.principal`. A failed authentication is audited, counted, and limited
 per client address. WebSocket handshakes without a token are let through to the route, which then expects
-an `auth` frame first (`authenticate_frame`). Endpoints call `require(permission, ...)`.
+an `auth` frame first (`authenticate_frame`), as long as their address holds fewer than
+MAX_UNAUTHENTICATED_SOCKETS_PER_ADDRESS such sockets. Endpoints call `require(permission, ...)`.
 With AUTH_ENABLED=false every caller is an anonymous admin.
 """
 
@@ -17,7 +18,7 @@ from flask import g, request
 
 from app import metrics
 from app.context import BusContext, bus
-from app.errors import Forbidden, TooManyRequests, Unauthorized
+from app.errors import BusError, Forbidden, TooManyRequests, Unauthorized
 from app.services import audit
 from app.services.auth import ANONYMOUS_ADMIN, Principal, authenticate_token, authorize
 
@@ -59,7 +60,7 @@ def authenticate(token: str | None) -> Principal:
             metrics.AUTH_FAILURES.inc()
             raise TooManyRequests("too many failed authentications from this address; wait before trying again",
                                   retry_after=blocked, details={"reason": "auth_failures"}) from None
-        _failed(ctx, address, exc)
+        _failed(ctx, address, exc.details.get("reason", "invalid"))
         raise
     wait = ctx.rate_limiter.take(principal.actor)
     if wait:
@@ -70,10 +71,9 @@ def authenticate(token: str | None) -> Principal:
     return principal
 
 
-def _failed(ctx: BusContext, address: str, exc: Unauthorized) -> None:
+def _failed(ctx: BusContext, address: str, reason: str) -> None:
     ctx.auth_failures.fail(address)
     metrics.AUTH_FAILURES.inc()
-    reason = exc.details.get("reason", "invalid")
     log.warning("authentication failed from %s on %s %s: %s", address, request.method, request.path, reason)
     try:
         audit.record_now(ctx.db, audit.Actor("anonymous", None, address), "auth.failed", audit.REFUSED,
@@ -85,23 +85,59 @@ def _failed(ctx: BusContext, address: str, exc: Unauthorized) -> None:
 def authenticate_request() -> None:
     """Flask `before_request` hook: authenticate every request except the open ones (health, metrics).
 
-    A WebSocket handshake that carries no token is let through: its route reads an `auth` frame first.
+    A WebSocket handshake that carries no token is let through: its route reads an `auth` frame first. It takes
+    one of its address's places for sockets not authenticated yet; with none left it is refused (429).
     """
     if request.path in OPEN_PATHS or request.endpoint is None:
         return
     token = bearer_token()
     if token is None and request.path.startswith("/ws/") and bus().settings.auth_enabled:
+        _hold_unauthenticated_socket()
         return
     authenticate(token)
 
 
+def _hold_unauthenticated_socket() -> None:
+    ctx = bus()
+    address = client_address()
+    if not ctx.unauthenticated_sockets.acquire(address):
+        limit = ctx.unauthenticated_sockets.limit
+        refuse_socket("too_many_unauthenticated_sockets", TooManyRequests(
+            f"this address already has {limit} sockets waiting for their `auth` frame; authenticate those, or "
+            "send the token in the handshake", retry_after=max(1, round(ctx.settings.auth_frame_timeout)),
+            code="too_many_unauthenticated_sockets", details={"reason": "too_many_unauthenticated_sockets",
+                                                              "limit": limit}))
+    g.unauthenticated_socket = address
+
+
+def release_unauthenticated_socket(_exc: BaseException | None = None) -> None:
+    """Give back the place the current socket held while unauthenticated (once authenticated, or at the end of
+    the request; also a Flask `teardown_request` hook)."""
+    address = g.pop("unauthenticated_socket", None)
+    if address is not None:
+        bus().unauthenticated_sockets.release(address)
+
+
+def refuse_socket(reason: str, error: BusError) -> None:
+    """Raise `error` for a socket refused before it authenticated, counted as a failed authentication and
+    audited (`auth.failed` with `reason`); an address past AUTH_FAILURE_LIMIT is only counted, as for tokens."""
+    ctx = bus()
+    address = client_address()
+    if ctx.auth_failures.blocked_for(address):
+        metrics.AUTH_FAILURES.inc()
+    else:
+        _failed(ctx, address, reason)
+    raise error
+
+
 def authenticate_frame(frame: dict) -> Principal:
-    """Authenticate a socket from its first frame, ``{"type": "auth", "token": "…"}``."""
+    """Authenticate a socket from its first frame, ``{"type": "auth", "token": "…"}``; its place among its
+    address's unauthenticated sockets is given back either way."""
+    release_unauthenticated_socket()
     if frame.get("type") != "auth" or not isinstance(frame.get("token"), str):
-        _failed(bus(), client_address(), Unauthorized("", details={"reason": "missing"}))
-        raise Unauthorized("authentication required: send {\"type\": \"auth\", \"token\": \"…\"} as the first "
-                           "frame, or a token in the Authorization header or `token` query parameter",
-                           details={"reason": "missing"})
+        refuse_socket("missing", Unauthorized(
+            "authentication required: send {\"type\": \"auth\", \"token\": \"…\"} as the first frame, or a token "
+            "in the Authorization header or `token` query parameter", details={"reason": "missing"}))
     return authenticate(frame["token"])
 
 

@@ -30,7 +30,7 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+def _float(env: Mapping[str, str], name: str, default: float, zero_allowed: bool = False) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -38,8 +38,8 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"{name} must be positive, got {raw}")
+    if value < 0 or (value == 0 and not zero_allowed):
+        raise ConfigError(f"{name} must be {'zero or ' if zero_allowed else ''}positive, got {raw}")
     return value
 
 
@@ -95,6 +95,9 @@ class Settings:
     auth_failure_limit: int = 20
     max_ws_frame_bytes: int | None = None
     max_sockets_per_sandbox: int = 4
+    ws_ping_interval: float = 25.0
+    auth_frame_timeout: float = 3.0
+    max_unauthenticated_sockets_per_address: int = 10
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
@@ -131,6 +134,10 @@ class Settings:
             auth_failure_limit=_int(env, "AUTH_FAILURE_LIMIT", cls.auth_failure_limit, minimum=1),
             max_ws_frame_bytes=_int(env, "MAX_WS_FRAME_BYTES", 0, minimum=1024) or None,
             max_sockets_per_sandbox=_int(env, "MAX_SOCKETS_PER_SANDBOX", cls.max_sockets_per_sandbox, minimum=1),
+            ws_ping_interval=_float(env, "WS_PING_INTERVAL", cls.ws_ping_interval, zero_allowed=True),
+            auth_frame_timeout=_float(env, "AUTH_FRAME_TIMEOUT", cls.auth_frame_timeout),
+            max_unauthenticated_sockets_per_address=_int(env, "MAX_UNAUTHENTICATED_SOCKETS_PER_ADDRESS",
+                                                         cls.max_unauthenticated_sockets_per_address, minimum=1),
         )
         values.update(overrides)
         settings = cls(**values)
