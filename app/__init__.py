@@ -21,7 +21,7 @@ def create_app(settings: Settings | None = None, *, celery=None, start_listener:
     """
     from app.api import api
     from app.api.errors import register_error_handlers
-    from app.auth import authenticate_request
+    from app.auth import authenticate_request, release_unauthenticated_socket
     from app.broker import CeleryDeliveryQueue, make_celery, transport_options
     from app.context import BusContext
     from app.db import Database
@@ -29,8 +29,9 @@ def create_app(settings: Settings | None = None, *, celery=None, start_listener:
     from app.metrics import GaugeCollector, MetricsNotifier, exposition
     from prometheus_client import CollectorRegistry
     from app.services import auth
-    from app.services.limits import FailureLimiter, RateLimiter
+    from app.services.limits import ConcurrencyLimiter, FailureLimiter, RateLimiter
     from app.services.redelivery import RedeliveryPolicy
+    from app.ws.connections import Connections
     from app.ws.hub import Hub
     from app.ws.routes import sock
 
@@ -58,6 +59,8 @@ def create_app(settings: Settings | None = None, *, celery=None, start_listener:
         jwt_secret=auth.jwt_secret(settings.auth_jwt_secret, settings.data_dir / "jwt-secret"),
         rate_limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
         auth_failures=FailureLimiter(settings.auth_failure_limit),
+        sockets=Connections(settings.ws_ping_interval),
+        unauthenticated_sockets=ConcurrencyLimiter(settings.max_unauthenticated_sockets_per_address),
     )
     if not settings.auth_enabled:
         log.warning("AUTH_ENABLED=false: EVERY CALLER IS AN ADMIN. Use this for local trials only, never on a network.")
@@ -69,6 +72,7 @@ def create_app(settings: Settings | None = None, *, celery=None, start_listener:
         ctx.background.append(listener)
 
     app.before_request(authenticate_request)
+    app.teardown_request(release_unauthenticated_socket)
     app.register_blueprint(api)
     sock.init_app(app)
     register_error_handlers(app)

@@ -4,7 +4,8 @@
 header, or a `token` query parameter for browsers), checks it (app.services.auth), applies the per-caller
 rate limit, and keeps the caller as `g.principal`. A failed authentication is audited, counted, and limited
 per client address. WebSocket handshakes without a token are let through to the route, which then expects
-an `auth` frame first (`authenticate_frame`). Endpoints call `require(permission, ...)`.
+an `auth` frame first (`authenticate_frame`), as long as their address holds fewer than
+MAX_UNAUTHENTICATED_SOCKETS_PER_ADDRESS such sockets. Endpoints call `require(permission, ...)`.
 With AUTH_ENABLED=false every caller is an anonymous admin.
 """
 
@@ -18,7 +19,7 @@ from flask import g, request
 
 from app import metrics
 from app.context import BusContext, bus
-from app.errors import Forbidden, TooManyRequests, Unauthorized
+from app.errors import BusError, Forbidden, TooManyRequests, Unauthorized
 from app.services import audit
 from app.services.auth import ANONYMOUS_ADMIN, Principal, authenticate_token, authorize
 
@@ -71,9 +72,10 @@ def authenticate(token: str | None) -> Principal:
     return principal
 
 
-def refuse_credentials(exc: Unauthorized) -> NoReturn:
-    """Raise `exc` for the current request, audited and counted per client address; once the address has failed
-    AUTH_FAILURE_LIMIT times in a minute, raise TooManyRequests instead (without further audit rows)."""
+def refuse_credentials(exc: BusError) -> NoReturn:
+    """Raise `exc` for the current request, counted and audited (`auth.failed` with the error's
+    `details.reason`) per client address; once the address has failed AUTH_FAILURE_LIMIT times in a minute,
+    raise TooManyRequests instead, without further audit rows."""
     ctx = bus()
     address = client_address()
     blocked = ctx.auth_failures.blocked_for(address)
@@ -81,14 +83,13 @@ def refuse_credentials(exc: Unauthorized) -> NoReturn:
         metrics.AUTH_FAILURES.inc()
         raise TooManyRequests("too many failed authentications from this address; wait before trying again",
                               retry_after=blocked, details={"reason": "auth_failures"}) from None
-    _failed(ctx, address, exc)
+    _failed(ctx, address, exc.details.get("reason", "invalid"))
     raise exc
 
 
-def _failed(ctx: BusContext, address: str, exc: Unauthorized) -> None:
+def _failed(ctx: BusContext, address: str, reason: str) -> None:
     ctx.auth_failures.fail(address)
     metrics.AUTH_FAILURES.inc()
-    reason = exc.details.get("reason", "invalid")
     log.warning("authentication failed from %s on %s %s: %s", address, request.method, request.path, reason)
     try:
         audit.record_now(ctx.db, audit.Actor("anonymous", None, address), "auth.failed", audit.REFUSED,
@@ -100,7 +101,8 @@ def _failed(ctx: BusContext, address: str, exc: Unauthorized) -> None:
 def authenticate_request() -> None:
     """Flask `before_request` hook: authenticate every request except the open ones (health, metrics).
 
-    A WebSocket handshake that carries no token is let through: its route reads an `auth` frame first.
+    A WebSocket handshake that carries no token is let through: its route reads an `auth` frame first. It takes
+    one of its address's places for sockets not authenticated yet; with none left it is refused (429).
     """
     if request.path in OPEN_PATHS or request.endpoint is None:
         return
@@ -112,17 +114,40 @@ def authenticate_request() -> None:
     except Unauthorized as exc:
         refuse_credentials(exc)
     if token is None and request.path.startswith("/ws/"):
+        _hold_unauthenticated_socket()
         return
     authenticate(token)
 
 
+def _hold_unauthenticated_socket() -> None:
+    ctx = bus()
+    address = client_address()
+    if not ctx.unauthenticated_sockets.acquire(address):
+        limit = ctx.unauthenticated_sockets.limit
+        refuse_credentials(TooManyRequests(
+            f"this address already has {limit} sockets waiting for their `auth` frame; authenticate those, or "
+            "send the token in the handshake", retry_after=max(1, round(ctx.settings.auth_frame_timeout)),
+            code="too_many_unauthenticated_sockets", details={"reason": "too_many_unauthenticated_sockets",
+                                                              "limit": limit}))
+    g.unauthenticated_socket = address
+
+
+def release_unauthenticated_socket(_exc: BaseException | None = None) -> None:
+    """Give back the place the current socket held while unauthenticated (once authenticated, or at the end of
+    the request; also a Flask `teardown_request` hook)."""
+    address = g.pop("unauthenticated_socket", None)
+    if address is not None:
+        bus().unauthenticated_sockets.release(address)
+
+
 def authenticate_frame(frame: dict) -> Principal:
-    """Authenticate a socket from its first frame, ``{"type": "auth", "token": "…"}``."""
+    """Authenticate a socket from its first frame, ``{"type": "auth", "token": "…"}``; its place among its
+    address's unauthenticated sockets is given back either way."""
+    release_unauthenticated_socket()
     if frame.get("type") != "auth" or not isinstance(frame.get("token"), str):
-        _failed(bus(), client_address(), Unauthorized("", details={"reason": "missing"}))
-        raise Unauthorized("authentication required: send {\"type\": \"auth\", \"token\": \"…\"} as the first "
-                           "frame, or a token in the Authorization header or `token` query parameter",
-                           details={"reason": "missing"})
+        refuse_credentials(Unauthorized(
+            "authentication required: send {\"type\": \"auth\", \"token\": \"…\"} as the first frame, or a token "
+            "in the Authorization header or `token` query parameter", details={"reason": "missing"}))
     return authenticate(frame["token"])
 
 

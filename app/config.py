@@ -112,6 +112,9 @@ class Settings:
     celery_task_events: bool = False
     outbox_sweep_interval: float = 15.0
     redelivery_sweep_interval: float = 1.0
+    ws_ping_interval: float = 25.0
+    auth_frame_timeout: float = 3.0
+    max_unauthenticated_sockets_per_address: int = 10
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
@@ -156,6 +159,10 @@ class Settings:
             celery_task_events=_bool(env, "CELERY_TASK_EVENTS", cls.celery_task_events),
             outbox_sweep_interval=_float(env, "OUTBOX_SWEEP_INTERVAL", cls.outbox_sweep_interval),
             redelivery_sweep_interval=_float(env, "REDELIVERY_SWEEP_INTERVAL", cls.redelivery_sweep_interval),
+            ws_ping_interval=_float(env, "WS_PING_INTERVAL", cls.ws_ping_interval, zero_ok=True),
+            auth_frame_timeout=_float(env, "AUTH_FRAME_TIMEOUT", cls.auth_frame_timeout),
+            max_unauthenticated_sockets_per_address=_int(env, "MAX_UNAUTHENTICATED_SOCKETS_PER_ADDRESS",
+                                                         cls.max_unauthenticated_sockets_per_address, minimum=1),
         )
         values.update(overrides)
         settings = cls(**values)

@@ -8,16 +8,17 @@ from flask import current_app
 
 from app.config import Settings
 from app.db import Database
-from app.services.limits import FailureLimiter, RateLimiter
+from app.services.limits import ConcurrencyLimiter, FailureLimiter, RateLimiter
 from app.services.ports import DeliveryQueue, Notifier
 from app.services.redelivery import RedeliveryPolicy
+from app.ws.connections import Connections
 from app.ws.hub import Hub
 
 
 @dataclass
 class BusContext:
-    """Settings, database, delivery queue, notifier, socket hub and redelivery policy of one API process,
-    plus its security state: the sandbox-token signing key and rate limiters."""
+    """Settings, database, delivery queue, notifier, socket hub, open sockets and redelivery policy of one API
+    process, plus its security state: the sandbox-token signing key and rate limiters."""
 
     settings: Settings
     db: Database
@@ -30,6 +31,8 @@ class BusContext:
     rate_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(50.0, 100))
     auth_failures: FailureLimiter = field(default_factory=lambda: FailureLimiter(20))
     refusal_audit_times: dict = field(default_factory=dict)
+    sockets: Connections = field(default_factory=Connections)
+    unauthenticated_sockets: ConcurrencyLimiter = field(default_factory=lambda: ConcurrencyLimiter(10))
 
 
 def bus() -> BusContext:

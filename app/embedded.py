@@ -11,6 +11,8 @@ from app.config import Settings
 
 log = logging.getLogger(__name__)
 
+GOING_AWAY_WAIT = 3.0  # seconds a stop waits for the sockets it closed with 1001 to finish their closing handshake
+
 
 class EmbeddedBus:
     """The whole bus in one process: `start()` brings up worker, beat and HTTP server; `stop()` ends them."""
@@ -56,12 +58,14 @@ class EmbeddedBus:
                  self.settings.database_url)
 
     def stop(self) -> None:
-        """Stop serving, let the worker finish its current tasks, stop beat."""
+        """Stop accepting connections, close every open socket with 1001 "going away", let the worker finish its
+        current tasks, stop beat."""
         if self._stopped.is_set():
             return
         self._stopped.set()
         log.info("collab-bus: shutting down")
         self.server.shutdown()
+        self.app.extensions["bus"].sockets.going_away(GOING_AWAY_WAIT)
         self.beat.stop()
         self.worker.stop(in_sighandler=False)
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import signal
+import threading
+
 from gunicorn.app.base import BaseApplication
 
 from app.config import Settings
+
+GOING_AWAY_WAIT = 3.0  # seconds of the graceful timeout given to sockets closed with 1001 to finish closing
 
 
 class _Gunicorn(BaseApplication):
@@ -26,6 +31,7 @@ class _Gunicorn(BaseApplication):
         self.cfg.set("loglevel", settings.log_level.lower())
         self.cfg.set("control_socket_disable", True)  # unused, and one path per user: API processes would share it
         self.cfg.set("accesslog", "-" if settings.log_level == "DEBUG" else None)
+        self.cfg.set("post_worker_init", close_sockets_on_sigterm)
         if self.tls:
             self.cfg.set("certfile", self.tls[0])
             self.cfg.set("keyfile", self.tls[1])
@@ -34,6 +40,22 @@ class _Gunicorn(BaseApplication):
         from app.wsgi import app
 
         return app
+
+
+def close_sockets_on_sigterm(worker) -> None:
+    """gunicorn `post_worker_init` hook: at the start of the worker's graceful stop (SIGTERM), stop accepting and
+    close every open socket with 1001 "going away", so clients tell a planned restart from a network fault."""
+    sockets = worker.wsgi.extensions["bus"].sockets
+    handle_exit = worker.handle_exit
+
+    def on_sigterm(sig, frame):
+        handle_exit(sig, frame)
+        if hasattr(worker, "set_accept_enabled"):  # gthread: no new socket lands on this worker from now on
+            worker.set_accept_enabled(False)
+        threading.Thread(target=sockets.going_away, args=(GOING_AWAY_WAIT,), name="ws-going-away",
+                         daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def serve(settings: Settings, *, processes: int, threads: int, tls: tuple[str, str] | None = None) -> None:

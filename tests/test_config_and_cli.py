@@ -23,6 +23,13 @@ def test_defaults_follow_the_architecture_document():
     assert (settings.host, settings.port, settings.max_content_bytes) == ("127.0.0.1", 8000, 256 * 1024)
 
 
+def test_socket_settings_default_to_pings_every_25s_and_a_short_auth_grace():
+    settings = Settings.from_env({})
+    assert (settings.ws_ping_interval, settings.auth_frame_timeout) == (25.0, 3.0)
+    assert settings.max_unauthenticated_sockets_per_address == 10
+    assert Settings.from_env({"WS_PING_INTERVAL": "0"}).ws_ping_interval == 0  # no pings
+
+
 def test_data_dir_moves_the_default_database():
     assert Settings.from_env({"DATA_DIR": "/tmp/bus"}).database_url == "sqlite:////tmp/bus/collab-bus.db"
 
@@ -62,6 +69,9 @@ def test_broker_url_comes_from_backend_unless_overridden():
     ({"CELERY_TASK_EVENTS": "sometimes"}, "CELERY_TASK_EVENTS"),
     ({"OUTBOX_SWEEP_INTERVAL": "15s"}, "OUTBOX_SWEEP_INTERVAL"),
     ({"REDELIVERY_SWEEP_INTERVAL": "0"}, "REDELIVERY_SWEEP_INTERVAL"),
+    ({"WS_PING_INTERVAL": "-1"}, "WS_PING_INTERVAL must be zero or more"),
+    ({"AUTH_FRAME_TIMEOUT": "0"}, "AUTH_FRAME_TIMEOUT must be positive"),
+    ({"MAX_UNAUTHENTICATED_SOCKETS_PER_ADDRESS": "0"}, "MAX_UNAUTHENTICATED_SOCKETS_PER_ADDRESS"),
 ])
 def test_bad_configuration_is_one_clear_error(env, mentions):
     with pytest.raises(ConfigError, match=mentions):

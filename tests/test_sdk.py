@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections import Counter
 
@@ -291,6 +293,31 @@ def test_agents_reconnect_after_a_bus_restart_and_get_every_message_exactly_once
         assert statuses[statuses.index(ConnectionStatus.RECONNECTING):].count(ConnectionStatus.CONNECTED) >= 1
 
     run(scenario())
+
+
+def test_an_agent_reconnects_at_once_when_its_bus_node_goes_away(redis_server, unique):
+    """A reload of `collab-bus api` (SIGHUP: new gunicorn workers, the old ones stop gracefully) closes the
+    socket with 1001: the agent reconnects at once, not after its (here very long) reconnection back-off."""
+    bus = BusProcess("redis", redis_url=redis_server.url)
+
+    async def scenario():
+        sender, receiver = unique("sender"), unique("receiver")
+        statuses: list[tuple[ConnectionStatus, str]] = []
+        patient = Backoff(initial=300, maximum=300)  # a reconnection after back-off would come far too late
+        async with agent_for(bus, sender) as s, agent_for(bus, receiver, reconnect=patient) as r:
+            r.add_status_listener(lambda status, detail: statuses.append((status, detail)))
+            os.kill(bus.apis["api"].pid, signal.SIGHUP)
+            await eventually(lambda: ConnectionStatus.RECONNECTING in [st for st, _ in statuses], "the socket to close")
+            await eventually(lambda: r.status is ConnectionStatus.CONNECTED, "the agent to reconnect", timeout=60)
+            await s.send_message(receiver, {"after": "reload"}, MessageType.NOTIFICATION)
+            await eventually(lambda: [m.content for m in r.agent.received] == [{"after": "reload"}],
+                             "the message sent after the reload")
+        assert "going away" in statuses[0][1]
+
+    try:
+        run(scenario())
+    finally:
+        bus.cleanup()
 
 
 def test_a_replayed_dead_letter_is_handled_again(sdk_bus, unique):

@@ -1,4 +1,5 @@
-"""Rate limits kept in this process: a token bucket per caller, and a failure counter per client address."""
+"""Limits kept in this process: a token bucket per caller, a failure counter per client address, and a cap on
+what one key may hold at once."""
 
 from __future__ import annotations
 
@@ -66,3 +67,30 @@ class FailureLimiter:
             self._failures[key] = [*self._recent(key, now), now]
             if len(self._failures) > MAX_TRACKED:
                 self._failures.popitem(last=False)
+
+
+class ConcurrencyLimiter:
+    """At most `limit` holders at once per key (e.g. sockets of one address still waiting to authenticate)."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._held: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, key: str) -> bool:
+        """Take one of `key`'s places; False (nothing taken) when all `limit` are held."""
+        with self._lock:
+            held = self._held.get(key, 0)
+            if held >= self.limit:
+                return False
+            self._held[key] = held + 1
+            return True
+
+    def release(self, key: str) -> None:
+        """Give back one place of `key` taken by `acquire`."""
+        with self._lock:
+            held = self._held.get(key, 0) - 1
+            if held > 0:
+                self._held[key] = held
+            else:
+                self._held.pop(key, None)

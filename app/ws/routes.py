@@ -9,19 +9,21 @@ import json
 import logging
 import socket
 import threading
+from contextlib import contextmanager
 
 from flask import request
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 
 from app import metrics
-from app.auth import authenticate_frame, is_authenticated, require
+from app.auth import authenticate_frame, client_address, is_authenticated, refuse_credentials, require
 from app.context import BusContext, bus
 from app.errors import BusError, InvalidRequest, TooManyRequests, Unauthorized
 from app.models import SandboxStatus
 from app.schemas import AckFrameSchema, MailboxQuery, NackFrameSchema, load_or_raise, parse_json, query_args
 from app.services import mailbox, redelivery, registry
 from app.services.events import SANDBOX_CONNECTED, SANDBOX_DISCONNECTED, event_notification
+from app.ws.connections import Connection
 from app.ws.hub import CLOSE, RESYNC, Subscriber
 
 log = logging.getLogger(__name__)
@@ -33,28 +35,6 @@ CLOSE_POLICY = 1008
 PING_TYPES = ("ping", "heartbeat")
 CLOSE_REPLY_WAIT = 2.0  # seconds a refused socket waits for the client's closing reply
 RECEIVE_POLL = 5.0  # seconds between checks that the socket's reader thread is still alive
-AUTH_FRAME_TIMEOUT = 10.0  # seconds a socket without a token in its handshake has to send its `auth` frame
-
-
-class FrameSender:
-    """Sends text frames on one socket; safe to use from the reader and the sender thread at once."""
-
-    def __init__(self, ws):
-        self.ws = ws
-        self._lock = threading.Lock()
-
-    def send(self, text: str) -> None:
-        """Send one frame; raises ConnectionClosed when the peer is gone."""
-        with self._lock:
-            self.ws.send(text)
-
-    def send_json(self, frame: dict) -> None:
-        """Send `frame` as JSON."""
-        self.send(json.dumps(frame, separators=(",", ":")))
-
-    def error(self, exc: BusError) -> None:
-        """Send an `error` frame describing `exc`."""
-        self.send_json({"type": "error", **exc.to_dict()["error"]})
 
 
 def _message_frame(seq: int, message_json: str, attempt: int | None = None) -> str:
@@ -70,7 +50,7 @@ class MailboxStream:
     makes the stream read the gap from the database first; entries already sent are dropped.
     """
 
-    def __init__(self, ctx: BusContext, sender: FrameSender, sandbox_id: str, since: int, subscriber: Subscriber):
+    def __init__(self, ctx: BusContext, sender: Connection, sandbox_id: str, since: int, subscriber: Subscriber):
         self.ctx = ctx
         self.sender = sender
         self.sandbox_id = sandbox_id
@@ -114,13 +94,23 @@ class MailboxStream:
                 return
 
 
+@contextmanager
+def _opened(ws):
+    """The socket's Connection, known to this process's open sockets (pings, graceful stop) while it is open."""
+    with bus().sockets.opened(ws, client_address(), request.path) as conn:
+        yield conn
+
+
 @sock.route("/ws/sandboxes/<sandbox_id>")
 def mailbox_socket(ws, sandbox_id: str):
     """A sandbox's mailbox: `welcome`, replay of entries after `since`, live entries; the client sends `ack`."""
-    ctx = bus()
-    sender = FrameSender(ws)
+    with _opened(ws) as sender:
+        _serve_mailbox(bus(), ws, sender, sandbox_id)
+
+
+def _serve_mailbox(ctx: BusContext, ws, sender: Connection, sandbox_id: str) -> None:
     try:
-        _authenticate_socket(ws)
+        _authenticate_socket(ctx, ws)
         require("mailbox.read", sandbox_id=sandbox_id)
         since = load_or_raise(MailboxQuery(only=("since",)), query_args(request.args), what="query string")["since"]
         sandbox = registry.get_registered(ctx.db, sandbox_id)
@@ -151,33 +141,37 @@ def mailbox_socket(ws, sandbox_id: str):
 @sock.route("/ws/broadcast")
 def broadcast_socket(ws):
     """Every broadcast message accepted from now on, as `message` frames (no seq: not a mailbox)."""
-    _stream_channel(ws, bus().hub.subscribe_broadcast)
+    with _opened(ws) as sender:
+        _stream_channel(ws, sender, bus().hub.subscribe_broadcast)
 
 
 @sock.route("/ws/events")
 def events_socket(ws):
     """System events (sandbox registered/unregistered/connected, message accepted/delivered) as `event` frames."""
-    _stream_channel(ws, bus().hub.subscribe_events)
+    with _opened(ws) as sender:
+        _stream_channel(ws, sender, bus().hub.subscribe_events)
 
 
-def _authenticate_socket(ws) -> None:
+def _authenticate_socket(ctx: BusContext, ws) -> None:
     """Make sure the socket's caller is authenticated: by its handshake (header or `token` query parameter),
-    else by its first frame, `{"type": "auth", "token": "…"}`, within AUTH_FRAME_TIMEOUT seconds."""
+    else by its first frame, `{"type": "auth", "token": "…"}`, within AUTH_FRAME_TIMEOUT seconds (a socket
+    silent that long is refused, counted and audited as a failed authentication)."""
     if is_authenticated():
         return
-    raw = ws.receive(timeout=AUTH_FRAME_TIMEOUT)
+    timeout = ctx.settings.auth_frame_timeout
+    raw = ws.receive(timeout=timeout)
     if raw is None:
-        raise Unauthorized(f"no credentials within {AUTH_FRAME_TIMEOUT:g}s: send an `auth` frame first",
-                           details={"reason": "missing"})
+        refuse_credentials(Unauthorized(
+            f"no credentials within {timeout:g}s: send an `auth` frame first",
+            details={"reason": "auth_frame_timeout"}))
     frame = parse_json(raw, what="frame", code="invalid_frame")
     authenticate_frame(frame if isinstance(frame, dict) else {})
 
 
-def _stream_channel(ws, subscribe) -> None:
+def _stream_channel(ws, sender: Connection, subscribe) -> None:
     ctx = bus()
-    sender = FrameSender(ws)
     try:
-        _authenticate_socket(ws)
+        _authenticate_socket(ctx, ws)
         require("streams.observe")
     except BusError as exc:
         _refuse(ws, sender, exc)
@@ -202,7 +196,7 @@ def _stream_channel(ws, subscribe) -> None:
         streamer.join(timeout=5)
 
 
-def _read_client_frames(ws, sender: FrameSender, on_frame) -> None:
+def _read_client_frames(ws, sender: Connection, on_frame) -> None:
     """Read client frames until the socket closes; pass each to `on_frame` (False: not understood),
     answer pings with a pong and report bad frames with an `error` frame."""
     while True:
@@ -239,7 +233,7 @@ def _drop_connection(ws) -> None:
         pass
 
 
-def _refuse(ws, sender: FrameSender, exc: BusError) -> None:
+def _refuse(ws, sender: Connection, exc: BusError) -> None:
     """Send an `error` frame for `exc`, close with 1008 and wait (briefly) for the client's closing reply.
 
     The wait matters under werkzeug's server (embedded mode): once the handler returns it drains the
@@ -251,7 +245,7 @@ def _refuse(ws, sender: FrameSender, exc: BusError) -> None:
     ws.thread.join(timeout=CLOSE_REPLY_WAIT)
 
 
-def _try_send_error(sender: FrameSender, exc: BusError) -> None:
+def _try_send_error(sender: Connection, exc: BusError) -> None:
     try:
         sender.error(exc)
     except ConnectionClosed:

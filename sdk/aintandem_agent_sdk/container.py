@@ -42,6 +42,7 @@ log = logging.getLogger("aintandem_agent_sdk")
 
 MAX_FRAME_BYTES = 32 * 1024 * 1024
 REFUSED = 1008  # the close code the bus uses when it refuses a socket (the reason is the error code)
+GOING_AWAY = 1001  # the close code of a bus node that stops on purpose (a restart): reconnect at once
 
 
 class ConnectionStatus(str, Enum):
@@ -68,7 +69,8 @@ class ContainerAgent:
       across socket drops and bus restarts; with a cursor file, across container restarts too;
     - an entry is ACKed after the handler returns and NACKed with the error when it raises; for a
       REQUEST the handler's dict is sent back as the RESPONSE first;
-    - the socket reconnects by itself with capped exponential back-off and jitter, and heartbeats keep
+    - the socket reconnects by itself with capped exponential back-off and jitter (at once after a close with
+      1001 "going away": a bus node stopping on purpose), and heartbeats keep
       the sandbox online; `on_status` callbacks hear (status, detail) on every change;
     - sends are retried on connection errors and 5xx with one Idempotency-Key, so never duplicated.
     """
@@ -391,6 +393,7 @@ class ContainerAgent:
     async def _connection_loop(self) -> None:
         while True:
             headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+            welcomed = False
             try:
                 async with connect(self._socket_url(), additional_headers=headers, max_size=MAX_FRAME_BYTES,
                                    open_timeout=self.config.request_timeout, close_timeout=2) as ws:
@@ -399,14 +402,21 @@ class ContainerAgent:
                         async for raw in ws:
                             await self._on_frame(ws, raw)
                     finally:
+                        welcomed = self._connected.is_set()
                         self._ws = None
                         self._connected.clear()
+                if welcomed and ws.close_code == GOING_AWAY:
+                    await self._reconnect_at_once()
+                    continue
                 problem = "the bus closed the connection"
             except ConnectionClosed as exc:
                 if exc.rcvd is not None and exc.rcvd.code == REFUSED:
                     if await self._on_refused(exc.rcvd.reason):
                         continue
                     return
+                if welcomed and exc.rcvd is not None and exc.rcvd.code == GOING_AWAY:
+                    await self._reconnect_at_once()
+                    continue
                 problem = f"connection lost ({exc})"
             except InvalidStatus as exc:
                 status = exc.response.status_code
@@ -424,6 +434,12 @@ class ContainerAgent:
             log.warning("%s; reconnecting in %.1fs (attempt %d)", problem, delay, self._failures)
             await self._set_status(ConnectionStatus.RECONNECTING, f"{problem}; retrying in {delay:.1f}s")
             await asyncio.sleep(delay)
+
+    async def _reconnect_at_once(self) -> None:
+        """The bus node closed a working socket with 1001 (a planned stop): reconnect without back-off (another
+        node, or the restarted one, takes it); if that fails, the usual back-off follows."""
+        log.info("the bus is going away (a restart); reconnecting now")
+        await self._set_status(ConnectionStatus.RECONNECTING, "the bus is going away; reconnecting now")
 
     async def _recover_credentials(self) -> bool:
         """The socket's token was refused: register again (with the configured token if need be) for a new one.
