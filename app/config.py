@@ -95,6 +95,7 @@ class Settings:
     auth_failure_limit: int = 20
     max_ws_frame_bytes: int | None = None
     max_sockets_per_sandbox: int = 4
+    worker_metrics_host: str = "127.0.0.1"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
@@ -131,6 +132,7 @@ class Settings:
             auth_failure_limit=_int(env, "AUTH_FAILURE_LIMIT", cls.auth_failure_limit, minimum=1),
             max_ws_frame_bytes=_int(env, "MAX_WS_FRAME_BYTES", 0, minimum=1024) or None,
             max_sockets_per_sandbox=_int(env, "MAX_SOCKETS_PER_SANDBOX", cls.max_sockets_per_sandbox, minimum=1),
+            worker_metrics_host=env.get("WORKER_METRICS_HOST") or cls.worker_metrics_host,
         )
         values.update(overrides)
         settings = cls(**values)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import socket
 import uuid
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.servers import BusProcess, RedisServer, bus_client, free_port, wait_for, ws_connect
+from tests.servers import BusProcess, RedisServer, bus_client, free_port, free_ports, wait_for, ws_connect
 
 RECV_TIMEOUT = 10
 
@@ -98,6 +99,30 @@ def test_a_worker_serves_its_own_metrics(redis_server):
         api = scrape(bus.url)
         assert value(api, "collab_bus_messages_accepted_total", message_type="notification") >= 1
         assert ("collab_bus_queue_depth", (("queue", "delivery"),)) in api  # read from Redis at scrape time
+    finally:
+        bus.cleanup()
+
+
+def _listens(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def test_worker_metrics_listen_on_loopback_unless_told_otherwise(redis_server):
+    """127.0.0.2 is a loopback address too: a worker listening on every interface answers there."""
+    default_port, chosen_port = free_ports(2)
+    bus = BusProcess("redis", redis_url=redis_server.url, extra_env={"WORKER_METRICS_PORT": str(default_port)})
+    try:
+        assert _listens("127.0.0.1", default_port) and not _listens("127.0.0.2", default_port)
+        assert f"metrics on http://127.0.0.1:{default_port}/metrics" in (bus.dir / "worker.log").read_text()
+        bus.env.update(WORKER_METRICS_PORT=str(chosen_port), WORKER_METRICS_HOST="127.0.0.2")
+        bus.start_worker("worker2")
+        assert _listens("127.0.0.2", chosen_port) and not _listens("127.0.0.1", chosen_port)
+        assert f"metrics on http://127.0.0.2:{chosen_port}/metrics" in (bus.dir / "worker2.log").read_text()
+        assert ("collab_bus_redeliveries_total", ()) in scrape(f"http://127.0.0.2:{chosen_port}")
     finally:
         bus.cleanup()
 
