@@ -10,6 +10,7 @@ import click
 from sqlalchemy.exc import DBAPIError
 
 from app.config import ConfigError, Settings
+from app.multiprocess_metrics import keep_single_process
 
 EPILOG_UP = """\b
 Examples:
@@ -121,6 +122,7 @@ def up(host: str, port: int, data_dir: str, worker_threads: int, certfile: str |
     Migrates the database first. Stop with Ctrl-C.
     """
     settings = _settings(HOST=host, PORT=port, DATA_DIR=data_dir)
+    keep_single_process()  # one process: its metrics stay in memory
     if settings.broker_kind != "memory":
         raise ConfigError("`collab-bus up` runs on the in-memory broker; use `collab-bus api` and `collab-bus worker` "
                           f"for {settings.broker_kind}")
@@ -184,6 +186,7 @@ def worker(queues: str, concurrency: int, metrics_port: int | None, metrics_host
       MESSAGE_BACKEND=redis collab-bus worker -c 8 --hostname w1@%h
     """
     settings = _settings(WORKER_METRICS_HOST=metrics_host)
+    keep_single_process()  # one process: its metrics stay in memory
     from celery.bin.celery import celery as celery_command
 
     if metrics_port:
@@ -215,6 +218,7 @@ def _serve_worker_metrics(host: str, port: int) -> None:
 def beat(celery_args: tuple[str, ...]) -> None:
     """Run Celery beat (periodic maintenance such as the outbox sweep); run exactly one per deployment."""
     settings = _settings()
+    keep_single_process()  # one process: its metrics stay in memory
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     from workers.celery_app import celery_app
 

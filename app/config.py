@@ -54,6 +54,11 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, got {env.get(name)!r}")
 
 
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name)
+    return Path(raw) if raw else None
+
+
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...], upper: bool = False) -> str:
     raw = env.get(name) or default
     value = raw.upper() if upper else raw.lower()
@@ -96,6 +101,7 @@ class Settings:
     max_ws_frame_bytes: int | None = None
     max_sockets_per_sandbox: int = 4
     worker_metrics_host: str = "127.0.0.1"
+    metrics_multiproc_dir: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
@@ -133,6 +139,7 @@ class Settings:
             max_ws_frame_bytes=_int(env, "MAX_WS_FRAME_BYTES", 0, minimum=1024) or None,
             max_sockets_per_sandbox=_int(env, "MAX_SOCKETS_PER_SANDBOX", cls.max_sockets_per_sandbox, minimum=1),
             worker_metrics_host=env.get("WORKER_METRICS_HOST") or cls.worker_metrics_host,
+            metrics_multiproc_dir=_path(env, "PROMETHEUS_MULTIPROC_DIR"),
         )
         values.update(overrides)
         settings = cls(**values)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from gunicorn.app.base import BaseApplication
 
+from app import multiprocess_metrics
 from app.config import Settings
 
 
@@ -25,6 +26,7 @@ class _Gunicorn(BaseApplication):
         self.cfg.set("graceful_timeout", 5)
         self.cfg.set("loglevel", settings.log_level.lower())
         self.cfg.set("accesslog", "-" if settings.log_level == "DEBUG" else None)
+        self.cfg.set("child_exit", _child_exit)
         if self.tls:
             self.cfg.set("certfile", self.tls[0])
             self.cfg.set("keyfile", self.tls[1])
@@ -35,6 +37,15 @@ class _Gunicorn(BaseApplication):
         return app
 
 
+def _child_exit(server, worker) -> None:
+    multiprocess_metrics.worker_exited(worker.pid)
+
+
 def serve(settings: Settings, *, processes: int, threads: int, tls: tuple[str, str] | None = None) -> None:
-    """Serve the API under gunicorn until it is stopped (SIGTERM: graceful stop)."""
-    _Gunicorn(settings, processes, threads, tls).run()
+    """Serve the API under gunicorn until it is stopped (SIGTERM: graceful stop). Its processes share their
+    metrics (app.multiprocess_metrics), so every scrape of /metrics reports all of them."""
+    metrics_directory = multiprocess_metrics.prepare(settings)
+    try:
+        _Gunicorn(settings, processes, threads, tls).run()
+    finally:
+        metrics_directory.remove()
