@@ -26,7 +26,7 @@ def create_app(settings: Settings | None = None, *, celery=None, start_listener:
     from app.context import BusContext
     from app.db import Database
     from app.fanout import FanoutListener, KombuNotifier
-    from app.metrics import GaugeCollector, MetricsNotifier, exposition
+    from app.metrics import OPEN_WEBSOCKETS, GaugeCollector, MetricsNotifier, exposition
     from prometheus_client import CollectorRegistry
     from app.services import auth
     from app.services.limits import ConcurrencyLimiter, FailureLimiter, RateLimiter
@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None, *, celery=None, start_listener:
         delivery=CeleryDeliveryQueue(celery, settings.broker_kind),
         notifier=MetricsNotifier(KombuNotifier(settings.broker_url, settings.fanout_exchange, options,
                                                settings.broker_kind)),
-        hub=Hub(),
+        hub=Hub(on_change=OPEN_WEBSOCKETS.inc),
         policy=RedeliveryPolicy.from_settings(settings),
         jwt_secret=auth.jwt_secret(settings.auth_jwt_secret, settings.data_dir / "jwt-secret"),
         rate_limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
@@ -97,7 +97,7 @@ def create_app(settings: Settings | None = None, *, celery=None, start_listener:
 
     @app.get("/metrics")
     def prometheus_metrics():
-        """This process's metrics in Prometheus text format (open, like /healthz)."""
+        """The bus's metrics in Prometheus text format (open, like /healthz)."""
         body, content_type = exposition(gauges)
         return body, 200, {"Content-Type": content_type}
 
@@ -126,14 +126,11 @@ def _readiness(ctx) -> dict[str, str]:
 
 
 def _gauges(ctx) -> dict:
-    """The gauges /metrics reads at scrape time: open sockets, sandboxes by status, queue depths."""
+    """The gauges /metrics reads at scrape time: sandboxes by status, queue depths."""
     from app.broker import queue_depths
     from app.services import registry
 
-    gauges = {
-        "collab_bus_open_websockets": ("WebSockets open on this API process.", {None: ctx.hub.socket_count()}, None),
-        "collab_bus_sandboxes": ("Sandboxes by status.", registry.status_counts(ctx.db), "status"),
-    }
+    gauges = {"collab_bus_sandboxes": ("Sandboxes by status.", registry.status_counts(ctx.db), "status")}
     try:
         depths = queue_depths(ctx.settings)
     except Exception as exc:

@@ -10,6 +10,7 @@ import click
 from sqlalchemy.exc import DBAPIError
 
 from app.config import ConfigError, Settings
+from app.multiprocess_metrics import keep_single_process
 
 EPILOG_UP = """\b
 Examples:
@@ -134,6 +135,7 @@ def up(host: str, port: int, data_dir: str, worker_threads: int, certfile: str |
     Migrates the database first. Stop with Ctrl-C.
     """
     settings = _settings(HOST=host, PORT=port, DATA_DIR=data_dir)
+    keep_single_process()  # one process: its metrics stay in memory
     if settings.broker_kind != "memory":
         raise ConfigError("`collab-bus up` runs on the in-memory broker; use `collab-bus api` and `collab-bus worker` "
                           f"for {settings.broker_kind}")
@@ -182,9 +184,12 @@ def api(host: str, port: int, processes: int, threads: int, migrate: bool, certf
 @click.option("--queues", "-Q", default="delivery,lifecycle,maintenance", show_default=True, help="Queues to consume.")
 @click.option("--concurrency", "-c", default=4, show_default=True, type=click.IntRange(min=1), help="Worker threads.")
 @click.option("--metrics-port", envvar="WORKER_METRICS_PORT", type=int, default=None,
-              help="Serve this worker's Prometheus metrics on http://0.0.0.0:PORT/metrics.")
+              help="Serve this worker's Prometheus metrics on http://HOST:PORT/metrics (HOST: --metrics-host).")
+@click.option("--metrics-host", envvar="WORKER_METRICS_HOST", default=None, show_default="127.0.0.1",
+              help="Address --metrics-port listens on (0.0.0.0: every interface).")
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
-def worker(queues: str, concurrency: int, metrics_port: int | None, celery_args: tuple[str, ...]) -> None:
+def worker(queues: str, concurrency: int, metrics_port: int | None, metrics_host: str | None,
+           celery_args: tuple[str, ...]) -> None:
     """Run a Celery worker (a thin wrapper over `celery -A workers.celery_app worker`).
 
     Extra arguments go to `celery worker` unchanged.
@@ -193,16 +198,12 @@ def worker(queues: str, concurrency: int, metrics_port: int | None, celery_args:
     Example:
       MESSAGE_BACKEND=redis collab-bus worker -c 8 --hostname w1@%h
     """
-    settings = _settings()
+    settings = _settings(WORKER_METRICS_HOST=metrics_host)
+    keep_single_process()  # one process: its metrics stay in memory
     from celery.bin.celery import celery as celery_command
 
     if metrics_port:
-        from prometheus_client import start_http_server
-
-        from app.metrics import REGISTRY
-
-        start_http_server(metrics_port, registry=REGISTRY)
-        click.echo(f"collab-bus worker: metrics on http://0.0.0.0:{metrics_port}/metrics")
+        _serve_worker_metrics(settings.worker_metrics_host, metrics_port)
 
     # Not celery_app.worker_main(): it drops the exit status, and a worker stopped by an unrecoverable error
     # must not exit 0 (a supervisor restarting failed workers would leave it dead).
@@ -212,11 +213,25 @@ def worker(queues: str, concurrency: int, metrics_port: int | None, celery_args:
     sys.exit(status if isinstance(status, int) else 0)
 
 
+def _serve_worker_metrics(host: str, port: int) -> None:
+    """Serve this worker's registry on http://host:port/metrics from a background thread."""
+    from prometheus_client import start_http_server
+
+    from app.metrics import REGISTRY
+
+    try:
+        start_http_server(port, addr=host, registry=REGISTRY)
+    except OSError as exc:
+        raise click.ClickException(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from None
+    click.echo(f"collab-bus worker: metrics on http://{f'[{host}]' if ':' in host else host}:{port}/metrics")
+
+
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 def beat(celery_args: tuple[str, ...]) -> None:
     """Run Celery beat (periodic maintenance such as the outbox sweep); run exactly one per deployment."""
     settings = _settings()
+    keep_single_process()  # one process: its metrics stay in memory
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     from workers.celery_app import celery_app
 

@@ -64,6 +64,11 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, got {env.get(name)!r}")
 
 
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name)
+    return Path(raw) if raw else None
+
+
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...], upper: bool = False) -> str:
     raw = env.get(name) or default
     value = raw.upper() if upper else raw.lower()
@@ -115,6 +120,8 @@ class Settings:
     ws_ping_interval: float = 25.0
     auth_frame_timeout: float = 3.0
     max_unauthenticated_sockets_per_address: int = 10
+    worker_metrics_host: str = "127.0.0.1"
+    metrics_multiproc_dir: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
@@ -163,6 +170,8 @@ class Settings:
             auth_frame_timeout=_float(env, "AUTH_FRAME_TIMEOUT", cls.auth_frame_timeout),
             max_unauthenticated_sockets_per_address=_int(env, "MAX_UNAUTHENTICATED_SOCKETS_PER_ADDRESS",
                                                          cls.max_unauthenticated_sockets_per_address, minimum=1),
+            worker_metrics_host=env.get("WORKER_METRICS_HOST") or cls.worker_metrics_host,
+            metrics_multiproc_dir=_path(env, "PROMETHEUS_MULTIPROC_DIR"),
         )
         values.update(overrides)
         settings = cls(**values)

@@ -1,25 +1,34 @@
-"""Prometheus metrics of one process: the API, a worker, or both (`collab-bus up`).
+"""Prometheus metrics of the API (all its processes), of a worker, or of both (`collab-bus up`).
 
 Counters move as notifications are published (`MetricsNotifier` wraps the notifier every API process and
 worker uses), so the numbers follow what the bus announced: messages accepted, entries delivered,
-redeliveries, dead letters. Gauges (sockets, sandboxes, queue depths) are read when scraped.
+redeliveries, dead letters. Open sockets move as the hub subscribes and unsubscribes them; the other gauges
+(sandboxes, queue depths) are read when scraped. Under `collab-bus api` the processes share their metrics
+(prometheus-client's multiprocess mode, see app.multiprocess_metrics) and every scrape reports their sum.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Callable
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector,
+                               generate_latest)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from app.services.events import MESSAGE_ACCEPTED, MESSAGE_DEAD_LETTERED
 from app.services.ports import Notifier
 
 log = logging.getLogger(__name__)
 
+# prometheus_client chose its mode when first imported, from this variable (set for `collab-bus api` only).
+MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR" in os.environ or "prometheus_multiproc_dir" in os.environ
+
 REGISTRY = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 MESSAGES_ACCEPTED = Counter("collab_bus_messages_accepted", "Messages accepted (durable), by type.",
@@ -38,6 +47,8 @@ DELIVERY_LATENCY = Histogram("collab_bus_delivery_latency_seconds",
                              buckets=LATENCY_BUCKETS, registry=REGISTRY)
 ACK_LATENCY = Histogram("collab_bus_ack_latency_seconds", "From the entry in the mailbox to the recipient's ACK.",
                         buckets=LATENCY_BUCKETS, registry=REGISTRY)
+OPEN_WEBSOCKETS = Gauge("collab_bus_open_websockets", "WebSockets open on the API (all its processes).",
+                        multiprocess_mode="livesum", registry=REGISTRY)
 
 
 def count(notification: dict) -> None:
@@ -100,12 +111,54 @@ class GaugeCollector:
             yield family
 
 
+# How ProcessGroupCollector combines one sample per process; the others (CPU, memory) are summed.
+_COMBINE = {"process_start_time_seconds": min, "process_max_fds": min, "process_open_fds": max}
+
+
+class ProcessGroupCollector:
+    """The process_* metrics of a gunicorn server as a whole: its master and its live workers (CPU seconds and
+    memory summed; the earliest start time; the most open file descriptors and the lowest limit, so their ratio
+    is at least every process's). Collected in a gunicorn worker: the master is its parent."""
+
+    def collect(self):
+        """Yield one family per process metric, combined over the server's processes."""
+        families: dict[str, Metric] = {}
+        values: dict[str, list[float]] = {}
+        for pid in _server_processes():
+            for family in ProcessCollector(pid=lambda pid=pid: pid, registry=None).collect():
+                families.setdefault(family.name, family)
+                values.setdefault(family.name, []).extend(sample.value for sample in family.samples)
+        for name, family in families.items():
+            merged = Metric(name, family.documentation, family.type)
+            merged.add_sample(family.samples[0].name, {}, _COMBINE.get(name, sum)(values[name]))
+            yield merged
+
+
+def _server_processes() -> list[int]:
+    """This process's parent (the gunicorn master) and the parent's children (its workers, this one included)."""
+    master = os.getppid()
+    try:
+        with open(f"/proc/{master}/task/{master}/children") as children:
+            return [master, *(int(pid) for pid in children.read().split())]
+    except OSError:
+        return [master, os.getpid()]
+
+
 def exposition(extra: CollectorRegistry | None = None) -> tuple[bytes, str]:
-    """The Prometheus text of this process's metrics (plus `extra`'s), and its content type."""
-    body = generate_latest(REGISTRY)
+    """The Prometheus text of the bus's metrics (plus `extra`'s) and its content type: this process's, or, in
+    multiprocess mode, those of every API process (counters and histograms summed, open sockets of the live
+    processes, process_* of the whole server)."""
+    body = generate_latest(_multiprocess_registry() if MULTIPROCESS else REGISTRY)
     if extra is not None:
         body += generate_latest(extra)
     return body, CONTENT_TYPE_LATEST
+
+
+def _multiprocess_registry() -> CollectorRegistry:
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    registry.register(ProcessGroupCollector())
+    return registry
 
 
 def observe_ack(waited: float) -> None:

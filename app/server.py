@@ -7,6 +7,7 @@ import threading
 
 from gunicorn.app.base import BaseApplication
 
+from app import multiprocess_metrics
 from app.config import Settings
 
 GOING_AWAY_WAIT = 3.0  # seconds of the graceful timeout given to sockets closed with 1001 to finish closing
@@ -32,6 +33,7 @@ class _Gunicorn(BaseApplication):
         self.cfg.set("control_socket_disable", True)  # unused, and one path per user: API processes would share it
         self.cfg.set("accesslog", "-" if settings.log_level == "DEBUG" else None)
         self.cfg.set("post_worker_init", close_sockets_on_sigterm)
+        self.cfg.set("child_exit", _child_exit)
         if self.tls:
             self.cfg.set("certfile", self.tls[0])
             self.cfg.set("keyfile", self.tls[1])
@@ -58,6 +60,15 @@ def close_sockets_on_sigterm(worker) -> None:
     signal.signal(signal.SIGTERM, on_sigterm)
 
 
+def _child_exit(server, worker) -> None:
+    multiprocess_metrics.worker_exited(worker.pid)
+
+
 def serve(settings: Settings, *, processes: int, threads: int, tls: tuple[str, str] | None = None) -> None:
-    """Serve the API under gunicorn until it is stopped (SIGTERM: graceful stop)."""
-    _Gunicorn(settings, processes, threads, tls).run()
+    """Serve the API under gunicorn until it is stopped (SIGTERM: graceful stop). Its processes share their
+    metrics (app.multiprocess_metrics), so every scrape of /metrics reports all of them."""
+    metrics_directory = multiprocess_metrics.prepare(settings)
+    try:
+        _Gunicorn(settings, processes, threads, tls).run()
+    finally:
+        metrics_directory.remove()

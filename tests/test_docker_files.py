@@ -433,6 +433,19 @@ def test_bus_dockerfile_installs_the_package_and_runs_collab_bus():
     assert "/healthz" in healthcheck and "python" in healthcheck and "curl" not in healthcheck
 
 
+def dockerfile_env(path: Path) -> dict[str, str]:
+    """What the ENV instructions of `path` set (`KEY=VALUE` pairs)."""
+    pairs = [shlex.split(value) for value in dockerfile_instructions(path).get("ENV", [])]
+    return dict(pair.split("=", 1) for args in pairs for pair in args)
+
+
+def test_bus_image_serves_worker_metrics_beyond_the_container():
+    """A worker's metrics listen on loopback by default: inside a container that is unreachable to a scraper."""
+    env = dockerfile_env(BUS_DOCKERFILE)
+    assert env.get("WORKER_METRICS_HOST") == "0.0.0.0" and "WORKER_METRICS_HOST" in server_env_names()
+    assert env.get("DATA_DIR") == "/data"
+
+
 def test_agent_dockerfile_installs_the_sdk_and_the_examples():
     instructions = dockerfile_instructions(AGENT_DOCKERFILE)
     copied = " ".join(instructions["COPY"])

@@ -7,6 +7,7 @@ import queue
 import threading
 import time
 from collections import defaultdict
+from typing import Callable
 
 from app.models import BROADCAST
 from app.services.events import MESSAGE_DELIVERED
@@ -37,10 +38,12 @@ class Hub:
 
     Mailbox sockets receive `(seq, message_json)` tuples for their sandbox, and `(seq, message_json,
     attempt)` when an unacknowledged entry is pushed again; broadcast and event sockets receive
-    ready-made JSON text frames.
+    ready-made JSON text frames. `on_change` is called with +1 when a socket subscribes and -1 when it
+    unsubscribes (the open-sockets gauge).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_change: Callable[[int], None] | None = None) -> None:
+        self._on_change = on_change or (lambda delta: None)
         self._lock = threading.Lock()
         self._mailboxes: dict[str, set[Subscriber]] = defaultdict(set)
         self._broadcast: set[Subscriber] = set()
@@ -51,6 +54,7 @@ class Hub:
         sub = Subscriber()
         with self._lock:
             self._mailboxes[sandbox_id].add(sub)
+            self._on_change(1)
         return sub
 
     def subscribe_broadcast(self) -> Subscriber:
@@ -65,17 +69,22 @@ class Hub:
         sub = Subscriber()
         with self._lock:
             channel.add(sub)
+            self._on_change(1)
         return sub
 
     def unsubscribe(self, sub: Subscriber) -> None:
         """Forget `sub` on every channel."""
         with self._lock:
+            subscribed = sub in self._broadcast or sub in self._events
             self._broadcast.discard(sub)
             self._events.discard(sub)
             for sandbox_id in [k for k, subs in self._mailboxes.items() if sub in subs]:
+                subscribed = True
                 self._mailboxes[sandbox_id].discard(sub)
                 if not self._mailboxes[sandbox_id]:
                     del self._mailboxes[sandbox_id]
+            if subscribed:
+                self._on_change(-1)
 
     def has_mailbox_socket(self, sandbox_id: str) -> bool:
         """True while this process holds at least one open mailbox socket of `sandbox_id`."""
