@@ -183,6 +183,7 @@ def worker(queues: str, concurrency: int, metrics_port: int | None, celery_args:
     settings = _settings()
     from celery.bin.celery import celery as celery_command
 
+    import workers.celery_app  # noqa: F401 - loaded here, not by Celery's CLI, so its refusals are one line
     if metrics_port:
         from prometheus_client import start_http_server
 
