@@ -35,15 +35,16 @@ install: $(VENV)/.runtime-installed  ## create the virtualenv: the bus and the a
 install-test: $(VENV)/.test-installed  ## install (above) plus the test tools (pytest, schemathesis, pyyaml)
 
 lock:  ## refresh requirements/*.txt from pyproject.toml (newest versions it allows, hashed); review the diff
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { echo "the locks are for Python 3.11 (found $$($(PYTHON) --version)): make lock PYTHON=python3.11"; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
+	  { echo "the locks are for Python 3.11 (found $$($(PYTHON) --version)): make lock PYTHON=python3.11"; exit 1; }
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	$(PYTHON) -m venv "$$tmp" && "$$tmp/bin/python" -m pip install --quiet 'pip-tools>=7.4,<8' && \
 	unset PIP_FIND_LINKS PIP_EXTRA_INDEX_URL PIP_CONSTRAINT && export PIP_CONFIG_FILE=/dev/null \
 	  CUSTOM_COMPILE_COMMAND="make lock" && \
 	compile="$$tmp/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
 	  --no-emit-index-url --no-emit-find-links --no-emit-trusted-host $(LOCK_ARGS)" && \
-	$$compile -o $(RUNTIME_LOCK) pyproject.toml sdk/pyproject.toml requirements/tools.in && \
-	$$compile --extra test -c $(RUNTIME_LOCK) -o $(TEST_LOCK) pyproject.toml sdk/pyproject.toml requirements/tools.in
+	$$compile -o $(RUNTIME_LOCK) pyproject.toml sdk/pyproject.toml requirements/runtime.in && \
+	$$compile --extra test -c $(RUNTIME_LOCK) -o $(TEST_LOCK) pyproject.toml sdk/pyproject.toml requirements/runtime.in
 	@echo "wrote $(RUNTIME_LOCK) and $(TEST_LOCK)"
 
 

@@ -49,11 +49,11 @@ def project(path: Path) -> dict:
 
 
 def runtime_requirements() -> list[Requirement]:
-    """What the bus, the agent SDK and the install step (requirements/tools.in) need at run time."""
-    tools = [line.split("#", 1)[0].strip() for line in (ROOT / "requirements" / "tools.in").read_text().splitlines()]
+    """What the bus, the agent SDK and requirements/runtime.in (the install step, ...) need at run time."""
+    extra = [line.split("#", 1)[0].strip() for line in (ROOT / "requirements" / "runtime.in").read_text().splitlines()]
     return [Requirement(text) for text in (*project(ROOT / "pyproject.toml")["dependencies"],
                                            *project(ROOT / "sdk" / "pyproject.toml")["dependencies"],
-                                           *filter(None, tools))]
+                                           *filter(None, extra))]
 
 
 def test_requirements_of_extras():
@@ -83,6 +83,33 @@ def test_runtime_lock_pins_every_runtime_dependency_within_its_bounds():
             f"{RUNTIME_LOCK.name} pins {name}=={version}, outside pyproject's {requirement}: run `make lock`"
         for extra_name in extra_requirements(requirement):
             assert extra_name in lock, f"{requirement} needs {extra_name}, which {RUNTIME_LOCK.name} lacks"
+
+
+# Python 3.11 releases the locks must install on: a dependency may need a package on some of them only (redis-py
+# needs async-timeout before 3.11.3), and pip-compile keeps only what the interpreter it ran on needs.
+PYTHON_311_RELEASES = ["3.11.0", "3.11.2", "3.11.3", "3.11.7", "3.11.15"]
+
+
+@pytest.mark.parametrize("path", [RUNTIME_LOCK, TEST_LOCK], ids=lambda p: p.name)
+def test_the_lock_installs_on_every_python_311_on_linux(path):
+    """Each locked package's own requirements are locked too, for every 3.11 release (CPython, Linux)."""
+    lock = read_lock(path)
+    missing = set()
+    for name in lock:
+        try:
+            requires = importlib.metadata.requires(name) or []
+        except importlib.metadata.PackageNotFoundError:
+            pytest.fail(f"{name} is locked but not installed here: run `make install-test`")
+        for text in requires:
+            requirement = Requirement(text)
+            for release in PYTHON_311_RELEASES:
+                environment = {"python_full_version": release, "python_version": "3.11", "sys_platform": "linux",
+                               "platform_system": "Linux", "implementation_name": "cpython",
+                               "platform_python_implementation": "CPython", "extra": ""}
+                if requirement.marker is None or requirement.marker.evaluate(environment):
+                    if canonicalize_name(requirement.name) not in lock:
+                        missing.add(f"{requirement.name} (for {name} on Python {release})")
+    assert not missing, f"{path.name} lacks {sorted(missing)}: add them to requirements/runtime.in, `make lock`"
 
 
 def test_runtime_lock_holds_no_test_tool():
