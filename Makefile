@@ -1,4 +1,5 @@
 # Collaboration Bus: `make run` starts the bus, `make test` runs every test (installing what they need).
+# Both install from the locks in requirements/ (exact versions with hashes); `make lock` refreshes them.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -6,22 +7,48 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DATA_DIR ?= data
 PYTEST_ARGS ?=
+# `make lock LOCK_ARGS=` keeps the current pins and only adds what pyproject.toml now asks for;
+# `make lock LOCK_ARGS='--upgrade-package celery'` moves one package.
+LOCK_ARGS ?= --upgrade
+RUNTIME_LOCK := requirements/runtime.txt
+TEST_LOCK := requirements/test.txt
+PIP := $(BIN)/python -m pip
 
-.PHONY: run test install test-deps bench sdk-wheel clean help
+.PHONY: run test install install-test lock test-deps bench sdk-wheel clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-$(BIN)/collab-bus: pyproject.toml sdk/pyproject.toml
+# The stamps say what the virtualenv holds; each is remade when its lock (or a pyproject.toml) changes.
+$(VENV)/.runtime-installed: $(RUNTIME_LOCK) pyproject.toml sdk/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required (found $$($(PYTHON) --version))"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]' -e ./sdk
+	$(PIP) install --quiet --require-hashes -r $(RUNTIME_LOCK)
+	$(PIP) install --quiet --no-deps --no-build-isolation -e . -e ./sdk
 	@touch $@
 
-install: $(BIN)/collab-bus  ## create the virtualenv and install the bus and the agent SDK
+$(VENV)/.test-installed: $(VENV)/.runtime-installed $(TEST_LOCK)
+	$(PIP) install --quiet --require-hashes -r $(TEST_LOCK)
+	@touch $@
 
-run: install  ## run the bus (API + worker + beat, in-memory broker, SQLite) on http://$(HOST):$(PORT)
+install: $(VENV)/.runtime-installed  ## create the virtualenv: the bus and the agent SDK with their runtime dependencies
+install-test: $(VENV)/.test-installed  ## install (above) plus the test tools (pytest, schemathesis, pyyaml)
+
+lock:  ## refresh requirements/*.txt from pyproject.toml (newest versions it allows, hashed); review the diff
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
+	  { echo "the locks are for Python 3.11 (found $$($(PYTHON) --version)): make lock PYTHON=python3.11"; exit 1; }
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(PYTHON) -m venv "$$tmp" && "$$tmp/bin/python" -m pip install --quiet 'pip-tools>=7.4,<8' && \
+	unset PIP_FIND_LINKS PIP_EXTRA_INDEX_URL PIP_CONSTRAINT && export PIP_CONFIG_FILE=/dev/null \
+	  CUSTOM_COMPILE_COMMAND="make lock" && \
+	compile="$$tmp/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	  --no-emit-index-url --no-emit-find-links --no-emit-trusted-host $(LOCK_ARGS)" && \
+	$$compile -o $(RUNTIME_LOCK) pyproject.toml sdk/pyproject.toml requirements/runtime.in && \
+	$$compile --extra test -c $(RUNTIME_LOCK) -o $(TEST_LOCK) pyproject.toml sdk/pyproject.toml requirements/runtime.in
+	@echo "wrote $(RUNTIME_LOCK) and $(TEST_LOCK)"
+
+
+run: install  ## run the bus (API + worker + beat, in-memory broker, SQLite) on http://$(HOST):$(PORT), runtime only
 	HOST=$(HOST) PORT=$(PORT) DATA_DIR=$(DATA_DIR) $(BIN)/collab-bus up
 
 test-deps:  ## install the servers the tests start (redis-server, rabbitmq-server, postgresql) when missing
@@ -35,10 +62,10 @@ test-deps:  ## install the servers the tests start (redis-server, rabbitmq-serve
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-test: install test-deps  ## run the whole test suite
+test: install-test test-deps  ## run the whole test suite (installs the test tools from requirements/test.txt)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: install test-deps  ## run the benchmarks (end to end, and collaborate_with round trips; embedded and Redis)
+bench: install-test test-deps  ## run the benchmarks (end to end, and collaborate_with round trips; embedded and Redis)
 	$(BIN)/python bench/e2e.py
 	$(BIN)/python bench/collaborate.py
 

@@ -202,6 +202,7 @@ def worker(queues: str, concurrency: int, metrics_port: int | None, metrics_host
     keep_single_process()  # one process: its metrics stay in memory
     from celery.bin.celery import celery as celery_command
 
+    import workers.celery_app  # noqa: F401 - loaded here, not by Celery's CLI, so its refusals are one line
     if metrics_port:
         _serve_worker_metrics(settings.worker_metrics_host, metrics_port)
 

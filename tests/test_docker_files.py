@@ -3,7 +3,8 @@
 - `docker compose config` accepts both Compose files when a Compose CLI is installed (skipped otherwise);
 - always: a structural check with pyyaml (services, images, real `collab-bus` commands and options, ports,
   volumes, depends_on), every environment variable a Compose file sets is one the bus, the SDK, the examples
-  or the official third-party image reads, and the Dockerfiles install the package and run real commands.
+  or the official third-party image reads, and the Dockerfiles install the package and run real commands (the
+  bus image from the runtime lock, requirements/runtime.txt, hash-checked).
 """
 
 from __future__ import annotations
@@ -425,6 +426,7 @@ def test_bus_dockerfile_installs_the_package_and_runs_collab_bus():
         assert re.search(rf"(^|\s){re.escape(needed)}(\s|$)", copied), f"Dockerfile does not copy {needed}"
     runs = " ".join(instructions["RUN"])
     assert re.search(r"pip install [^&]*(-e )?\.(\s|$)", runs), "Dockerfile does not pip install the package"
+    check_installs_from_the_runtime_lock(instructions)
     user = instructions["USER"][-1].split(":")[0]
     assert user not in ("root", "0"), "the image must not run as root"
     assert any("DATA_DIR=/data" in value for value in instructions["ENV"])
@@ -446,6 +448,29 @@ def test_bus_image_serves_worker_metrics_beyond_the_container():
     assert env.get("DATA_DIR") == "/data"
 
 
+def check_installs_from_the_runtime_lock(instructions: dict[str, list[str]]) -> None:
+    """The image's dependencies are exactly the runtime lock's (hash-checked), the package adds none, and no test
+    lock or unpinned requirement list goes in."""
+    copied = " ".join(instructions["COPY"])
+    assert re.search(r"(^|\s)requirements/runtime\.txt(\s|$)", copied), "Dockerfile does not copy the runtime lock"
+    installs = [part.strip() for run in instructions["RUN"] for part in run.split("&&") if "pip install" in part]
+    assert any(re.search(r"pip install --require-hashes -r requirements/runtime\.txt$", part) for part in installs), \
+        f"Dockerfile does not install requirements/runtime.txt with --require-hashes: {installs}"
+    for part in installs:
+        assert "--require-hashes" in part or "--no-deps" in part, f"unlocked install in the Dockerfile: {part!r}"
+        assert "test" not in part, f"the image must not install test tools: {part!r}"
+    assert (ROOT / "requirements" / "runtime.txt").is_file()
+
+
+def test_the_lock_check_refuses_unlocked_installs():
+    with pytest.raises(AssertionError, match="unlocked install"):
+        check_installs_from_the_runtime_lock({
+            "COPY": ["requirements/runtime.txt ./requirements/"],
+            "RUN": ["pip install --require-hashes -r requirements/runtime.txt && pip install tzdata"]})
+    with pytest.raises(AssertionError, match="does not copy the runtime lock"):
+        check_installs_from_the_runtime_lock({"COPY": ["pyproject.toml ./"], "RUN": ["pip install -e ."]})
+
+
 def test_agent_dockerfile_installs_the_sdk_and_the_examples():
     instructions = dockerfile_instructions(AGENT_DOCKERFILE)
     copied = " ".join(instructions["COPY"])
@@ -463,4 +488,5 @@ def test_dockerignore_keeps_local_state_out_of_the_context():
         assert needed in patterns, f".dockerignore misses {needed}"
     assert {"build", "**/build"} & patterns and {"__pycache__", "**/__pycache__"} & patterns
     # What the image needs must not be ignored.
-    assert not {"app", "workers", "migrations", "sdk", "examples", "pyproject.toml", "README.md"} & patterns
+    assert not {"app", "workers", "migrations", "sdk", "examples", "pyproject.toml", "README.md", "requirements",
+                "requirements/runtime.txt"} & patterns

@@ -9,39 +9,7 @@ from celery.signals import after_setup_logger, after_setup_task_logger, worker_r
 
 from app.broker import make_celery
 from app.config import Settings
-
-
-def _close_redis_channels_when_the_broker_is_gone() -> None:
-    """Work around a kombu (5.7.0) Redis-transport bug that stops a worker when Redis goes away under load.
-
-    On a lost connection Celery first `collect()`s the broker connection, which closes the channel; if a BRPOP
-    is pending, `Channel.close()` reads its reply first and, the broker being gone, raises before closing
-    anything (it only expects `Empty` there). `collect()` ignores that and drops the transport's client; the
-    second close, from `connection.close()`, then restores the unacknowledged messages through a client it can no
-    longer build and raises AttributeError ('NoneType' object has no attribute 'hostname'), which Celery treats
-    as unrecoverable: the worker shuts down. Reading the pending reply here, and ignoring connection errors as it
-    does `Empty`, lets the first close finish. Messages it cannot restore stay in Redis' unacked set and come
-    back after the visibility timeout; the outbox sweep covers what was never routed.
-    """
-    from kombu.transport import redis as kombu_redis
-
-    channel = kombu_redis.Channel
-    if getattr(channel.close, "_collab_bus_patched", False):
-        return
-    original = channel.close
-
-    def close(self):
-        if self._in_poll:
-            try:
-                self._brpop_read()
-            except kombu_redis.Empty:
-                pass
-            except self.connection_errors:
-                pass  # the broker is gone: there is no reply to read (_brpop_read reset _in_poll)
-        original(self)
-
-    close._collab_bus_patched = True
-    channel.close = close
+from workers.kombu_redis import close_redis_channels_when_the_broker_is_gone
 
 
 class QuietRoutineSweeps(logging.Filter):
@@ -63,7 +31,7 @@ if settings.log_level != "DEBUG":  # LOG_LEVEL=DEBUG shows every line
     for _name in ("celery.beat", "celery.worker.strategy", "celery.app.trace"):
         logging.getLogger(_name).addFilter(QuietRoutineSweeps())
 if settings.broker_kind == "redis":
-    _close_redis_channels_when_the_broker_is_gone()
+    close_redis_channels_when_the_broker_is_gone()  # KombuMismatch (one line) on a kombu it was not checked on
 celery_app = make_celery(settings, name="collab_bus")
 celery_app.conf.include = ["workers.delivery", "workers.maintenance"]
 
