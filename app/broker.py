@@ -28,10 +28,13 @@ def broker_priority(broker_kind: str, priority: int) -> int:
 
 
 def transport_options(settings: Settings) -> dict:
-    """Broker transport options: priority steps and the visibility timeout on Redis, a short poll in memory."""
+    """Broker transport options: priority steps and the visibility timeout on Redis, a short poll in memory.
+
+    Redis keeps Kombu's default key separator, so that Celery tools started with the broker URL alone (Flower,
+    `celery inspect`, `celery events`) name and parse the keys as the bus does (app/redis_layout.py)."""
     if settings.broker_kind == "redis":
-        return {"priority_steps": list(range(PROTOCOL_MAX_PRIORITY + 1)), "sep": ":",
-                "queue_order_strategy": "priority", **_redis_restore_options(settings.redis_visibility_timeout)}
+        return {"priority_steps": list(range(PROTOCOL_MAX_PRIORITY + 1)), "queue_order_strategy": "priority",
+                **_redis_restore_options(settings.redis_visibility_timeout)}
     if settings.broker_kind == "memory":
         return {"polling_interval": 0.005}
     return {}
@@ -91,7 +94,8 @@ def queue_report(settings: Settings, timeout: float = 2.0) -> dict:
     """What waits in each bus queue; `{}` for the in-memory broker. Raises the broker's error when unreachable.
 
     Redis: `{"queues": {queue: {"messages", "by_priority_step"}}, "unacked": n}`: Kombu keeps priority step N
-    of queue Q in the list `Q<sep>N` (step 0 is plain `Q`), and tasks taken but not acknowledged in `unacked`.
+    of queue Q in the list `Q\\x06\\x16N` (step 0 is plain `Q`; `redis_layout.queue_key`), and tasks taken but not
+    acknowledged in `unacked`.
     RabbitMQ: `{"queues": {queue: {"messages", "consumers"} or None}}` (None: not declared yet, by a passive
     declare).
     """
@@ -108,16 +112,22 @@ def queue_depths(settings: Settings, timeout: float = 2.0) -> dict[str, int]:
     return {queue: (depth or {}).get("messages", 0) for queue, depth in queues.items()}
 
 
-def _redis_report(settings: Settings, timeout: float) -> dict:
+def _redis_client(settings: Settings, timeout: float):
     import redis
 
+    return redis.Redis.from_url(settings.broker_url, socket_connect_timeout=timeout, socket_timeout=timeout)
+
+
+def _redis_report(settings: Settings, timeout: float) -> dict:
+    from app.redis_layout import queue_key
+
     options = transport_options(settings)
-    steps, sep, prefix = options["priority_steps"], options["sep"], options.get("global_keyprefix", "")
-    client = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    steps, prefix = options["priority_steps"], options.get("global_keyprefix", "")
+    client = _redis_client(settings, timeout)
     try:
         depths = {}
         for queue in BUS_QUEUES:
-            keys = [prefix + (f"{queue}{sep}{step}" if step else queue) for step in steps]
+            keys = [queue_key(queue, step, prefix) for step in steps]
             with client.pipeline() as pipe:
                 for key in keys:
                     pipe.llen(key)
@@ -127,6 +137,33 @@ def _redis_report(settings: Settings, timeout: float) -> dict:
         return {"queues": depths, "unacked": client.hlen(prefix + "unacked")}
     finally:
         client.close()
+
+
+def upgrade_redis_layout(settings: Settings, timeout: float = 5.0) -> None:
+    """On Redis, bring keys left by an earlier bus (":" separator) to Kombu's layout: tasks still waiting under
+    `delivery:3` etc. move to their current lists, and binding members are rewritten; log what changed. Never
+    raises: with Redis unreachable it logs a WARNING (the next start does it; the outbox sweep re-enqueues the
+    messages of stranded tasks meanwhile)."""
+    if settings.broker_kind != "redis":
+        return
+    from app.redis_layout import upgrade_former_layout
+
+    options = transport_options(settings)
+    try:
+        client = _redis_client(settings, timeout)
+        try:
+            done = upgrade_former_layout(client, BUS_QUEUES, options["priority_steps"],
+                                         options.get("global_keyprefix", ""))
+        finally:
+            client.close()
+    except Exception as exc:
+        log.warning("could not upgrade the Redis key layout (%s: %s); the next start will try again",
+                    type(exc).__name__, exc)
+        return
+    if done.changed:
+        where = ", ".join(f"{key}: {n}" for key, n in done.moved.items()) or "none"
+        log.info("Redis key layout upgraded: moved %d task(s) queued under the former ':' names (%s), "
+                 "rewrote %d binding(s)", sum(done.moved.values()), where, done.bindings)
 
 
 def _rabbitmq_report(settings: Settings, timeout: float) -> dict:

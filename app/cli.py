@@ -173,6 +173,9 @@ def api(host: str, port: int, processes: int, threads: int, migrate: bool, certf
         from app.migrate import upgrade
 
         upgrade(settings)
+    from app.broker import upgrade_redis_layout
+
+    upgrade_redis_layout(settings)  # tasks an earlier bus left under the former Redis key names (":")
     tls = _tls(certfile, keyfile)
     _bootstrap_admin_key(settings)
     from app.server import serve

@@ -385,7 +385,8 @@ def test_status_with_a_bad_token_reports_the_refusal(embedded):
 def test_status_on_redis_shows_queue_depths_and_workers(redis_bus):
     a, b = uid("ops-a"), uid("ops-b")
     register(redis_bus, a, b)
-    # No worker yet: the tasks wait, one per priority step (protocol 9 → Redis step 0 `delivery`, 2 → `delivery:7`).
+    # No worker yet: the tasks wait, one per priority step (protocol 9 → Redis step 0 `delivery`,
+    # 2 → `delivery\x06\x167`).
     for priority in ("9", "2"):
         assert run(redis_bus, "send", "--from", a, "--to", b, "--priority", priority, "{}").returncode == 0
     done = run(redis_bus, "status", "--inspect-timeout", "1")
