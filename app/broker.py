@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from datetime import datetime, timezone
 
 from celery import Celery
@@ -66,25 +68,65 @@ def make_celery(settings: Settings, name: str = "collab_bus") -> Celery:
     return celery
 
 
+class BrokerHealth:
+    """Logs, at WARNING and once per outage, when this process cannot reach the broker for `what` and when it
+    can again (with how long it was down and how many attempts failed meanwhile). Thread-safe."""
+
+    def __init__(self, what: str):
+        self.what = what
+        self._lock = threading.Lock()
+        self._down_since: float | None = None
+        self._failures = 0
+
+    def failed(self, exc: Exception) -> None:
+        """An attempt failed on the broker; the first failure of an outage is logged."""
+        with self._lock:
+            self._failures += 1
+            if self._down_since is not None:
+                return
+            self._down_since = time.monotonic()
+        log.warning("broker connection lost: %s failed (%s); accepted messages wait for the outbox sweep",
+                    self.what, exc)
+
+    def succeeded(self) -> None:
+        """An attempt reached the broker; after an outage, that is logged."""
+        if self._down_since is None:  # the usual case, without taking the lock
+            return
+        with self._lock:
+            if self._down_since is None:
+                return
+            down_for, failures = time.monotonic() - self._down_since, self._failures
+            self._down_since, self._failures = None, 0
+        log.warning("broker connection restored: %s works again after %.1fs (%d attempts failed meanwhile)",
+                    self.what, down_for, failures)
+
+
 class CeleryDeliveryQueue:
     """Enqueues deliveries as `workers.delivery.deliver` tasks, by name (the API never imports workers)."""
 
     def __init__(self, celery: Celery, broker_kind: str):
         self.celery = celery
         self.broker_kind = broker_kind
+        self.health = BrokerHealth("enqueueing deliveries")
 
     def enqueue(self, message_id: str, priority: int, expires_at: float | None = None) -> None:
-        """Send the deliver task for `message_id` at the broker's form of `priority`.
+        """Send the deliver task for `message_id` at the broker's form of `priority`; raise the broker's error
+        when it cannot (the message stays accepted: the outbox sweep enqueues it later).
 
         With `expires_at` (the message's ttl) a worker discards the task once it is stale; the TTL
         sweep then dead-letters the message `expired`.
         """
-        self.celery.send_task(
-            DELIVER_TASK, args=[message_id], queue="delivery", routing_key="delivery",
-            priority=broker_priority(self.broker_kind, priority),
-            expires=datetime.fromtimestamp(expires_at, tz=timezone.utc) if expires_at else None,
-            retry=True, retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2},
-        )
+        try:
+            self.celery.send_task(
+                DELIVER_TASK, args=[message_id], queue="delivery", routing_key="delivery",
+                priority=broker_priority(self.broker_kind, priority),
+                expires=datetime.fromtimestamp(expires_at, tz=timezone.utc) if expires_at else None,
+                retry=True, retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2},
+            )
+        except Exception as exc:
+            self.health.failed(exc)
+            raise
+        self.health.succeeded()
 
 
 BUS_QUEUES = ("delivery", "lifecycle", "maintenance")

@@ -92,6 +92,7 @@ class Settings:
     log_format: str = "text"
     host: str = "127.0.0.1"
     port: int = 8000
+    http_keepalive_timeout: int = 75
     max_content_bytes: int = 256 * 1024
     outbox_sweep_after: float = 30.0
     ack_timeout: float = 30.0
@@ -140,6 +141,7 @@ class Settings:
             log_format=_choice(env, "LOG_FORMAT", "text", LOG_FORMATS),
             host=env.get("HOST") or cls.host,
             port=_int(env, "PORT", cls.port, minimum=1),
+            http_keepalive_timeout=_int(env, "HTTP_KEEPALIVE_TIMEOUT", cls.http_keepalive_timeout),
             max_content_bytes=_int(env, "MAX_CONTENT_BYTES", cls.max_content_bytes, minimum=1),
             outbox_sweep_after=_float(env, "OUTBOX_SWEEP_AFTER", cls.outbox_sweep_after),
             ack_timeout=_float(env, "ACK_TIMEOUT", cls.ack_timeout),

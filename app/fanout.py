@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from typing import Callable
 
@@ -108,11 +109,13 @@ class FanoutListener(threading.Thread):
     def run(self) -> None:
         """Consume until stopped, reconnecting on errors (the back-off grows only while connecting fails)."""
         self._backoff = 0.2
+        self._lost_at: float | None = None
         while not self._stopping.is_set():
             try:
                 self._consume()
             except Exception as exc:
                 self.ready.clear()
+                self._lost_at = self._lost_at or time.monotonic()
                 log.warning("fanout listener lost the broker (%s); retrying in %.1fs", exc, self._backoff)
                 self._stopping.wait(self._backoff)
                 self._backoff = min(self._backoff * 2, 5.0)
@@ -124,6 +127,10 @@ class FanoutListener(threading.Thread):
                 self.ready.set()
                 self._backoff = 0.2
                 log.info("fanout listener bound %s to exchange %s", self.queue_name, self.exchange.name)
+                if self._lost_at is not None:
+                    log.warning("fanout listener reconnected to the broker after %.1fs; open sockets catch up from "
+                                "the database", time.monotonic() - self._lost_at)
+                    self._lost_at = None
                 caught_up = False
                 while not self._stopping.is_set():
                     try:

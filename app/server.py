@@ -29,6 +29,10 @@ class _Gunicorn(BaseApplication):
         self.cfg.set("worker_class", "gthread")
         self.cfg.set("timeout", 60)
         self.cfg.set("graceful_timeout", 5)
+        # Idle kept-alive connections stay open longer than clients keep them in their pools (httpx: 5 s; a load
+        # balancer: often 60 s). With gunicorn's default of 2 s, a client reusing a connection just as gunicorn
+        # closed it got a reset or an empty response, and nothing was logged.
+        self.cfg.set("keepalive", settings.http_keepalive_timeout)
         self.cfg.set("loglevel", settings.log_level.lower())
         self.cfg.set("control_socket_disable", True)  # unused, and one path per user: API processes would share it
         self.cfg.set("accesslog", "-" if settings.log_level == "DEBUG" else None)

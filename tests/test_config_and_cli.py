@@ -78,6 +78,16 @@ def test_bad_configuration_is_one_clear_error(env, mentions):
         Settings.from_env(env)
 
 
+def test_the_api_server_keeps_idle_connections_for_http_keepalive_timeout():
+    from app.server import _Gunicorn
+
+    assert _Gunicorn(Settings.from_env({}), 1, 1, None).cfg.keepalive == 75  # above httpx's 5 s pool expiry
+    assert _Gunicorn(Settings.from_env({"HTTP_KEEPALIVE_TIMEOUT": "120"}), 1, 1, None).cfg.keepalive == 120
+    for bad in ("-1", "long"):
+        with pytest.raises(ConfigError, match="HTTP_KEEPALIVE_TIMEOUT"):
+            Settings.from_env({"HTTP_KEEPALIVE_TIMEOUT": bad})
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([CLI, *args], env={**os.environ, **(env or {})}, capture_output=True, text=True,
                           timeout=timeout)
