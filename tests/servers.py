@@ -245,10 +245,10 @@ class RabbitMQServer:
                     self._server.wait(self.STOP_TIMEOUT)
                 except (RuntimeError, subprocess.TimeoutExpired):
                     pass  # the signals below end it
-                _end_session(self._server)
+                end_process_group(self._server)
         finally:
             if self._epmd is not None:
-                _end_session(self._epmd)
+                end_process_group(self._epmd)
             self._server = self._epmd = None
 
     def logs(self) -> str:
@@ -262,7 +262,7 @@ class RabbitMQServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _end_session(proc: subprocess.Popen, grace: float = 10) -> None:
+def end_process_group(proc: subprocess.Popen, grace: float = 10) -> None:
     """End `proc`, the leader of its own session, and its process group: SIGTERM, then SIGKILL after `grace` s.
 
     Signals go only while the leader still runs, so the process group id cannot be anyone else's.

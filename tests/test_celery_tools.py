@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.servers import REPO, BIN, BusProcess, bus_client, free_port, wait_for
+from tests.servers import BIN, REPO, BusProcess, bus_client, end_process_group, free_port, wait_for
 
 TOOLS_VENV = Path(os.environ.get("COLLAB_BUS_TOOLS_VENV",
                                  Path.home() / ".cache" / "collab-bus-test" / "flower-venv"))
@@ -132,13 +132,7 @@ class Flower:
 
     def stop(self) -> None:
         self.http.close()
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
+        end_process_group(self.proc)
 
 
 @pytest.fixture
