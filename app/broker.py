@@ -61,11 +61,34 @@ def make_celery(settings: Settings, name: str = "collab_bus") -> Celery:
         broker_url=settings.broker_url,
         broker_transport_options=transport_options(settings),
         result_backend=None,
+        **tunable_celery_settings(settings),
     )
     if settings.broker_kind == "memory":
         # One process holds everything: no remote control or heartbeats to poll for.
         celery.conf.update(worker_enable_remote_control=False, broker_heartbeat=0)
     return celery
+
+
+IDEMPOTENCY_PURGE_EVERY = 300.0  # seconds; expired keys are harmless until purged: they are replaced on reuse
+
+
+def tunable_celery_settings(settings: Settings) -> dict:
+    """The Celery settings an operator turns through the environment (read, and checked, by Settings)."""
+    sweeps = {"sweep-outbox": ("sweep_outbox", settings.outbox_sweep_interval),
+              "sweep-unacked": ("sweep_unacked", settings.redelivery_sweep_interval),
+              "sweep-expired": ("sweep_expired", settings.redelivery_sweep_interval),
+              "sweep-heartbeats": ("sweep_heartbeats", settings.redelivery_sweep_interval),
+              "purge-idempotency-keys": ("purge_idempotency_keys", IDEMPOTENCY_PURGE_EVERY)}
+    return {
+        # A deliver task failing on a database error is retried this many times (backoff 1, 2, 4 ... capped at
+        # 10 s, full jitter) before its message is dead-lettered `undeliverable`.
+        "task_annotations": {DELIVER_TASK: {"max_retries": settings.delivery_max_retries}},
+        "worker_prefetch_multiplier": settings.celery_prefetch_multiplier,
+        "worker_send_task_events": settings.celery_task_events,
+        "task_send_sent_event": settings.celery_task_events,
+        "beat_schedule": {name: {"task": f"workers.maintenance.{task}", "schedule": every,
+                                 "options": {"expires": every}} for name, (task, every) in sweeps.items()},
+    }
 
 
 class BrokerHealth:
