@@ -66,6 +66,7 @@ test: install-test test-deps  ## run the whole test suite (installs the test too
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install-test test-deps  ## run the benchmarks (end to end, and collaborate_with round trips; embedded and Redis)
+	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/e2e.py
 	$(BIN)/python bench/collaborate.py
 
