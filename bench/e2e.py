@@ -34,6 +34,9 @@ import redis  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 from websockets.sync.client import connect  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness.report import percentile, progress, sleep_until  # noqa: E402
+
 from app.broker import broker_priority, make_celery  # noqa: E402
 from app.config import Settings  # noqa: E402
 from tests.servers import ADMIN_HEADERS, BusProcess, RedisServer, wait_for  # noqa: E402
@@ -64,29 +67,6 @@ Examples:
   .venv/bin/python bench/e2e.py --messages 300 --modes redis
   .venv/bin/python bench/e2e.py --rate 500 --senders 16 --keep-logs
 """.format(warmup=WARMUP_MESSAGES)
-
-
-def progress(text: str) -> None:
-    """Print a progress line to stderr, so stdout holds only the results."""
-    print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
-
-
-def percentile(values: list[float], pct: float) -> float | None:
-    """The `pct`-th percentile (0-100) of `values` with linear interpolation; None when empty."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * pct / 100.0
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
-def sleep_until(target: float) -> None:
-    """Sleep until perf_counter() reaches `target` (returns at once when it already has)."""
-    delay = target - time.perf_counter()
-    if delay > 0:
-        time.sleep(delay)
 
 
 # --------------------------------------------------------------------------- CPU accounting
