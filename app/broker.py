@@ -14,6 +14,7 @@ from app.config import Settings
 log = logging.getLogger(__name__)
 
 DELIVER_TASK = "workers.delivery.deliver"
+DELIVER_BATCH_TASK = "workers.delivery.deliver_batch"
 PROTOCOL_MAX_PRIORITY = 9
 
 
@@ -82,7 +83,8 @@ def tunable_celery_settings(settings: Settings) -> dict:
     return {
         # A deliver task failing on a database error is retried this many times (backoff 1, 2, 4 ... capped at
         # 10 s, full jitter) before its message is dead-lettered `undeliverable`.
-        "task_annotations": {DELIVER_TASK: {"max_retries": settings.delivery_max_retries}},
+        "task_annotations": {task: {"max_retries": settings.delivery_max_retries}
+                             for task in (DELIVER_TASK, DELIVER_BATCH_TASK)},
         "worker_prefetch_multiplier": settings.celery_prefetch_multiplier,
         "worker_send_task_events": settings.celery_task_events,
         "task_send_sent_event": settings.celery_task_events,
@@ -139,11 +141,19 @@ class CeleryDeliveryQueue:
         With `expires_at` (the message's ttl) a worker discards the task once it is stale; the TTL
         sweep then dead-letters the message `expired`.
         """
+        expires = datetime.fromtimestamp(expires_at, tz=timezone.utc) if expires_at else None
+        self._send(DELIVER_TASK, message_id, priority, expires)
+
+    def enqueue_many(self, message_ids: list[str], priority: int) -> None:
+        """Send one task that delivers `message_ids` in their order (at the broker's form of `priority`); raise
+        the broker's error when it cannot (the outbox sweep enqueues them later)."""
+        self._send(DELIVER_BATCH_TASK, message_ids, priority, None)
+
+    def _send(self, task: str, argument, priority: int, expires: datetime | None) -> None:
         try:
             self.celery.send_task(
-                DELIVER_TASK, args=[message_id], queue="delivery", routing_key="delivery",
-                priority=broker_priority(self.broker_kind, priority),
-                expires=datetime.fromtimestamp(expires_at, tz=timezone.utc) if expires_at else None,
+                task, args=[argument], queue="delivery", routing_key="delivery",
+                priority=broker_priority(self.broker_kind, priority), expires=expires,
                 retry=True, retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2},
             )
         except Exception as exc:

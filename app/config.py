@@ -102,6 +102,8 @@ class Settings:
     fanout_exchange: str = "collab.notify"
     redis_visibility_timeout: float = 3600.0
     idempotency_window: int = 86400
+    max_batch_messages: int = 500
+    max_batch_bytes: int = 4 * 1024 * 1024
     auth_enabled: bool = True
     auth_jwt_secret: str | None = None
     admin_api_key: str | None = None
@@ -151,6 +153,8 @@ class Settings:
             fanout_exchange=env.get("FANOUT_EXCHANGE") or cls.fanout_exchange,
             redis_visibility_timeout=_float(env, "REDIS_VISIBILITY_TIMEOUT", cls.redis_visibility_timeout),
             idempotency_window=_int(env, "IDEMPOTENCY_WINDOW", cls.idempotency_window, minimum=1),
+            max_batch_messages=_int(env, "MAX_BATCH_MESSAGES", cls.max_batch_messages, minimum=1),
+            max_batch_bytes=_int(env, "MAX_BATCH_BYTES", cls.max_batch_bytes, minimum=1024),
             auth_enabled=_bool(env, "AUTH_ENABLED", cls.auth_enabled),
             auth_jwt_secret=env.get("AUTH_JWT_SECRET") or None,
             admin_api_key=env.get("ADMIN_API_KEY") or None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from flask import current_app
 
@@ -11,6 +12,7 @@ from app.db import Database
 from app.services.limits import ConcurrencyLimiter, FailureLimiter, RateLimiter
 from app.services.ports import DeliveryQueue, Notifier
 from app.services.redelivery import RedeliveryPolicy
+from app.services.sending import SendService
 from app.ws.connections import Connections
 from app.ws.hub import Hub
 
@@ -33,6 +35,12 @@ class BusContext:
     refusal_audit_times: dict = field(default_factory=dict)
     sockets: Connections = field(default_factory=Connections)
     unauthenticated_sockets: ConcurrencyLimiter = field(default_factory=lambda: ConcurrencyLimiter(10))
+
+    @cached_property
+    def sending(self) -> SendService:
+        """The send service every entry (REST, batch, socket, replay) accepts messages through."""
+        return SendService(self.db, self.delivery, self.notifier, max_content_bytes=self.settings.max_content_bytes,
+                           idempotency_window=self.settings.idempotency_window)
 
 
 def bus() -> BusContext:

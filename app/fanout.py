@@ -18,7 +18,7 @@ from typing import Callable
 from kombu import Connection, Exchange, Queue
 from kombu.pools import producers
 
-from app.services.events import MESSAGE_DEAD_LETTERED
+from app.services.events import MESSAGE_DEAD_LETTERED, unbatched
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +61,11 @@ class KombuNotifier:
     def publish(self, notification: dict) -> None:
         """Send `notification` to every listening API process (best effort)."""
         self._send(notification, self.exchange, "", [self.exchange], delivery_mode="transient")
-        event = notification.get("event") if notification.get("kind") == "event" else None
-        if event and event.get("event") == MESSAGE_DEAD_LETTERED:
-            self._send(event["data"], self.dead_letter_exchange, event["data"]["reason"], self._dead_letter_declare,
-                       delivery_mode="persistent")
+        for item in unbatched(notification):
+            event = item.get("event") if item.get("kind") == "event" else None
+            if event and event.get("event") == MESSAGE_DEAD_LETTERED:
+                self._send(event["data"], self.dead_letter_exchange, event["data"]["reason"],
+                           self._dead_letter_declare, delivery_mode="persistent")
 
     def _send(self, body: dict, exchange: Exchange, routing_key: str, declare: list, delivery_mode: str) -> None:
         try:

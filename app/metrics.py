@@ -19,7 +19,7 @@ from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from app.services.events import MESSAGE_ACCEPTED, MESSAGE_DEAD_LETTERED
+from app.services.events import MESSAGE_ACCEPTED, MESSAGE_DEAD_LETTERED, unbatched
 from app.services.ports import Notifier
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,12 @@ OPEN_WEBSOCKETS = Gauge("collab_bus_open_websockets", "WebSockets open on the AP
 
 
 def count(notification: dict) -> None:
-    """Move the counters for one published notification."""
+    """Move the counters for one published notification (each one a batch carries)."""
+    for item in unbatched(notification):
+        _count_one(item)
+
+
+def _count_one(notification: dict) -> None:
     kind = notification.get("kind")
     if kind == "entries":
         message = notification["message"]

@@ -9,6 +9,7 @@ from app.broker import CeleryDeliveryQueue, transport_options
 from app.db import Database
 from app.fanout import KombuNotifier
 from app.metrics import MetricsNotifier
+from app.services.events import batched
 from app.services.redelivery import RedeliveryPolicy
 from workers.celery_app import celery_app, settings
 
@@ -23,8 +24,8 @@ class WorkerContext:
     policy: RedeliveryPolicy
 
     def announce(self, notifications: list[dict]) -> None:
-        """Publish notifications to every API process."""
-        for notification in notifications:
+        """Publish notifications to every API process, packed into as few fanout messages as is reasonable."""
+        for notification in batched(notifications):
             self.notifier.publish(notification)
 
 

@@ -1,4 +1,5 @@
-"""The `deliver` task: route one accepted message into its recipients' mailboxes, then announce it."""
+"""The `deliver` and `deliver_batch` tasks: route accepted messages into their recipients' mailboxes, then announce
+them."""
 
 from __future__ import annotations
 
@@ -28,13 +29,14 @@ class DeliverTask(Task):
     retry_jitter = True
 
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
-        """Record the failure as a dead letter, so the message is never silently lost."""
-        message_id = args[0] if args else kwargs.get("message_id")
-        try:
-            ctx = worker_context()
-            ctx.announce(delivery.give_up(ctx.db, message_id, f"{type(exc).__name__}: {exc}"))
-        except Exception:  # the database itself may be what fails; the outbox sweep retries later
-            log.exception("deliver: could not dead-letter message %s after %r", message_id, exc)
+        """Record the failure as a dead letter of each message, so none is ever silently lost."""
+        first = args[0] if args else kwargs.get("message_id", kwargs.get("message_ids"))
+        for message_id in first if isinstance(first, list) else [first]:
+            try:
+                ctx = worker_context()
+                ctx.announce(delivery.give_up(ctx.db, message_id, f"{type(exc).__name__}: {exc}"))
+            except Exception:  # the database itself may be what fails; the outbox sweep retries later
+                log.exception("deliver: could not dead-letter message %s after %r", message_id, exc)
 
 
 @celery_app.task(name="workers.delivery.deliver", base=DeliverTask)
@@ -50,3 +52,14 @@ def deliver(message_id: str) -> int:
     log.debug("deliver: message %s in %d mailbox(es), %d new", message_id, len(result.recipients),
               len(result.new_recipients))
     return len(result.new_recipients)
+
+
+@celery_app.task(name="workers.delivery.deliver_batch", base=DeliverTask)
+def deliver_batch(message_ids: list[str]) -> int:
+    """Deliver `message_ids` in their order, in one transaction, announced in one fanout message; safe to run more
+    than once. Returns how many new mailbox entries it made."""
+    ctx = worker_context()
+    results = delivery.deliver_many(ctx.db, message_ids, ctx.policy)
+    ctx.announce([notification for result in results for notification in result.notifications()])
+    log.debug("deliver_batch: %d message(s)", len(results))
+    return sum(len(result.new_recipients) for result in results)

@@ -94,14 +94,4 @@ def purge_dead_letters():
 
 
 def _replay(ctx: BusContext, dead_letter_id: int):
-    outcome = dead_letters.replay(ctx.db, dead_letter_id, ctx.policy)
-    audit.record_now(ctx.db, current_actor(), "dead_letter.replayed", target=f"dead_letter:{dead_letter_id}",
-                     message_id=outcome.message_id)
-    if outcome.enqueue:
-        try:
-            ctx.delivery.enqueue(*outcome.enqueue)
-        except Exception as exc:  # durable already: the outbox sweep enqueues it later
-            log.warning("replayed message %s not enqueued (%s); the outbox sweep will retry", outcome.message_id, exc)
-    for notification in outcome.notifications:
-        ctx.notifier.publish(notification)
-    return outcome
+    return ctx.sending.replay_dead_letter(dead_letter_id, ctx.policy, current_actor())

@@ -1,8 +1,6 @@
-"""POST /messages, POST /broadcast, GET /messages/{id}."""
+"""POST /messages, POST /broadcast, POST /messages/batch, GET /messages/{id}."""
 
 from __future__ import annotations
-
-import logging
 
 from flask import jsonify, request
 
@@ -10,17 +8,13 @@ from app.api import api
 from app.api.helpers import json_body
 from app.auth import current_actor, require
 from app.context import bus
-from app.errors import Forbidden
-from app.models import BROADCAST, Role
-from app.schemas import (IDEMPOTENCY_KEY_HEADER, AgentMessageSchema, BroadcastSchema, IdempotencyKeyHeaderSchema,
-                         load_or_raise)
-from app.services import audit, idempotency, messages, policies
-from app.services.events import MESSAGE_ACCEPTED, event_notification
-
-log = logging.getLogger(__name__)
+from app.errors import InvalidRequest, PayloadTooLarge
+from app.schemas import (IDEMPOTENCY_KEY_HEADER, AgentMessageSchema, BatchEnvelopeSchema, BroadcastSchema,
+                         IdempotencyKeyHeaderSchema, load_or_raise)
+from app.services import messages
+from app.services.sending import ItemResult, Sender
 
 REPLAYED_HEADER = "Idempotent-Replayed"
-PRIVILEGED_ROLES = (Role.ADMIN, Role.OPERATOR)  # API keys that speak for the operators: policy defaults allow them
 
 
 @api.post("/messages")
@@ -33,6 +27,41 @@ def send_message():
 def broadcast():
     """Accept a message for every registered sandbox of the sender's workspace except the sender: 202 with its id."""
     return _accept(BroadcastSchema())
+
+
+@api.post("/messages/batch")
+def send_batch():
+    """Accept several messages, each validated and answered on its own: 202 when all were accepted, else 207 with
+    the accepted ids and the per-item errors (not all-or-nothing)."""
+    principal = require("messages.send")
+    ctx = bus()
+    request.max_content_length = ctx.settings.max_batch_bytes
+    envelope = load_or_raise(BatchEnvelopeSchema(), json_body())
+    items = envelope["messages"]
+    if len(items) > ctx.settings.max_batch_messages:
+        raise PayloadTooLarge(f"a batch carries at most {ctx.settings.max_batch_messages} messages; "
+                              f"this one has {len(items)}", code="batch_too_large",
+                              details={"messages": len(items), "limit": ctx.settings.max_batch_messages})
+    results: list[ItemResult | None] = [None] * len(items)
+    valid = []
+    for index, item in enumerate(items):
+        try:
+            valid.append((index, load_or_raise(AgentMessageSchema(), item, what=f"messages[{index}]")))
+        except InvalidRequest as exc:
+            results[index] = ItemResult(index, error=exc)
+    stored = ctx.sending.send_batch([data for _, data in valid], Sender.of(principal, current_actor()))
+    for (index, _), outcome in zip(valid, stored):
+        results[index] = ItemResult(index, outcome.message, outcome.error)
+    refused = sum(1 for r in results if not r.accepted)
+    body = {"accepted": len(results) - refused, "refused": refused, "results": [_item(r) for r in results]}
+    return jsonify(body), 207 if refused else 202
+
+
+def _item(result: ItemResult) -> dict:
+    if result.accepted:
+        message = result.message
+        return {"index": result.index, "status": 202, "message_id": message.id, "timestamp": message.timestamp}
+    return {"index": result.index, "status": result.error.status, **result.error.to_dict()}
 
 
 def _idempotency_key() -> str | None:
@@ -49,44 +78,12 @@ def _accept(schema):
     principal = require("messages.send")
     key = _idempotency_key()
     data = load_or_raise(schema, json_body())
-    ctx = bus()
-    messages.check_content_size(data, ctx.settings.max_content_bytes)  # 413 before any lookup
-    _check_sender(ctx, principal, data)
-    accepted = idempotency.accept(ctx.db, data, key, max_content_bytes=ctx.settings.max_content_bytes,
-                                  window=ctx.settings.idempotency_window, actor=current_actor())
+    accepted = bus().sending.send(data, Sender.of(principal, current_actor()), key)
     message = accepted.message
     body = jsonify({"message_id": message.id, "status": message.status, "timestamp": message.timestamp})
     if accepted.replayed:  # the original send announced and enqueued it
         return body, 202, {REPLAYED_HEADER: "true"}
-    # Announced before the enqueue so that, from this process, "accepted" precedes the worker's "delivered".
-    ctx.notifier.publish(event_notification(
-        MESSAGE_ACCEPTED, message_id=message.id, from_sandbox=message.from_sandbox,
-        to_sandbox=message.to_sandbox, message_type=message.message_type))
-    try:
-        ctx.delivery.enqueue(message.id, message.priority,
-                             message.timestamp + message.ttl if message.ttl else None)
-    except Exception as exc:  # durable already: the outbox sweep enqueues it later
-        log.warning("message %s accepted but not enqueued (%s); the outbox sweep will retry", message.id, exc)
     return body, 202
-
-
-def _check_sender(ctx, principal, data: dict) -> None:
-    """A sandbox sends only as itself (403 sandbox_mismatch, never rewritten); a direct message obeys the
-    policies (403 policy_denied; an unknown recipient stays 404). Refusals are audited as `message.refused`."""
-    try:
-        if principal.is_sandbox and data["from_sandbox"] != principal.sandbox_id:
-            raise Forbidden(f"the token of sandbox {principal.sandbox_id!r} may not send as {data['from_sandbox']!r}",
-                            code="sandbox_mismatch",
-                            details={"token_sandbox": principal.sandbox_id, "from_sandbox": data["from_sandbox"]})
-        recipient = data.get("to_sandbox")
-        if recipient:  # responses addressed by correlation_id go back to their requester unchecked
-            policies.check_send(ctx.db, from_sandbox=data["from_sandbox"], to_sandbox=recipient,
-                                message_type=data["message_type"], privileged=principal.role in PRIVILEGED_ROLES)
-    except Forbidden as exc:
-        audit.record_now(ctx.db, current_actor(), "message.refused", audit.REFUSED,
-                         target=f"sandbox:{data.get('to_sandbox') or BROADCAST}", code=exc.code,
-                         reason=exc.message, from_sandbox=data["from_sandbox"], message_type=data["message_type"])
-        raise
 
 
 @api.get("/messages/<message_id>")

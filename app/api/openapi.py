@@ -42,7 +42,8 @@ ERROR_DESCRIPTIONS = {
          "`unknown_policy`, `unknown_correlation_id`, or `not_found` for a path the API does not have.",
     409: "Conflicts with the current state: `duplicate_message_id`, `idempotency_key_reused`, "
          "`workspace_mismatch`, `entry_dead_lettered`, `entry_not_pending`.",
-    413: "`payload_too_large`: the body or the message content exceeds the configured limit.",
+    413: "`payload_too_large`: the body or the message content exceeds the configured limit; `batch_too_large`: a "
+         "batch carries more than `MAX_BATCH_MESSAGES` messages.",
     429: "`too_many_requests`: the caller's request rate, or failed authentications from its address, are over the "
          "limit; retry after `Retry-After` seconds.",
     503: "`database_unavailable`: the database cannot be reached right now; retry after `Retry-After` seconds.",
@@ -90,6 +91,8 @@ OPERATIONS: list[Operation] = [
     Operation("post", "/broadcast", messages.broadcast, "messages", {202: res.MessageAcceptedSchema},
               (400, 403, 404, 409, 413), body=req.BroadcastSchema, header=req.IdempotencyKeyHeaderSchema,
               ok_headers=REPLAYED),
+    Operation("post", "/messages/batch", messages.send_batch, "messages",
+              {202: res.BatchResultSchema, 207: res.BatchResultSchema}, (400, 403, 413), body=req.BatchEnvelopeSchema),
     Operation("get", "/messages/{message_id}", messages.get_message, "messages", {200: res.DeliveryReportSchema},
               (403, 404), path_params={"message_id": {"type": "string", "minLength": 1}}),
     # sandboxes

@@ -68,6 +68,25 @@ class MessageAcceptedSchema(ResponseSchema):
     timestamp = fields.Float(required=True, metadata={"description": "Acceptance time, Unix seconds."})
 
 
+class BatchItemResultSchema(ResponseSchema):
+    """The answer to one item of a batch send: `status` 202 with `message_id` and `timestamp`, or the item's
+    HTTP status with `error` (as the single send would have answered it)."""
+
+    index = Int(validate=validate.Range(min=0))
+    status = Int()
+    message_id = fields.String()
+    timestamp = fields.Float()
+    error = fields.Nested(ErrorBodySchema)
+
+
+class BatchResultSchema(ResponseSchema):
+    """202 (every item accepted) or 207 (some refused) to a batch send: one result per item, in order."""
+
+    accepted = Int(validate=validate.Range(min=0))
+    refused = Int(validate=validate.Range(min=0))
+    results = fields.List(fields.Nested(BatchItemResultSchema), required=True)
+
+
 class StoredMessageSchema(ResponseSchema):
     """An AgentMessage as the bus stored it (server-assigned message_id and timestamp; recipient resolved)."""
 

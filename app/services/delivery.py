@@ -49,55 +49,82 @@ def deliver(db: Database, message_id: str, policy: RedeliveryPolicy = Redelivery
     counts as attempt 1; entries of REQUEST and COMMAND messages then await an ACK.
     """
     with db.write() as session:
-        # The message's row lock serialises runs of the same message (a task run twice, by two workers): without
-        # it, on PostgreSQL both would read "no entries yet" and the second would fail on the unique
-        # (message_id, sandbox_id) constraint, or overwrite what a concurrent expiry sweep decided. FOR NO KEY
-        # UPDATE leaves rows referencing the message (entries, dead letters) free to be inserted meanwhile.
-        message = session.get(Message, message_id, with_for_update={"key_share": True})
-        if message is None:
-            raise UnknownMessage(message_id)
-        existing = dict(session.execute(
-            select(MailboxEntry.sandbox_id, MailboxEntry.seq).where(MailboxEntry.message_id == message_id)
-        ).tuples().all())
-        result = DeliveryResult(message=message.to_protocol(), recipients=sorted(existing.items()))
-        if message.status != MessageStatus.ACCEPTED:
-            return result
-        if is_expired(message):
-            result.dead_letter_events = expire_unrouted(session, message)
-            return result
+        return _deliver_in(session, message_id, policy)
 
-        targets = _locked_targets(session, message, exclude=set(existing))
-        now = utcnow()
-        requires_ack = message.message_type in ACK_REQUIRED_TYPES
-        first_wait = now + policy.wait_after(1)
-        rows = []
-        for sandbox in targets:
-            sandbox.head_seq += 1
-            pushed = sandbox.status == SandboxStatus.ONLINE  # a connected recipient gets it now: attempt 1
-            rows.append({"sandbox_id": sandbox.id, "seq": sandbox.head_seq, "message_id": message_id,
-                         "created_at": now, "updated_at": now, "requires_ack": requires_ack,
-                         "attempts": 1 if pushed else 0,
-                         "next_attempt_at": first_wait if pushed and requires_ack else None,
-                         "expires_at": expires_at(message)})
-        if rows:
-            session.execute(insert(MailboxEntry), rows)
-        result.new_recipients = [row["sandbox_id"] for row in rows]
-        for row in rows:
-            log.debug("entry delivered", extra={"message_id": message_id, "sandbox_id": row["sandbox_id"],
-                                                "seq": row["seq"], "correlation_id": message.correlation_id,
-                                                "message_type": message.message_type, "state": "delivered"})
-        result.recipients = sorted([*existing.items(), *((r["sandbox_id"], r["seq"]) for r in rows)])
 
-        if message.to_sandbox != BROADCAST and not result.recipients:
-            result.dead_letter_events.append(dead_letters.record(
-                session, message.id, message.to_sandbox, dead_letters.RECIPIENT_GONE,
-                f"sandbox {message.to_sandbox!r} was unregistered before delivery"))
-            message.status = MessageStatus.DEAD
-        else:
-            message.status = MessageStatus.DELIVERED
-            audit.record(session, audit.SYSTEM_ACTOR, "message.delivered", target=f"message:{message.id}",
-                         recipients=result.new_recipients[:100], recipient_count=len(result.new_recipients))
-        message.routed_at = now
+def deliver_many(db: Database, message_ids: list[str], policy: RedeliveryPolicy = RedeliveryPolicy()
+                 ) -> list[DeliveryResult]:
+    """`deliver` each of `message_ids` in order, in one transaction: each mailbox gets its entries in the order
+    of `message_ids`. Ids of messages that do not exist are skipped (logged). Running it again appends nothing.
+    """
+    results = []
+    with db.write() as session:
+        _lock_direct_recipients(session, message_ids)
+        for message_id in message_ids:
+            try:
+                results.append(_deliver_in(session, message_id, policy))
+            except UnknownMessage:
+                log.error("deliver: message %s does not exist; skipped", message_id)
+    return results
+
+
+def _lock_direct_recipients(session, message_ids: list[str]) -> None:
+    """Lock the direct recipients of `message_ids` up front, in id order, so that two batches delivering to the
+    same sandboxes in different orders queue instead of deadlocking."""
+    recipients = select(Message.to_sandbox).where(Message.id.in_(message_ids), Message.to_sandbox != BROADCAST)
+    session.execute(select(Sandbox.id).where(Sandbox.id.in_(recipients)).order_by(Sandbox.id).with_for_update())
+
+
+def _deliver_in(session, message_id: str, policy: RedeliveryPolicy) -> DeliveryResult:
+    # The message's row lock serialises runs of the same message (a task run twice, by two workers): without
+    # it, on PostgreSQL both would read "no entries yet" and the second would fail on the unique
+    # (message_id, sandbox_id) constraint, or overwrite what a concurrent expiry sweep decided. FOR NO KEY
+    # UPDATE leaves rows referencing the message (entries, dead letters) free to be inserted meanwhile.
+    message = session.get(Message, message_id, with_for_update={"key_share": True})
+    if message is None:
+        raise UnknownMessage(message_id)
+    existing = dict(session.execute(
+        select(MailboxEntry.sandbox_id, MailboxEntry.seq).where(MailboxEntry.message_id == message_id)
+    ).tuples().all())
+    result = DeliveryResult(message=message.to_protocol(), recipients=sorted(existing.items()))
+    if message.status != MessageStatus.ACCEPTED:
+        return result
+    if is_expired(message):
+        result.dead_letter_events = expire_unrouted(session, message)
+        return result
+
+    targets = _locked_targets(session, message, exclude=set(existing))
+    now = utcnow()
+    requires_ack = message.message_type in ACK_REQUIRED_TYPES
+    first_wait = now + policy.wait_after(1)
+    rows = []
+    for sandbox in targets:
+        sandbox.head_seq += 1
+        pushed = sandbox.status == SandboxStatus.ONLINE  # a connected recipient gets it now: attempt 1
+        rows.append({"sandbox_id": sandbox.id, "seq": sandbox.head_seq, "message_id": message_id,
+                     "created_at": now, "updated_at": now, "requires_ack": requires_ack,
+                     "attempts": 1 if pushed else 0,
+                     "next_attempt_at": first_wait if pushed and requires_ack else None,
+                     "expires_at": expires_at(message)})
+    if rows:
+        session.execute(insert(MailboxEntry), rows)
+    result.new_recipients = [row["sandbox_id"] for row in rows]
+    for row in rows:
+        log.debug("entry delivered", extra={"message_id": message_id, "sandbox_id": row["sandbox_id"],
+                                            "seq": row["seq"], "correlation_id": message.correlation_id,
+                                            "message_type": message.message_type, "state": "delivered"})
+    result.recipients = sorted([*existing.items(), *((r["sandbox_id"], r["seq"]) for r in rows)])
+
+    if message.to_sandbox != BROADCAST and not result.recipients:
+        result.dead_letter_events.append(dead_letters.record(
+            session, message.id, message.to_sandbox, dead_letters.RECIPIENT_GONE,
+            f"sandbox {message.to_sandbox!r} was unregistered before delivery"))
+        message.status = MessageStatus.DEAD
+    else:
+        message.status = MessageStatus.DELIVERED
+        audit.record(session, audit.SYSTEM_ACTOR, "message.delivered", target=f"message:{message.id}",
+                     recipients=result.new_recipients[:100], recipient_count=len(result.new_recipients))
+    message.routed_at = now
     return result
 
 

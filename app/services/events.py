@@ -16,6 +16,8 @@ MESSAGE_DEAD_LETTERED = "message.dead_lettered"
 DEAD_LETTER_REPLAYED = "dead_letter.replayed"
 REQUEST_UNANSWERED = "request.unanswered"
 
+BATCH_SIZE = 100  # notifications per fanout publish (a redelivery carries its message: keep publishes moderate)
+
 
 def event_notification(name: str, **data) -> dict:
     """A notification that carries one system event to the /ws/events sockets of every API process."""
@@ -25,3 +27,17 @@ def event_notification(name: str, **data) -> dict:
 def entries_notification(message: dict, recipients: list[tuple[str, int]]) -> dict:
     """A notification that `message` now sits in each recipient's mailbox at the given seq."""
     return {"kind": "entries", "message": message, "recipients": [[sandbox, seq] for sandbox, seq in recipients]}
+
+
+def batched(notifications: list[dict], size: int = BATCH_SIZE) -> list[dict]:
+    """`notifications` packed, in order, into batch notifications of at most `size` each: one fanout publish
+    carries what one transaction did. A lone notification stays as it is."""
+    chunks = [notifications[i:i + size] for i in range(0, len(notifications), size)]
+    return [chunk[0] if len(chunk) == 1 else {"kind": "batch", "items": chunk} for chunk in chunks]
+
+
+def unbatched(notification: dict) -> list[dict]:
+    """The notifications a (possibly batch) notification carries, in order."""
+    if notification.get("kind") == "batch":
+        return list(notification.get("items") or [])
+    return [notification]

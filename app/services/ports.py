@@ -12,6 +12,9 @@ class DeliveryQueue(Protocol):
         """Ask a worker to deliver `message_id` (not after the unix time `expires_at`, when given);
         raise on failure (the outbox sweep retries later)."""
 
+    def enqueue_many(self, message_ids: list[str], priority: int) -> None:
+        """Ask one worker to deliver `message_ids` in their order; raise on failure (the outbox sweep retries)."""
+
 
 class Notifier(Protocol):
     """Announces notifications (new mailbox entries, system events) to every API process."""

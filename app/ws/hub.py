@@ -10,7 +10,7 @@ from collections import defaultdict
 from typing import Callable
 
 from app.models import BROADCAST
-from app.services.events import MESSAGE_DELIVERED
+from app.services.events import MESSAGE_DELIVERED, unbatched
 
 CLOSE = object()  # sentinel pushed to a subscriber to end its stream
 RESYNC = object()  # sentinel pushed to a mailbox subscriber: read entries you may have missed from the database
@@ -110,7 +110,11 @@ class Hub:
             sub.push(RESYNC)
 
     def dispatch(self, notification: dict) -> None:
-        """Route one notification from the fanout exchange to the sockets it concerns."""
+        """Route one notification from the fanout exchange (each one a batch carries) to the sockets it concerns."""
+        for item in unbatched(notification):
+            self._dispatch_one(item)
+
+    def _dispatch_one(self, notification: dict) -> None:
         kind = notification.get("kind")
         if kind == "entries":
             self._dispatch_entries(notification["message"], notification["recipients"])

@@ -16,13 +16,15 @@ from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 
 from app import metrics
-from app.auth import authenticate_frame, client_address, is_authenticated, refuse_credentials, require
+from app.auth import authenticate_frame, client_address, current_actor, is_authenticated, refuse_credentials, require
 from app.context import BusContext, bus
 from app.errors import BusError, InvalidRequest, TooManyRequests, Unauthorized
 from app.models import SandboxStatus
-from app.schemas import AckFrameSchema, MailboxQuery, NackFrameSchema, load_or_raise, parse_json, query_args
+from app.schemas import (AckFrameSchema, AgentMessageSchema, MailboxQuery, NackFrameSchema, SendFrameSchema,
+                         frame_ref, load_or_raise, parse_json, query_args)
 from app.services import mailbox, redelivery, registry
 from app.services.events import SANDBOX_CONNECTED, SANDBOX_DISCONNECTED, event_notification
+from app.services.sending import Sender
 from app.ws.connections import Connection
 from app.ws.hub import CLOSE, RESYNC, Subscriber
 
@@ -129,7 +131,7 @@ def _serve_mailbox(ctx: BusContext, ws, sender: Connection, sandbox_id: str) -> 
     streamer = threading.Thread(target=stream.run, name=f"ws-mailbox-{sandbox_id}", daemon=True)
     streamer.start()
     try:
-        _read_client_frames(ws, sender, lambda frame: _on_mailbox_frame(ctx, sandbox_id, frame))
+        _read_client_frames(ws, sender, lambda frame: _on_mailbox_frame(ctx, sender, sandbox_id, frame))
     finally:
         ctx.hub.unsubscribe(subscriber)
         subscriber.close()
@@ -252,7 +254,7 @@ def _try_send_error(sender: Connection, exc: BusError) -> None:
         pass
 
 
-def _on_mailbox_frame(ctx: BusContext, sandbox_id: str, frame: dict) -> bool:
+def _on_mailbox_frame(ctx: BusContext, sender: Connection, sandbox_id: str, frame: dict) -> bool:
     """Handle a client frame on a mailbox socket; False when its type is not one a mailbox takes."""
     if frame["type"] in PING_TYPES:  # a sign of life; answered with a pong like on every socket
         for event in registry.heartbeat(ctx.db, sandbox_id)[1]:
@@ -265,6 +267,8 @@ def _on_mailbox_frame(ctx: BusContext, sandbox_id: str, frame: dict) -> bool:
         require("mailbox.settle", sandbox_id=sandbox_id)
         nack = load_or_raise(NackFrameSchema(), frame, what="nack frame")
         ctx.notifier.publish(redelivery.nack(ctx.db, sandbox_id, nack["seq"], nack["reason"]))
+    elif frame["type"] == "send":
+        _on_send_frame(ctx, sender, frame)
     else:
         return False
     return True
@@ -276,3 +280,19 @@ def _set_presence(ctx: BusContext, sandbox_id: str, status: str, event: str) -> 
     except Exception as exc:  # presence is advisory; never break the socket over it
         log.warning("could not mark %s %s: %s", sandbox_id, status, exc)
     ctx.notifier.publish(event_notification(event, sandbox_id=sandbox_id))
+
+
+def _on_send_frame(ctx: BusContext, sender: Connection, frame: dict) -> None:
+    """Accept the frame's message like `POST /api/v1/messages`; answer `accepted` with its id, or `error` with the
+    HTTP status the REST send would have had, both carrying the frame's `ref`."""
+    ref = frame_ref(frame.get("ref"))
+    try:
+        principal = require("messages.send")
+        send = load_or_raise(SendFrameSchema(), frame, what="send frame")
+        data = load_or_raise(AgentMessageSchema(), send["message"], what="send frame's message")
+        message = ctx.sending.send(data, Sender.of(principal, current_actor()), send["idempotency_key"]).message
+    except BusError as exc:
+        sender.send_json({"type": "error", "ref": ref, "status": exc.status, **exc.to_dict()["error"]})
+        return
+    sender.send_json({"type": "accepted", "ref": ref, "message_id": message.id, "timestamp": message.timestamp})
+

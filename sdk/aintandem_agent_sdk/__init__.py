@@ -30,7 +30,7 @@ from aintandem_agent_sdk.errors import (
     ConfigurationError,
     PermissionDenied,
 )
-from aintandem_agent_sdk.messages import AgentMessage, MessageType
+from aintandem_agent_sdk.messages import AgentMessage, MessageType, SendResult
 
 __version__ = "0.1.0"
 
@@ -55,6 +55,7 @@ __all__ = [
     "MessageType",
     "PermissionDenied",
     "RetryPolicy",
+    "SendResult",
     "StatusCallback",
     "__version__",
 ]

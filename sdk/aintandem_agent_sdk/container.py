@@ -18,6 +18,7 @@ from urllib.parse import quote, urlsplit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from aintandem_agent_sdk._socket_sends import SocketSends
 from aintandem_agent_sdk.agent import BaseAgent
 from aintandem_agent_sdk.config import ContainerAgentConfig
 from aintandem_agent_sdk.cursor import Cursor
@@ -34,7 +35,7 @@ from aintandem_agent_sdk.errors import (
     PermissionDenied,
 )
 from aintandem_agent_sdk.http import BusHttp
-from aintandem_agent_sdk.messages import AgentMessage, MessageType
+from aintandem_agent_sdk.messages import AgentMessage, MessageType, SendResult
 
 __all__ = ["ConnectionStatus", "ContainerAgent", "StatusCallback"]
 
@@ -107,6 +108,7 @@ class ContainerAgent:
         self._token: str | None = self.config.token
         self._token_expires_at: float | None = None
         self._recoveries = 0
+        self._socket_sends = SocketSends(self.config.request_timeout)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -326,7 +328,8 @@ class ContainerAgent:
                         message_type: MessageType | str = MessageType.NOTIFICATION, priority: int = 5,
                         ttl: int | None = None, metadata: dict[str, Any] | None = None) -> str:
         """Send a message to every other registered sandbox; returns its message_id."""
-        body = self._envelope(content, message_type, priority=priority, ttl=ttl, metadata=metadata)
+        body = self._envelope(content, message_type, priority=priority, ttl=ttl, metadata=metadata,
+                              to_sandbox="broadcast")
         return await self._post_message("/api/v1/broadcast", body)
 
     async def reply(self, request: AgentMessage, content: dict[str, Any], *,
@@ -345,8 +348,35 @@ class ContainerAgent:
             body["ttl"] = ttl
         return body
 
+    async def send_batch(self, messages: list[dict[str, Any]]) -> list[SendResult]:
+        """Send several messages in one request; each dict takes `send_message`'s arguments by name
+        (``target_sandbox`` and ``content`` required). Returns one SendResult per message, in order: its
+        message_id, or the BusRejected that refused it. The messages reach each recipient in their order.
+
+        Raises BusConnectionError / BusServerError when the retry policy is used up (retrying is safe: each
+        message carries an id of its own, so none is stored twice).
+        """
+        bodies = []
+        for spec in messages:
+            spec = dict(spec)
+            target, content = spec.pop("target_sandbox"), spec.pop("content")
+            spec.setdefault("message_type", MessageType.REQUEST)
+            body = self._envelope(content, spec.pop("message_type"), priority=spec.pop("priority", 5),
+                                  ttl=spec.pop("ttl", None), metadata=spec.pop("metadata", None),
+                                  to_sandbox=target, **spec)
+            bodies.append({**body, "message_id": uuid.uuid4().hex})
+        answer = await self._request("POST", "/api/v1/messages/batch", json={"messages": bodies})
+        return [SendResult.from_answer(item, bodies[item["index"]]["message_id"]) for item in answer["results"]]
+
     async def _post_message(self, path: str, body: dict[str, Any]) -> str:
-        answer = await self._request("POST", path, json=body, idempotency_key=uuid.uuid4().hex)
+        """Send over the mailbox socket when connected, else (or when the socket cannot tell) over REST; both
+        carry one Idempotency-Key, so the bus stores the message once."""
+        key = uuid.uuid4().hex
+        if self._status is ConnectionStatus.CONNECTED:
+            message_id = await self._socket_sends.send(self._send_frame, body, key)
+            if message_id is not None:
+                return message_id
+        answer = await self._request("POST", path, json=body, idempotency_key=key)
         return str(answer["message_id"])
 
     async def collaborate_with(self, target_sandbox: str, task: str | dict[str, Any], timeout: float = 30.0, *,
@@ -405,6 +435,7 @@ class ContainerAgent:
                         welcomed = self._connected.is_set()
                         self._ws = None
                         self._connected.clear()
+                        self._socket_sends.disconnected()
                 if welcomed and ws.close_code == GOING_AWAY:
                     await self._reconnect_at_once()
                     continue
@@ -483,6 +514,8 @@ class ContainerAgent:
             await self._on_welcome(ws, frame)
         elif kind == "message":
             await self._on_message(AgentMessage.from_frame(frame))
+        elif kind in ("accepted", "error") and self._socket_sends.on_answer(frame):
+            return
         elif kind == "error":
             self._refusal = {**self._refusal, "message": frame.get("message"), "details": frame.get("details")}
             log.warning("the bus reported %s: %s", frame.get("code"), frame.get("message"))

@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-__all__ = ["AgentMessage", "MessageType"]
+from aintandem_agent_sdk.errors import AuthenticationError, BusRejected, PermissionDenied
+
+__all__ = ["AgentMessage", "MessageType", "SendResult"]
 
 
 class MessageType(str, Enum):
@@ -75,3 +77,32 @@ class AgentMessage:
     def is_error_response(self) -> bool:
         """Whether this is a RESPONSE reporting that the other agent's handler failed."""
         return self.message_type is MessageType.RESPONSE and self.metadata.get("status") == "error"
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """The outcome of one message of `ContainerAgent.send_batch`: its `message_id`, or the `error` that refused
+    it (a BusRejected with the status and code a single send would have had)."""
+
+    index: int
+    message_id: str | None = None
+    error: BusRejected | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the bus holds the message."""
+        return self.error is None
+
+    @classmethod
+    def from_answer(cls, item: dict[str, Any], chosen_id: str) -> "SendResult":
+        """The result for one item of the bus's batch answer; `chosen_id` is the id the SDK gave the message (a
+        retried batch finds it taken by its own first attempt, which stored it)."""
+        index = int(item["index"])
+        if item["status"] == 202:
+            return cls(index, str(item["message_id"]))
+        error = item.get("error") or {}
+        details = dict(error.get("details") or {})
+        if error.get("code") == "duplicate_message_id" and details.get("message_id") == chosen_id:
+            return cls(index, chosen_id)
+        kind = {401: AuthenticationError, 403: PermissionDenied}.get(item["status"], BusRejected)
+        return cls(index, error=kind(int(item["status"]), str(error.get("code")), str(error.get("message")), details))

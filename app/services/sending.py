@@ -1,0 +1,175 @@
+"""The one way a message enters the bus: checked, stored durably, announced and queued for delivery.
+
+REST sends and broadcasts, the batch endpoint and the mailbox socket's `send` frame all call `SendService`.
+Once `send` returns, or `send_batch` reports an item accepted, the message is durable: a failed enqueue is
+logged and left to the outbox sweep, never reported to the client as a failure.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy.exc import IntegrityError
+
+from app.db import Database
+from app.errors import BusError, Forbidden
+from app.models import BROADCAST, Message, Role
+from app.services import audit, dead_letters, idempotency, messages, policies
+from app.services.events import MESSAGE_ACCEPTED, batched, event_notification
+from app.services.idempotency import Accepted
+from app.services.ports import DeliveryQueue, Notifier
+
+log = logging.getLogger(__name__)
+
+PRIVILEGED_ROLES = (Role.ADMIN, Role.OPERATOR)  # API keys that speak for the operators: policy defaults allow them
+
+
+@dataclass(frozen=True)
+class Sender:
+    """Who sends: the sandbox its token belongs to (None for an API key), whether it speaks for the operators
+    (policy defaults allow it), and the actor audit rows name."""
+
+    sandbox_id: str | None
+    privileged: bool
+    actor: audit.Actor
+
+    @classmethod
+    def of(cls, principal, actor: audit.Actor) -> "Sender":
+        """The sender an authenticated principal (app.services.auth.Principal) and its actor stand for."""
+        return cls(principal.sandbox_id if principal.is_sandbox else None, principal.role in PRIVILEGED_ROLES,
+                   actor)
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """The outcome of one item of a batch: the accepted message, or the error that refused it."""
+
+    index: int
+    message: Message | None = None
+    error: BusError | None = None
+
+    @property
+    def accepted(self) -> bool:
+        """True when the item's message is stored."""
+        return self.message is not None
+
+
+class SendService:
+    """Accepts messages for one process, with its database, delivery queue and notifier.
+
+    Every refusal raises (or, in a batch, reports) a BusError: 403 `sandbox_mismatch` or `policy_denied`
+    (audited as `message.refused`), 404 for an unknown recipient or correlation id, 409 for a taken message id
+    or a reused idempotency key, 413 for oversized content.
+    """
+
+    def __init__(self, db: Database, delivery: DeliveryQueue, notifier: Notifier, *, max_content_bytes: int,
+                 idempotency_window: int):
+        self.db = db
+        self.delivery = delivery
+        self.notifier = notifier
+        self.max_content_bytes = max_content_bytes
+        self.idempotency_window = idempotency_window
+
+    def send(self, data: dict, sender: Sender, key: str | None = None) -> Accepted:
+        """Accept one validated AgentMessage (at most once per sending sandbox and Idempotency-Key `key`).
+
+        A replayed send (`Accepted.replayed`) stores, announces and enqueues nothing: the original did.
+        """
+        messages.check_content_size(data, self.max_content_bytes)  # 413 before any lookup
+        self._check_sender(data, sender)
+        accepted = idempotency.accept(self.db, data, key, max_content_bytes=self.max_content_bytes,
+                                      window=self.idempotency_window, actor=sender.actor)
+        if not accepted.replayed:
+            self._dispatch([accepted.message])
+        return accepted
+
+    def send_batch(self, items: list[dict], sender: Sender) -> list[ItemResult]:
+        """Accept each validated AgentMessage of `items` on its own; one result per item, in order.
+
+        The accepted items are stored in one transaction (each in a savepoint of its own, so a refused item
+        takes nothing else with it), then announced and enqueued in their order.
+        """
+        results: list[ItemResult | None] = [None] * len(items)
+        checked = []
+        for index, data in enumerate(items):
+            try:
+                messages.check_content_size(data, self.max_content_bytes)
+                self._check_sender(data, sender)
+                checked.append((index, data))
+            except BusError as exc:
+                results[index] = ItemResult(index, error=exc)
+        for index, outcome in self._store_all(checked, sender.actor):
+            results[index] = outcome
+        self._dispatch([r.message for r in results if r.accepted])
+        return results
+
+    def replay_dead_letter(self, dead_letter_id: int, policy, actor: audit.Actor) -> dead_letters.ReplayOutcome:
+        """Send one dead letter back into delivery as a new attempt series (see dead_letters.replay), audited as
+        `dead_letter.replayed`, then queue its message (when it needs routing again) and announce it."""
+        outcome = dead_letters.replay(self.db, dead_letter_id, policy)
+        audit.record_now(self.db, actor, "dead_letter.replayed", target=f"dead_letter:{dead_letter_id}",
+                         message_id=outcome.message_id)
+        if outcome.enqueue:
+            self._enqueue(*outcome.enqueue, None)
+        for notification in outcome.notifications:
+            self.notifier.publish(notification)
+        return outcome
+
+    def _store_all(self, checked: list[tuple[int, dict]], actor: audit.Actor) -> list[tuple[int, ItemResult]]:
+        if not checked:
+            return []
+        with self.db.write() as session:
+            return [(index, self._store_one(session, index, data, actor)) for index, data in checked]
+
+    @staticmethod
+    def _store_one(session, index: int, data: dict, actor: audit.Actor) -> ItemResult:
+        message = messages.new_message(data)
+        try:
+            with session.begin_nested():
+                messages.store(session, message, client_chose_id=bool(data.get("message_id")), actor=actor)
+        except IntegrityError:  # a client-chosen id stored since our check (PostgreSQL) or twice in this batch
+            return ItemResult(index, error=messages.duplicate_message_id(message.id))
+        except BusError as exc:
+            return ItemResult(index, error=exc)
+        return ItemResult(index, message=message)
+
+    def _check_sender(self, data: dict, sender: Sender) -> None:
+        """A sandbox sends only as itself (403 sandbox_mismatch, never rewritten); a direct message obeys the
+        policies (403 policy_denied). Refusals are audited as `message.refused`."""
+        try:
+            if sender.sandbox_id is not None and data["from_sandbox"] != sender.sandbox_id:
+                raise Forbidden(f"the token of sandbox {sender.sandbox_id!r} may not send as "
+                                f"{data['from_sandbox']!r}", code="sandbox_mismatch",
+                                details={"token_sandbox": sender.sandbox_id, "from_sandbox": data["from_sandbox"]})
+            recipient = data.get("to_sandbox")
+            if recipient:  # responses addressed by correlation_id go back to their requester unchecked
+                policies.check_send(self.db, from_sandbox=data["from_sandbox"], to_sandbox=recipient,
+                                    message_type=data["message_type"], privileged=sender.privileged)
+        except Forbidden as exc:
+            audit.record_now(self.db, sender.actor, "message.refused", audit.REFUSED,
+                             target=f"sandbox:{data.get('to_sandbox') or BROADCAST}", code=exc.code,
+                             reason=exc.message, from_sandbox=data["from_sandbox"], message_type=data["message_type"])
+            raise
+
+    def _dispatch(self, accepted: list[Message]) -> None:
+        """Announce, then enqueue, the newly stored messages (several in one task, delivered in their order):
+        from this process, "accepted" precedes the worker's "delivered"."""
+        events = [event_notification(MESSAGE_ACCEPTED, message_id=m.id, from_sandbox=m.from_sandbox,
+                                     to_sandbox=m.to_sandbox, message_type=m.message_type) for m in accepted]
+        for notification in batched(events):
+            self.notifier.publish(notification)
+        if len(accepted) == 1:
+            message = accepted[0]
+            self._enqueue(message.id, message.priority, message.timestamp + message.ttl if message.ttl else None)
+        elif accepted:  # one task delivers them in their order (its ttl checks are the deliverer's, per message)
+            self._enqueue([m.id for m in accepted], max(m.priority for m in accepted), None)
+
+    def _enqueue(self, message_ids: str | list[str], priority: int, expires_at: float | None) -> None:
+        try:
+            if isinstance(message_ids, list):
+                self.delivery.enqueue_many(message_ids, priority)
+            else:
+                self.delivery.enqueue(message_ids, priority, expires_at)
+        except Exception as exc:  # durable already: the outbox sweep enqueues it later
+            log.warning("message(s) %s accepted but not enqueued (%s); the outbox sweep will retry", message_ids, exc)

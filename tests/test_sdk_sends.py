@@ -1,0 +1,80 @@
+"""How the SDK sends: over the mailbox socket while connected (REST only when it is not), and `send_batch`, against
+a real bus (embedded)."""
+
+from __future__ import annotations
+
+import pytest
+
+from aintandem_agent_sdk import BusRejected, MessageType, PermissionDenied
+from tests.test_sdk import agent_for, eventually, report, run, sdk_bus  # noqa: F401  (sdk_bus is a fixture)
+
+
+def rest_posts(agent) -> list[str]:
+    """The paths of the REST POSTs `agent` makes from now on."""
+    posts: list[str] = []
+
+    async def record(request):
+        if request.method == "POST":
+            posts.append(request.url.path)
+
+    agent._client().client.event_hooks["request"].append(record)
+    return posts
+
+
+def test_a_connected_agent_sends_over_its_socket_and_refusals_keep_their_status(sdk_bus, unique):
+    async def scenario():
+        alice, bob = unique("alice"), unique("bob")
+        async with agent_for(sdk_bus, alice) as a, agent_for(sdk_bus, bob) as b:
+            posts = rest_posts(a)
+            sent = [await a.send_message(bob, {"n": n}, MessageType.NOTIFICATION) for n in range(5)]
+            broadcast_id = await a.broadcast({"hello": "all"})
+            with pytest.raises(PermissionDenied) as refused:  # commands need a grant
+                await a.send_message(bob, {"note": "hi"}, MessageType.COMMAND)
+            assert (refused.value.status, refused.value.code) == (403, "policy_denied")
+            with pytest.raises(BusRejected) as unknown:
+                await a.send_message(unique("nobody"), {"x": 1})
+            assert (unknown.value.status, unknown.value.code) == (404, "unknown_sandbox")
+            assert posts == [], "a connected agent sent over REST"
+            await eventually(lambda: len(b.agent.received) == 6, "bob to receive the five messages and the broadcast")
+            assert [m.message_id for m in b.agent.received] == [*sent, broadcast_id]
+            assert [m.content for m in b.agent.received[:5]] == [{"n": n} for n in range(5)]
+
+    run(scenario())
+
+
+def test_an_agent_that_is_not_connected_sends_over_rest(sdk_bus, unique):
+    async def scenario():
+        alice, bob = unique("alice"), unique("bob")
+        async with agent_for(sdk_bus, bob) as b:
+            a = agent_for(sdk_bus, alice)
+            await a.register()  # registered, never connected
+            posts = rest_posts(a)
+            message_id = await a.send_message(bob, {"via": "rest"}, MessageType.NOTIFICATION)
+            assert posts == ["/api/v1/messages"]
+            await eventually(lambda: b.agent.received, "bob to receive it")
+            assert b.agent.received[0].message_id == message_id
+            await a.stop()
+
+    run(scenario())
+
+
+def test_send_batch_answers_each_message_and_delivers_them_in_order(sdk_bus, unique):
+    async def scenario():
+        alice, bob = unique("alice"), unique("bob")
+        async with agent_for(sdk_bus, alice) as a, agent_for(sdk_bus, bob) as b:
+            specs = [{"target_sandbox": bob, "content": {"n": n}, "message_type": MessageType.NOTIFICATION}
+                     for n in range(10)]
+            specs.insert(3, {"target_sandbox": unique("nobody"), "content": {"n": -1}})
+            specs.insert(5, {"target_sandbox": bob, "content": {"n": -2}, "priority": 42})
+            results = await a.send_batch(specs)
+            assert [r.index for r in results] == list(range(12))
+            assert [r.ok for r in results].count(False) == 2
+            assert (results[3].error.status, results[3].error.code) == (404, "unknown_sandbox")
+            assert (results[5].error.status, results[5].error.code) == (400, "validation_error")
+            sent = [r.message_id for r in results if r.ok]
+            await eventually(lambda: len(b.agent.received) == 10, "bob to receive the ten accepted messages")
+            assert [m.message_id for m in b.agent.received] == sent
+            assert [m.content["n"] for m in b.agent.received] == list(range(10))
+            assert (await report(sdk_bus.url, sent[0]))["message"]["from_agent"] == alice
+
+    run(scenario())
