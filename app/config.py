@@ -104,6 +104,7 @@ class Settings:
     idempotency_window: int = 86400
     max_batch_messages: int = 500
     max_batch_bytes: int = 4 * 1024 * 1024
+    max_delivery_backlog: int = 2000
     auth_enabled: bool = True
     auth_jwt_secret: str | None = None
     admin_api_key: str | None = None
@@ -155,6 +156,7 @@ class Settings:
             idempotency_window=_int(env, "IDEMPOTENCY_WINDOW", cls.idempotency_window, minimum=1),
             max_batch_messages=_int(env, "MAX_BATCH_MESSAGES", cls.max_batch_messages, minimum=1),
             max_batch_bytes=_int(env, "MAX_BATCH_BYTES", cls.max_batch_bytes, minimum=1024),
+            max_delivery_backlog=_int(env, "MAX_DELIVERY_BACKLOG", cls.max_delivery_backlog, minimum=0),
             auth_enabled=_bool(env, "AUTH_ENABLED", cls.auth_enabled),
             auth_jwt_secret=env.get("AUTH_JWT_SECRET") or None,
             admin_api_key=env.get("ADMIN_API_KEY") or None,

@@ -40,7 +40,8 @@ class BusContext:
     def sending(self) -> SendService:
         """The send service every entry (REST, batch, socket, replay) accepts messages through."""
         return SendService(self.db, self.delivery, self.notifier, max_content_bytes=self.settings.max_content_bytes,
-                           idempotency_window=self.settings.idempotency_window)
+                           idempotency_window=self.settings.idempotency_window,
+                           max_backlog=self.settings.max_delivery_backlog)
 
 
 def bus() -> BusContext:

@@ -10,7 +10,7 @@
     ├── Forbidden                 403 forbidden (and sandbox_mismatch, policy_denied, …)
     ├── TooManyRequests           429 too_many_requests (Retry-After)
     ├── Conflict                  409 conflict (duplicate_message_id, workspace_mismatch, idempotency_key_reused, …)
-    └── Unavailable               503 unavailable
+    └── Unavailable               503 unavailable (database_unavailable, overloaded; Retry-After)
 
 The HTTP layer turns each into `{"error": {"code", "message", "details"}}`; services raise them
 without knowing about HTTP.
@@ -125,3 +125,11 @@ class Unavailable(BusError):
 
     status = 503
     code = "unavailable"
+
+    def __init__(self, message: str, *, code: str | None = None, details: Any = None,
+                 retry_after: float | None = None):
+        super().__init__(message, code=code, details=details)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, int(self.retry_after + 0.999)))} if self.retry_after else {}

@@ -9,8 +9,9 @@ from app.api.helpers import json_body
 from app.auth import current_actor, require
 from app.context import bus
 from app.errors import InvalidRequest, PayloadTooLarge
-from app.schemas import (IDEMPOTENCY_KEY_HEADER, AgentMessageSchema, BatchEnvelopeSchema, BroadcastSchema,
-                         IdempotencyKeyHeaderSchema, load_or_raise)
+from app.schemas import (IDEMPOTENCY_KEY_HEADER, AgentMessageSchema, BroadcastSchema, IdempotencyKeyHeaderSchema,
+                         load_or_raise)
+from app.schemas.sending import BatchEnvelopeSchema
 from app.services import messages
 from app.services.sending import ItemResult, Sender
 

@@ -24,6 +24,7 @@ from marshmallow import Schema, fields, validate
 from app import schemas as req
 from app.api import audit, dead_letters, messages, policies, sandboxes
 from app.schemas import responses as res
+from app.schemas.sending import BatchEnvelopeSchema
 
 TITLE = "AInTandem Collaboration Bus"
 API_VERSION = "1"
@@ -46,7 +47,8 @@ ERROR_DESCRIPTIONS = {
          "batch carries more than `MAX_BATCH_MESSAGES` messages.",
     429: "`too_many_requests`: the caller's request rate, or failed authentications from its address, are over the "
          "limit; retry after `Retry-After` seconds.",
-    503: "`database_unavailable`: the database cannot be reached right now; retry after `Retry-After` seconds.",
+    503: "`database_unavailable`: the database cannot be reached right now; `overloaded` (sends): the delivery "
+         "backlog is full. Retry after `Retry-After` seconds.",
 }
 AUTHENTICATED_ERRORS = (401, 429, 503)  # every operation that needs a token can give these
 
@@ -92,7 +94,7 @@ OPERATIONS: list[Operation] = [
               (400, 403, 404, 409, 413), body=req.BroadcastSchema, header=req.IdempotencyKeyHeaderSchema,
               ok_headers=REPLAYED),
     Operation("post", "/messages/batch", messages.send_batch, "messages",
-              {202: res.BatchResultSchema, 207: res.BatchResultSchema}, (400, 403, 413), body=req.BatchEnvelopeSchema),
+              {202: res.BatchResultSchema, 207: res.BatchResultSchema}, (400, 403, 413), body=BatchEnvelopeSchema),
     Operation("get", "/messages/{message_id}", messages.get_message, "messages", {200: res.DeliveryReportSchema},
               (403, 404), path_params={"message_id": {"type": "string", "minLength": 1}}),
     # sandboxes

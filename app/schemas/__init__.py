@@ -111,46 +111,10 @@ class BroadcastSchema(AgentMessageSchema):
     message_type = fields.String(load_default="notification", validate=validate.OneOf(MESSAGE_TYPES))
 
 
-class BatchEnvelopeSchema(StrictSchema):
-    """A batch send: `{"messages": [AgentMessage, ...]}`, at least one; each item is validated on its own."""
-
-    messages = fields.List(fields.Raw(metadata={"description": "An AgentMessage, as POST /messages takes it."}),
-                           required=True, validate=validate.Length(min=1))
-
-
-_idempotency_key = validate.And(
+idempotency_key_rules = validate.And(
     validate.Length(min=1, max=IDEMPOTENCY_KEY_LENGTH),
     validate.Regexp(r"[\x21-\x7e]*\Z", error="must be printable ASCII without spaces (characters 0x21-0x7E)"),
 )
-
-
-def _frame_ref(value) -> None:
-    """A frame's `ref`: a string of 1-128 characters or a JSON integer (echoed as it came)."""
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise ValidationError("must be a string or an integer")
-    if isinstance(value, str) and not 1 <= len(value) <= ID_LENGTH:
-        raise ValidationError(f"must be 1-{ID_LENGTH} characters")
-    if isinstance(value, int) and abs(value) > SEQ_MAX:
-        raise ValidationError("must be within ±2^63-1")
-
-
-def frame_ref(value):
-    """`value` when it is a valid frame `ref` (to echo in an answer), else None."""
-    try:
-        _frame_ref(value)
-    except ValidationError:
-        return None
-    return value
-
-
-class SendFrameSchema(StrictSchema):
-    """A mailbox socket's `send` frame: an AgentMessage (validated on its own) and an optional client `ref`
-    echoed in the answer, so a client with several sends in flight can match each answer."""
-
-    type = fields.String(required=True, validate=validate.Equal("send"))
-    ref = fields.Raw(load_default=None, validate=lambda value: _frame_ref(value))
-    message = fields.Raw(required=True)
-    idempotency_key = fields.String(load_default=None, validate=_idempotency_key)
 
 
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
@@ -162,7 +126,7 @@ class IdempotencyKeyHeaderSchema(StrictSchema):
     Loads `{"Idempotency-Key": value}` into `{"key": value}`.
     """
 
-    key = fields.String(data_key=IDEMPOTENCY_KEY_HEADER, required=True, validate=_idempotency_key)
+    key = fields.String(data_key=IDEMPOTENCY_KEY_HEADER, required=True, validate=idempotency_key_rules)
 
 
 class AgentSpecSchema(StrictSchema):

@@ -16,6 +16,7 @@ from app.db import Database
 from app.errors import BusError, Forbidden
 from app.models import BROADCAST, Message, Role
 from app.services import audit, dead_letters, idempotency, messages, policies
+from app.services.admission import Admission
 from app.services.events import MESSAGE_ACCEPTED, batched, event_notification
 from app.services.idempotency import Accepted
 from app.services.ports import DeliveryQueue, Notifier
@@ -60,12 +61,14 @@ class SendService:
 
     Every refusal raises (or, in a batch, reports) a BusError: 403 `sandbox_mismatch` or `policy_denied`
     (audited as `message.refused`), 404 for an unknown recipient or correlation id, 409 for a taken message id
-    or a reused idempotency key, 413 for oversized content.
+    or a reused idempotency key, 413 for oversized content, and 503 `overloaded` (Retry-After) for every send
+    while the delivery backlog is at `max_backlog` (app.services.admission).
     """
 
     def __init__(self, db: Database, delivery: DeliveryQueue, notifier: Notifier, *, max_content_bytes: int,
-                 idempotency_window: int):
+                 idempotency_window: int, max_backlog: int = 0):
         self.db = db
+        self.admission = Admission(db, max_backlog)
         self.delivery = delivery
         self.notifier = notifier
         self.max_content_bytes = max_content_bytes
@@ -78,6 +81,7 @@ class SendService:
         """
         messages.check_content_size(data, self.max_content_bytes)  # 413 before any lookup
         self._check_sender(data, sender)
+        self.admission.check()
         accepted = idempotency.accept(self.db, data, key, max_content_bytes=self.max_content_bytes,
                                       window=self.idempotency_window, actor=sender.actor)
         if not accepted.replayed:
@@ -99,6 +103,7 @@ class SendService:
                 checked.append((index, data))
             except BusError as exc:
                 results[index] = ItemResult(index, error=exc)
+        self.admission.check(len(checked))
         for index, outcome in self._store_all(checked, sender.actor):
             results[index] = outcome
         self._dispatch([r.message for r in results if r.accepted])

@@ -20,8 +20,9 @@ from app.auth import authenticate_frame, client_address, current_actor, is_authe
 from app.context import BusContext, bus
 from app.errors import BusError, InvalidRequest, TooManyRequests, Unauthorized
 from app.models import SandboxStatus
-from app.schemas import (AckFrameSchema, AgentMessageSchema, MailboxQuery, NackFrameSchema, SendFrameSchema,
-                         frame_ref, load_or_raise, parse_json, query_args)
+from app.schemas import (AckFrameSchema, AgentMessageSchema, MailboxQuery, NackFrameSchema, load_or_raise,
+                         parse_json, query_args)
+from app.schemas.sending import SendFrameSchema, frame_ref
 from app.services import mailbox, redelivery, registry
 from app.services.events import SANDBOX_CONNECTED, SANDBOX_DISCONNECTED, event_notification
 from app.services.sending import Sender
