@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-import logging
+from app.green import patch_for_api_command
 
-from flask import Flask, jsonify
+patch_for_api_command()  # first: `collab-bus api` on gevent patches before Flask imports ssl (app/green.py)
 
-from app.config import Settings
+import logging  # noqa: E402
+
+from flask import Flask, jsonify  # noqa: E402
+
+from app.config import Settings  # noqa: E402
 
 log = logging.getLogger(__name__)
 
