@@ -122,6 +122,7 @@ class Settings:
     outbox_sweep_interval: float = 15.0
     redelivery_sweep_interval: float = 1.0
     ws_ping_interval: float = 25.0
+    ws_permessage_deflate: bool = False
     auth_frame_timeout: float = 3.0
     max_unauthenticated_sockets_per_address: int = 10
     worker_metrics_host: str = "127.0.0.1"
@@ -174,6 +175,7 @@ class Settings:
             outbox_sweep_interval=_float(env, "OUTBOX_SWEEP_INTERVAL", cls.outbox_sweep_interval),
             redelivery_sweep_interval=_float(env, "REDELIVERY_SWEEP_INTERVAL", cls.redelivery_sweep_interval),
             ws_ping_interval=_float(env, "WS_PING_INTERVAL", cls.ws_ping_interval, zero_ok=True),
+            ws_permessage_deflate=_bool(env, "WS_PERMESSAGE_DEFLATE", cls.ws_permessage_deflate),
             auth_frame_timeout=_float(env, "AUTH_FRAME_TIMEOUT", cls.auth_frame_timeout),
             max_unauthenticated_sockets_per_address=_int(env, "MAX_UNAUTHENTICATED_SOCKETS_PER_ADDRESS",
                                                          cls.max_unauthenticated_sockets_per_address, minimum=1),

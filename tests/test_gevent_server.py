@@ -127,3 +127,20 @@ def test_an_unknown_worker_class_is_refused_at_start(tmp_path):
                             text=True, timeout=60)
     assert result.returncode == 2, result
     assert "API_WORKER_CLASS must be one of gevent, gthread; got 'eventlet'" in result.stderr
+
+
+def test_sockets_negotiate_permessage_deflate_only_when_configured(gevent_bus, redis_server, unique):
+    sandbox = unique("pd")
+    tokens = register_all(gevent_bus, [sandbox])
+    url = f"{gevent_bus.ws_url}/ws/sandboxes/{sandbox}"
+    with ws_connect(url, token=tokens[sandbox]) as ws:  # websockets offers permessage-deflate
+        assert json.loads(ws.recv(timeout=RECV_TIMEOUT))["type"] == "welcome"
+        assert "Sec-WebSocket-Extensions" not in ws.response.headers  # off by default: no zlib state per socket
+    bus = BusProcess("redis", redis_url=redis_server.url, extra_env={"WS_PERMESSAGE_DEFLATE": "true"})
+    try:
+        tokens = register_all(bus, [sandbox])
+        with ws_connect(f"{bus.ws_url}/ws/sandboxes/{sandbox}", token=tokens[sandbox]) as ws:
+            assert json.loads(ws.recv(timeout=RECV_TIMEOUT))["type"] == "welcome"
+            assert "permessage-deflate" in ws.response.headers["Sec-WebSocket-Extensions"]
+    finally:
+        bus.cleanup()
