@@ -61,7 +61,8 @@ def close_sockets_on_sigterm(worker) -> None:
         handle_exit(sig, frame)
         if hasattr(worker, "set_accept_enabled"):  # gthread: no new socket lands on this worker from now on
             worker.set_accept_enabled(False)
-        # (gevent: the worker's run loop stops accepting once handle_exit has cleared `alive`.)
+        elif green.is_patched():  # gevent: the same at once (its run loop would only stop within a second)
+            _stop_accepting_gevent()
         if green.is_patched():  # the handler may run in gevent's hub, where starting a thread would block
             import gevent
 
@@ -71,6 +72,19 @@ def close_sockets_on_sigterm(worker) -> None:
                              daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def _stop_accepting_gevent() -> None:
+    """Stop this gevent worker's servers accepting, so reconnecting clients land on another worker (after a
+    SIGHUP reload: the new ones) rather than on this stopping one. gunicorn keeps its StreamServers in a local
+    of its run loop, so they are found among the live objects (once, at the stop). Never blocks."""
+    import gc
+
+    from gevent.server import StreamServer
+
+    for candidate in gc.get_objects():
+        if isinstance(candidate, StreamServer):
+            candidate.stop_accepting()
 
 
 def _child_exit(server, worker) -> None:
