@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-import logging
+from app.green import patch_for_api_command
 
-from flask import Flask, jsonify
+patch_for_api_command()  # first: `collab-bus api` on gevent patches before Flask imports ssl (app/green.py)
 
-from app.config import Settings
+import logging  # noqa: E402
+
+from flask import Flask, jsonify  # noqa: E402
+
+from app.config import Settings  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,7 @@ def create_app(settings: Settings | None = None, *, celery=None, start_listener:
     from app.services import auth
     from app.services.limits import ConcurrencyLimiter, FailureLimiter, RateLimiter
     from app.services.redelivery import RedeliveryPolicy
+    from app.ws.compression import set_permessage_deflate
     from app.ws.connections import Connections
     from app.ws.hub import Hub
     from app.ws.routes import sock
@@ -39,6 +44,7 @@ def create_app(settings: Settings | None = None, *, celery=None, start_listener:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_bytes + BODY_OVERHEAD_BYTES
     app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": settings.ws_frame_limit}
+    set_permessage_deflate(settings.ws_permessage_deflate)
     app.json.sort_keys = False
     if settings.trusted_proxies:  # the client address is the one the nearest trusted proxy saw
         from werkzeug.middleware.proxy_fix import ProxyFix

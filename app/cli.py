@@ -154,12 +154,12 @@ def up(host: str, port: int, data_dir: str, worker_threads: int, certfile: str |
 @click.option("--workers", "processes", envvar="API_WORKERS", default=1, show_default=True, type=click.IntRange(min=1),
               help="gunicorn worker processes.")
 @click.option("--threads", envvar="API_THREADS", default=100, show_default=True, type=click.IntRange(min=1),
-              help="Threads per process (each open WebSocket holds one).")
+              help="Threads per process with API_WORKER_CLASS=gthread (each open WebSocket holds one).")
 @click.option("--migrate/--no-migrate", default=True, show_default=True, help="Upgrade the database schema first.")
 @_with_tls
 def api(host: str, port: int, processes: int, threads: int, migrate: bool, certfile: str | None,
         keyfile: str | None) -> None:
-    """Run the REST + WebSocket API under gunicorn (gthread workers), for a Redis or RabbitMQ broker.
+    """Run the REST + WebSocket API under gunicorn (gevent worker), for a Redis or RabbitMQ broker.
 
     \b
     Example:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from app.green import WORKER_CLASSES as API_WORKER_CLASSES
 from app.token_format import looks_like_jwt
 
 BACKENDS = ("memory", "redis", "rabbitmq")
@@ -93,6 +94,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     http_keepalive_timeout: int = 75
+    api_worker_class: str = "gevent"
+    api_worker_connections: int = 20000
     max_content_bytes: int = 256 * 1024
     outbox_sweep_after: float = 30.0
     ack_timeout: float = 30.0
@@ -122,6 +125,7 @@ class Settings:
     outbox_sweep_interval: float = 15.0
     redelivery_sweep_interval: float = 1.0
     ws_ping_interval: float = 25.0
+    ws_permessage_deflate: bool = False
     auth_frame_timeout: float = 3.0
     max_unauthenticated_sockets_per_address: int = 10
     worker_metrics_host: str = "127.0.0.1"
@@ -145,6 +149,8 @@ class Settings:
             host=env.get("HOST") or cls.host,
             port=_int(env, "PORT", cls.port, minimum=1),
             http_keepalive_timeout=_int(env, "HTTP_KEEPALIVE_TIMEOUT", cls.http_keepalive_timeout),
+            api_worker_class=_choice(env, "API_WORKER_CLASS", cls.api_worker_class, API_WORKER_CLASSES),
+            api_worker_connections=_int(env, "API_WORKER_CONNECTIONS", cls.api_worker_connections, minimum=1),
             max_content_bytes=_int(env, "MAX_CONTENT_BYTES", cls.max_content_bytes, minimum=1),
             outbox_sweep_after=_float(env, "OUTBOX_SWEEP_AFTER", cls.outbox_sweep_after),
             ack_timeout=_float(env, "ACK_TIMEOUT", cls.ack_timeout),
@@ -175,6 +181,7 @@ class Settings:
             outbox_sweep_interval=_float(env, "OUTBOX_SWEEP_INTERVAL", cls.outbox_sweep_interval),
             redelivery_sweep_interval=_float(env, "REDELIVERY_SWEEP_INTERVAL", cls.redelivery_sweep_interval),
             ws_ping_interval=_float(env, "WS_PING_INTERVAL", cls.ws_ping_interval, zero_ok=True),
+            ws_permessage_deflate=_bool(env, "WS_PERMESSAGE_DEFLATE", cls.ws_permessage_deflate),
             auth_frame_timeout=_float(env, "AUTH_FRAME_TIMEOUT", cls.auth_frame_timeout),
             max_unauthenticated_sockets_per_address=_int(env, "MAX_UNAUTHENTICATED_SOCKETS_PER_ADDRESS",
                                                          cls.max_unauthenticated_sockets_per_address, minimum=1),

@@ -7,8 +7,8 @@ import threading
 
 from gunicorn.app.base import BaseApplication
 
-from app import multiprocess_metrics
-from app.config import Settings
+from app import green, multiprocess_metrics
+from app.config import ConfigError, Settings
 
 GOING_AWAY_WAIT = 3.0  # seconds of the graceful timeout given to sockets closed with 1001 to finish closing
 
@@ -26,7 +26,10 @@ class _Gunicorn(BaseApplication):
         self.cfg.set("bind", f"{settings.host}:{settings.port}")
         self.cfg.set("workers", self.processes)
         self.cfg.set("threads", self.threads)
-        self.cfg.set("worker_class", "gthread")
+        # gevent (the default): an open socket costs greenlets (its handler, simple-websocket's reader, the
+        # mailbox streamer), not OS threads, so one process holds thousands; gthread: a thread slot each.
+        self.cfg.set("worker_class", settings.api_worker_class)
+        self.cfg.set("worker_connections", settings.api_worker_connections)
         self.cfg.set("timeout", 60)
         self.cfg.set("graceful_timeout", 5)
         # Idle kept-alive connections stay open longer than clients keep them in their pools (httpx: 5 s; a load
@@ -58,10 +61,30 @@ def close_sockets_on_sigterm(worker) -> None:
         handle_exit(sig, frame)
         if hasattr(worker, "set_accept_enabled"):  # gthread: no new socket lands on this worker from now on
             worker.set_accept_enabled(False)
-        threading.Thread(target=sockets.going_away, args=(GOING_AWAY_WAIT,), name="ws-going-away",
-                         daemon=True).start()
+        elif green.is_patched():  # gevent: the same at once (its run loop would only stop within a second)
+            _stop_accepting_gevent()
+        if green.is_patched():  # the handler may run in gevent's hub, where starting a thread would block
+            import gevent
+
+            gevent.spawn(sockets.going_away, GOING_AWAY_WAIT)
+        else:
+            threading.Thread(target=sockets.going_away, args=(GOING_AWAY_WAIT,), name="ws-going-away",
+                             daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def _stop_accepting_gevent() -> None:
+    """Stop this gevent worker's servers accepting, so reconnecting clients land on another worker (after a
+    SIGHUP reload: the new ones) rather than on this stopping one. gunicorn keeps its StreamServers in a local
+    of its run loop, so they are found among the live objects (once, at the stop). Never blocks."""
+    import gc
+
+    from gevent.server import StreamServer
+
+    for candidate in gc.get_objects():
+        if isinstance(candidate, StreamServer):
+            candidate.stop_accepting()
 
 
 def _child_exit(server, worker) -> None:
@@ -71,6 +94,9 @@ def _child_exit(server, worker) -> None:
 def serve(settings: Settings, *, processes: int, threads: int, tls: tuple[str, str] | None = None) -> None:
     """Serve the API under gunicorn until it is stopped (SIGTERM: graceful stop). Its processes share their
     metrics (app.multiprocess_metrics), so every scrape of /metrics reports all of them."""
+    if settings.api_worker_class == "gevent" and not green.is_patched():
+        raise ConfigError("API_WORKER_CLASS=gevent needs the process patched by gevent before it imports anything "
+                          "(run `collab-bus api`, which does; or set API_WORKER_CLASS=gthread)")
     metrics_directory = multiprocess_metrics.prepare(settings)
     try:
         _Gunicorn(settings, processes, threads, tls).run()

@@ -1,0 +1,40 @@
+"""gevent monkey-patching for `collab-bus api` under gunicorn's gevent worker (API_WORKER_CLASS=gevent).
+
+It must run before anything imports ssl, socket, threading or select (the app package imports Flask, which
+imports ssl), so `app/__init__.py` calls `patch_for_api_command()` first thing, and this module imports only
+the standard library modules it needs to decide.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+WORKER_CLASSES = ("gevent", "gthread")
+DEFAULT_WORKER_CLASS = "gevent"
+_ENTRY_NAMES = ("collab-bus", "cli.py", "-m")  # the console script, `python app/cli.py`, `python -m app.cli`
+
+
+def runs_api_under_gevent(argv: list[str], environ) -> bool:
+    """True when this process is `collab-bus api` with API_WORKER_CLASS gevent (the default)."""
+    if len(argv) < 2 or os.path.basename(argv[0]) not in _ENTRY_NAMES or argv[1] != "api":
+        return False
+    return (environ.get("API_WORKER_CLASS") or DEFAULT_WORKER_CLASS).strip().lower() == "gevent"
+
+
+def patch_for_api_command() -> bool:
+    """Monkey-patch the standard library for gevent when this process is `collab-bus api` on the gevent worker,
+    so the gunicorn master and its forked workers run on patched modules from the start (the worker patches
+    again in its init_process: a no-op then, without MonkeyPatchWarning). True when it patched."""
+    if not runs_api_under_gevent(sys.argv, os.environ):
+        return False
+    from gevent import monkey
+
+    monkey.patch_all()
+    return True
+
+
+def is_patched() -> bool:
+    """True when threading has been monkey-patched by gevent in this process."""
+    monkey = sys.modules.get("gevent.monkey")
+    return bool(monkey and monkey.is_module_patched("threading"))

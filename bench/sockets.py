@@ -1,0 +1,207 @@
+"""Probe (not a test): how many idle authenticated mailbox sockets one `collab-bus api` process holds, at what cost.
+
+Starts redis-server, `collab-bus api --workers 1` (gunicorn's gevent worker unless API_WORKER_CLASS says otherwise)
+and one `collab-bus worker`, registers N/PER sandboxes, opens N mailbox sockets (PER per sandbox) from this
+process with the asyncio `websockets` client, then, while they are held, reports: the API's RSS (gunicorn master +
+worker, VmRSS) and OS threads, REST latency (p50/p99 of --rest-requests `GET /api/v1/sandboxes?workspace=…`, a
+small listing so the figure is the server's responsiveness, not the listing's size), and the latency from
+`POST /api/v1/messages` to the frame on the recipient's socket.
+
+    .venv/bin/python bench/sockets.py --sockets 2000
+    .venv/bin/python bench/sockets.py            # 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import httpx  # noqa: E402
+from websockets.asyncio.client import connect  # noqa: E402
+
+from harness.report import percentile, progress  # noqa: E402
+from harness.servers import BenchBus, start_redis  # noqa: E402
+from tests.servers import TEST_ADMIN_KEY  # noqa: E402
+
+ADMIN = {"Authorization": f"Bearer {TEST_ADMIN_KEY}"}
+
+
+def raise_fd_limit(needed: int) -> int:
+    """Raise this process's soft RLIMIT_NOFILE (inherited by the bus started after it) to the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, needed)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < needed:
+        progress(f"WARNING: RLIMIT_NOFILE hard limit {hard} is below the {needed} descriptors this run needs")
+    return target
+
+
+def process_tree(pid: int) -> list[int]:
+    pids, i = [pid], 0
+    while i < len(pids):
+        for task in Path(f"/proc/{pids[i]}/task").iterdir():
+            pids.extend(int(child) for child in (task / "children").read_text().split())
+        i += 1
+    return pids
+
+
+def rss_and_threads(pid: int) -> tuple[int, int, list[tuple[int, int]]]:
+    """(total VmRSS KiB, total OS threads, [(pid, VmRSS KiB)]) of `pid` and its descendants."""
+    total_rss = total_threads = 0
+    each = []
+    for p in process_tree(pid):
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{p}/status").read_text().splitlines() if ":" in line)
+        rss = int(fields["VmRSS"].split()[0])
+        total_rss += rss
+        total_threads += int(fields["Threads"])
+        each.append((p, rss))
+    return total_rss, total_threads, each
+
+
+def register(url: str, count: int, workspace: str) -> dict[str, str]:
+    tokens = {}
+    with httpx.Client(base_url=url, headers=ADMIN, timeout=30) as http:
+        for n in range(count):
+            sandbox = f"{workspace}-{n}"
+            answer = http.post("/api/v1/sandboxes/register", json={"sandbox_id": sandbox, "workspace": workspace})
+            answer.raise_for_status()
+            tokens[sandbox] = answer.json()["token"]
+            if (n + 1) % 1000 == 0:
+                progress(f"registered {n + 1}/{count} sandboxes")
+    return tokens
+
+
+async def open_sockets(ws_url: str, tokens: dict[str, str], per_sandbox: int, concurrency: int) -> dict[str, list]:
+    """Open `per_sandbox` authenticated mailbox sockets per sandbox (each past its welcome frame)."""
+    gate = asyncio.Semaphore(concurrency)
+    opened: dict[str, list] = {sandbox: [] for sandbox in tokens}
+    done = 0
+    total = len(tokens) * per_sandbox
+
+    async def one(sandbox: str, token: str):
+        nonlocal done
+        async with gate:
+            ws = await connect(f"{ws_url}/ws/sandboxes/{sandbox}", additional_headers={
+                "Authorization": f"Bearer {token}"}, open_timeout=60, ping_interval=None, close_timeout=1)
+            frame = json.loads(await asyncio.wait_for(ws.recv(), 60))
+            assert frame["type"] == "welcome", frame
+            opened[sandbox].append(ws)
+            done += 1
+            if done % 1000 == 0:
+                progress(f"opened {done}/{total} sockets")
+
+    for _ in range(per_sandbox):
+        await asyncio.gather(*(one(sandbox, token) for sandbox, token in tokens.items()))
+    return opened
+
+
+def rest_latencies(url: str, count: int, workspace: str) -> list[float]:
+    times = []
+    with httpx.Client(base_url=url, headers=ADMIN, timeout=30) as http:
+        for _ in range(count):
+            start = time.perf_counter()
+            answer = http.get("/api/v1/sandboxes", params={"workspace": workspace})
+            times.append(time.perf_counter() - start)
+            answer.raise_for_status()
+    return times
+
+
+async def message_latencies(url: str, sockets: dict[str, list], count: int) -> list[float]:
+    """Send `count` messages to one sandbox holding sockets; seconds from the POST until each reached its
+    first socket."""
+    sandboxes = list(sockets)
+    target, sender = sandboxes[0], sandboxes[1]
+    ws = sockets[target][0]
+    times = []
+    async with httpx.AsyncClient(base_url=url, headers=ADMIN, timeout=30) as http:
+        for n in range(count):
+            start = time.perf_counter()
+            answer = await http.post("/api/v1/messages", json={
+                "from_sandbox": sender, "to_sandbox": target, "from_agent": "probe", "message_type": "notification",
+                "content": {"n": n}})
+            answer.raise_for_status()
+            message_id = answer.json()["message_id"]
+            while True:
+                frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                if frame.get("type") == "message" and frame["message"]["message_id"] == message_id:
+                    break
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.1f} ms"
+
+
+async def probe(bus: BenchBus, args) -> None:
+    sandbox_count = -(-args.sockets // args.per_sandbox)
+    tokens = register(bus.url, sandbox_count, "probe")
+    register(bus.url, 1, "rest")  # the small listing REST latency is measured on
+    api_pid = bus.apis["api"].pid
+    rss0, threads0, _ = rss_and_threads(api_pid)
+    progress(f"API before sockets: {rss0 / 1024:.0f} MiB RSS, {threads0} OS threads")
+    started = time.perf_counter()
+    sockets = await open_sockets(bus.ws_url, tokens, args.per_sandbox, args.concurrency)
+    held = sum(len(v) for v in sockets.values())
+    progress(f"{held} sockets open in {time.perf_counter() - started:.1f}s; holding them {args.hold:.0f}s")
+    await asyncio.sleep(args.hold)
+    rss, threads, each = rss_and_threads(api_pid)
+    rest = await asyncio.to_thread(rest_latencies, bus.url, args.rest_requests, "rest")
+    messages = await message_latencies(bus.url, sockets, args.messages)
+    rss_after, threads_after, _ = rss_and_threads(api_pid)
+    with httpx.Client(base_url=bus.url, headers=ADMIN, timeout=30) as http:
+        metrics = http.get("/metrics").text
+    gauge = [line for line in metrics.splitlines() if line.startswith("collab_bus_open_websockets")]
+    print(f"worker class: {bus.env.get('API_WORKER_CLASS', 'gevent (default)')}; sockets held: {held} "
+          f"({sandbox_count} sandboxes x {args.per_sandbox})")
+    print(f"API RSS: {rss / 1024:.0f} MiB with the sockets ({rss0 / 1024:.0f} MiB before; "
+          f"{(rss - rss0) / max(held, 1):.1f} KiB per socket); per process: "
+          + ", ".join(f"{pid}: {kib / 1024:.0f} MiB" for pid, kib in each))
+    print(f"API OS threads: {threads} with the sockets ({threads0} before)")
+    print(f"REST GET /api/v1/sandboxes?workspace=rest x{len(rest)} while held: p50 {ms(percentile(rest, 50))}, "
+          f"p99 {ms(percentile(rest, 99))}, max {ms(max(rest))}")
+    print(f"message POST -> frame on the socket x{len(messages)}: p50 {ms(percentile(messages, 50))}, "
+          f"max {ms(max(messages))}")
+    print(f"after: {rss_after / 1024:.0f} MiB RSS, {threads_after} threads; " + "; ".join(gauge[:2]))
+    started = time.perf_counter()
+    await asyncio.gather(*(ws.close() for group in sockets.values() for ws in group), return_exceptions=True)
+    progress(f"closed the sockets in {time.perf_counter() - started:.1f}s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sockets", type=int, default=10000, help="mailbox sockets to open (default 10000)")
+    parser.add_argument("--per-sandbox", type=int, default=4, help="sockets per sandbox (MAX_SOCKETS_PER_SANDBOX)")
+    parser.add_argument("--concurrency", type=int, default=200, help="handshakes in flight at once")
+    parser.add_argument("--hold", type=float, default=5.0, help="seconds to hold the sockets before measuring")
+    parser.add_argument("--rest-requests", type=int, default=200)
+    parser.add_argument("--messages", type=int, default=5, help="messages timed to one socket")
+    parser.add_argument("--worker-class", choices=("gevent", "gthread"), default=None)
+    args = parser.parse_args()
+    limit = raise_fd_limit(args.sockets + 1000)
+    progress(f"RLIMIT_NOFILE {limit} (this process and the bus it starts)")
+    extra_env = {"MAX_SOCKETS_PER_SANDBOX": str(args.per_sandbox)}
+    if args.worker_class:
+        extra_env["API_WORKER_CLASS"] = args.worker_class
+    with contextlib.ExitStack() as stack:
+        redis = start_redis(stack)
+        bus = BenchBus("redis", redis=redis, api_workers=1, workers=1, extra_env=extra_env)
+        stack.callback(bus.cleanup)
+        progress(f"bus: {bus.describe()} on {bus.url}")
+        asyncio.run(probe(bus, args))
+        for line in bus.log_summary():
+            progress(f"log {line}")
+
+
+if __name__ == "__main__":
+    main()
