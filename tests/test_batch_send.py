@@ -133,3 +133,28 @@ def test_the_socket_send_frame_is_answered_with_accepted_and_delivered(bus, clie
         frames = recv_messages(ws, 6)
     assert [f["message"]["content"]["n"] for f in frames] == [0, 1, 2, 3, 4, 7]
     assert [f["message"]["message_id"] for f in frames[:5]] == [a["message_id"] for a in answers]
+
+
+def test_a_burst_of_acks_is_recorded_with_each_refusal_answered_in_order(bus, client, unique):
+    alice, bob = unique("alice"), unique("bob")
+    register(client, alice)
+    register(client, bob)
+    batch = client.post("/api/v1/messages/batch", json={"messages": [
+        item(alice, bob, n, message_type="request") for n in range(30)]})
+    assert batch.status_code == 202, batch.text
+    wait_delivered(client, batch.json()["results"][-1]["message_id"], bob)
+    with mailbox_socket(bus, bob, since=0) as ws:
+        assert recv_json(ws)["type"] == "welcome"
+        frames = recv_messages(ws, 30)
+        burst = [json.dumps({"type": "ack", "seq": f["seq"]}) for f in frames]
+        burst.insert(10, json.dumps({"type": "ack", "seq": 999}))                 # no such entry
+        burst.insert(20, json.dumps({"type": "ack", "seq": "2"}))                 # not an integer
+        burst.append(json.dumps({"type": "ping"}))
+        for raw in burst:
+            ws.send(raw)
+        answers = [recv_json(ws) for _ in range(3)]
+        assert [(a["type"], a.get("code")) for a in answers] == [
+            ("error", "unknown_entry"), ("error", "validation_error"), ("pong", None)]
+    states = {d["state"] for r in batch.json()["results"]
+              for d in client.get(f"/api/v1/messages/{r['message_id']}").json()["deliveries"]}
+    assert states == {"acked"}

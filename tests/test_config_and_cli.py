@@ -116,7 +116,8 @@ def test_celery_conf_holds_settings_only():
 
     table = make_celery(Settings.from_env({})).conf.table(with_defaults=False)
     assert not {"os", "Exchange", "Queue", "Settings"} & set(table)
-    assert table["task_annotations"] == {"workers.delivery.deliver": {"max_retries": 20}}
+    assert table["task_annotations"] == {"workers.delivery.deliver": {"max_retries": 20},
+                                         "workers.delivery.deliver_batch": {"max_retries": 20}}
 
 
 def test_cli_api_refuses_the_in_memory_broker():

@@ -17,7 +17,7 @@ from typing import Callable
 from sqlalchemy import or_, select, update
 
 from app.db import Database
-from app.errors import Conflict, NotFound
+from app.errors import BusError, Conflict, NotFound
 from app.models import BROADCAST, EntryState, MailboxEntry, Message, MessageStatus, Sandbox, SandboxStatus, utcnow
 from app.services import dead_letters
 from app.services.events import REQUEST_UNANSWERED, event_notification
@@ -74,20 +74,40 @@ def ack(db: Database, sandbox_id: str, seq: int, on_acked: Callable[[float], Non
     NotFound when there is no such entry; Conflict when it was already dead-lettered. A first ACK calls
     `on_acked(seconds the entry waited in the mailbox)`.
     """
+    outcome = ack_many(db, sandbox_id, [seq], on_acked)[0]
+    if isinstance(outcome, BusError):
+        raise outcome
+    return outcome
+
+
+def ack_many(db: Database, sandbox_id: str, seqs: list[int], on_acked: Callable[[float], None] | None = None
+             ) -> list[str | BusError]:
+    """Record the recipient's ACKs of the entries `seqs` in one transaction; for each seq, in order, its message
+    id or the error `ack` would have raised for it alone (a refused ACK changes nothing)."""
+    outcomes: list[str | BusError] = []
     with db.write() as session:
-        entry = _entry(session, sandbox_id, seq)
-        if entry.state == EntryState.DEAD:
-            raise Conflict(f"entry {seq} of {sandbox_id!r} was dead-lettered; replay it to deliver it again",
-                           code="entry_dead_lettered", details={"sandbox_id": sandbox_id, "seq": seq})
-        if entry.state != EntryState.ACKED:
-            entry.state = EntryState.ACKED
-            entry.acked_at = entry.updated_at = utcnow()
-            entry.next_attempt_at = None
-            log.debug("entry acked", extra={"message_id": entry.message_id, "sandbox_id": sandbox_id, "seq": seq,
-                                            "state": "acked"})
-            if on_acked is not None:
-                on_acked((entry.acked_at - _as_utc(entry.created_at)).total_seconds())
-        return entry.message_id
+        for seq in seqs:
+            try:
+                outcomes.append(_ack_in(session, sandbox_id, seq, on_acked))
+            except BusError as exc:
+                outcomes.append(exc)
+    return outcomes
+
+
+def _ack_in(session, sandbox_id: str, seq: int, on_acked: Callable[[float], None] | None) -> str:
+    entry = _entry(session, sandbox_id, seq)
+    if entry.state == EntryState.DEAD:
+        raise Conflict(f"entry {seq} of {sandbox_id!r} was dead-lettered; replay it to deliver it again",
+                       code="entry_dead_lettered", details={"sandbox_id": sandbox_id, "seq": seq})
+    if entry.state != EntryState.ACKED:
+        entry.state = EntryState.ACKED
+        entry.acked_at = entry.updated_at = utcnow()
+        entry.next_attempt_at = None
+        log.debug("entry acked", extra={"message_id": entry.message_id, "sandbox_id": sandbox_id, "seq": seq,
+                                        "state": "acked"})
+        if on_acked is not None:
+            on_acked((entry.acked_at - _as_utc(entry.created_at)).total_seconds())
+    return entry.message_id
 
 
 def nack(db: Database, sandbox_id: str, seq: int, reason: str) -> dict:

@@ -38,6 +38,7 @@ CLOSE_POLICY = 1008
 PING_TYPES = ("ping", "heartbeat")
 CLOSE_REPLY_WAIT = 2.0  # seconds a refused socket waits for the client's closing reply
 RECEIVE_POLL = 5.0  # seconds between checks that the socket's reader thread is still alive
+ACK_RUN = 500  # most ack frames already received that are recorded in one transaction
 
 
 def _message_frame(seq: int, message_json: str, attempt: int | None = None) -> str:
@@ -132,7 +133,8 @@ def _serve_mailbox(ctx: BusContext, ws, sender: Connection, sandbox_id: str) -> 
     streamer = threading.Thread(target=stream.run, name=f"ws-mailbox-{sandbox_id}", daemon=True)
     streamer.start()
     try:
-        _read_client_frames(ws, sender, lambda frame: _on_mailbox_frame(ctx, sender, sandbox_id, frame))
+        _read_client_frames(ws, sender, lambda frame: _on_mailbox_frame(ctx, sender, sandbox_id, frame),
+                            lambda acks: _on_ack_frames(ctx, sender, sandbox_id, acks))
     finally:
         ctx.hub.unsubscribe(subscriber)
         subscriber.close()
@@ -199,24 +201,31 @@ def _stream_channel(ws, sender: Connection, subscribe) -> None:
         streamer.join(timeout=5)
 
 
-def _read_client_frames(ws, sender: Connection, on_frame) -> None:
+def _read_client_frames(ws, sender: Connection, on_frame, on_acks=None) -> None:
     """Read client frames until the socket closes; pass each to `on_frame` (False: not understood),
-    answer pings with a pong and report bad frames with an `error` frame."""
+    answer pings with a pong and report bad frames with an `error` frame. With `on_acks`, a run of `ack` frames
+    already received is handed to it at once, as a list, before the frame that follows them."""
+    pending = None
     while True:
-        try:
-            raw = ws.receive(timeout=RECEIVE_POLL)
-        except ConnectionClosed:  # the closing handshake is over (either side began it, e.g. 1009 frame too big)
-            _drop_connection(ws)
-            return
+        if pending is not None:
+            raw, pending = pending, None
+        else:
+            try:
+                raw = ws.receive(timeout=RECEIVE_POLL)
+            except ConnectionClosed:  # the closing handshake is over (either side began it, e.g. 1009 too big)
+                _drop_connection(ws)
+                return
         if raw is None:
             if not ws.thread.is_alive():
                 _drop_connection(ws)
                 return
             continue
         try:
-            frame = parse_json(raw, what="frame", code="invalid_frame")
-            if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
-                raise InvalidRequest("a frame must be a JSON object with a string `type`", code="invalid_frame")
+            frame = _parse_frame(raw)
+            if on_acks is not None and frame["type"] == "ack":
+                acks, pending = _ack_run(ws, frame)
+                on_acks(acks)
+                continue
             understood = on_frame(frame)
             if frame["type"] in PING_TYPES:
                 sender.send_json({"type": "pong"})
@@ -225,6 +234,34 @@ def _read_client_frames(ws, sender: Connection, on_frame) -> None:
                                      details={"type": frame["type"]})
         except BusError as exc:
             _try_send_error(sender, exc)
+
+
+def _parse_frame(raw) -> dict:
+    frame = parse_json(raw, what="frame", code="invalid_frame")
+    if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+        raise InvalidRequest("a frame must be a JSON object with a string `type`", code="invalid_frame")
+    return frame
+
+
+def _ack_run(ws, first: dict) -> tuple[list[dict], object]:
+    """`first` and the `ack` frames received right after it (without waiting, at most ACK_RUN), and the raw
+    frame that ended the run (None when nothing else had arrived)."""
+    acks = [first]
+    while len(acks) < ACK_RUN:
+        try:
+            raw = ws.receive(timeout=0)
+        except ConnectionClosed:
+            return acks, None
+        if raw is None:
+            return acks, None
+        try:
+            frame = _parse_frame(raw)
+        except BusError:
+            return acks, raw
+        if frame["type"] != "ack":
+            return acks, raw
+        acks.append(frame)
+    return acks, None
 
 
 def _drop_connection(ws) -> None:
@@ -260,10 +297,6 @@ def _on_mailbox_frame(ctx: BusContext, sender: Connection, sandbox_id: str, fram
     if frame["type"] in PING_TYPES:  # a sign of life; answered with a pong like on every socket
         for event in registry.heartbeat(ctx.db, sandbox_id)[1]:
             ctx.notifier.publish(event)
-    elif frame["type"] == "ack":
-        require("mailbox.settle", sandbox_id=sandbox_id)
-        ack = load_or_raise(AckFrameSchema(), frame, what="ack frame")
-        redelivery.ack(ctx.db, sandbox_id, ack["seq"], on_acked=metrics.observe_ack)
     elif frame["type"] == "nack":
         require("mailbox.settle", sandbox_id=sandbox_id)
         nack = load_or_raise(NackFrameSchema(), frame, what="nack frame")
@@ -273,6 +306,28 @@ def _on_mailbox_frame(ctx: BusContext, sender: Connection, sandbox_id: str, fram
     else:
         return False
     return True
+
+
+def _on_ack_frames(ctx: BusContext, sender: Connection, sandbox_id: str, frames: list[dict]) -> None:
+    """Record a run of `ack` frames in one transaction; answer each refused one with an `error` frame, in order
+    (a successful ACK gets no reply)."""
+    outcomes: list = []
+    try:
+        require("mailbox.settle", sandbox_id=sandbox_id)
+    except BusError as exc:
+        outcomes = [exc] * len(frames)
+    seqs = []
+    for frame in frames if not outcomes else ():
+        try:
+            seqs.append(load_or_raise(AckFrameSchema(), frame, what="ack frame")["seq"])
+            outcomes.append(None)
+        except BusError as exc:
+            outcomes.append(exc)
+    recorded = iter(redelivery.ack_many(ctx.db, sandbox_id, seqs, on_acked=metrics.observe_ack) if seqs else ())
+    for outcome in outcomes:
+        error = outcome if outcome is not None else next(recorded)
+        if isinstance(error, BusError):
+            _try_send_error(sender, error)
 
 
 def _set_presence(ctx: BusContext, sandbox_id: str, status: str, event: str) -> None:
