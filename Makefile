@@ -65,8 +65,9 @@ test-deps:  ## install the servers the tests start (redis-server, rabbitmq-serve
 test: install-test test-deps  ## run the whole test suite (installs the test tools from requirements/test.txt)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: install-test test-deps  ## run the benchmarks (end to end, and collaborate_with round trips; embedded and Redis)
+bench: install-test test-deps  ## run the benchmarks (throughput, batch paths, end to end, collaborate_with round trips; embedded and Redis)
 	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/batch.py
 	$(BIN)/python bench/e2e.py
 	$(BIN)/python bench/collaborate.py
 
