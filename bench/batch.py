@@ -15,7 +15,8 @@ import sys
 import harness  # noqa: F401 - puts the repository on sys.path
 from harness.baselines import bench_celery, print_celery
 from harness.phase import print_phases, run_phase
-from harness.report import add_common_options, make_parser, progress, ratio, run_main
+from harness.report import (add_common_options, add_list_option, add_sender_options, make_parser, parse_list,
+                            progress, ratio, run_main)
 from harness.servers import running_bus, start_redis
 
 WARMUP = 50
@@ -41,19 +42,14 @@ def parse_args(argv=None):
     """Command-line options."""
     parser = make_parser("bench/batch.py", __doc__, EPILOG)
     add_common_options(parser, messages=4000)
-    parser.add_argument("--methods", default=",".join(METHODS), metavar="LIST",
-                        help="comma-separated send methods (default: %(default)s)")
-    parser.add_argument("--senders", type=int, default=8, metavar="K",
-                        help="sender connections, each with a sandbox of its own (default: %(default)s)")
+    add_list_option(parser, "methods", METHODS, "send methods")
+    add_sender_options(parser, "the Celery baseline")
     parser.add_argument("--batch-size", type=int, default=50, metavar="B",
                         help="messages per batch request (default: %(default)s)")
     parser.add_argument("--window", type=int, default=32, metavar="W",
                         help="unanswered send frames per socket (default: %(default)s)")
-    parser.add_argument("--no-baselines", action="store_true", help="skip the Celery baseline")
     args = parser.parse_args(argv)
-    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if set(args.methods) - set(METHODS):
-        parser.error(f"unknown method(s); choose from {', '.join(METHODS)}")
+    args.methods = parse_list(parser, args.methods, METHODS, "method(s)")
     if min(args.messages, args.senders, args.batch_size, args.window) < 1:
         parser.error("--messages, --senders, --batch-size and --window must be at least 1")
     return args

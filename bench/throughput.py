@@ -15,7 +15,8 @@ import sys
 import harness  # noqa: F401 - puts the repository on sys.path
 from harness.baselines import bench_celery, bench_pubsub, print_celery, print_pubsub
 from harness.phase import print_phases, run_phase
-from harness.report import add_common_options, make_parser, progress, ratio, run_main
+from harness.report import (add_common_options, add_list_option, add_sender_options, make_parser, parse_list,
+                            progress, ratio, run_main)
 from harness.servers import running_bus, start_postgres, start_redis
 
 CONFIGS = ("redis-sqlite", "redis-postgres", "embedded")
@@ -54,17 +55,12 @@ def parse_args(argv=None):
     """Command-line options."""
     parser = make_parser("bench/throughput.py", __doc__, EPILOG)
     add_common_options(parser, messages=2000)
-    parser.add_argument("--configs", default=",".join(CONFIGS), metavar="LIST",
-                        help="comma-separated bus configurations (default: %(default)s)")
-    parser.add_argument("--senders", type=int, default=8, metavar="K",
-                        help="REST connections, each with a sender sandbox of its own (default: %(default)s)")
+    add_list_option(parser, "configs", CONFIGS, "bus configurations")
+    add_sender_options(parser, "the Celery and PUBLISH baselines")
     parser.add_argument("--sender-procs", type=int, default=1, metavar="P",
                         help="processes the connections are spread over (default: %(default)s)")
-    parser.add_argument("--no-baselines", action="store_true", help="skip the Celery and PUBLISH baselines")
     args = parser.parse_args(argv)
-    args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
-    if set(args.configs) - set(CONFIGS):
-        parser.error(f"unknown configuration(s); choose from {', '.join(CONFIGS)}")
+    args.configs = parse_list(parser, args.configs, CONFIGS, "configuration(s)")
     if min(args.messages, args.senders, args.sender_procs) < 1:
         parser.error("--messages, --senders and --sender-procs must be at least 1")
     return args

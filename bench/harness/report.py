@@ -84,6 +84,27 @@ def add_common_options(parser: argparse.ArgumentParser, messages: int) -> None:
     parser.add_argument("--keep-logs", action="store_true", help="keep the bus's data and log directories")
 
 
+def add_list_option(parser: argparse.ArgumentParser, name: str, choices: Sequence[str], what: str) -> None:
+    """A `--NAME LIST` option: comma-separated values among `choices` (default: all), parsed by `parse_list`."""
+    parser.add_argument(f"--{name}", default=",".join(choices), metavar="LIST",
+                        help=f"comma-separated {what} (default: %(default)s)")
+
+
+def parse_list(parser: argparse.ArgumentParser, value: str, choices: Sequence[str], what: str) -> list[str]:
+    """The values of a `--NAME LIST` option, in order; a parser error naming the choices for an unknown one."""
+    values = [v.strip() for v in value.split(",") if v.strip()]
+    if set(values) - set(choices):
+        parser.error(f"unknown {what}; choose from {', '.join(choices)}")
+    return values
+
+
+def add_sender_options(parser: argparse.ArgumentParser, baselines: str) -> None:
+    """`--senders K` (client connections, a sender sandbox each) and `--no-baselines` (skip `baselines`)."""
+    parser.add_argument("--senders", type=int, default=8, metavar="K",
+                        help="sender connections, each with a sender sandbox of its own (default: %(default)s)")
+    parser.add_argument("--no-baselines", action="store_true", help=f"skip {baselines}")
+
+
 def run_main(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """Run `run(args)`, turning SIGTERM into KeyboardInterrupt so every server is stopped on the way out."""
     sys.setswitchinterval(0.001)  # let the receiver thread take the GIL promptly
