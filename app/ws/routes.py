@@ -311,21 +311,22 @@ def _on_mailbox_frame(ctx: BusContext, sender: Connection, sandbox_id: str, fram
 def _on_ack_frames(ctx: BusContext, sender: Connection, sandbox_id: str, frames: list[dict]) -> None:
     """Record a run of `ack` frames in one transaction; answer each refused one with an `error` frame, in order
     (a successful ACK gets no reply)."""
-    outcomes: list = []
     try:
         require("mailbox.settle", sandbox_id=sandbox_id)
     except BusError as exc:
-        outcomes = [exc] * len(frames)
-    seqs = []
-    for frame in frames if not outcomes else ():
+        for _ in frames:
+            _try_send_error(sender, exc)
+        return
+    outcomes: list = []  # per frame: its seq, or the validation error that refused it
+    for frame in frames:
         try:
-            seqs.append(load_or_raise(AckFrameSchema(), frame, what="ack frame")["seq"])
-            outcomes.append(None)
+            outcomes.append(load_or_raise(AckFrameSchema(), frame, what="ack frame")["seq"])
         except BusError as exc:
             outcomes.append(exc)
+    seqs = [outcome for outcome in outcomes if not isinstance(outcome, BusError)]
     recorded = iter(redelivery.ack_many(ctx.db, sandbox_id, seqs, on_acked=metrics.observe_ack) if seqs else ())
     for outcome in outcomes:
-        error = outcome if outcome is not None else next(recorded)
+        error = outcome if isinstance(outcome, BusError) else next(recorded)
         if isinstance(error, BusError):
             _try_send_error(sender, error)
 
