@@ -60,7 +60,7 @@ def authenticate(token: str | None) -> Principal:
         g.principal = ANONYMOUS_ADMIN
         return g.principal
     try:
-        principal = authenticate_token(ctx.db, ctx.jwt_secret, token, ctx.settings.jwt_leeway)
+        principal = authenticate_token(ctx.directory, ctx.jwt_secret, token, ctx.settings.jwt_leeway)
     except Unauthorized as exc:
         refuse_credentials(exc)
     wait = ctx.rate_limiter.take(principal.actor)

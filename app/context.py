@@ -9,6 +9,7 @@ from flask import current_app
 
 from app.config import Settings
 from app.db import Database
+from app.services.directory import Directory
 from app.services.limits import ConcurrencyLimiter, FailureLimiter, RateLimiter
 from app.services.ports import DeliveryQueue, Notifier
 from app.services.redelivery import RedeliveryPolicy
@@ -37,9 +38,14 @@ class BusContext:
     unauthenticated_sockets: ConcurrencyLimiter = field(default_factory=lambda: ConcurrencyLimiter(10))
 
     @cached_property
+    def directory(self) -> Directory:
+        """This process's cache of sandboxes, API keys and policy rules (app.services.directory)."""
+        return Directory(self.db)
+
+    @cached_property
     def sending(self) -> SendService:
         """The send service every entry (REST, batch, socket, replay) accepts messages through."""
-        return SendService(self.db, self.delivery, self.notifier, max_content_bytes=self.settings.max_content_bytes,
+        return SendService(self.db, self.directory, self.delivery, self.notifier, max_content_bytes=self.settings.max_content_bytes,
                            idempotency_window=self.settings.idempotency_window,
                            max_backlog=self.settings.max_delivery_backlog)
 

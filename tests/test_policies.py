@@ -3,6 +3,8 @@ delivery, and the REST API (CRUD, dry-run check, bad input, permissions) through
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 from app import create_app
@@ -10,9 +12,17 @@ from app.config import Settings
 from app.errors import Forbidden, NotFound
 from app.migrate import upgrade
 from app.services import audit, auth, delivery, messages, policies, registry
+from app.services.directory import Directory
 
 LIMIT = 256 * 1024
 ADMIN = audit.Actor("key:1:test", "admin", "127.0.0.1")
+
+
+@functools.cache
+def directory(db) -> Directory:
+    """One directory per database, as an API process keeps one: rules and registrations made between checks must
+    be seen by the next check."""
+    return Directory(db)
 
 
 def register(db, workspace: str, *ids: str) -> None:
@@ -26,7 +36,7 @@ def rule(db, effect: str, **selectors) -> dict:
 
 def refusal(db, sender: str, to: str, message_type: str = "request", privileged: bool = False) -> Forbidden:
     with pytest.raises(Forbidden) as err:
-        policies.check_send(db, from_sandbox=sender, to_sandbox=to, message_type=message_type, privileged=privileged)
+        policies.check_send(directory(db), from_sandbox=sender, to_sandbox=to, message_type=message_type, privileged=privileged)
     assert err.value.code == "policy_denied"
     assert {k: err.value.details[k] for k in ("from_sandbox", "to_sandbox", "message_type")} == {
         "from_sandbox": sender, "to_sandbox": to, "message_type": message_type}
@@ -34,7 +44,7 @@ def refusal(db, sender: str, to: str, message_type: str = "request", privileged:
 
 
 def allowed(db, sender: str, to: str, message_type: str = "request", privileged: bool = False) -> bool:
-    policies.check_send(db, from_sandbox=sender, to_sandbox=to, message_type=message_type, privileged=privileged)
+    policies.check_send(directory(db), from_sandbox=sender, to_sandbox=to, message_type=message_type, privileged=privileged)
     return True
 
 
@@ -69,7 +79,7 @@ def test_allow_rule_opens_cross_workspace_only_for_its_types(sandboxes):
     assert allowed(db, "a1", "b2", "request") and allowed(db, "a2", "b1", "response")
     assert refusal(db, "a1", "b1", "notification").details["reason"] == policies.DIFFERENT_WORKSPACES
     assert refusal(db, "b1", "a1", "request").details["rule"] is None  # one direction only
-    decision = policies.evaluate(db, from_sandbox="a1", to_sandbox="b1", message_type="request", privileged=False)
+    decision = policies.evaluate(directory(db), from_sandbox="a1", to_sandbox="b1", message_type="request", privileged=False)
     assert decision.to_dict() == {"allowed": True, "rule": grant, "reason": policies.ALLOWED_BY_RULE}
 
 
@@ -131,7 +141,7 @@ def test_broadcast_is_not_checked_by_check_send(sandboxes):
     db = sandboxes
     rule(db, "deny")
     assert allowed(db, "a1", "broadcast", "command")
-    assert policies.evaluate(db, from_sandbox="a1", to_sandbox="broadcast", message_type="command",
+    assert policies.evaluate(directory(db), from_sandbox="a1", to_sandbox="broadcast", message_type="command",
                              privileged=False).allowed
 
 

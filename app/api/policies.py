@@ -47,6 +47,6 @@ def check_policy():
     """Would this send be allowed? `{"allowed", "rule", "reason"}`, decided exactly as the send path decides."""
     require("policies.read")
     data = load_or_raise(PolicyCheckSchema(), json_body())
-    decision = policies.evaluate(bus().db, from_sandbox=data["from_sandbox"], to_sandbox=data["to_sandbox"],
+    decision = policies.evaluate(bus().directory, from_sandbox=data["from_sandbox"], to_sandbox=data["to_sandbox"],
                                  message_type=data["message_type"], privileged=data["privileged"])
     return jsonify(decision.to_dict())

@@ -277,11 +277,21 @@ class Policy(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class DirectoryGeneration(Base):
+    """One row (id 1) whose `value` moves, in the same transaction, with every change to what API processes cache:
+    a sandbox's registration, workspace or token version, an API key's revocation, the policy rules."""
+
+    __tablename__ = "directory_generation"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 metadata = Base.metadata
 
 __all__ = [
     "BROADCAST", "Base", "metadata", "Sandbox", "SandboxStatus", "Message", "MessageStatus",
     "MailboxEntry", "EntryState", "ACK_REQUIRED_TYPES", "DeadLetter", "IdempotencyKey", "IDEMPOTENCY_KEY_LENGTH",
-    "Role", "KEY_ROLES", "ApiKey", "AuditEvent", "Policy",
+    "Role", "KEY_ROLES", "ApiKey", "AuditEvent", "Policy", "DirectoryGeneration",
     "utcnow", "isoformat",
 ]

@@ -14,7 +14,7 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import jwt
@@ -25,6 +25,7 @@ from app.config import MIN_ADMIN_KEY_LENGTH
 from app.db import Database
 from app.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unauthorized, UnknownSandbox
 from app.models import KEY_ROLES, ApiKey, Role, Sandbox, isoformat, utcnow
+from app.services.directory import Directory, mark_changed
 from app.token_format import looks_like_jwt
 
 KEY_PREFIX = "cbk_"
@@ -167,6 +168,7 @@ def revoke_key(db: Database, ident: str) -> dict:
                            code="ambiguous_key", details={"ids": [k.id for k in matches]})
         key = matches[0]
         key.revoked_at = utcnow()
+        mark_changed(session)
         return key_to_dict(key)
 
 
@@ -217,25 +219,21 @@ def jwt_secret(configured: str | None, secret_file: Path) -> str:
 LAST_USED_RESOLUTION = timedelta(minutes=1)  # last_used_at is refreshed at most this often (one write per minute)
 
 
-def _key_principal(db: Database, secret: str) -> Principal:
-    digest = hash_key(secret)
-    with db.read() as session:
-        key = session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
-        if key is None:
-            raise Unauthorized("unknown API key", details={"reason": "invalid"})
-        if key.revoked_at is not None:
-            raise Unauthorized(f"API key {key.prefix}… was revoked", details={"reason": "revoked"})
-        principal = Principal(role=key.role, actor=f"key:{key.id}:{key.name}", workspace=key.workspace, key_id=key.id)
-        last_used = key.last_used_at
-    now = utcnow()
-    if last_used is None or now - _aware(last_used) > LAST_USED_RESOLUTION:
-        with db.write() as session:
-            session.execute(update(ApiKey).where(ApiKey.id == principal.key_id).values(last_used_at=now))
-    return principal
+def _key_principal(directory: Directory, secret: str) -> Principal:
+    key = directory.api_key(hash_key(secret))
+    if key is None:
+        raise Unauthorized("unknown API key", details={"reason": "invalid"})
+    if key.revoked:
+        raise Unauthorized(f"API key {key.prefix}… was revoked", details={"reason": "revoked"})
+    _note_key_use(directory, key.id)
+    return Principal(role=key.role, actor=f"key:{key.id}:{key.name}", workspace=key.workspace, key_id=key.id)
 
 
-def _aware(stamp: datetime) -> datetime:
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)  # SQLite hands back naive UTC
+def _note_key_use(directory: Directory, key_id: int) -> None:
+    """Refresh the key's last_used_at, at most once per LAST_USED_RESOLUTION from each process."""
+    if directory.first_use_in(("key-used", key_id), LAST_USED_RESOLUTION.total_seconds()):
+        with directory.db.write() as session:
+            session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=utcnow()))
 
 
 # ------------------------------------------------------------------------------------------- sandbox tokens
@@ -249,7 +247,7 @@ def issue_sandbox_token(secret: str, sandbox: Sandbox, ttl: int) -> dict:
             "token_type": "Bearer"}
 
 
-def _sandbox_principal(db: Database, secret: str, token: str, leeway: float) -> Principal:
+def _sandbox_principal(directory: Directory, secret: str, token: str, leeway: float) -> Principal:
     try:
         claims = jwt.decode(token, secret, algorithms=[JWT_ALGORITHM], issuer=JWT_ISSUER, leeway=leeway,
                             options={"require": ["exp", "iat", "sub", "ver", "iss"]})
@@ -266,17 +264,17 @@ def _sandbox_principal(db: Database, secret: str, token: str, leeway: float) -> 
         raise Unauthorized(f"invalid token: {exc}", details={"reason": "invalid"})
     if claims.get("role") != Role.SANDBOX:
         raise Unauthorized("not a sandbox token", details={"reason": "invalid"})
-    with db.read() as session:
-        sandbox = session.get(Sandbox, claims["sub"])
-        if sandbox is None or not sandbox.is_registered or sandbox.token_version != claims["ver"]:
-            raise Unauthorized("the sandbox token was revoked (sandbox unregistered or token rotated)",
-                               details={"reason": "revoked"})
-        return Principal(role=Role.SANDBOX, actor=f"sandbox:{sandbox.id}", sandbox_id=sandbox.id,
-                         workspace=sandbox.workspace, expires_at=float(claims["exp"]))
+    sandbox = directory.sandbox(claims["sub"])
+    if sandbox is None or not sandbox.registered or sandbox.token_version != claims["ver"]:
+        raise Unauthorized("the sandbox token was revoked (sandbox unregistered or token rotated)",
+                           details={"reason": "revoked"})
+    return Principal(role=Role.SANDBOX, actor=f"sandbox:{sandbox.id}", sandbox_id=sandbox.id,
+                     workspace=sandbox.workspace, expires_at=float(claims["exp"]))
 
 
-def authenticate_token(db: Database, jwt_key: str, token: str | None, leeway: float = 0.0) -> Principal:
+def authenticate_token(directory: Directory, jwt_key: str, token: str | None, leeway: float = 0.0) -> Principal:
     """The principal a bearer token stands for; Unauthorized (with details.reason) when it stands for none.
+    Revocations (unregistering, token rotation, revoked keys) committed before the call are honoured.
 
     A sandbox token's `iat` and `exp` are checked with `leeway` seconds of tolerance for clock skew between
     the node that issued it and this one.
@@ -285,9 +283,9 @@ def authenticate_token(db: Database, jwt_key: str, token: str | None, leeway: fl
         raise Unauthorized("authentication required: send `Authorization: Bearer <API key or sandbox token>`",
                            details={"reason": "missing"})
     if looks_like_jwt(token):
-        return _sandbox_principal(db, jwt_key, token, leeway)
+        return _sandbox_principal(directory, jwt_key, token, leeway)
     if token.startswith(KEY_PREFIX) or len(token) >= MIN_ADMIN_KEY_LENGTH:  # ADMIN_API_KEY may be any such value
-        return _key_principal(db, token)
+        return _key_principal(directory, token)
     raise Unauthorized("the token is neither an API key nor a sandbox token", details={"reason": "malformed"})
 
 
@@ -299,5 +297,6 @@ def rotate_sandbox_token(db: Database, secret: str, sandbox_id: str, ttl: int, r
             raise UnknownSandbox(sandbox_id)
         if revoke_others:
             sandbox.token_version += 1
+            mark_changed(session)
         session.flush()
         return issue_sandbox_token(secret, sandbox, ttl)

@@ -138,7 +138,9 @@ def _locked_targets(session, message: Message, exclude: set[str]) -> list[Sandbo
     if message.to_sandbox != BROADCAST:
         query = query.where(Sandbox.id == message.to_sandbox)
         return [s for s in session.scalars(query) if s.id not in exclude]
-    sender = policies.endpoint(session, message.from_sandbox)
+    sender_row = session.get(Sandbox, message.from_sandbox)
+    sender = policies.Endpoint(message.from_sandbox,
+                               sender_row.workspace if sender_row is not None and sender_row.is_registered else None)
     query = query.where(Sandbox.id != message.from_sandbox)
     if sender.workspace is not None:
         query = query.where(Sandbox.workspace == sender.workspace)

@@ -18,13 +18,15 @@ workspace and skips recipients a deny rule matches (`denying_rule`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 from sqlalchemy import select
 
 from app.db import Database
 from app.errors import Forbidden, InvalidRequest, NotFound, UnknownSandbox
-from app.models import BROADCAST, Policy, Sandbox, isoformat, utcnow
+from app.models import BROADCAST, Policy, isoformat, utcnow
 from app.services import audit
+from app.services.directory import Directory, mark_changed
 
 ANY = "*"  # a selector matching every workspace or sandbox
 ALLOW = "allow"
@@ -110,12 +112,12 @@ def load_rules(session) -> list[dict]:
     return [rule_to_dict(rule) for rule in session.scalars(select(Policy).order_by(Policy.id))]
 
 
-def denying_rule(rules: list[dict], sender: Endpoint, recipient: Endpoint, message_type: str) -> dict | None:
+def denying_rule(rules: Sequence[dict], sender: Endpoint, recipient: Endpoint, message_type: str) -> dict | None:
     """The lowest-id deny rule among `rules` (in id order) matching the send, or None."""
     return next((r for r in rules if r["effect"] == DENY and matches(r, sender, recipient, message_type)), None)
 
 
-def decide(rules: list[dict], sender: Endpoint, recipient: Endpoint, message_type: str, privileged: bool) -> Decision:
+def decide(rules: Sequence[dict], sender: Endpoint, recipient: Endpoint, message_type: str, privileged: bool) -> Decision:
     """Decide a direct send by `rules` (in id order): deny rule, then allow rule, then privilege, then the default.
 
     This is the one evaluation behind `check_send` and `evaluate`; it reads nothing and changes nothing.
@@ -147,37 +149,47 @@ def decide(rules: list[dict], sender: Endpoint, recipient: Endpoint, message_typ
     return Decision(True, None, SAME_WORKSPACE, f"allowed by the default policy: same workspace {sender.workspace!r}")
 
 
-def endpoint(session, sandbox_id: str) -> Endpoint:
+def cached_rules(directory: Directory) -> tuple[dict, ...]:
+    """Every rule as `load_rules` gives them, from the process's directory cache."""
+    def load() -> tuple[dict, ...]:
+        with directory.db.read() as session:
+            return tuple(load_rules(session))
+
+    return directory.cached("rules", load)
+
+
+def endpoint(directory: Directory, sandbox_id: str) -> Endpoint:
     """`sandbox_id` with its workspace from the registry (None when it is not a registered sandbox)."""
-    sandbox = session.get(Sandbox, sandbox_id)
-    return Endpoint(sandbox_id, sandbox.workspace if sandbox is not None and sandbox.is_registered else None)
+    sandbox = directory.sandbox(sandbox_id)
+    return Endpoint(sandbox_id, sandbox.workspace if sandbox is not None and sandbox.registered else None)
 
 
-def evaluate(db: Database, *, from_sandbox: str, to_sandbox: str, message_type: str, privileged: bool) -> Decision:
+def evaluate(directory: Directory, *, from_sandbox: str, to_sandbox: str, message_type: str,
+             privileged: bool) -> Decision:
     """Decide a send without refusing it (a dry run of `check_send`). A broadcast is allowed here: it is scoped
     at delivery."""
     if to_sandbox == BROADCAST:
         return Decision(True, None, BROADCAST_AT_DELIVERY, "broadcasts reach only the sender's workspace and skip "
                         "recipients a deny rule matches; they are scoped at delivery")
-    with db.read() as session:
-        return decide(load_rules(session), endpoint(session, from_sandbox), endpoint(session, to_sandbox),
-                      message_type, privileged)
+    return decide(cached_rules(directory), endpoint(directory, from_sandbox), endpoint(directory, to_sandbox),
+                  message_type, privileged)
 
 
-def check_send(db: Database, *, from_sandbox: str, to_sandbox: str, message_type: str, privileged: bool) -> None:
+def check_send(directory: Directory, *, from_sandbox: str, to_sandbox: str, message_type: str,
+               privileged: bool) -> None:
     """Return if the send may go; raise Forbidden `policy_denied` naming the refusing rule (or the default) if not.
 
     `privileged` is true for an admin or operator API key. Broadcasts (`to_sandbox == "broadcast"`) always pass:
-    delivery scopes them. A recipient that is not a registered sandbox is UnknownSandbox (404 before 403). The error's details: ``rule`` (dict or null), ``reason``, ``from_sandbox``,
-    ``to_sandbox``, ``message_type``.
+    delivery scopes them. A recipient that is not a registered sandbox is UnknownSandbox (404 before 403). The
+    error's details: ``rule`` (dict or null), ``reason``, ``from_sandbox``, ``to_sandbox``, ``message_type``.
     """
     if to_sandbox == BROADCAST:
         return
-    with db.read() as session:
-        recipient = endpoint(session, to_sandbox)
-        if recipient.workspace is None:
-            raise UnknownSandbox(to_sandbox)
-        decision = decide(load_rules(session), endpoint(session, from_sandbox), recipient, message_type, privileged)
+    recipient = endpoint(directory, to_sandbox)
+    if recipient.workspace is None:
+        raise UnknownSandbox(to_sandbox)
+    decision = decide(cached_rules(directory), endpoint(directory, from_sandbox), recipient, message_type,
+                      privileged)
     if not decision.allowed:
         raise Forbidden(decision.message, code=POLICY_DENIED, details={
             "rule": decision.rule, "reason": decision.reason, "from_sandbox": from_sandbox,
@@ -201,6 +213,7 @@ def create_rule(db: Database, data: dict, actor: audit.Actor) -> dict:
         session.flush()
         created = rule_to_dict(rule)
         audit.record(session, actor, "policy.created", target=f"policy:{rule.id}", rule=created)
+        mark_changed(session)
         return created
 
 
@@ -224,6 +237,7 @@ def delete_rule(db: Database, rule_id: int, actor: audit.Actor) -> dict:
         deleted = rule_to_dict(rule)
         session.delete(rule)
         audit.record(session, actor, "policy.deleted", target=f"policy:{rule_id}", rule=deleted)
+        mark_changed(session)
         return deleted
 
 

@@ -11,6 +11,7 @@ from app.db import Database
 from app.errors import Conflict, UnknownSandbox
 from app.models import EntryState, MailboxEntry, Sandbox, SandboxStatus, isoformat, utcnow
 from app.services import audit
+from app.services.directory import mark_changed
 from app.services.events import SANDBOX_OFFLINE, SANDBOX_ONLINE, event_notification
 
 
@@ -90,6 +91,8 @@ def _register(db: Database, sandbox_id: str, workspace: str, agents: list, metad
             sandbox.status = SandboxStatus.OFFLINE
         sandbox.last_heartbeat = now
         session.flush()
+        if created:  # a new sandbox, or a return under a new token version: cached facts move
+            mark_changed(session)
         if actor is not None:
             audit.record(session, actor, "sandbox.registered", target=f"sandbox:{sandbox_id}", workspace=workspace,
                          created=created, agents=[a.get("name") for a in agents])
@@ -107,6 +110,7 @@ def unregister(db: Database, sandbox_id: str, actor: audit.Actor | None = None) 
         sandbox.unregistered_at = utcnow()
         sandbox.token_version += 1
         session.flush()
+        mark_changed(session)
         if actor is not None:
             audit.record(session, actor, "sandbox.unregistered", target=f"sandbox:{sandbox_id}")
         return _public(session, sandbox)

@@ -17,6 +17,7 @@ from app.errors import BusError, Forbidden
 from app.models import BROADCAST, Message, Role
 from app.services import audit, dead_letters, idempotency, messages, policies
 from app.services.admission import Admission
+from app.services.directory import Directory
 from app.services.events import MESSAGE_ACCEPTED, batched, event_notification
 from app.services.idempotency import Accepted
 from app.services.ports import DeliveryQueue, Notifier
@@ -65,9 +66,10 @@ class SendService:
     while the delivery backlog is at `max_backlog` (app.services.admission).
     """
 
-    def __init__(self, db: Database, delivery: DeliveryQueue, notifier: Notifier, *, max_content_bytes: int,
-                 idempotency_window: int, max_backlog: int = 0):
+    def __init__(self, db: Database, directory: Directory, delivery: DeliveryQueue, notifier: Notifier, *,
+                 max_content_bytes: int, idempotency_window: int, max_backlog: int = 0):
         self.db = db
+        self.directory = directory
         self.admission = Admission(db, max_backlog)
         self.delivery = delivery
         self.notifier = notifier
@@ -149,7 +151,7 @@ class SendService:
                                 details={"token_sandbox": sender.sandbox_id, "from_sandbox": data["from_sandbox"]})
             recipient = data.get("to_sandbox")
             if recipient:  # responses addressed by correlation_id go back to their requester unchecked
-                policies.check_send(self.db, from_sandbox=data["from_sandbox"], to_sandbox=recipient,
+                policies.check_send(self.directory, from_sandbox=data["from_sandbox"], to_sandbox=recipient,
                                     message_type=data["message_type"], privileged=sender.privileged)
         except Forbidden as exc:
             audit.record_now(self.db, sender.actor, "message.refused", audit.REFUSED,
