@@ -21,6 +21,7 @@ from app.db import Database
 from app.models import ApiKey, DirectoryGeneration, Sandbox
 
 GENERATION_ROW = 1
+GENERATION_QUERY = f"SELECT value FROM {DirectoryGeneration.__tablename__} WHERE id = {GENERATION_ROW}"
 MAX_ENTRIES = 100_000  # beyond this the cache starts over (a bound against floods of distinct ids)
 
 T = TypeVar("T")
@@ -87,10 +88,17 @@ class Directory:
             return True
 
     def generation(self) -> int:
-        """The directory generation the database holds now."""
-        with self.db.engine.connect() as conn:
-            return conn.execute(select(DirectoryGeneration.value)
-                                .where(DirectoryGeneration.id == GENERATION_ROW)).scalar_one()
+        """The directory generation the database holds now (one plain query on a pooled connection: it runs
+        before every lookup, so it skips the ORM and Core)."""
+        connection = self.db.engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            cursor.execute(GENERATION_QUERY)
+            (value,) = cursor.fetchone()
+            cursor.close()
+            return value
+        finally:
+            connection.close()  # back to the pool, which rolls back what the query began
 
     def cached(self, key: Hashable, load: Callable[[], T | None]) -> T | None:
         """What `load()` returns, from the cache while the generation stands (a None is not kept). `load` must
