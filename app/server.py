@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import resource
 import signal
 import threading
 
@@ -9,6 +11,8 @@ from gunicorn.app.base import BaseApplication
 
 from app import green, multiprocess_metrics
 from app.config import ConfigError, Settings
+
+log = logging.getLogger(__name__)
 
 GOING_AWAY_WAIT = 3.0  # seconds of the graceful timeout given to sockets closed with 1001 to finish closing
 
@@ -87,6 +91,26 @@ def _stop_accepting_gevent() -> None:
             candidate.stop_accepting()
 
 
+def raise_open_files_limit(wanted: int) -> int:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit (one descriptor per socket; gunicorn's workers
+    inherit it) and log it, with a warning when it is below `wanted` connections; return the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, wanted + 1024)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-files limit from %d to %d: %s", soft, target, exc)
+    if soft < wanted:
+        log.warning("open-files limit %d (ulimit -n) is below API_WORKER_CONNECTIONS=%d: each process holds at "
+                    "most about %d sockets; raise the hard limit (systemd LimitNOFILE=, docker --ulimit nofile=)",
+                    soft, wanted, soft - 64)
+    else:
+        log.info("open-files limit %d (ulimit -n)", soft)
+    return soft
+
+
 def _child_exit(server, worker) -> None:
     multiprocess_metrics.worker_exited(worker.pid)
 
@@ -97,6 +121,7 @@ def serve(settings: Settings, *, processes: int, threads: int, tls: tuple[str, s
     if settings.api_worker_class == "gevent" and not green.is_patched():
         raise ConfigError("API_WORKER_CLASS=gevent needs the process patched by gevent before it imports anything "
                           "(run `collab-bus api`, which does; or set API_WORKER_CLASS=gthread)")
+    raise_open_files_limit(settings.api_worker_connections)
     metrics_directory = multiprocess_metrics.prepare(settings)
     try:
         _Gunicorn(settings, processes, threads, tls).run()

@@ -55,44 +55,69 @@ def accept(db: Database, data: dict, key: str | None, *, max_content_bytes: int,
     a send refused on its first try records nothing; `actor` audits the acceptance. Concurrent sends with one key
     store exactly one message: the others get it replayed.
     """
-    if key is None:
-        return Accepted(messages.accept(db, data, max_content_bytes=max_content_bytes, actor=actor))
     messages.check_content_size(data, max_content_bytes)
-    sandbox_id, print_ = data["from_sandbox"], fingerprint(data)
-    client_chose_id = bool(data.get("message_id"))
+    return accept_checked(db, data, key, window=window, actor=actor)
+
+
+def accept_checked(db: Database, data: dict, key: str | None, *, window: int,
+                   actor: audit.Actor | None = None) -> Accepted:
+    """`accept` for a message whose content size was checked already."""
     for attempt in range(1, RACE_ATTEMPTS + 1):
-        message = messages.new_message(data)
         try:
             with db.write() as session:
-                record = _record(session, sandbox_id, key, lock=True)
-                now = utcnow()
-                if record is not None and _live(record, now, window):
-                    return _replay(session, record, print_)
-                messages.store(session, message, client_chose_id=client_chose_id, actor=actor)
-                if record is None:
-                    session.add(IdempotencyKey(sandbox_id=sandbox_id, key=key, message_id=message.id,
-                                               fingerprint=print_, created_at=now))
-                else:  # expired: the key starts a new life with this message
-                    record.message_id, record.fingerprint, record.created_at = message.id, print_, now
-                session.flush()
-            return Accepted(message)
+                return accept_in(session, data, key, window=window, actor=actor)
         except IntegrityError as exc:
             failure: Exception = exc
         except Conflict as exc:
-            if exc.code != "duplicate_message_id":
+            if exc.code != "duplicate_message_id" or key is None:
                 raise
             failure = exc
-        # A concurrent send inserted this key, or this client-chosen message_id, after our read of the key
-        # (PostgreSQL, read committed; SQLite serializes writers). Its key record, committed by now, decides.
-        with db.read() as session:
-            record = _record(session, sandbox_id, key)
-            if record is not None and _live(record, utcnow(), window):
-                return _replay(session, record, print_)
-        if client_chose_id:
-            raise messages.duplicate_message_id(message.id) from None
+        settled = settle_race(db, data, key, window)
+        if settled is not None:
+            return settled
         if attempt == RACE_ATTEMPTS:
             raise failure
     raise AssertionError("unreachable")  # the loop returns or raises
+
+
+def accept_in(session, data: dict, key: str | None, *, window: int, actor: audit.Actor | None = None) -> Accepted:
+    """`accept` inside the caller's write transaction (give each call a savepoint of its own when several share
+    one): the same replays and refusals, except that a concurrent insert of this key or of a client-chosen
+    message_id surfaces as IntegrityError (or Conflict `duplicate_message_id`) for the caller to settle with
+    `settle_race`."""
+    message = messages.new_message(data)
+    client_chose_id = bool(data.get("message_id"))
+    if key is None:
+        messages.store(session, message, client_chose_id=client_chose_id, actor=actor)
+        return Accepted(message)
+    sandbox_id, print_ = data["from_sandbox"], fingerprint(data)
+    record = _record(session, sandbox_id, key, lock=True)
+    now = utcnow()
+    if record is not None and _live(record, now, window):
+        return _replay(session, record, print_)
+    messages.store(session, message, client_chose_id=client_chose_id, actor=actor)
+    if record is None:
+        session.add(IdempotencyKey(sandbox_id=sandbox_id, key=key, message_id=message.id, fingerprint=print_,
+                                   created_at=now))
+    else:  # expired: the key starts a new life with this message
+        record.message_id, record.fingerprint, record.created_at = message.id, print_, now
+    session.flush()
+    return Accepted(message)
+
+
+def settle_race(db: Database, data: dict, key: str | None, window: int) -> Accepted | None:
+    """After a send with `key` lost a race (a concurrent send inserted this key or this client-chosen message_id
+    after our read of the key: PostgreSQL, read committed; SQLite serializes writers), the winner's key record,
+    committed by now, decides: its message replayed (or Conflict for a different request). None when no live
+    record decides and the send may be tried again; a client-chosen id that is taken raises Conflict."""
+    if key is not None:
+        with db.read() as session:
+            record = _record(session, data["from_sandbox"], key)
+            if record is not None and _live(record, utcnow(), window):
+                return _replay(session, record, fingerprint(data))
+    if data.get("message_id"):
+        raise messages.duplicate_message_id(data["message_id"]) from None
+    return None
 
 
 def purge_expired(db: Database, window: int, *, now: datetime | None = None) -> int:

@@ -18,6 +18,7 @@ from app.models import BROADCAST, Message, Role
 from app.services import audit, dead_letters, idempotency, messages, policies
 from app.services.admission import Admission
 from app.services.directory import Directory
+from app.services.group_commit import GroupCommitter
 from app.services.events import MESSAGE_ACCEPTED, batched, event_notification
 from app.services.idempotency import Accepted
 from app.services.ports import DeliveryQueue, Notifier
@@ -75,20 +76,19 @@ class SendService:
         self.notifier = notifier
         self.max_content_bytes = max_content_bytes
         self.idempotency_window = idempotency_window
+        self.committer = GroupCommitter(db, window=idempotency_window, on_committed=self._dispatch_group)
 
     def send(self, data: dict, sender: Sender, key: str | None = None) -> Accepted:
         """Accept one validated AgentMessage (at most once per sending sandbox and Idempotency-Key `key`).
 
-        A replayed send (`Accepted.replayed`) stores, announces and enqueues nothing: the original did.
+        A replayed send (`Accepted.replayed`) stores, announces and enqueues nothing: the original did. Concurrent
+        sends share transactions and delivery tasks (app.services.group_commit); each returns once its own
+        message is committed and enqueued.
         """
         messages.check_content_size(data, self.max_content_bytes)  # 413 before any lookup
         self._check_sender(data, sender)
         self.admission.check()
-        accepted = idempotency.accept(self.db, data, key, max_content_bytes=self.max_content_bytes,
-                                      window=self.idempotency_window, actor=sender.actor)
-        if not accepted.replayed:
-            self._dispatch([accepted.message])
-        return accepted
+        return self.committer.accept(data, key, sender.actor)
 
     def send_batch(self, items: list[dict], sender: Sender) -> list[ItemResult]:
         """Accept each validated AgentMessage of `items` on its own; one result per item, in order.
@@ -129,17 +129,15 @@ class SendService:
         with self.db.write() as session:
             return [(index, self._store_one(session, index, data, actor)) for index, data in checked]
 
-    @staticmethod
-    def _store_one(session, index: int, data: dict, actor: audit.Actor) -> ItemResult:
-        message = messages.new_message(data)
+    def _store_one(self, session, index: int, data: dict, actor: audit.Actor) -> ItemResult:
         try:
             with session.begin_nested():
-                messages.store(session, message, client_chose_id=bool(data.get("message_id")), actor=actor)
+                accepted = idempotency.accept_in(session, data, None, window=self.idempotency_window, actor=actor)
         except IntegrityError:  # a client-chosen id stored since our check (PostgreSQL) or twice in this batch
-            return ItemResult(index, error=messages.duplicate_message_id(message.id))
+            return ItemResult(index, error=messages.duplicate_message_id(data.get("message_id")))
         except BusError as exc:
             return ItemResult(index, error=exc)
-        return ItemResult(index, message=message)
+        return ItemResult(index, message=accepted.message)
 
     def _check_sender(self, data: dict, sender: Sender) -> None:
         """A sandbox sends only as itself (403 sandbox_mismatch, never rewritten); a direct message obeys the
@@ -160,17 +158,35 @@ class SendService:
             raise
 
     def _dispatch(self, accepted: list[Message]) -> None:
-        """Announce, then enqueue, the newly stored messages (several in one task, delivered in their order):
-        from this process, "accepted" precedes the worker's "delivered"."""
+        """Announce, then enqueue in one task, the messages of one batch (delivered in their order): from this
+        process, "accepted" precedes the worker's "delivered"."""
+        self._announce(accepted)
+        if len(accepted) == 1:
+            self._enqueue_one(accepted[0])
+        elif accepted:  # one task delivers them in their order (its ttl checks are the deliverer's, per message)
+            self._enqueue([m.id for m in accepted], max(m.priority for m in accepted), None)
+
+    def _dispatch_group(self, accepted: list[Message]) -> None:
+        """Announce, then enqueue, the messages of separate sends committed together: one task per priority
+        (a message is not delivered at another's priority), each delivering its messages in their order."""
+        self._announce(accepted)
+        by_priority: dict[int, list[Message]] = {}
+        for message in accepted:
+            by_priority.setdefault(message.priority, []).append(message)
+        for priority, group in sorted(by_priority.items(), reverse=True):
+            if len(group) == 1:
+                self._enqueue_one(group[0])
+            else:
+                self._enqueue([m.id for m in group], priority, None)
+
+    def _announce(self, accepted: list[Message]) -> None:
         events = [event_notification(MESSAGE_ACCEPTED, message_id=m.id, from_sandbox=m.from_sandbox,
                                      to_sandbox=m.to_sandbox, message_type=m.message_type) for m in accepted]
         for notification in batched(events):
             self.notifier.publish(notification)
-        if len(accepted) == 1:
-            message = accepted[0]
-            self._enqueue(message.id, message.priority, message.timestamp + message.ttl if message.ttl else None)
-        elif accepted:  # one task delivers them in their order (its ttl checks are the deliverer's, per message)
-            self._enqueue([m.id for m in accepted], max(m.priority for m in accepted), None)
+
+    def _enqueue_one(self, message: Message) -> None:
+        self._enqueue(message.id, message.priority, message.timestamp + message.ttl if message.ttl else None)
 
     def _enqueue(self, message_ids: str | list[str], priority: int, expires_at: float | None) -> None:
         try:
