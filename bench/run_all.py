@@ -108,8 +108,9 @@ def machine_description() -> list[str]:
 def run_script(name: str, quick: bool) -> dict:
     """Run bench/<name>.py (quick sizes when `quick`), echoing its stdout line by line; its record."""
     argv = [sys.executable, str(BENCH / f"{name}.py")] + (SCRIPTS[name] if quick else [])
-    shown = " ".join(shlex.quote(a) for a in [os.path.relpath(argv[0], REPO_ROOT),
-                                               os.path.relpath(argv[1], REPO_ROOT), *argv[2:]])
+    python = Path(sys.executable)
+    python = python.relative_to(REPO_ROOT) if python.is_relative_to(REPO_ROOT) else python
+    shown = shlex.join([str(python), f"bench/{name}.py", *argv[2:]])
     print(f"\n=== {shown}", flush=True)
     print(f"[run_all {time.strftime('%H:%M:%S')}] {name}: starting", file=sys.stderr, flush=True)
     started, lines, interrupted = time.monotonic(), [], False
