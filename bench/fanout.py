@@ -22,6 +22,7 @@ from harness.baselines import FanoutResult, bench_pubsub_fanout, wait_for_receip
 from harness.mailboxes import close_all, open_sockets, raise_fd_limit, register_many
 from harness.report import add_bus_options, fmt, make_parser, percentile, print_table, progress, ratio, run_main
 from harness.servers import running_bus, start_redis
+from tests.servers import ADMIN_HEADERS
 
 TARGET_MS, TARGET_AT = 100.0, 1000
 
@@ -35,7 +36,8 @@ Per N in --sockets, on one bus (collab-bus api + 1 collab-bus worker, Redis, SQL
 Baseline per N on the same redis-server: N redis.asyncio SUBSCRIBE connections on one channel, --runs times
 one PUBLISH.
 
-Columns: N receivers; runs; got the fewest receivers reached in a run (within --wait s); first p50 the time
+Columns: N receivers; runs; got the fewest receivers reached in a run (within --wait s); unacked receivers
+whose mailbox still holds an entry not ACKed after the last run (settled_seq < head_seq); first p50 the time
 from just before the POST (PUBLISH) to the first receipt, p50 over runs; last p50 / last max the time to the
 last receipt, p50 and max over runs (all in ms); target the issue's target for the last receipt (printed
 beside, not checked); PUBLISH last p50 the raw fan-out's last receipt, p50 over runs; x last the bus's
@@ -118,6 +120,7 @@ async def bus_fanout(bus, receivers: int, runs: int, args) -> FanoutResult:
                 progress(f"N={receivers} run {run + 1}/{runs}: {len(got)} received, first "
                          f"{fmt(result.first_ms[-1])} ms, last {fmt(result.last_ms[-1])} ms")
         await asyncio.sleep(0.3)  # the last ACKs leave
+        result.unacked = await unacked_mailboxes(bus.url, workspace, sender.sandbox_id)
     finally:
         for task in readers:
             task.cancel()
@@ -126,6 +129,18 @@ async def bus_fanout(bus, receivers: int, runs: int, args) -> FanoutResult:
     if other["frames"] or other["errors"]:
         progress(f"N={receivers}: {other['frames']} other frame(s), {other['errors']} error frame(s) on the receivers")
     return result
+
+
+async def unacked_mailboxes(url: str, workspace: str, sender: str) -> int | None:
+    """How many receivers of `workspace` still have an entry not ACKed (settled_seq < head_seq); None when the
+    registry listing fails."""
+    async with httpx.AsyncClient(base_url=url, headers=ADMIN_HEADERS, timeout=60) as http:
+        answer = await http.get("/api/v1/sandboxes", params={"workspace": workspace})
+    if answer.status_code != 200:
+        progress(f"listing {workspace} failed: {answer.status_code} {answer.text[:200]}")
+        return None
+    return sum(1 for s in answer.json()["sandboxes"]
+               if s["sandbox_id"] != sender and s["settled_seq"] < s["head_seq"])
 
 
 def run(args) -> int:
@@ -159,7 +174,7 @@ def run(args) -> int:
     return 0
 
 
-SUMMARY_COLUMNS = [("N", 6), ("runs", 5), ("got", 6), ("first p50", 10), ("last p50", 9), ("last max", 9),
+SUMMARY_COLUMNS = [("N", 6), ("runs", 5), ("got", 6), ("unacked", 7), ("first p50", 10), ("last p50", 9), ("last max", 9),
                    ("target", 18), ("PUBLISH last p50", 17), ("x last", 7)]
 
 
@@ -170,7 +185,7 @@ def print_summary(bus_results: dict, raw_results: dict) -> None:
         last = [v for v in r.last_ms if v is not None]
         raw = raw_results.get(receivers)
         raw_last = percentile([v for v in raw.last_ms if v is not None], 50) if raw else None
-        rows.append([receivers, len(r.received), min(r.received), fmt(percentile(
+        rows.append([receivers, len(r.received), min(r.received), "-" if r.unacked is None else r.unacked, fmt(percentile(
             [v for v in r.first_ms if v is not None], 50)), fmt(percentile(last, 50)), fmt(max(last, default=None)),
             f"last <= {TARGET_MS:g} @ {TARGET_AT}", fmt(raw_last, 2), ratio(percentile(last, 50), raw_last, 1)])
     print_table(SUMMARY_COLUMNS, rows, "broadcast fan-out, ms from just before the POST to the receipts (one "

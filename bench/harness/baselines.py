@@ -248,6 +248,7 @@ class FanoutResult:
     first_ms: list[float]
     last_ms: list[float]
     received: list[int]
+    unacked: int | None = None  # receivers whose mailbox still holds an unacknowledged entry (bus only)
 
 
 async def bench_pubsub_fanout(redis_server, receivers: int, runs: int, timeout: float = 30.0,
