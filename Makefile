@@ -7,6 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DATA_DIR ?= data
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 # `make lock LOCK_ARGS=` keeps the current pins and only adds what pyproject.toml now asks for;
 # `make lock LOCK_ARGS='--upgrade-package celery'` moves one package.
 LOCK_ARGS ?= --upgrade
@@ -65,11 +66,8 @@ test-deps:  ## install the servers the tests start (redis-server, rabbitmq-serve
 test: install-test test-deps  ## run the whole test suite (installs the test tools from requirements/test.txt)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: install-test test-deps  ## run the benchmarks (throughput, batch paths, end to end, collaborate_with round trips; embedded and Redis)
-	$(BIN)/python bench/throughput.py
-	$(BIN)/python bench/batch.py
-	$(BIN)/python bench/e2e.py
-	$(BIN)/python bench/collaborate.py
+bench: install-test test-deps  ## run every benchmark (bench/run_all.py: throughput, batch, latency, fanout, scaling, sockets, collaborate) and write bench/results.md; BENCH_ARGS=--quick for small sizes
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 sdk-wheel: install  ## build the agent SDK's wheel into dist/ (pip install dist/aintandem_agent_sdk-*.whl in a container)
 	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist ./sdk

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import resource
 import sys
 import time
 from pathlib import Path
@@ -27,23 +26,13 @@ sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx  # noqa: E402
-from websockets.asyncio.client import connect  # noqa: E402
 
+from harness.mailboxes import close_all, open_sockets, raise_fd_limit, register_many  # noqa: E402
 from harness.report import percentile, progress  # noqa: E402
 from harness.servers import BenchBus, start_redis  # noqa: E402
 from tests.servers import TEST_ADMIN_KEY  # noqa: E402
 
 ADMIN = {"Authorization": f"Bearer {TEST_ADMIN_KEY}"}
-
-
-def raise_fd_limit(needed: int) -> int:
-    """Raise this process's soft RLIMIT_NOFILE (inherited by the bus started after it) to the hard limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if hard != resource.RLIM_INFINITY else max(soft, needed)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    if target < needed:
-        progress(f"WARNING: RLIMIT_NOFILE hard limit {hard} is below the {needed} descriptors this run needs")
-    return target
 
 
 def process_tree(pid: int) -> list[int]:
@@ -66,43 +55,6 @@ def rss_and_threads(pid: int) -> tuple[int, int, list[tuple[int, int]]]:
         total_threads += int(fields["Threads"])
         each.append((p, rss))
     return total_rss, total_threads, each
-
-
-def register(url: str, count: int, workspace: str) -> dict[str, str]:
-    tokens = {}
-    with httpx.Client(base_url=url, headers=ADMIN, timeout=30) as http:
-        for n in range(count):
-            sandbox = f"{workspace}-{n}"
-            answer = http.post("/api/v1/sandboxes/register", json={"sandbox_id": sandbox, "workspace": workspace})
-            answer.raise_for_status()
-            tokens[sandbox] = answer.json()["token"]
-            if (n + 1) % 1000 == 0:
-                progress(f"registered {n + 1}/{count} sandboxes")
-    return tokens
-
-
-async def open_sockets(ws_url: str, tokens: dict[str, str], per_sandbox: int, concurrency: int) -> dict[str, list]:
-    """Open `per_sandbox` authenticated mailbox sockets per sandbox (each past its welcome frame)."""
-    gate = asyncio.Semaphore(concurrency)
-    opened: dict[str, list] = {sandbox: [] for sandbox in tokens}
-    done = 0
-    total = len(tokens) * per_sandbox
-
-    async def one(sandbox: str, token: str):
-        nonlocal done
-        async with gate:
-            ws = await connect(f"{ws_url}/ws/sandboxes/{sandbox}", additional_headers={
-                "Authorization": f"Bearer {token}"}, open_timeout=60, ping_interval=None, close_timeout=1)
-            frame = json.loads(await asyncio.wait_for(ws.recv(), 60))
-            assert frame["type"] == "welcome", frame
-            opened[sandbox].append(ws)
-            done += 1
-            if done % 1000 == 0:
-                progress(f"opened {done}/{total} sockets")
-
-    for _ in range(per_sandbox):
-        await asyncio.gather(*(one(sandbox, token) for sandbox, token in tokens.items()))
-    return opened
 
 
 def rest_latencies(url: str, count: int, workspace: str) -> list[float]:
@@ -145,13 +97,13 @@ def ms(value: float | None) -> str:
 
 async def probe(bus: BenchBus, args) -> None:
     sandbox_count = -(-args.sockets // args.per_sandbox)
-    tokens = register(bus.url, sandbox_count, "probe")
-    register(bus.url, 1, "rest")  # the small listing REST latency is measured on
+    sandboxes = await register_many(bus.url, sandbox_count, "probe")
+    await register_many(bus.url, 1, "rest")  # the small listing REST latency is measured on
     api_pid = bus.apis["api"].pid
     rss0, threads0, _ = rss_and_threads(api_pid)
     progress(f"API before sockets: {rss0 / 1024:.0f} MiB RSS, {threads0} OS threads")
     started = time.perf_counter()
-    sockets = await open_sockets(bus.ws_url, tokens, args.per_sandbox, args.concurrency)
+    sockets = await open_sockets(bus.ws_url, sandboxes, args.per_sandbox, args.concurrency)
     held = sum(len(v) for v in sockets.values())
     progress(f"{held} sockets open in {time.perf_counter() - started:.1f}s; holding them {args.hold:.0f}s")
     await asyncio.sleep(args.hold)
@@ -174,7 +126,7 @@ async def probe(bus: BenchBus, args) -> None:
           f"max {ms(max(messages))}")
     print(f"after: {rss_after / 1024:.0f} MiB RSS, {threads_after} threads; " + "; ".join(gauge[:2]))
     started = time.perf_counter()
-    await asyncio.gather(*(ws.close() for group in sockets.values() for ws in group), return_exceptions=True)
+    await close_all(ws for group in sockets.values() for ws in group)
     progress(f"closed the sockets in {time.perf_counter() - started:.1f}s")
 
 

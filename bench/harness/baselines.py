@@ -237,3 +237,81 @@ def print_pubsub(results: list[PubSubResult]) -> None:
     for p in results:
         print(f"redis PUBLISH->SUBSCRIBE {p.label:<9}: {fmt(p.msgs_per_s, 0)} msg/s  p50 {fmt(p.p50_ms, 2)} ms  "
               f"p99 {fmt(p.p99_ms, 2)} ms  max {fmt(p.max_ms, 2)} ms  ({p.received}/{p.messages} received)")
+
+
+@dataclass
+class FanoutResult:
+    """Per run of a one-to-N delivery: ms from just before the send to the first and to the last receipt, and
+    how many of the N receivers got it (within the wait)."""
+
+    receivers: int
+    first_ms: list[float]
+    last_ms: list[float]
+    received: list[int]
+    unacked: int | None = None  # receivers whose mailbox still holds an unacknowledged entry (bus only)
+
+
+async def bench_pubsub_fanout(redis_server, receivers: int, runs: int, timeout: float = 30.0,
+                              concurrency: int = 200) -> FanoutResult:
+    """Raw fan-out on `redis_server`: `receivers` SUBSCRIBE connections (redis.asyncio, one per subscriber, one
+    event loop) on one channel; `runs` times one PUBLISH, timed from just before it to the first and the last
+    subscriber's receipt."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    channel = f"bench:fanout:{uuid.uuid4().hex[:8]}"
+    client = aioredis.Redis.from_url(redis_server.url, max_connections=receivers + 16)
+    gate = asyncio.Semaphore(concurrency)
+    arrivals: dict[int, list[float]] = {}
+
+    async def subscribe():
+        async with gate:
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            await pubsub.subscribe(channel)
+            return pubsub
+
+    async def listen(pubsub) -> None:
+        async for message in pubsub.listen():
+            if message.get("type") == "message":
+                arrivals.setdefault(int(message["data"]), []).append(time.perf_counter())
+
+    pubsubs = list(await asyncio.gather(*(subscribe() for _ in range(receivers))))
+    readers = [asyncio.create_task(listen(p)) for p in pubsubs]
+    try:
+        deadline = time.monotonic() + 60
+        while (await client.pubsub_numsub(channel))[0][1] < receivers:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{receivers} subscriptions to {channel} not active within 60 s")
+            await asyncio.sleep(0.05)
+        result = FanoutResult(receivers, [], [], [])
+        for run in range(runs):
+            await asyncio.sleep(0.2)
+            start = time.perf_counter()
+            await client.publish(channel, str(run))
+            await wait_for_receipts(arrivals, run, receivers, timeout)
+            got = arrivals.get(run, [])
+            result.received.append(len(got))
+            result.first_ms.append((min(got) - start) * 1000 if got else None)
+            result.last_ms.append((max(got) - start) * 1000 if got else None)
+    finally:
+        for task in readers:
+            task.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+        await asyncio.gather(*(p.aclose() for p in pubsubs), return_exceptions=True)
+        await client.aclose()
+    return result
+
+
+async def wait_for_receipts(arrivals: dict, key, count: int, timeout: float, idle: float = 5.0) -> None:
+    """Wait until `arrivals[key]` holds `count` receipts, none came for `idle` s, or `timeout` s passed."""
+    import asyncio
+
+    deadline, seen, last_progress = time.monotonic() + timeout, -1, time.monotonic()
+    while len(arrivals.get(key, ())) < count:
+        now = time.monotonic()
+        if len(arrivals.get(key, ())) != seen:
+            seen, last_progress = len(arrivals.get(key, ())), now
+        if now > deadline or now - last_progress > idle:
+            return
+        await asyncio.sleep(0.002)

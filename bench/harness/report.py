@@ -79,6 +79,11 @@ def add_common_options(parser: argparse.ArgumentParser, messages: int) -> None:
                         help="messages per measured phase (default: %(default)s)")
     parser.add_argument("--phase-timeout", type=float, default=120.0, metavar="S",
                         help="upper bound in seconds on each phase (default: %(default)s)")
+    add_bus_options(parser)
+
+
+def add_bus_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the bus a benchmark starts (read by harness.servers.running_bus): log level, keeping logs."""
     parser.add_argument("--bus-log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                         help="LOG_LEVEL of the bus processes (default: %(default)s; INFO logs every message)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the bus's data and log directories")
