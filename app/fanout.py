@@ -16,7 +16,7 @@ import uuid
 from typing import Callable
 
 from kombu import Connection, Exchange, Queue
-from kombu.pools import producers
+from kombu.pools import ProducerPool
 
 from app.services.events import MESSAGE_DEAD_LETTERED, unbatched
 
@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 def _exchange(name: str) -> Exchange:
     return Exchange(name, type="fanout", durable=False, auto_delete=False, delivery_mode="transient")
 
+
+PUBLISH_POOL_LIMIT = 200  # producers (each with its broker connection, opened when first needed) per process
+PUBLISH_WAIT = 15.0  # seconds a publisher waits for a free producer before the notification is dropped (logged)
 
 DEAD_LETTER_EXCHANGE = "collab.dead_letters"
 DEAD_LETTER_QUEUE_LENGTH = 10_000
@@ -53,6 +56,9 @@ class KombuNotifier:
     def __init__(self, broker_url: str, exchange_name: str, transport_options: dict | None = None,
                  broker_kind: str = "memory"):
         self.connection = Connection(broker_url, transport_options=transport_options or {})
+        # Our own pool, wider than kombu's global one (10): a gevent API process publishes from hundreds of
+        # greenlets at once when sockets come and go, and kombu's raised LimitExceeded after its wait.
+        self._producers = ProducerPool(self.connection.Pool(limit=PUBLISH_POOL_LIMIT), limit=PUBLISH_POOL_LIMIT)
         self.exchange = _exchange(exchange_name)
         self.dead_letter_exchange = Exchange(DEAD_LETTER_EXCHANGE, type="topic", durable=True)
         queue = dead_letter_queue(broker_kind)
@@ -69,7 +75,7 @@ class KombuNotifier:
 
     def _send(self, body: dict, exchange: Exchange, routing_key: str, declare: list, delivery_mode: str) -> None:
         try:
-            with producers[self.connection].acquire(block=True, timeout=5) as producer:
+            with self._producers.acquire(block=True, timeout=PUBLISH_WAIT) as producer:
                 producer.publish(
                     body, exchange=exchange, routing_key=routing_key, serializer="json", declare=declare,
                     delivery_mode=delivery_mode,
@@ -79,7 +85,9 @@ class KombuNotifier:
             log.warning("could not publish to %s: %s", exchange.name, exc)
 
     def close(self) -> None:
-        """Release the connection."""
+        """Release the producers and the connection."""
+        self._producers.force_close_all()
+        self._producers.connections.force_close_all()
         self.connection.release()
 
 

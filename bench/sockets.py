@@ -9,6 +9,7 @@ small listing so the figure is the server's responsiveness, not the listing's si
 
     .venv/bin/python bench/sockets.py --sockets 2000
     .venv/bin/python bench/sockets.py            # 10000
+    .venv/bin/python bench/sockets.py --mode embedded --sockets 2000   # collab-bus up (threaded)
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ async def probe(bus: BenchBus, args) -> None:
     sandbox_count = -(-args.sockets // args.per_sandbox)
     sandboxes = await register_many(bus.url, sandbox_count, "probe")
     await register_many(bus.url, 1, "rest")  # the small listing REST latency is measured on
-    api_pid = bus.apis["api"].pid
+    api_pid = bus.apis["api"].pid if bus.mode != "embedded" else bus.processes[0].pid
     rss0, threads0, _ = rss_and_threads(api_pid)
     progress(f"API before sockets: {rss0 / 1024:.0f} MiB RSS, {threads0} OS threads")
     started = time.perf_counter()
@@ -114,7 +115,9 @@ async def probe(bus: BenchBus, args) -> None:
     with httpx.Client(base_url=bus.url, headers=ADMIN, timeout=30) as http:
         metrics = http.get("/metrics").text
     gauge = [line for line in metrics.splitlines() if line.startswith("collab_bus_open_websockets")]
-    print(f"worker class: {bus.env.get('API_WORKER_CLASS', 'gevent (default)')}; sockets held: {held} "
+    server = ("collab-bus up (embedded, threaded)" if bus.mode == "embedded" else
+              f"collab-bus api, worker class {bus.env.get('API_WORKER_CLASS', 'gevent (default)')}")
+    print(f"{server}; sockets held: {held} "
           f"({sandbox_count} sandboxes x {args.per_sandbox})")
     print(f"API RSS: {rss / 1024:.0f} MiB with the sockets ({rss0 / 1024:.0f} MiB before; "
           f"{(rss - rss0) / max(held, 1):.1f} KiB per socket); per process: "
@@ -139,6 +142,8 @@ def main() -> None:
     parser.add_argument("--rest-requests", type=int, default=200)
     parser.add_argument("--messages", type=int, default=5, help="messages timed to one socket")
     parser.add_argument("--worker-class", choices=("gevent", "gthread"), default=None)
+    parser.add_argument("--mode", choices=("redis", "embedded"), default="redis",
+                        help="redis: collab-bus api + worker (default); embedded: collab-bus up, which stays threaded")
     args = parser.parse_args()
     limit = raise_fd_limit(args.sockets + 1000)
     progress(f"RLIMIT_NOFILE {limit} (this process and the bus it starts)")
@@ -146,8 +151,8 @@ def main() -> None:
     if args.worker_class:
         extra_env["API_WORKER_CLASS"] = args.worker_class
     with contextlib.ExitStack() as stack:
-        redis = start_redis(stack)
-        bus = BenchBus("redis", redis=redis, api_workers=1, workers=1, extra_env=extra_env)
+        redis = start_redis(stack) if args.mode == "redis" else None
+        bus = BenchBus(args.mode, redis=redis, api_workers=1, workers=1, extra_env=extra_env)
         stack.callback(bus.cleanup)
         progress(f"bus: {bus.describe()} on {bus.url}")
         asyncio.run(probe(bus, args))

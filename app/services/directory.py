@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Callable, Hashable, TypeVar
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import DBAPIError
 
 from app.db import Database
 from app.models import ApiKey, DirectoryGeneration, Sandbox
@@ -90,15 +91,19 @@ class Directory:
     def generation(self) -> int:
         """The directory generation the database holds now (one plain query on a pooled connection: it runs
         before every lookup, so it skips the ORM and Core)."""
-        connection = self.db.engine.raw_connection()
+        dbapi = self.db.engine.dialect.loaded_dbapi
         try:
-            cursor = connection.cursor()
-            cursor.execute(GENERATION_QUERY)
-            (value,) = cursor.fetchone()
-            cursor.close()
-            return value
-        finally:
-            connection.close()  # back to the pool, which rolls back what the query began
+            connection = self.db.engine.raw_connection()
+            try:
+                cursor = connection.cursor()
+                cursor.execute(GENERATION_QUERY)
+                (value,) = cursor.fetchone()
+                cursor.close()
+                return value
+            finally:
+                connection.close()  # back to the pool, which rolls back what the query began
+        except dbapi.Error as exc:  # as SQLAlchemy would raise it (an unreachable database is a 503)
+            raise DBAPIError.instance(GENERATION_QUERY, None, exc, dbapi.Error) from exc
 
     def cached(self, key: Hashable, load: Callable[[], T | None]) -> T | None:
         """What `load()` returns, from the cache while the generation stands (a None is not kept). `load` must
