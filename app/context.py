@@ -9,6 +9,9 @@ from flask import current_app
 
 from app.config import Settings
 from app.db import Database
+from app import metrics
+from app.services import redelivery
+from app.services.coalescing import Coalescer
 from app.services.directory import Directory
 from app.services.limits import ConcurrencyLimiter, FailureLimiter, RateLimiter
 from app.services.ports import DeliveryQueue, Notifier
@@ -41,6 +44,13 @@ class BusContext:
     def directory(self) -> Directory:
         """This process's cache of sandboxes, API keys and policy rules (app.services.directory)."""
         return Directory(self.db)
+
+    @cached_property
+    def acks(self) -> Coalescer:
+        """Records the ACK runs of every mailbox socket of this process, those that arrive together in one
+        transaction: `acks.submit((sandbox_id, seqs))` gives each seq's message id or refusal."""
+        return Coalescer(lambda runs: redelivery.ack_runs(self.db, runs, on_acked=metrics.observe_ack),
+                         name="socket acks")
 
     @cached_property
     def sending(self) -> SendService:

@@ -46,13 +46,13 @@ def send_all(committer: GroupCommitter, sends: list[tuple[dict, str | None]], *,
         threads = [threading.Thread(target=run, args=(i, *s)) for i, s in enumerate(sends)]
         threads[0].start()
         deadline = time.monotonic() + 10
-        while committer._queue and time.monotonic() < deadline:  # the first took its one-send group
+        while committer.queued() and time.monotonic() < deadline:  # the first took its one-send group
             time.sleep(0.005)
         for thread in threads[1:]:
             thread.start()
-        while len(committer._queue) < len(sends) - 1 and time.monotonic() < deadline:
+        while committer.queued() < len(sends) - 1 and time.monotonic() < deadline:
             time.sleep(0.005)
-        assert len(committer._queue) == len(sends) - 1
+        assert committer.queued() == len(sends) - 1
     for thread in threads:
         thread.join(10)
     return outcomes
@@ -130,3 +130,42 @@ def test_a_failed_transaction_refuses_every_send_of_its_group_and_the_next_group
     assert committer.accept(message("s1", "r1", 3), None).message.id
     with db.read() as session:
         assert session.scalar(select(func.count()).select_from(Message)) == 2
+
+
+def test_a_coalescer_hands_each_caller_its_own_outcome_and_raises_only_its_own_error():
+    from app.services.coalescing import Coalescer
+
+    release = threading.Event()
+    batches: list[list[int]] = []
+
+    def write(items: list[int]) -> list:
+        if not batches:
+            release.wait(10)  # the first batch holds the writer while the others queue
+        batches.append(items)
+        return [ValueError(item) if item % 3 == 0 else item * 10 for item in items]
+
+    coalescer = Coalescer(write)
+    results: dict[int, object] = {}
+
+    def call(item: int) -> None:
+        try:
+            results[item] = coalescer.submit(item)
+        except ValueError as exc:
+            results[item] = exc
+
+    threads = [threading.Thread(target=call, args=(1,))]
+    threads[0].start()
+    while not batches and coalescer.queued():
+        time.sleep(0.005)
+    time.sleep(0.05)
+    threads += [threading.Thread(target=call, args=(n,)) for n in range(2, 8)]
+    for thread in threads[1:]:
+        thread.start()
+    while coalescer.queued() < 6:
+        time.sleep(0.005)
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert len(batches) == 2 and batches[0] == [1] and sorted(batches[1]) == [2, 3, 4, 5, 6, 7]
+    assert {n: (str(r) if isinstance(r, ValueError) else r) for n, r in results.items()} == {
+        1: 10, 2: 20, 3: "3", 4: 40, 5: 50, 6: "6", 7: 70}

@@ -1,17 +1,14 @@
 """Group commit: the messages of concurrent sends stored in shared write transactions.
 
-While one transaction is being written, the sends that arrive queue; the first of them then writes the whole
-queue (up to `max_group`) in the next transaction, one savepoint per send, so each is accepted or refused on
-its own. Every send returns only once its own message is committed: a 202 still means durable. One
-transaction per group instead of one per message is what the database's write lock (SQLite) and the commit's
-fsync cost; the group is also announced and enqueued together (see `SendService`).
+Sends that arrive while a transaction is being written queue and are written together in the next one
+(app.services.coalescing), one savepoint per send, so each is accepted or refused on its own. Every send
+returns only once its own message is committed: a 202 still means durable. The group is also announced and
+enqueued together (see `SendService`).
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from sqlalchemy.exc import IntegrityError
@@ -19,31 +16,21 @@ from sqlalchemy.exc import IntegrityError
 from app.db import Database
 from app.errors import BusError, Conflict
 from app.services import audit, idempotency
+from app.services.coalescing import DEFAULT_MAX_BATCH, Coalescer
 from app.services.idempotency import Accepted
 
-log = logging.getLogger(__name__)
-
-DEFAULT_MAX_GROUP = 200
+DEFAULT_MAX_GROUP = DEFAULT_MAX_BATCH
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Send:
-    """One queued send and, once its group is written, its outcome."""
-
     data: dict
     key: str | None
     actor: audit.Actor | None
-    ready: threading.Event = field(default_factory=threading.Event)
-    leads: bool = False  # set (with `ready`) when this send's caller is to write the next group
-    accepted: Accepted | None = None
-    error: BaseException | None = None
-    lost_race: bool = False
 
-    def outcome(self) -> Accepted:
-        if self.error is not None:
-            raise self.error
-        assert self.accepted is not None
-        return self.accepted
+
+class _LostRace(Exception):
+    """A send whose key or client-chosen id another node inserted meanwhile: it is settled on its own."""
 
 
 class GroupCommitter:
@@ -59,86 +46,46 @@ class GroupCommitter:
         self.db = db
         self.window = window
         self.on_committed = on_committed
-        self.max_group = max_group
-        self._lock = threading.Lock()
-        self._queue: list[_Send] = []
-        self._writing = False
+        self._coalescer = Coalescer(self._write, self._announce, max_batch=max_group, name="group commit")
 
     def accept(self, data: dict, key: str | None, actor: audit.Actor | None = None) -> Accepted:
         """Store one validated AgentMessage (at most once per sending sandbox and Idempotency-Key `key`); the
         refusals of `idempotency.accept` are raised to this caller only."""
-        send = _Send(data, key, actor)
-        with self._lock:
-            self._queue.append(send)
-            send.leads = not self._writing
-            self._writing = True
-        if not send.leads:
-            send.ready.wait()
-        if send.leads:
-            self._write_next_group()
-        return send.outcome()
+        return self._coalescer.submit(_Send(data, key, actor))
 
-    def _write_next_group(self) -> None:
-        with self._lock:
-            group = self._queue[:self.max_group]
-            del self._queue[:self.max_group]
-        try:
-            try:
-                self._write(group)
-                for send in group:
-                    if send.lost_race:
-                        self._accept_alone(send)
-            finally:  # the next group is written while this one is announced
-                self._hand_over()
-            fresh = [s.accepted.message for s in group if s.accepted is not None and not s.accepted.replayed]
-            if fresh:
-                self._announce(fresh)
-        finally:
+    def queued(self) -> int:
+        """How many sends wait for the next transaction."""
+        return self._coalescer.queued()
+
+    def _write(self, group: list[_Send]) -> list[Accepted | BaseException]:
+        outcomes = self._write_together(group)
+        return [self._accept_alone(send) if isinstance(outcome, _LostRace) else outcome
+                for send, outcome in zip(group, outcomes)]
+
+    def _write_together(self, group: list[_Send]) -> list[Accepted | BaseException]:
+        outcomes: list[Accepted | BaseException] = []
+        with self.db.write() as session:  # its failure fails the whole group (the coalescer reports it to each)
             for send in group:
-                send.ready.set()
+                try:
+                    with session.begin_nested():
+                        outcomes.append(idempotency.accept_in(session, send.data, send.key, window=self.window,
+                                                              actor=send.actor))
+                except IntegrityError:
+                    outcomes.append(_LostRace())
+                except Conflict as exc:
+                    lost = exc.code == "duplicate_message_id" and send.key is not None
+                    outcomes.append(_LostRace() if lost else exc)
+                except BusError as exc:
+                    outcomes.append(exc)
+        return outcomes
 
-    def _write(self, group: list[_Send]) -> None:
+    def _accept_alone(self, send: _Send) -> Accepted | BaseException:
         try:
-            with self.db.write() as session:
-                for send in group:
-                    try:
-                        with session.begin_nested():
-                            send.accepted = idempotency.accept_in(session, send.data, send.key, window=self.window,
-                                                                  actor=send.actor)
-                    except IntegrityError:
-                        send.lost_race = True
-                    except Conflict as exc:
-                        if exc.code == "duplicate_message_id" and send.key is not None:
-                            send.lost_race = True
-                        else:
-                            send.error = exc
-                    except BusError as exc:
-                        send.error = exc
-        except BaseException as exc:  # the transaction failed as a whole: nothing of the group is stored
-            for send in group:
-                send.accepted, send.error, send.lost_race = None, exc, False
-
-    def _accept_alone(self, send: _Send) -> None:
-        """A send that lost a race with another node on its key or message id: settled on its own."""
-        send.accepted, send.lost_race = None, False
-        try:
-            send.accepted = idempotency.accept_checked(self.db, send.data, send.key, window=self.window,
-                                                       actor=send.actor)
+            return idempotency.accept_checked(self.db, send.data, send.key, window=self.window, actor=send.actor)
         except BaseException as exc:
-            send.error = exc
+            return exc
 
-    def _announce(self, fresh: list) -> None:
-        try:
+    def _announce(self, outcomes: list) -> None:
+        fresh = [o.message for o in outcomes if isinstance(o, Accepted) and not o.replayed]
+        if fresh:
             self.on_committed(fresh)
-        except Exception:  # stored already: the outbox sweep enqueues what was not
-            log.exception("group commit: %d stored message(s) not announced or enqueued", len(fresh))
-
-    def _hand_over(self) -> None:
-        """Let the first queued send's caller write the next group, or mark the committer idle."""
-        with self._lock:
-            if self._queue:
-                successor = self._queue[0]
-                successor.leads = True
-                successor.ready.set()
-            else:
-                self._writing = False

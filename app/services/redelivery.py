@@ -84,13 +84,22 @@ def ack_many(db: Database, sandbox_id: str, seqs: list[int], on_acked: Callable[
              ) -> list[str | BusError]:
     """Record the recipient's ACKs of the entries `seqs` in one transaction; for each seq, in order, its message
     id or the error `ack` would have raised for it alone (a refused ACK changes nothing)."""
-    outcomes: list[str | BusError] = []
+    return ack_runs(db, [(sandbox_id, seqs)], on_acked)[0]
+
+
+def ack_runs(db: Database, runs: list[tuple[str, list[int]]], on_acked: Callable[[float], None] | None = None
+             ) -> list[list[str | BusError]]:
+    """`ack_many` for several (sandbox_id, seqs) runs, all in one transaction; one outcome list per run."""
+    outcomes: list[list[str | BusError]] = []
     with db.write() as session:
-        for seq in seqs:
-            try:
-                outcomes.append(_ack_in(session, sandbox_id, seq, on_acked))
-            except BusError as exc:
-                outcomes.append(exc)
+        for sandbox_id, seqs in runs:
+            run: list[str | BusError] = []
+            for seq in seqs:
+                try:
+                    run.append(_ack_in(session, sandbox_id, seq, on_acked))
+                except BusError as exc:
+                    run.append(exc)
+            outcomes.append(run)
     return outcomes
 
 

@@ -15,7 +15,6 @@ from flask import request
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 
-from app import metrics
 from app.auth import authenticate_frame, client_address, current_actor, is_authenticated, refuse_credentials, require
 from app.context import BusContext, bus
 from app.errors import BusError, InvalidRequest, TooManyRequests, Unauthorized
@@ -309,8 +308,8 @@ def _on_mailbox_frame(ctx: BusContext, sender: Connection, sandbox_id: str, fram
 
 
 def _on_ack_frames(ctx: BusContext, sender: Connection, sandbox_id: str, frames: list[dict]) -> None:
-    """Record a run of `ack` frames in one transaction; answer each refused one with an `error` frame, in order
-    (a successful ACK gets no reply)."""
+    """Record a run of `ack` frames in one transaction (shared with the runs of other sockets that arrive
+    meanwhile); answer each refused one with an `error` frame, in order (a successful ACK gets no reply)."""
     try:
         require("mailbox.settle", sandbox_id=sandbox_id)
     except BusError as exc:
@@ -324,7 +323,7 @@ def _on_ack_frames(ctx: BusContext, sender: Connection, sandbox_id: str, frames:
         except BusError as exc:
             outcomes.append(exc)
     seqs = [outcome for outcome in outcomes if not isinstance(outcome, BusError)]
-    recorded = iter(redelivery.ack_many(ctx.db, sandbox_id, seqs, on_acked=metrics.observe_ack) if seqs else ())
+    recorded = iter(ctx.acks.submit((sandbox_id, seqs)) if seqs else ())
     for outcome in outcomes:
         error = outcome if isinstance(outcome, BusError) else next(recorded)
         if isinstance(error, BusError):
