@@ -31,10 +31,17 @@ SCRIPTS = {
     "sockets": ["--sockets", "1000", "--hold", "1", "--rest-requests", "50"],
     "collaborate": ["--calls", "100", "--warmup", "10"],
 }
+# name -> the full run's arguments where they differ from the script's defaults
+FULL = {
+    "latency": ["--rates", "50,200,400"],  # 400/s: about twice what the bus sustains (target 6, overload)
+    "fanout": ["--sockets", "1000,10000"],
+}
 
 EPILOG = """\
-Scripts, in order (each with its defaults, or with --quick with small sizes, the whole set in ~5 min on 2 cores):
+Scripts, in order (each with its defaults and the full-run arguments below, or with --quick with small sizes,
+the whole quick set in ~5 min on 2 cores):
 {scripts}
+Full-run arguments: {full}
 results.md: a header (CPU model and count, RAM, kernel, Python, redis-server and PostgreSQL versions, date, git
 commit), then per script its command line, duration, exit code and its stdout in a code block. The file is
 rewritten after each script, so an interrupted run keeps what finished. Exit code: 0 when every script exited
@@ -44,7 +51,8 @@ Examples:
   .venv/bin/python bench/run_all.py --quick
   .venv/bin/python bench/run_all.py --only latency,fanout --output /tmp/results.md
   make bench                      # the full set
-""".format(scripts="\n".join(f"  {name:<12} --quick: {' '.join(args)}" for name, args in SCRIPTS.items()))
+""".format(scripts="\n".join(f"  {name:<12} --quick: {' '.join(args)}" for name, args in SCRIPTS.items()),
+           full="; ".join(f"{name} {' '.join(args)}" for name, args in FULL.items()))
 
 
 def parse_args(argv=None):
@@ -107,7 +115,7 @@ def machine_description() -> list[str]:
 
 def run_script(name: str, quick: bool) -> dict:
     """Run bench/<name>.py (quick sizes when `quick`), echoing its stdout line by line; its record."""
-    argv = [sys.executable, str(BENCH / f"{name}.py")] + (SCRIPTS[name] if quick else [])
+    argv = [sys.executable, str(BENCH / f"{name}.py")] + (SCRIPTS[name] if quick else FULL.get(name, []))
     python = Path(sys.executable)
     python = python.relative_to(REPO_ROOT) if python.is_relative_to(REPO_ROOT) else python
     shown = shlex.join([str(python), f"bench/{name}.py", *argv[2:]])
