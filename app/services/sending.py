@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from app.db import Database
 from app.errors import BusError, Forbidden
 from app.models import BROADCAST, Message, Role
-from app.services import audit, dead_letters, idempotency, messages, policies
+from app.services import audit, dead_letters, messages, policies
 from app.services.admission import Admission
 from app.services.directory import Directory
 from app.services.group_commit import GroupCommitter
@@ -129,15 +129,17 @@ class SendService:
         with self.db.write() as session:
             return [(index, self._store_one(session, index, data, actor)) for index, data in checked]
 
-    def _store_one(self, session, index: int, data: dict, actor: audit.Actor) -> ItemResult:
+    @staticmethod
+    def _store_one(session, index: int, data: dict, actor: audit.Actor) -> ItemResult:
+        message = messages.new_message(data)
         try:
             with session.begin_nested():
-                accepted = idempotency.accept_in(session, data, None, window=self.idempotency_window, actor=actor)
+                messages.store(session, message, client_chose_id=bool(data.get("message_id")), actor=actor)
         except IntegrityError:  # a client-chosen id stored since our check (PostgreSQL) or twice in this batch
-            return ItemResult(index, error=messages.duplicate_message_id(data.get("message_id")))
+            return ItemResult(index, error=messages.duplicate_message_id(message.id))
         except BusError as exc:
             return ItemResult(index, error=exc)
-        return ItemResult(index, message=accepted.message)
+        return ItemResult(index, message=message)
 
     def _check_sender(self, data: dict, sender: Sender) -> None:
         """A sandbox sends only as itself (403 sandbox_mismatch, never rewritten); a direct message obeys the
