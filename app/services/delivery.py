@@ -5,18 +5,49 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from sqlalchemy import insert, select
+from sqlalchemy import Boolean, DateTime, String, bindparam, case, literal, select, update
 
 from app.db import Database
 from app.errors import UnknownMessage
 from app.models import (
-    ACK_REQUIRED_TYPES, BROADCAST, MailboxEntry, Message, MessageStatus, Sandbox, SandboxStatus, utcnow,
+    ACK_REQUIRED_TYPES, BROADCAST, EntryState, MailboxEntry, Message, MessageStatus, Sandbox, SandboxStatus, utcnow,
 )
 from app.services import audit, dead_letters, policies
 from app.services.events import entries_notification
 from app.services.redelivery import RedeliveryPolicy, expire_unrouted, expires_at, is_expired
 
 log = logging.getLogger(__name__)
+
+_SANDBOXES = Sandbox.__table__
+_ROUTE_CHUNK = 5000  # recipients per statement (bound parameters: SQLite and PostgreSQL cap them)
+_TIMESTAMP = DateTime(timezone=True)
+_ADVANCE_HEADS = (update(_SANDBOXES).where(_SANDBOXES.c.id.in_(bindparam("ids", expanding=True)))
+                  .values(head_seq=_SANDBOXES.c.head_seq + 1))
+
+
+def _add_entries_statement():
+    """INSERT … SELECT of one entry per recipient in `ids` at its (already advanced) head seq: a connected
+    recipient gets it pushed now, as attempt 1, and then waits until `first_wait` (None: no ACK needed) for
+    its ACK."""
+    online = _SANDBOXES.c.status == SandboxStatus.ONLINE
+    columns = {
+        "sandbox_id": _SANDBOXES.c.id,
+        "seq": _SANDBOXES.c.head_seq,
+        "message_id": bindparam("message_id", type_=String()),
+        "state": literal(EntryState.DELIVERED),
+        "attempts": case((online, 1), else_=0),
+        "requires_ack": bindparam("requires_ack", type_=Boolean()),
+        "next_attempt_at": case((online, bindparam("first_wait", type_=_TIMESTAMP))),
+        "expires_at": bindparam("expires_at", type_=_TIMESTAMP),
+        "created_at": bindparam("now", type_=_TIMESTAMP),
+        "updated_at": bindparam("now", type_=_TIMESTAMP),
+    }
+    rows = (select(*(value.label(name) for name, value in columns.items()))
+            .where(_SANDBOXES.c.id.in_(bindparam("ids", expanding=True))))
+    return MailboxEntry.__table__.insert().from_select(list(columns), rows)
+
+
+_ADD_ENTRIES = _add_entries_statement()
 
 
 @dataclass
@@ -97,17 +128,13 @@ def _deliver_in(session, message_id: str, policy: RedeliveryPolicy) -> DeliveryR
     now = utcnow()
     requires_ack = message.message_type in ACK_REQUIRED_TYPES
     first_wait = now + policy.wait_after(1)
-    rows = []
-    for sandbox in targets:
-        sandbox.head_seq += 1
-        pushed = sandbox.status == SandboxStatus.ONLINE  # a connected recipient gets it now: attempt 1
-        rows.append({"sandbox_id": sandbox.id, "seq": sandbox.head_seq, "message_id": message_id,
-                     "created_at": now, "updated_at": now, "requires_ack": requires_ack,
-                     "attempts": 1 if pushed else 0,
-                     "next_attempt_at": first_wait if pushed and requires_ack else None,
-                     "expires_at": expires_at(message)})
-    if rows:
-        session.execute(insert(MailboxEntry), rows)
+    rows = [{"sandbox_id": t.id, "seq": t.head_seq + 1} for t in targets]
+    entry_values = {"message_id": message_id, "requires_ack": requires_ack, "now": now,
+                    "first_wait": first_wait if requires_ack else None, "expires_at": expires_at(message)}
+    for start in range(0, len(rows), _ROUTE_CHUNK):  # the heads advance, then each entry takes its new head
+        chunk = [row["sandbox_id"] for row in rows[start:start + _ROUTE_CHUNK]]
+        session.execute(_ADVANCE_HEADS, {"ids": chunk})
+        session.execute(_ADD_ENTRIES, {"ids": chunk, **entry_values})
     result.new_recipients = [row["sandbox_id"] for row in rows]
     for row in rows:
         log.debug("entry delivered", extra={"message_id": message_id, "sandbox_id": row["sandbox_id"],
@@ -128,32 +155,35 @@ def _deliver_in(session, message_id: str, policy: RedeliveryPolicy) -> DeliveryR
     return result
 
 
-def _locked_targets(session, message: Message, exclude: set[str]) -> list[Sandbox]:
-    """The registered recipients of `message` lacking an entry, locked in id order (no deadlocks).
+def _locked_targets(session, message: Message, exclude: set[str]) -> list:
+    """The registered recipients of `message` lacking an entry (rows of id, workspace, status, head_seq), locked
+    in id order (no deadlocks).
 
     A broadcast's recipients are those of the sender's workspace (all, for a sender that is not a registered
     sandbox), less those a deny policy matches.
     """
-    query = select(Sandbox).where(Sandbox.status != SandboxStatus.UNREGISTERED).order_by(Sandbox.id).with_for_update()
+    query = (select(Sandbox.id, Sandbox.workspace, Sandbox.status, Sandbox.head_seq)
+             .where(Sandbox.status != SandboxStatus.UNREGISTERED).order_by(Sandbox.id).with_for_update())
     if message.to_sandbox != BROADCAST:
         query = query.where(Sandbox.id == message.to_sandbox)
-        return [s for s in session.scalars(query) if s.id not in exclude]
-    sender_row = session.get(Sandbox, message.from_sandbox)
-    sender = policies.Endpoint(message.from_sandbox,
-                               sender_row.workspace if sender_row is not None and sender_row.is_registered else None)
+        return [row for row in session.execute(query) if row.id not in exclude]
+    sender_row = session.execute(select(Sandbox.workspace, Sandbox.status)
+                                 .where(Sandbox.id == message.from_sandbox)).first()
+    registered = sender_row is not None and sender_row.status != SandboxStatus.UNREGISTERED
+    sender = policies.Endpoint(message.from_sandbox, sender_row.workspace if registered else None)
     query = query.where(Sandbox.id != message.from_sandbox)
     if sender.workspace is not None:
         query = query.where(Sandbox.workspace == sender.workspace)
     rules = policies.load_rules(session)
     targets = []
-    for sandbox in session.scalars(query):
-        if sandbox.id in exclude:
+    for row in session.execute(query):
+        if row.id in exclude:
             continue
-        recipient = policies.Endpoint(sandbox.id, sandbox.workspace)
+        recipient = policies.Endpoint(row.id, row.workspace)
         if rules and policies.denying_rule(rules, sender, recipient, message.message_type) is not None:
-            log.debug("broadcast %s skips %s: a deny policy matches", message.id, sandbox.id)
+            log.debug("broadcast %s skips %s: a deny policy matches", message.id, row.id)
             continue
-        targets.append(sandbox)
+        targets.append(row)
     return targets
 
 

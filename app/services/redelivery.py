@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, tuple_, update
 
 from app.db import Database
 from app.errors import BusError, Conflict, NotFound
@@ -89,33 +89,58 @@ def ack_many(db: Database, sandbox_id: str, seqs: list[int], on_acked: Callable[
 
 def ack_runs(db: Database, runs: list[tuple[str, list[int]]], on_acked: Callable[[float], None] | None = None
              ) -> list[list[str | BusError]]:
-    """`ack_many` for several (sandbox_id, seqs) runs, all in one transaction; one outcome list per run."""
-    outcomes: list[list[str | BusError]] = []
+    """`ack_many` for several (sandbox_id, seqs) runs, all in one transaction; one outcome list per run.
+
+    The entries are read in one query and settled in one UPDATE, however many sockets the runs came from.
+    """
     with db.write() as session:
-        for sandbox_id, seqs in runs:
-            run: list[str | BusError] = []
-            for seq in seqs:
-                try:
-                    run.append(_ack_in(session, sandbox_id, seq, on_acked))
-                except BusError as exc:
-                    run.append(exc)
-            outcomes.append(run)
+        found = _entries_at(session, {(sandbox_id, seq) for sandbox_id, seqs in runs for seq in seqs})
+        now = utcnow()
+        newly_acked: dict[int, str] = {}  # entry id -> message id
+        outcomes = [[_settle_ack(found.get((sandbox_id, seq)), sandbox_id, seq, now, newly_acked, on_acked)
+                     for seq in seqs] for sandbox_id, seqs in runs]
+        ids = list(newly_acked)
+        for start in range(0, len(ids), _IN_CHUNK):
+            session.execute(_SETTLE_ACKED, {"ids": ids[start:start + _IN_CHUNK], "now": now})
     return outcomes
 
 
-def _ack_in(session, sandbox_id: str, seq: int, on_acked: Callable[[float], None] | None) -> str:
-    entry = _entry(session, sandbox_id, seq)
+_ENTRIES = MailboxEntry.__table__
+_IN_CHUNK = 5000  # keys per statement (bound parameters: SQLite and PostgreSQL cap them)
+_ENTRIES_AT = select(_ENTRIES.c.id, _ENTRIES.c.sandbox_id, _ENTRIES.c.seq, _ENTRIES.c.message_id, _ENTRIES.c.state,
+                     _ENTRIES.c.created_at).where(tuple_(_ENTRIES.c.sandbox_id, _ENTRIES.c.seq).in_(
+                         bindparam("keys", expanding=True)))
+_SETTLE_ACKED = (update(_ENTRIES).where(_ENTRIES.c.id.in_(bindparam("ids", expanding=True)),
+                                        _ENTRIES.c.state == EntryState.DELIVERED)
+                 .values(state=EntryState.ACKED, acked_at=bindparam("now"), updated_at=bindparam("now"),
+                         next_attempt_at=None))
+
+
+def _entries_at(session, keys: set[tuple[str, int]]) -> dict[tuple[str, int], object]:
+    """The entries at (sandbox_id, seq) `keys`, as rows (id, sandbox_id, seq, message_id, state, created_at), by
+    key."""
+    found = {}
+    keys_in_order = sorted(keys)
+    for start in range(0, len(keys_in_order), _IN_CHUNK // 2):
+        for row in session.execute(_ENTRIES_AT, {"keys": keys_in_order[start:start + _IN_CHUNK // 2]}):
+            found[(row.sandbox_id, row.seq)] = row
+    return found
+
+
+def _settle_ack(entry, sandbox_id: str, seq: int, now: datetime, newly_acked: dict[int, str],
+                on_acked: Callable[[float], None] | None) -> str | BusError:
+    """The outcome of one ACK: its message id (the entry joins `newly_acked` on its first ACK), or its refusal."""
+    if entry is None:
+        return _unknown_entry(sandbox_id, seq)
     if entry.state == EntryState.DEAD:
-        raise Conflict(f"entry {seq} of {sandbox_id!r} was dead-lettered; replay it to deliver it again",
-                       code="entry_dead_lettered", details={"sandbox_id": sandbox_id, "seq": seq})
-    if entry.state != EntryState.ACKED:
-        entry.state = EntryState.ACKED
-        entry.acked_at = entry.updated_at = utcnow()
-        entry.next_attempt_at = None
+        return Conflict(f"entry {seq} of {sandbox_id!r} was dead-lettered; replay it to deliver it again",
+                        code="entry_dead_lettered", details={"sandbox_id": sandbox_id, "seq": seq})
+    if entry.state != EntryState.ACKED and entry.id not in newly_acked:
+        newly_acked[entry.id] = entry.message_id
         log.debug("entry acked", extra={"message_id": entry.message_id, "sandbox_id": sandbox_id, "seq": seq,
                                         "state": "acked"})
         if on_acked is not None:
-            on_acked((entry.acked_at - _as_utc(entry.created_at)).total_seconds())
+            on_acked((now - _as_utc(entry.created_at)).total_seconds())
     return entry.message_id
 
 
@@ -136,9 +161,13 @@ def nack(db: Database, sandbox_id: str, seq: int, reason: str) -> dict:
 def _entry(session, sandbox_id: str, seq: int) -> MailboxEntry:
     entry = session.scalar(select(MailboxEntry).where(MailboxEntry.sandbox_id == sandbox_id, MailboxEntry.seq == seq))
     if entry is None:
-        raise NotFound(f"sandbox {sandbox_id!r} has no mailbox entry {seq}", code="unknown_entry",
-                       details={"sandbox_id": sandbox_id, "seq": seq})
+        raise _unknown_entry(sandbox_id, seq)
     return entry
+
+
+def _unknown_entry(sandbox_id: str, seq: int) -> NotFound:
+    return NotFound(f"sandbox {sandbox_id!r} has no mailbox entry {seq}", code="unknown_entry",
+                    details={"sandbox_id": sandbox_id, "seq": seq})
 
 
 def start_attempts(db: Database, sandbox_id: str, since: int, policy: RedeliveryPolicy) -> None:
