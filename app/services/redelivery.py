@@ -96,7 +96,7 @@ def ack_runs(db: Database, runs: list[tuple[str, list[int]]], on_acked: Callable
     with db.write() as session:
         found = _entries_at(session, {(sandbox_id, seq) for sandbox_id, seqs in runs for seq in seqs})
         now = utcnow()
-        newly_acked: dict[int, str] = {}  # entry id -> message id
+        newly_acked: set[int] = set()  # ids of the entries this transaction ACKs
         outcomes = [[_settle_ack(found.get((sandbox_id, seq)), sandbox_id, seq, now, newly_acked, on_acked)
                      for seq in seqs] for sandbox_id, seqs in runs]
         ids = list(newly_acked)
@@ -127,7 +127,7 @@ def _entries_at(session, keys: set[tuple[str, int]]) -> dict[tuple[str, int], ob
     return found
 
 
-def _settle_ack(entry, sandbox_id: str, seq: int, now: datetime, newly_acked: dict[int, str],
+def _settle_ack(entry, sandbox_id: str, seq: int, now: datetime, newly_acked: set[int],
                 on_acked: Callable[[float], None] | None) -> str | BusError:
     """The outcome of one ACK: its message id (the entry joins `newly_acked` on its first ACK), or its refusal."""
     if entry is None:
@@ -136,7 +136,7 @@ def _settle_ack(entry, sandbox_id: str, seq: int, now: datetime, newly_acked: di
         return Conflict(f"entry {seq} of {sandbox_id!r} was dead-lettered; replay it to deliver it again",
                         code="entry_dead_lettered", details={"sandbox_id": sandbox_id, "seq": seq})
     if entry.state != EntryState.ACKED and entry.id not in newly_acked:
-        newly_acked[entry.id] = entry.message_id
+        newly_acked.add(entry.id)
         log.debug("entry acked", extra={"message_id": entry.message_id, "sandbox_id": sandbox_id, "seq": seq,
                                         "state": "acked"})
         if on_acked is not None:
