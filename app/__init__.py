@@ -23,10 +23,10 @@ def create_app(settings: Settings | None = None, *, celery=None, start_listener:
     `celery` is the Celery app used to enqueue deliveries (default: a client for the configured
     broker); `start_listener` starts this process's fanout listener that feeds the WebSockets.
     """
-    from app.api import api
+    from app.api import api, managed as managed_api, workspaces as workspaces_api
     from app.api.errors import register_error_handlers
     from app.auth import authenticate_request, release_unauthenticated_socket
-    from app.broker import CeleryDeliveryQueue, make_celery, transport_options
+    from app.broker import CeleryDeliveryQueue, CeleryLifecycleQueue, make_celery, transport_options
     from app.context import BusContext
     from app.db import Database
     from app.fanout import FanoutListener, KombuNotifier
@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None, *, celery=None, start_listener:
         notifier=MetricsNotifier(KombuNotifier(settings.broker_url, settings.fanout_exchange, options,
                                                settings.broker_kind)),
         hub=Hub(on_change=OPEN_WEBSOCKETS.inc),
+        lifecycle=CeleryLifecycleQueue(celery),
         policy=RedeliveryPolicy.from_settings(settings),
         jwt_secret=auth.jwt_secret(settings.auth_jwt_secret, settings.data_dir / "jwt-secret"),
         rate_limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
@@ -80,6 +81,8 @@ def create_app(settings: Settings | None = None, *, celery=None, start_listener:
     app.before_request(authenticate_request)
     app.teardown_request(release_unauthenticated_socket)
     app.register_blueprint(api)
+    app.register_blueprint(workspaces_api.bp)
+    app.register_blueprint(managed_api.bp)
     sock.init_app(app)
     register_error_handlers(app)
 
@@ -128,6 +131,12 @@ def _readiness(ctx) -> dict[str, str]:
         checks["broker"] = "ok"
     except Exception as exc:
         checks["broker"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+    if ctx.settings.managed_sandboxes:
+        try:
+            ctx.runtime.ping()
+            checks["container_engine"] = "ok"
+        except Exception as exc:
+            checks["container_engine"] = f"{ctx.runtime.describe()}: {str(exc).splitlines()[0][:200]}"
     return checks
 
 

@@ -14,6 +14,7 @@ from app.config import Settings
 log = logging.getLogger(__name__)
 
 DELIVER_TASK = "workers.delivery.deliver"
+CONVERGE_TASK = "workers.lifecycle.converge"
 DELIVER_BATCH_TASK = "workers.delivery.deliver_batch"
 PROTOCOL_MAX_PRIORITY = 9
 
@@ -80,6 +81,8 @@ def tunable_celery_settings(settings: Settings) -> dict:
               "sweep-expired": ("sweep_expired", settings.redelivery_sweep_interval),
               "sweep-heartbeats": ("sweep_heartbeats", settings.redelivery_sweep_interval),
               "purge-idempotency-keys": ("purge_idempotency_keys", IDEMPOTENCY_PURGE_EVERY)}
+    if settings.managed_sandboxes:
+        sweeps["reconcile-sandboxes"] = ("reconcile_sandboxes", settings.reconcile_interval)
     return {
         # A deliver task failing on a database error is retried this many times (backoff 1, 2, 4 ... capped at
         # 10 s, full jitter) before its message is dead-lettered `undeliverable`.
@@ -160,6 +163,19 @@ class CeleryDeliveryQueue:
             self.health.failed(exc)
             raise
         self.health.succeeded()
+
+
+class CeleryLifecycleQueue:
+    """Enqueues `workers.lifecycle.converge` tasks on the `lifecycle` queue, by name."""
+
+    def __init__(self, celery: Celery):
+        self.celery = celery
+
+    def converge(self, sandbox_id: str) -> None:
+        """Send the converge task for `sandbox_id`; raise the broker's error when it cannot (the reconciler sweep
+        converges the sandbox later)."""
+        self.celery.send_task(CONVERGE_TASK, args=[sandbox_id], queue="lifecycle", routing_key="lifecycle",
+                              retry=True, retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2})
 
 
 BUS_QUEUES = ("delivery", "lifecycle", "maintenance")

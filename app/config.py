@@ -130,6 +130,17 @@ class Settings:
     max_unauthenticated_sockets_per_address: int = 10
     worker_metrics_host: str = "127.0.0.1"
     metrics_multiproc_dir: Path | None = None
+    managed_sandboxes: bool = False
+    docker_host: str | None = None
+    sandbox_limit: int = 5
+    bus_public_url: str | None = None
+    bus_instance: str = "collab-bus"
+    default_sandbox_image: str = "aintandem/collab-agent"
+    lifecycle_lease_seconds: float = 60.0
+    lifecycle_state_timeout: float = 120.0
+    container_stop_timeout: float = 10.0
+    reconcile_interval: float = 5.0
+    orphan_grace_seconds: float = 60.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
@@ -187,6 +198,17 @@ class Settings:
                                                          cls.max_unauthenticated_sockets_per_address, minimum=1),
             worker_metrics_host=env.get("WORKER_METRICS_HOST") or cls.worker_metrics_host,
             metrics_multiproc_dir=_path(env, "PROMETHEUS_MULTIPROC_DIR"),
+            managed_sandboxes=_bool(env, "MANAGED_SANDBOXES", cls.managed_sandboxes),
+            docker_host=env.get("DOCKER_HOST") or None,
+            sandbox_limit=_int(env, "SANDBOX_LIMIT", cls.sandbox_limit),
+            bus_public_url=env.get("BUS_PUBLIC_URL") or None,
+            bus_instance=env.get("BUS_INSTANCE") or cls.bus_instance,
+            default_sandbox_image=env.get("DEFAULT_SANDBOX_IMAGE") or cls.default_sandbox_image,
+            lifecycle_lease_seconds=_float(env, "LIFECYCLE_LEASE_SECONDS", cls.lifecycle_lease_seconds),
+            lifecycle_state_timeout=_float(env, "LIFECYCLE_STATE_TIMEOUT", cls.lifecycle_state_timeout),
+            container_stop_timeout=_float(env, "CONTAINER_STOP_TIMEOUT", cls.container_stop_timeout, zero_ok=True),
+            reconcile_interval=_float(env, "RECONCILE_INTERVAL", cls.reconcile_interval),
+            orphan_grace_seconds=_float(env, "ORPHAN_GRACE_SECONDS", cls.orphan_grace_seconds, zero_ok=True),
         )
         values.update(overrides)
         settings = cls(**values)
@@ -216,6 +238,19 @@ class Settings:
         if self.trusted_proxies > MAX_TRUSTED_PROXIES:
             raise ConfigError(f"TRUSTED_PROXIES is the number of proxies in front of the bus (0-{MAX_TRUSTED_PROXIES}), "
                               f"got {self.trusted_proxies}")
+
+    @property
+    def public_url(self) -> str:
+        """The bus's address as containers see it (COLLABORATION_BUS_URL): BUS_PUBLIC_URL, else http://HOST:PORT."""
+        if self.bus_public_url:
+            return self.bus_public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def sandbox_cap(self) -> int | None:
+        """How many managed sandboxes the edition allows at once (None: no limit)."""
+        return None if self.edition == "enterprise" else self.sandbox_limit
 
     @property
     def broker_url(self) -> str:

@@ -14,7 +14,7 @@ from app.services import redelivery
 from app.services.coalescing import Coalescer
 from app.services.directory import Directory
 from app.services.limits import ConcurrencyLimiter, FailureLimiter, RateLimiter
-from app.services.ports import DeliveryQueue, Notifier
+from app.services.ports import DeliveryQueue, LifecycleQueue, Notifier
 from app.services.redelivery import RedeliveryPolicy
 from app.services.sending import SendService
 from app.ws.connections import Connections
@@ -23,14 +23,15 @@ from app.ws.hub import Hub
 
 @dataclass
 class BusContext:
-    """Settings, database, delivery queue, notifier, socket hub, open sockets and redelivery policy of one API
-    process, plus its security state: the sandbox-token signing key and rate limiters."""
+    """Settings, database, delivery and lifecycle queues, notifier, socket hub, open sockets and redelivery policy
+    of one API process, plus its security state: the sandbox-token signing key and rate limiters."""
 
     settings: Settings
     db: Database
     delivery: DeliveryQueue
     notifier: Notifier
     hub: Hub
+    lifecycle: LifecycleQueue
     policy: RedeliveryPolicy = field(default_factory=RedeliveryPolicy)
     background: list = field(default_factory=list)
     jwt_secret: str = ""
@@ -44,6 +45,13 @@ class BusContext:
     def directory(self) -> Directory:
         """This process's cache of sandboxes, API keys and policy rules (app.services.directory)."""
         return Directory(self.db)
+
+    @cached_property
+    def runtime(self):
+        """The container engine of managed sandboxes (DOCKER_HOST), for their logs and status."""
+        from app.runtime.docker_engine import DockerRuntime
+
+        return DockerRuntime(self.settings.docker_host)
 
     @cached_property
     def acks(self) -> Coalescer:

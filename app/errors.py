@@ -5,7 +5,8 @@
     ├── PayloadTooLarge           413 payload_too_large
     ├── NotFound                  404 not_found
     │   ├── UnknownSandbox        404 unknown_sandbox
-    │   └── UnknownMessage        404 unknown_message
+    │   ├── UnknownMessage        404 unknown_message
+    │   └── UnknownWorkspace      404 unknown_workspace
     ├── Unauthorized              401 unauthorized (details.reason: missing, malformed, invalid, expired, revoked, …)
     ├── Forbidden                 403 forbidden (and sandbox_mismatch, policy_denied, …)
     ├── TooManyRequests           429 too_many_requests (Retry-After)
@@ -80,6 +81,15 @@ class UnknownMessage(NotFound):
 
     def __init__(self, message_id: str):
         super().__init__(f"message {message_id!r} does not exist", details={"message_id": message_id})
+
+
+class UnknownWorkspace(NotFound):
+    """No workspace has this id."""
+
+    code = "unknown_workspace"
+
+    def __init__(self, workspace: str):
+        super().__init__(f"workspace {workspace!r} does not exist", details={"workspace": workspace})
 
 
 class Conflict(BusError):

@@ -5,23 +5,45 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from app.broker import CeleryDeliveryQueue, transport_options
+from functools import cached_property
+
+from app.broker import CeleryDeliveryQueue, CeleryLifecycleQueue, transport_options
 from app.db import Database
 from app.fanout import KombuNotifier
 from app.metrics import MetricsNotifier
 from app.services.events import batched
+from app.runtime.docker_engine import DockerRuntime
+from app.services import auth
+from app.services.lifecycle import LifecycleConfig
 from app.services.redelivery import RedeliveryPolicy
 from workers.celery_app import celery_app, settings
 
 
 @dataclass
 class WorkerContext:
-    """The database, notifier, delivery queue and redelivery policy shared by the tasks of one worker process."""
+    """The database, notifier, delivery and lifecycle queues, redelivery policy and container runtime shared by
+    the tasks of one worker process."""
 
     db: Database
     notifier: MetricsNotifier
     delivery: CeleryDeliveryQueue
     policy: RedeliveryPolicy
+    lifecycle_queue: CeleryLifecycleQueue
+
+    @cached_property
+    def runtime(self) -> DockerRuntime:
+        """The container engine managed sandboxes run on (DOCKER_HOST)."""
+        return DockerRuntime(settings.docker_host)
+
+    @cached_property
+    def lifecycle(self) -> LifecycleConfig:
+        """What lifecycle tasks need to start containers: this bus's label, address and token signing key."""
+        return LifecycleConfig(
+            instance=settings.bus_instance, public_url=settings.public_url,
+            jwt_secret=auth.jwt_secret(settings.auth_jwt_secret, settings.data_dir / "jwt-secret"),
+            token_ttl=settings.sandbox_token_ttl, lease_seconds=settings.lifecycle_lease_seconds,
+            stop_timeout=settings.container_stop_timeout,
+        )
 
     def announce(self, notifications: list[dict]) -> None:
         """Publish notifications to every API process, packed into as few fanout messages as is reasonable."""
@@ -44,5 +66,6 @@ def worker_context() -> WorkerContext:
                                                        transport_options(settings), settings.broker_kind)),
                 delivery=CeleryDeliveryQueue(celery_app, settings.broker_kind),
                 policy=RedeliveryPolicy.from_settings(settings),
+                lifecycle_queue=CeleryLifecycleQueue(celery_app),
             )
         return _context

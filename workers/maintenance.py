@@ -1,11 +1,12 @@
 """Periodic upkeep run by beat: outbox sweep, pushing unacknowledged entries again, TTL expiry, purging expired
-idempotency keys."""
+idempotency keys, reconciling managed sandboxes with the container engine."""
 
 from __future__ import annotations
 
 import logging
 
-from app.services import idempotency, messages, redelivery, registry
+from app.runtime import RuntimeFailure
+from app.services import idempotency, messages, reconciler, redelivery, registry
 from workers.celery_app import celery_app, settings
 from workers.context import worker_context
 
@@ -66,3 +67,23 @@ def purge_idempotency_keys() -> int:
     if purged:
         log.info("idempotency purge: %d expired key(s) deleted", purged)
     return purged
+
+
+@celery_app.task(name="workers.maintenance.reconcile_sandboxes")
+def reconcile_sandboxes() -> int:
+    """Compare managed sandboxes with the engine's containers (app.services.reconciler); enqueue what needs
+    converging. Returns how many sandboxes or containers it acted on."""
+    ctx = worker_context()
+    config = reconciler.ReconcileConfig(settings.bus_instance, settings.lifecycle_state_timeout,
+                                        settings.orphan_grace_seconds)
+    try:
+        report = reconciler.reconcile(ctx.db, ctx.runtime, config, ctx.notifier.publish)
+    except RuntimeFailure as exc:
+        log.warning("reconciler: %s", exc.message)
+        return 0
+    for sandbox_id in report.converge:
+        ctx.lifecycle_queue.converge(sandbox_id)
+    if report:
+        log.info("reconciler: converging %s, marked %s, timed out %s, removed orphans %s", report.converge,
+                 report.marked, report.timed_out, [c[:12] for c in report.orphans_removed])
+    return len(report.converge) + len(report.marked) + len(report.timed_out) + len(report.orphans_removed)

@@ -1,10 +1,8 @@
 """The OpenAPI 3.1 document of the REST API, built with apispec from the request schemas (app.schemas) and the
 response schemas (app.schemas.responses), and the self-contained HTML page rendered from it.
 
-`OPERATIONS` lists every operation with its view function (whose docstring gives the summary and description),
-its parameters, body, success answers and the errors it can give; `build_document()` turns it into the
-document served at GET /api/v1/openapi.json, `render_html()` into the page at GET /api/docs. A route without an
-entry here fails tests/test_openapi.py.
+`build_document()` turns app.api.operations' list of operations into the document served at
+GET /api/v1/openapi.json, `render_html()` into the page at GET /api/docs.
 """
 
 from __future__ import annotations
@@ -13,7 +11,6 @@ import html
 import inspect
 import json
 import re
-from dataclasses import dataclass, field
 from functools import lru_cache
 
 from apispec import APISpec
@@ -21,165 +18,14 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from apispec.ext.marshmallow.common import resolve_schema_cls
 from marshmallow import Schema, fields, validate
 
-from app import schemas as req
-from app.api import audit, dead_letters, messages, policies, sandboxes
+from app.api.operations import (
+    AUTHENTICATED_ERRORS, ERROR_DESCRIPTIONS, OPERATIONS, Operation, _identifier_param, docs_operations,
+)
 from app.schemas import responses as res
-from app.schemas.sending import BatchEnvelopeSchema
 
 TITLE = "AInTandem Collaboration Bus"
 API_VERSION = "1"
 OPENAPI_VERSION = "3.1.0"
-SEQ_MAX = req.SEQ_MAX
-
-# Errors by status: when each can happen (the body is always the Error schema).
-ERROR_DESCRIPTIONS = {
-    400: "Invalid request: `invalid_json` (body not strict JSON) or `validation_error` (body, query or header does "
-         "not match the schema; `details` names each field).",
-    401: "No credentials, or credentials that do not authenticate (`details.reason`: missing, invalid, expired, "
-         "revoked, ...).",
-    403: "The caller may not do this: `forbidden` (role, another sandbox's resource), `sandbox_mismatch`, "
-         "`policy_denied`.",
-    404: "Not found: `unknown_sandbox`, `unknown_message`, `unknown_entry`, `unknown_dead_letter`, "
-         "`unknown_policy`, `unknown_correlation_id`, or `not_found` for a path the API does not have.",
-    409: "Conflicts with the current state: `duplicate_message_id`, `idempotency_key_reused`, "
-         "`workspace_mismatch`, `entry_dead_lettered`, `entry_not_pending`.",
-    413: "`payload_too_large`: the body or the message content exceeds the configured limit; `batch_too_large`: a "
-         "batch carries more than `MAX_BATCH_MESSAGES` messages.",
-    429: "`too_many_requests`: the caller's request rate, or failed authentications from its address, are over the "
-         "limit; retry after `Retry-After` seconds.",
-    503: "`database_unavailable`: the database cannot be reached right now; `overloaded` (sends): the delivery "
-         "backlog is full. Retry after `Retry-After` seconds.",
-}
-AUTHENTICATED_ERRORS = (401, 429, 503)  # every operation that needs a token can give these
-
-_identifier_param = {"type": "string", "minLength": 1, "maxLength": 128,
-                     "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*$"}
-_id_param = {"type": "integer", "minimum": 0, "maximum": SEQ_MAX}
-
-
-@dataclass
-class Operation:
-    """One documented operation: `path` relative to /api/v1 unless it starts with "//" (then absolute)."""
-
-    method: str
-    path: str
-    view: object
-    tag: str
-    ok: dict  # status -> response schema class (or a dict: a ready OpenAPI response object)
-    errors: tuple = ()
-    body: type[Schema] | None = None
-    body_required: bool = True
-    query: type[Schema] | None = None
-    header: type[Schema] | None = None
-    path_params: dict = field(default_factory=dict)
-    open: bool = False  # no token needed
-    ok_headers: dict = field(default_factory=dict)
-
-    @property
-    def url(self) -> str:
-        return self.path[1:] if self.path.startswith("//") else f"/api/v1{self.path}"
-
-
-SANDBOX_ID = {"sandbox_id": _identifier_param}
-REPLAYED = {"Idempotent-Replayed": {"description": "`true` when this answers a repeated send with the same "
-                                                   "Idempotency-Key: no new message was accepted.",
-                                    "schema": {"type": "string", "enum": ["true"]}}}
-
-OPERATIONS: list[Operation] = [
-    # messages
-    Operation("post", "/messages", messages.send_message, "messages", {202: res.MessageAcceptedSchema},
-              (400, 403, 404, 409, 413), body=req.AgentMessageSchema, header=req.IdempotencyKeyHeaderSchema,
-              ok_headers=REPLAYED),
-    Operation("post", "/broadcast", messages.broadcast, "messages", {202: res.MessageAcceptedSchema},
-              (400, 403, 404, 409, 413), body=req.BroadcastSchema, header=req.IdempotencyKeyHeaderSchema,
-              ok_headers=REPLAYED),
-    Operation("post", "/messages/batch", messages.send_batch, "messages",
-              {202: res.BatchResultSchema, 207: res.BatchResultSchema}, (400, 403, 413), body=BatchEnvelopeSchema),
-    Operation("get", "/messages/{message_id}", messages.get_message, "messages", {200: res.DeliveryReportSchema},
-              (403, 404), path_params={"message_id": {"type": "string", "minLength": 1}}),
-    # sandboxes
-    Operation("get", "/sandboxes", sandboxes.list_sandboxes, "sandboxes", {200: res.SandboxListSchema},
-              (400, 403), query=req.SandboxListQuery),
-    Operation("post", "/sandboxes/register", sandboxes.register_sandbox, "sandboxes",
-              {200: res.RegisteredSandboxSchema, 201: res.RegisteredSandboxSchema}, (400, 403, 409, 413),
-              body=req.RegisterSandboxSchema),
-    Operation("get", "/sandboxes/{sandbox_id}", sandboxes.get_sandbox, "sandboxes", {200: res.SandboxSchema},
-              (403, 404), path_params=SANDBOX_ID),
-    Operation("delete", "/sandboxes/{sandbox_id}", sandboxes.unregister_sandbox, "sandboxes",
-              {200: res.SandboxSchema}, (403, 404), path_params=SANDBOX_ID),
-    Operation("post", "/sandboxes/{sandbox_id}/token", sandboxes.sandbox_token, "sandboxes",
-              {200: res.SandboxTokenSchema}, (400, 403, 404, 413), body=req.TokenRequestSchema, body_required=False,
-              path_params=SANDBOX_ID),
-    Operation("post", "/sandboxes/{sandbox_id}/heartbeat", sandboxes.sandbox_heartbeat, "sandboxes",
-              {200: res.HeartbeatSchema}, (403, 404), path_params=SANDBOX_ID),
-    # mailbox (polling clients)
-    Operation("get", "/sandboxes/{sandbox_id}/messages", sandboxes.poll_mailbox, "mailbox",
-              {200: res.MailboxPageSchema}, (400, 403, 404), query=req.MailboxQuery, path_params=SANDBOX_ID),
-    Operation("post", "/sandboxes/{sandbox_id}/ack", sandboxes.ack_entry, "mailbox", {200: res.AckResultSchema},
-              (400, 403, 404, 409, 413), body=req.AckSchema, path_params=SANDBOX_ID),
-    Operation("post", "/sandboxes/{sandbox_id}/nack", sandboxes.nack_entry, "mailbox", {200: res.NackResultSchema},
-              (400, 403, 404, 409, 413), body=req.NackSchema, path_params=SANDBOX_ID),
-    # dead letters
-    Operation("get", "/dead-letters", dead_letters.list_dead_letters, "dead-letters",
-              {200: res.DeadLetterPageSchema}, (400, 403), query=req.DeadLetterListQuery),
-    Operation("delete", "/dead-letters", dead_letters.purge_dead_letters, "dead-letters",
-              {200: res.DeadLetterPurgedSchema}, (400, 403), query=req.DeadLetterPurgeQuery),
-    Operation("post", "/dead-letters/replay", dead_letters.replay_dead_letters, "dead-letters",
-              {202: res.BulkReplayResultSchema}, (400, 403, 413), body=req.BulkReplaySchema, body_required=False),
-    Operation("get", "/dead-letters/{dead_letter_id}", dead_letters.get_dead_letter, "dead-letters",
-              {200: res.DeadLetterSchema}, (403, 404), path_params={"dead_letter_id": _id_param}),
-    Operation("delete", "/dead-letters/{dead_letter_id}", dead_letters.delete_dead_letter, "dead-letters",
-              {200: res.DeadLetterDeletedSchema}, (403, 404), path_params={"dead_letter_id": _id_param}),
-    Operation("post", "/dead-letters/{dead_letter_id}/replay", dead_letters.replay_dead_letter, "dead-letters",
-              {202: res.ReplayResultSchema}, (403, 404), path_params={"dead_letter_id": _id_param}),
-    # policies
-    Operation("get", "/policies", policies.list_policies, "policies", {200: res.PolicyListSchema}, (403,)),
-    Operation("post", "/policies", policies.create_policy, "policies", {201: res.PolicyRuleSchema},
-              (400, 403, 413), body=req.PolicySchema),
-    Operation("get", "/policies/{rule_id}", policies.get_policy, "policies", {200: res.PolicyRuleSchema},
-              (403, 404), path_params={"rule_id": {"type": "integer", "minimum": 0}}),
-    Operation("delete", "/policies/{rule_id}", policies.delete_policy, "policies", {200: res.PolicyRuleSchema},
-              (403, 404), path_params={"rule_id": {"type": "integer", "minimum": 0}}),
-    Operation("post", "/policies/check", policies.check_policy, "policies", {200: res.PolicyDecisionSchema},
-              (400, 403, 413), body=req.PolicyCheckSchema),
-    # audit
-    Operation("get", "/audit", audit.list_audit_events, "audit", {200: res.AuditPageSchema}, (400, 403),
-              query=req.AuditQuery),
-]
-
-
-def _docs_operations() -> list[Operation]:
-    """The open operations: health, metrics, this document and its page (no token needed)."""
-    from app.api import docs
-
-    return [
-        Operation("get", "/openapi.json", docs.openapi_document, "meta",
-                  {200: {"description": "This document.",
-                         "content": {"application/json": {"schema": {"type": "object"}}}}}, open=True),
-        Operation("get", "//api/docs", docs.docs_page, "meta",
-                  {200: {"description": "The HTML page.", "content": {"text/html": {"schema": {"type": "string"}}}}},
-                  open=True),
-        Operation("get", "//healthz", _Doc("The process is alive and serving."), "meta", {200: res.HealthSchema},
-                  open=True),
-        Operation("get", "//readyz", _Doc("Ready to serve: the database and the broker answer (503 naming what "
-                                          "does not)."), "meta",
-                  {200: res.ReadySchema, 503: {
-                      "description": "`not_ready`: `details` maps each dependency to `ok` or what failed.",
-                      "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-                      "headers": {"Retry-After": {"schema": {"type": "string"}}}}}, open=True),
-        Operation("get", "//metrics", _Doc("This process's counters in Prometheus text format."), "meta",
-                  {200: {"description": "Prometheus text exposition format.",
-                         "content": {"text/plain": {"schema": {"type": "string"}}}}}, open=True),
-    ]
-
-
-class _Doc:
-    """A stand-in for a view defined inside create_app: just its docstring."""
-
-    def __init__(self, doc: str):
-        self.__doc__ = doc
-        self.__name__ = ""
-
 
 # ------------------------------------------------------------------------------------------ apispec glue
 
@@ -321,15 +167,15 @@ def build_document() -> dict:
     plugin = MarshmallowPlugin(schema_name_resolver=_schema_name)
     spec = APISpec(title=TITLE, version=API_VERSION, openapi_version=OPENAPI_VERSION, plugins=[plugin],
                    info={"description": DESCRIPTION},
-                   tags=[{"name": t} for t in ("messages", "sandboxes", "mailbox", "dead-letters", "policies",
-                                               "audit", "meta")],
+                   tags=[{"name": t} for t in ("messages", "sandboxes", "managed sandboxes", "workspaces", "mailbox", "dead-letters",
+                                               "policies", "audit", "meta")],
                    security=[{"bearerAuth": []}])
     plugin.converter.add_attribute_function(_composed_validators)
     spec.components.security_scheme("bearerAuth", {
         "type": "http", "scheme": "bearer",
         "description": "An API key (`cbk_…`) or a sandbox token (a JWT from registration or POST "
                        "/sandboxes/{id}/token)."})
-    operations = [*OPERATIONS, *_docs_operations()]
+    operations = [*OPERATIONS, *docs_operations()]
     schema_classes = [res.ErrorSchema] + [
         cls for op in operations for cls in (op.body, *op.ok.values())
         if isinstance(cls, type) and issubclass(cls, Schema)]

@@ -13,7 +13,8 @@ from app.schemas import (
     AckSchema, MailboxQuery, NackSchema, RegisterSandboxSchema, SandboxListQuery, TokenRequestSchema, load_or_raise,
     query_args,
 )
-from app.services import audit, auth, mailbox, redelivery, registry
+from app.models import SandboxState
+from app.services import audit, auth, mailbox, managed, redelivery, registry
 from app.services.events import SANDBOX_REGISTERED, SANDBOX_UNREGISTERED, event_notification
 
 
@@ -103,9 +104,17 @@ def nack_entry(sandbox_id: str):
 
 @api.delete("/sandboxes/<sandbox_id>")
 def unregister_sandbox(sandbox_id: str):
-    """Unregister a sandbox (its tokens stop working); its mailbox is kept for a later re-registration."""
+    """Unregister a sandbox (its tokens stop working); its mailbox is kept for a later re-registration.
+
+    A managed sandbox is deleted instead: 202, its container is stopped and removed by a lifecycle task, and then
+    it is unregistered."""
     require("sandboxes.unregister", sandbox_id=sandbox_id)
     ctx = bus()
+    if registry.is_managed(ctx.db, sandbox_id):
+        require("sandboxes.manage")
+        sandbox = managed.request_state(ctx.db, sandbox_id, SandboxState.DELETED, current_actor())
+        managed.converge_later(ctx.lifecycle, [sandbox_id])
+        return jsonify(sandbox), 202
     sandbox = registry.unregister(ctx.db, sandbox_id, actor=current_actor())
     ctx.notifier.publish(event_notification(SANDBOX_UNREGISTERED, sandbox_id=sandbox_id))
     return jsonify(sandbox)

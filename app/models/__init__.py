@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -25,13 +25,16 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def aware(moment: datetime | None) -> datetime | None:
+    """`moment` with its UTC offset (SQLite hands back naive datetimes, which are stored as UTC)."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=timezone.utc)
+
+
 def isoformat(moment: datetime | None) -> str | None:
     """ISO 8601 with an explicit UTC offset; SQLite hands back naive datetimes, which are stored as UTC."""
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.isoformat()
+    return None if moment is None else aware(moment).isoformat()
 
 
 class Base(DeclarativeBase):
@@ -46,6 +49,27 @@ class SandboxStatus:
     ONLINE = "online"
     OFFLINE = "offline"
     UNREGISTERED = "unregistered"
+
+
+class SandboxState:
+    """Values of Sandbox.state, the container's lifecycle (managed sandboxes only; None for self-registered ones).
+
+    Lifecycle tasks move it `creating → created → starting → running → stopping → stopped → deleting → deleted`,
+    or to `error` (with `state_reason`) when the engine refuses or a transitional state outlives its timeout.
+    """
+
+    CREATING = "creating"
+    CREATED = "created"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    DELETING = "deleting"
+    DELETED = "deleted"
+    ERROR = "error"
+
+    TRANSITIONAL = (CREATING, STARTING, STOPPING, DELETING)
+    DESIRABLE = (RUNNING, STOPPED, DELETED)  # what an operator may ask for (Sandbox.desired_state)
 
 
 class Sandbox(Base):
@@ -68,11 +92,38 @@ class Sandbox(Base):
     unregistered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Sandbox tokens carry the version they were issued under; bumping it (unregister, rotation) revokes them.
     token_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Managed sandboxes (a container the bus runs): what was asked (desired_state) and what the engine does (state).
+    managed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    desired_state: Mapped[str | None] = mapped_column(String(16))
+    state: Mapped[str | None] = mapped_column(String(16), index=True)
+    state_reason: Mapped[str | None] = mapped_column(Text)
+    state_changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    container_id: Mapped[str | None] = mapped_column(String(80))
+    container_created_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    spec: Mapped[dict | None] = mapped_column(JSON)
+    # The per-sandbox lifecycle lock: held by one task at a time, and lapses by itself when its holder dies.
+    lease_owner: Mapped[str | None] = mapped_column(String(80))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_activity_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     @property
     def is_registered(self) -> bool:
         """True unless the sandbox was unregistered."""
         return self.status != SandboxStatus.UNREGISTERED
+
+
+class Workspace(Base):
+    """A workspace: the scope of sandboxes, policies, broadcasts and registrar keys, with the defaults its managed
+    sandboxes start from (`settings`: default_image, default_limits, idle_stop_minutes)."""
+
+    __tablename__ = "workspaces"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    name: Mapped[str] = mapped_column(String(ID_LENGTH))
+    description: Mapped[str] = mapped_column(Text, default="")
+    settings: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class MessageStatus:
@@ -290,8 +341,8 @@ class DirectoryGeneration(Base):
 metadata = Base.metadata
 
 __all__ = [
-    "BROADCAST", "Base", "metadata", "Sandbox", "SandboxStatus", "Message", "MessageStatus",
+    "BROADCAST", "Base", "metadata", "Sandbox", "SandboxStatus", "SandboxState", "Workspace", "Message", "MessageStatus",
     "MailboxEntry", "EntryState", "ACK_REQUIRED_TYPES", "DeadLetter", "IdempotencyKey", "IDEMPOTENCY_KEY_LENGTH",
     "Role", "KEY_ROLES", "ApiKey", "AuditEvent", "Policy", "DirectoryGeneration",
-    "utcnow", "isoformat",
+    "utcnow", "isoformat", "aware",
 ]

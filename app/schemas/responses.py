@@ -170,6 +170,14 @@ class SandboxSchema(ResponseSchema):
     settled_seq = Int()
     last_heartbeat = Timestamp(allow_none=True)
     registered_at = Timestamp(allow_none=True)
+    managed = fields.Boolean(required=True, metadata={"description": "true: the bus runs its container; the fields "
+                                                                     "below are present then (GET …/status)."})
+    desired_state = fields.String()
+    state = fields.String()
+    state_reason = fields.String(allow_none=True)
+    state_changed_at = fields.String(allow_none=True, metadata={"format": "date-time"})
+    container_id = fields.String(allow_none=True)
+    spec = fields.Dict(keys=fields.String())
 
 
 class RegisteredSandboxSchema(SandboxSchema):

@@ -50,6 +50,10 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "policies.read": frozenset({Role.ADMIN, Role.OPERATOR, Role.VIEWER}),
     "policies.manage": frozenset({Role.ADMIN, Role.OPERATOR}),
     "audit.read": frozenset({Role.ADMIN, Role.OPERATOR}),
+    "workspaces.read": frozenset({Role.ADMIN, Role.OPERATOR, Role.VIEWER, Role.SANDBOX}),
+    "workspaces.manage": frozenset({Role.ADMIN, Role.OPERATOR}),
+    "sandboxes.manage": frozenset({Role.ADMIN, Role.OPERATOR}),
+    "sandboxes.logs": frozenset({Role.ADMIN, Role.OPERATOR, Role.VIEWER}),
     "keys.manage": frozenset({Role.ADMIN}),
 }
 

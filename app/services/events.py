@@ -15,6 +15,7 @@ MESSAGE_DELIVERED = "message.delivered"
 MESSAGE_DEAD_LETTERED = "message.dead_lettered"
 DEAD_LETTER_REPLAYED = "dead_letter.replayed"
 REQUEST_UNANSWERED = "request.unanswered"
+SANDBOX_STATE_CHANGED = "sandbox.state_changed"  # a managed sandbox's container moved (creating, running, error, ...)
 
 BATCH_SIZE = 100  # notifications per fanout publish (a redelivery carries its message: keep publishes moderate)
 

@@ -1,4 +1,4 @@
-"""The two things services need from the outside world, as protocols: a delivery queue and a notifier."""
+"""What services need from the outside world, as protocols: a delivery queue, a lifecycle queue, a notifier."""
 
 from __future__ import annotations
 
@@ -14,6 +14,14 @@ class DeliveryQueue(Protocol):
 
     def enqueue_many(self, message_ids: list[str], priority: int) -> None:
         """Ask one worker to deliver `message_ids` in their order; raise on failure (the outbox sweep retries)."""
+
+
+class LifecycleQueue(Protocol):
+    """Schedules lifecycle work on managed sandboxes (Celery's `lifecycle` queue in production)."""
+
+    def converge(self, sandbox_id: str) -> None:
+        """Ask a worker to bring `sandbox_id`'s container to its desired state; raise on failure (the reconciler
+        sweep asks again later)."""
 
 
 class Notifier(Protocol):

@@ -9,8 +9,9 @@ from sqlalchemy.exc import IntegrityError
 
 from app.db import Database
 from app.errors import Conflict, UnknownSandbox
-from app.models import EntryState, MailboxEntry, Sandbox, SandboxStatus, isoformat, utcnow
-from app.services import audit
+from app.models import EntryState, MailboxEntry, Sandbox, SandboxState, SandboxStatus, isoformat, utcnow
+from app.services import audit, workspaces
+from app.services.managed import container_view
 from app.services.directory import mark_changed
 from app.services.events import SANDBOX_OFFLINE, SANDBOX_ONLINE, event_notification
 
@@ -27,6 +28,7 @@ def sandbox_to_dict(sandbox: Sandbox, settled_seq: int) -> dict:
         "settled_seq": settled_seq,
         "last_heartbeat": isoformat(sandbox.last_heartbeat),
         "registered_at": isoformat(sandbox.registered_at),
+        **container_view(sandbox),
     }
 
 
@@ -69,6 +71,7 @@ def _register(db: Database, sandbox_id: str, workspace: str, agents: list, metad
               actor: audit.Actor | None) -> tuple[dict, bool]:
     now = utcnow()
     with db.write() as session:
+        workspaces.ensure(session, workspace)
         sandbox = session.get(Sandbox, sandbox_id)
         created = sandbox is None
         if created:
@@ -114,6 +117,13 @@ def unregister(db: Database, sandbox_id: str, actor: audit.Actor | None = None) 
         if actor is not None:
             audit.record(session, actor, "sandbox.unregistered", target=f"sandbox:{sandbox_id}")
         return _public(session, sandbox)
+
+
+def is_managed(db: Database, sandbox_id: str) -> bool:
+    """True for a managed sandbox (one whose container the bus runs) that is not deleted."""
+    with db.read() as session:
+        sandbox = session.get(Sandbox, sandbox_id)
+        return bool(sandbox is not None and sandbox.managed and sandbox.state != SandboxState.DELETED)
 
 
 def get_registered(db: Database, sandbox_id: str) -> dict:

@@ -1,0 +1,135 @@
+"""A real Docker engine for tests: Debian's dockerd started as root in a temporary directory, with no iptables, no
+bridge and no IP forwarding (environment-notes.md), on a private unix socket; and the images the tests run, made
+locally (no registry is reachable).
+
+`DockerEngine.unavailable()` says why an engine cannot start on this machine (tests skip with that reason).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+BUSYBOX_IMAGE = "collab-test/busybox:1"
+BUSYBOX_BINARY = Path("/bin/busybox")  # Debian's busybox-static
+BUSYBOX_APPLETS = ("sh", "sleep", "echo", "cat", "env", "ls", "true", "false", "kill", "yes", "seq", "head")
+
+
+class DockerEngine:
+    """A dockerd of our own; `url` is its socket (unix://…), `stop()` ends it and removes its directory."""
+
+    def __init__(self):
+        self.dir = Path(tempfile.mkdtemp(prefix="dockerd-", dir="/var/tmp"))
+        self.socket = self.dir / "docker.sock"
+        self.log_path = self.dir / "dockerd.log"
+        self.proc = None
+        self._start()
+
+    @staticmethod
+    def unavailable() -> str | None:
+        """Why no engine can start here (None: it can)."""
+        if shutil.which("dockerd") is None:
+            return "dockerd is not installed (make test-deps installs Debian's docker.io)"
+        if os.geteuid() != 0:
+            return "dockerd must run as root and these tests do not"
+        if not BUSYBOX_BINARY.exists():
+            return f"{BUSYBOX_BINARY} is missing (make test-deps installs Debian's busybox-static)"
+        return None
+
+    @property
+    def url(self) -> str:
+        """The engine's address for the docker package, DOCKER_HOST and the bus's DOCKER_HOST setting."""
+        return f"unix://{self.socket}"
+
+    def _start(self) -> None:
+        last_error = ""
+        for driver in ("overlay2", "vfs"):  # overlay2 fails on some backing file systems; vfs always works
+            self.proc = subprocess.Popen(
+                ["dockerd", "--data-root", str(self.dir / "data"), "--exec-root", str(self.dir / "exec"),
+                 "-H", self.url, "--pidfile", str(self.dir / "dockerd.pid"), f"--storage-driver={driver}",
+                 "--iptables=false", "--ip6tables=false", "--ip-forward=false", "--ip-masq=false", "--bridge=none"],
+                stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT, start_new_session=True,
+            )
+            try:
+                self._wait_ready()
+                self.storage_driver = driver
+                return
+            except RuntimeError as exc:
+                last_error = str(exc)
+                self._terminate()
+        raise RuntimeError(f"dockerd did not start: {last_error}")
+
+    def _wait_ready(self, timeout: float = 30) -> None:
+        import docker
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                tail = self.log_path.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"dockerd exited with {self.proc.returncode}: {tail}")
+            if self.socket.exists():
+                try:
+                    docker.APIClient(base_url=self.url, timeout=5).ping()
+                    return
+                except Exception:
+                    pass
+            time.sleep(0.1)
+        raise RuntimeError(f"dockerd did not answer within {timeout}s")
+
+    def client(self):
+        """A docker.APIClient on this engine."""
+        import docker
+
+        return docker.APIClient(base_url=self.url, timeout=60)
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run the docker CLI against this engine (as an operator would, behind the bus's back)."""
+        return subprocess.run(["docker", "-H", self.url, *args], capture_output=True, text=True, check=check,
+                              timeout=60)
+
+    def import_busybox(self) -> str:
+        """Import a one-binary image (busybox and its applets under /bin), tagged BUSYBOX_IMAGE; its name."""
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            for directory in ("bin", "tmp", "proc", "sys", "dev", "etc"):
+                info = tarfile.TarInfo(directory)
+                info.type, info.mode = tarfile.DIRTYPE, 0o1777 if directory == "tmp" else 0o755
+                tar.addfile(info)
+            tar.add(str(BUSYBOX_BINARY), arcname="bin/busybox")
+            for applet in BUSYBOX_APPLETS:
+                link = tarfile.TarInfo(f"bin/{applet}")
+                link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+                tar.addfile(link)
+        repository, tag = BUSYBOX_IMAGE.split(":")
+        self.client().import_image_from_data(buffer.getvalue(), repository=repository, tag=tag)
+        return BUSYBOX_IMAGE
+
+    def _terminate(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        """Remove every container, stop the engine and delete its directory."""
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                api = self.client()
+                for container in api.containers(all=True):
+                    api.remove_container(container["Id"], force=True)
+            except Exception:
+                pass
+        self._terminate()
+        subprocess.run(["umount", "-R", "-l", str(self.dir / "exec")], capture_output=True)
+        subprocess.run(["umount", "-R", "-l", str(self.dir / "data")], capture_output=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
