@@ -23,7 +23,7 @@ def create_app(settings: Settings | None = None, *, celery=None, start_listener:
     `celery` is the Celery app used to enqueue deliveries (default: a client for the configured
     broker); `start_listener` starts this process's fanout listener that feeds the WebSockets.
     """
-    from app.api import api, managed as managed_api, workspaces as workspaces_api
+    from app.api import api, collaboration as collaboration_api, managed as managed_api, workspaces as workspaces_api
     from app.api.errors import register_error_handlers
     from app.auth import authenticate_request, release_unauthenticated_socket
     from app.broker import CeleryDeliveryQueue, CeleryLifecycleQueue, make_celery, transport_options
@@ -38,6 +38,7 @@ def create_app(settings: Settings | None = None, *, celery=None, start_listener:
     from app.ws.compression import set_permessage_deflate
     from app.ws.connections import Connections
     from app.ws.hub import Hub
+    from app.ws import logs as _logs_socket  # noqa: F401  (registers /ws/sandboxes/<id>/logs on `sock`)
     from app.ws.routes import sock
 
     settings = settings or Settings.from_env()
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None, *, celery=None, start_listener:
         auth_failures=FailureLimiter(settings.auth_failure_limit),
         sockets=Connections(settings.ws_ping_interval),
         unauthenticated_sockets=ConcurrencyLimiter(settings.max_unauthenticated_sockets_per_address),
+        celery=celery,
     )
     if not settings.auth_enabled:
         log.warning("AUTH_ENABLED=false: EVERY CALLER IS AN ADMIN. Use this for local trials only, never on a network.")
@@ -83,6 +85,7 @@ def create_app(settings: Settings | None = None, *, celery=None, start_listener:
     app.register_blueprint(api)
     app.register_blueprint(workspaces_api.bp)
     app.register_blueprint(managed_api.bp)
+    app.register_blueprint(collaboration_api.bp)
     sock.init_app(app)
     register_error_handlers(app)
 

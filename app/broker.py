@@ -197,6 +197,15 @@ def queue_report(settings: Settings, timeout: float = 2.0) -> dict:
     return {}
 
 
+def workers_seen(celery: Celery, timeout: float = 1.0) -> dict[str, list[str]] | None:
+    """The workers that answer Celery's remote control within `timeout` (as `celery inspect active_queues` sees
+    them): {hostname: [queues it consumes]}. None for the in-memory broker, which has no remote control."""
+    if str(celery.conf.broker_url).startswith("memory"):
+        return None
+    replies = celery.control.inspect(timeout=timeout).active_queues() or {}
+    return {host: sorted(queue["name"] for queue in queues or ()) for host, queues in sorted(replies.items())}
+
+
 def queue_depths(settings: Settings, timeout: float = 2.0) -> dict[str, int]:
     """Tasks waiting in each bus queue (all priorities together); empty for the in-memory broker."""
     queues = queue_report(settings, timeout).get("queues", {})

@@ -40,6 +40,7 @@ class BusContext:
     refusal_audit_times: dict = field(default_factory=dict)
     sockets: Connections = field(default_factory=Connections)
     unauthenticated_sockets: ConcurrencyLimiter = field(default_factory=lambda: ConcurrencyLimiter(10))
+    celery: object = None  # the Celery client app (remote control: the workers collaboration status reports)
 
     @cached_property
     def directory(self) -> Directory:

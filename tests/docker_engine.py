@@ -11,6 +11,7 @@ import io
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
 import time
@@ -19,6 +20,17 @@ from pathlib import Path
 BUSYBOX_IMAGE = "collab-test/busybox:1"
 BUSYBOX_BINARY = Path("/bin/busybox")  # Debian's busybox-static
 BUSYBOX_APPLETS = ("sh", "sleep", "echo", "cat", "env", "ls", "true", "false", "kill", "yes", "seq", "head")
+PYTHON_BASE_IMAGE = "collab-test/debian-python:1"  # Debian bookworm with python3 and python3-venv (mmdebstrap)
+AGENT_IMAGE = "collab-test/agent:1"  # that, plus the agent SDK installed from wheels built here
+REPO = Path(__file__).resolve().parent.parent
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "collab-bus-tests"
+AGENT_DOCKERFILE = f"""FROM {PYTHON_BASE_IMAGE}
+COPY wheels /tmp/wheels
+RUN python3 -m venv /opt/venv && /opt/venv/bin/pip install --quiet --no-index --find-links /tmp/wheels \\
+    aintandem-agent-sdk && rm -rf /tmp/wheels
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1
+CMD ["python", "-m", "aintandem_agent_sdk.runner"]
+"""
 
 
 class DockerEngine:
@@ -110,6 +122,20 @@ class DockerEngine:
         self.client().import_image_from_data(buffer.getvalue(), repository=repository, tag=tag)
         return BUSYBOX_IMAGE
 
+    def build_agent_image(self) -> str:
+        """Build AGENT_IMAGE: a Debian root file system made by mmdebstrap (cached in CACHE between runs), imported,
+        with the agent SDK installed from wheels built on this machine (no registry involved). Its name."""
+        self.cli("import", str(debian_python_rootfs()), PYTHON_BASE_IMAGE)
+        context = self.dir / "agent-image"
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(context / "wheels"),
+                        str(REPO / "sdk")], check=True, timeout=600)
+        (context / "Dockerfile").write_text(AGENT_DOCKERFILE)
+        built = subprocess.run(["docker", "-H", self.url, "build", "--network", "none", "-t", AGENT_IMAGE, str(context)],
+                               capture_output=True, text=True, timeout=600, env={**os.environ, "DOCKER_BUILDKIT": "0"})
+        if built.returncode != 0:
+            raise RuntimeError(f"building {AGENT_IMAGE} failed: {built.stdout[-2000:]}{built.stderr[-2000:]}")
+        return AGENT_IMAGE
+
     def _terminate(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
@@ -133,3 +159,18 @@ class DockerEngine:
         subprocess.run(["umount", "-R", "-l", str(self.dir / "exec")], capture_output=True)
         subprocess.run(["umount", "-R", "-l", str(self.dir / "data")], capture_output=True)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def debian_python_rootfs() -> Path:
+    """A tar of a Debian bookworm root file system with python3 and python3-venv, made once by mmdebstrap."""
+    tar = CACHE / "debian-bookworm-python3.tar"
+    if tar.exists():
+        return tar
+    if shutil.which("mmdebstrap") is None:
+        raise RuntimeError("mmdebstrap is not installed (make test-deps installs it)")
+    CACHE.mkdir(parents=True, exist_ok=True)
+    partial = tar.with_suffix(".partial.tar")
+    subprocess.run(["mmdebstrap", "--quiet", "--variant=apt", "--include=python3,python3-venv", "bookworm",
+                    str(partial)], check=True, timeout=900)
+    partial.rename(tar)
+    return tar

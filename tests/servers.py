@@ -301,7 +301,7 @@ class BusProcess:
 
     def __init__(self, mode: str, redis_url: str | None = None, extra_env: dict | None = None,
                  plain_celery_worker: bool = False, rabbitmq: RabbitMQServer | None = None, worker: bool = True,
-                 with_beat: bool = False, scheme: str = "http"):
+                 with_beat: bool = False, scheme: str = "http", port: int | None = None):
         if mode not in ("embedded", "redis", "rabbitmq"):
             raise ValueError(f"unknown bus mode {mode!r}")
         if mode == "redis" and not redis_url:
@@ -319,7 +319,7 @@ class BusProcess:
         self.vhost: str | None = None
         self.redis_database: int | None = None
         self.dir = Path(tempfile.mkdtemp(prefix=f"bus-{mode}-"))
-        self.port = free_port()
+        self.port = port or free_port()
         self.env = {
             **os.environ,
             "DATA_DIR": str(self.dir),

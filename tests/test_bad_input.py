@@ -533,7 +533,8 @@ def test_unknown_route_is_404_json(app, path):
 
 @pytest.mark.parametrize("method, path", [
     ("GET", "/api/v1/broadcast"), ("PUT", "/api/v1/messages"), ("DELETE", "/api/v1/messages/x"),
-    ("PATCH", "/api/v1/sandboxes/a"), ("POST", "/api/v1/sandboxes"), ("PUT", "/api/v1/sandboxes/register"),
+    ("PATCH", "/api/v1/sandboxes/a"), ("PUT", "/api/v1/sandboxes"), ("PUT", "/api/v1/sandboxes/register"),
+    ("POST", "/api/v1/edition"), ("PATCH", "/api/v1/workspaces/a"),
     ("POST", "/api/v1/sandboxes/a/messages"), ("POST", "/healthz"), ("DELETE", "/healthz"),
 ])
 def test_wrong_method_is_405_json(app, method, path):

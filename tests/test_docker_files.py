@@ -476,8 +476,9 @@ def test_agent_dockerfile_installs_the_sdk_and_the_examples():
     copied = " ".join(instructions["COPY"])
     assert re.search(r"(^|\s)sdk(\s|$)", copied) and re.search(r"(^|\s)examples(\s|$)", copied)
     assert re.search(r"pip install \./sdk", " ".join(instructions["RUN"]))
-    cmd = exec_form(instructions["CMD"][-1])
-    assert cmd[0] in ("python", "python3") and (ROOT / cmd[1]).is_file() and cmd[1] == "examples/researcher.py"
+    cmd = exec_form(instructions["CMD"][-1])  # the SDK's generic runner (managed sandboxes start it as is)
+    assert cmd[0] in ("python", "python3") and cmd[1:] == ["-m", "aintandem_agent_sdk.runner"]
+    assert (ROOT / "sdk/aintandem_agent_sdk/runner.py").is_file()
     assert instructions["USER"][-1].split(":")[0] not in ("root", "0")
 
 

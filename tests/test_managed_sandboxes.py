@@ -4,13 +4,14 @@ keeps its records and the engine in agreement."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
 import pytest
 
 from tests.docker_engine import BUSYBOX_IMAGE, DockerEngine
-from tests.servers import BusProcess, bus_client, wait_for
+from tests.servers import BusProcess, bus_client, free_port, wait_for, ws_connect
 
 LABEL = "ai.aintandem.collab"
 # Prints a line, then idles; exits at once on SIGTERM (the engine's stop), and says so.
@@ -33,13 +34,21 @@ def docker_engine():
 @pytest.fixture(scope="module")
 def managed_bus(docker_engine, redis_server):
     """The bus (API, worker and beat on Redis) running managed sandboxes on the test engine, with short timeouts."""
-    process = BusProcess("redis", redis_url=redis_server.url, with_beat=True, extra_env={
+    port = free_port()
+    process = BusProcess("redis", redis_url=redis_server.url, with_beat=True, port=port, extra_env={
+        "BUS_PUBLIC_URL": f"http://127.0.0.1:{port}",
         "MANAGED_SANDBOXES": "true", "DOCKER_HOST": docker_engine.url, "BUS_INSTANCE": f"test-{uuid.uuid4().hex[:8]}",
         "RECONCILE_INTERVAL": "0.5", "ORPHAN_GRACE_SECONDS": "1", "CONTAINER_STOP_TIMEOUT": "2",
         "LIFECYCLE_LEASE_SECONDS": "4", "LIFECYCLE_STATE_TIMEOUT": "30", "EDITION": "enterprise",
     })
     yield process
     process.cleanup()
+
+
+@pytest.fixture(scope="session")
+def agent_image(docker_engine):
+    """The Python agent image (Debian + the SDK from wheels built here), built once per session."""
+    return docker_engine.build_agent_image()
 
 
 @pytest.fixture
@@ -49,8 +58,8 @@ def http(managed_bus):
 
 
 def create(http, sandbox_id: str, **spec) -> dict:
-    answer = http.post("/api/v1/sandboxes", json={"sandbox_id": sandbox_id, "image": BUSYBOX_IMAGE,
-                                                  "command": SERVE, **spec})
+    body = {"sandbox_id": sandbox_id, "image": BUSYBOX_IMAGE, "command": SERVE, **spec}
+    answer = http.post("/api/v1/sandboxes", json={k: v for k, v in body.items() if v is not None})
     assert answer.status_code == 202, answer.text
     return answer.json()
 
@@ -81,7 +90,7 @@ def test_create_run_logs_stop_start_delete(http, managed_bus, docker_engine, uni
     inspected = docker_engine.client().inspect_container(running["container_id"])
     env = dict(item.split("=", 1) for item in inspected["Config"]["Env"])
     assert env["SANDBOX_ID"] == sandbox_id and env["MODE"] == "test" and env["BUS_TOKEN"]
-    assert env["COLLABORATION_BUS_URL"].startswith("http://127.0.0.1:")
+    assert env["COLLABORATION_BUS_URL"] == managed_bus.url
     assert inspected["Config"]["Labels"][f"{LABEL}.sandbox"] == sandbox_id
     assert inspected["Config"]["Labels"][f"{LABEL}.workspace"] == "default"
     host = inspected["HostConfig"]
@@ -121,6 +130,40 @@ def test_followed_logs_end_when_the_container_stops(http, unique):
     exited = wait_state(http, sandbox_id, "stopped")
     assert exited["state_reason"] == "exited with code 0"
     http.delete(f"/api/v1/sandboxes/{sandbox_id}")
+
+
+def test_the_logs_socket_streams_until_the_container_stops(http, managed_bus, unique):
+    sandbox_id = unique("wslogs")
+    create(http, sandbox_id, command=["sh", "-c", "echo first; sleep 1; echo second; sleep 0.5"])
+    wait_for(lambda: http.get(f"/api/v1/sandboxes/{sandbox_id}/status").json()["container_id"], 20, "a container")
+    with ws_connect(f"{managed_bus.ws_url}/ws/sandboxes/{sandbox_id}/logs?tail=10", open_timeout=10) as ws:
+        frames = [json.loads(ws.recv(timeout=20))]
+        while frames[-1]["type"] != "end":
+            frames.append(json.loads(ws.recv(timeout=20)))
+    assert frames[0]["type"] == "welcome" and frames[-1]["reason"] == "the container stopped"
+    assert [f["line"] for f in frames if f["type"] == "log"] == ["first", "second"]
+    with ws_connect(f"{managed_bus.ws_url}/ws/sandboxes/nobody/logs", open_timeout=10) as ws:
+        assert json.loads(ws.recv(timeout=10))["code"] == "unknown_sandbox"
+    http.delete(f"/api/v1/sandboxes/{sandbox_id}")
+
+
+def test_an_idle_sandbox_stops_and_a_message_wakes_it(http, unique):
+    workspace, sandbox_id, poker = unique("sleepy"), unique("napper"), unique("poker")
+    assert http.post("/api/v1/workspaces", json={"id": workspace, "settings": {"idle_stop_minutes": 0.05}}).status_code == 201
+    http.post("/api/v1/sandboxes/register", json={"sandbox_id": poker, "workspace": workspace})
+    create(http, sandbox_id, workspace=workspace)
+    wait_state(http, sandbox_id, "running")
+    stopped = wait_state(http, sandbox_id, "stopped", timeout=20)  # 3 s without traffic
+    assert stopped["desired_state"] == "stopped"
+    trail = http.get("/api/v1/audit", params={"target": f"sandbox:{sandbox_id}", "action": "sandbox.stop_requested"})
+    assert [e["actor"] for e in trail.json()["events"]] == ["system:idle-policy"]
+    sent = http.post("/api/v1/messages", json={"from_sandbox": poker, "from_agent": "a", "to_sandbox": sandbox_id,
+                                               "message_type": "notification", "content": {}})
+    assert sent.status_code == 202
+    assert wait_state(http, sandbox_id, "running")["desired_state"] == "running"
+    http.delete(f"/api/v1/sandboxes/{sandbox_id}")
+    wait_for(lambda: http.get(f"/api/v1/sandboxes/{sandbox_id}").status_code == 404, 20, "the deletion")
+    assert http.delete(f"/api/v1/workspaces/{workspace}?force=true").status_code in (200, 202)
 
 
 def test_a_missing_image_ends_in_error_with_the_engines_message(http, unique):
@@ -180,3 +223,32 @@ def test_a_worker_killed_mid_task_leaves_no_stuck_state(http, managed_bus, uniqu
     stopped = wait_state(http, sandbox_id, "stopped", timeout=30)  # the lease lapses, the reconciler converges it
     assert stopped["container"]["status"] == "exited"
     http.delete(f"/api/v1/sandboxes/{sandbox_id}")
+
+
+def logs_of(http, sandbox_id: str) -> str:
+    answer = http.get(f"/api/v1/sandboxes/{sandbox_id}/logs")
+    return answer.text if answer.status_code == 200 else ""
+
+
+def test_two_agents_collaborate_and_a_message_wakes_a_stopped_one(http, agent_image, unique):
+    responder, asker = unique("responder"), unique("asker")
+    create(http, responder, image=agent_image, command=None, env={"AGENT_NAME": "echoer"})
+    wait_for(lambda: f"agent echoer of sandbox {responder} connected" in logs_of(http, responder), 60,
+             "the responder's agent to connect")
+    ask = json.dumps({"target": responder, "task": "ping", "timeout": 30})
+    create(http, asker, image=agent_image, command=None, env={"AGENT_NAME": "asker", "AGENT_ASK": ask})
+    wait_for(lambda: f"answer from {responder}: " in logs_of(http, asker), 60, "the asker's answer")
+    answer = json.loads(logs_of(http, asker).split(f"answer from {responder}: ", 1)[1].splitlines()[0])
+    assert answer == {"agent": "echoer", "echo": {"task": "ping"}, "sandbox": responder}
+    assert f'request from {asker}: {{"task": "ping"}}' in logs_of(http, responder)
+
+    http.post(f"/api/v1/sandboxes/{responder}/stop")
+    wait_state(http, responder, "stopped")
+    sent = http.post("/api/v1/messages", json={"from_sandbox": asker, "from_agent": "tester", "to_sandbox": responder,
+                                               "message_type": "notification", "content": {"wake": "up"}})
+    assert sent.status_code == 202, sent.text
+    assert wait_state(http, responder, "running")["desired_state"] == "running"
+    wait_for(lambda: f'notification from {asker}: {{"wake": "up"}}' in logs_of(http, responder), 60,
+             "the woken agent to handle the message from its mailbox")
+    for sandbox_id in (asker, responder):
+        http.delete(f"/api/v1/sandboxes/{sandbox_id}")

@@ -13,7 +13,8 @@ from app.fanout import KombuNotifier
 from app.metrics import MetricsNotifier
 from app.services.events import batched
 from app.runtime.docker_engine import DockerRuntime
-from app.services import auth
+from app.models import BROADCAST
+from app.services import auth, managed
 from app.services.lifecycle import LifecycleConfig
 from app.services.redelivery import RedeliveryPolicy
 from workers.celery_app import celery_app, settings
@@ -44,6 +45,13 @@ class WorkerContext:
             token_ttl=settings.sandbox_token_ttl, lease_seconds=settings.lifecycle_lease_seconds,
             stop_timeout=settings.container_stop_timeout,
         )
+
+    def wake(self, results) -> None:
+        """Start the stopped managed sandboxes that just received a direct message (wake on message)."""
+        if not settings.managed_sandboxes:
+            return
+        recipients = [sandbox for r in results if r.message["to_sandbox"] != BROADCAST for sandbox in r.new_recipients]
+        managed.converge_later(self.lifecycle_queue, managed.wake(self.db, recipients, self.notifier.publish))
 
     def announce(self, notifications: list[dict]) -> None:
         """Publish notifications to every API process, packed into as few fanout messages as is reasonable."""

@@ -49,6 +49,7 @@ def deliver(message_id: str) -> int:
         log.error("deliver: message %s does not exist; dropping the task", message_id)
         return 0
     ctx.announce(result.notifications())
+    ctx.wake([result])
     log.debug("deliver: message %s in %d mailbox(es), %d new", message_id, len(result.recipients),
               len(result.new_recipients))
     return len(result.new_recipients)
@@ -61,5 +62,6 @@ def deliver_batch(message_ids: list[str]) -> int:
     ctx = worker_context()
     results = delivery.deliver_many(ctx.db, message_ids, ctx.policy)
     ctx.announce([notification for result in results for notification in result.notifications()])
+    ctx.wake(results)
     log.debug("deliver_batch: %d message(s)", len(results))
     return sum(len(result.new_recipients) for result in results)

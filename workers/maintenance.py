@@ -84,6 +84,7 @@ def reconcile_sandboxes() -> int:
     for sandbox_id in report.converge:
         ctx.lifecycle_queue.converge(sandbox_id)
     if report:
-        log.info("reconciler: converging %s, marked %s, timed out %s, removed orphans %s", report.converge,
-                 report.marked, report.timed_out, [c[:12] for c in report.orphans_removed])
+        log.info("reconciler: converging %s, marked %s, timed out %s, stopped idle %s, removed orphans %s",
+                 report.converge, report.marked, report.timed_out, report.idle_stopped,
+                 [c[:12] for c in report.orphans_removed])
     return len(report.converge) + len(report.marked) + len(report.timed_out) + len(report.orphans_removed)

@@ -167,8 +167,9 @@ def build_document() -> dict:
     plugin = MarshmallowPlugin(schema_name_resolver=_schema_name)
     spec = APISpec(title=TITLE, version=API_VERSION, openapi_version=OPENAPI_VERSION, plugins=[plugin],
                    info={"description": DESCRIPTION},
-                   tags=[{"name": t} for t in ("messages", "sandboxes", "managed sandboxes", "workspaces", "mailbox", "dead-letters",
-                                               "policies", "audit", "meta")],
+                   tags=[{"name": t} for t in ("messages", "sandboxes", "managed sandboxes", "workspaces",
+                                               "collaboration", "mailbox", "dead-letters", "policies", "audit",
+                                               "meta")],
                    security=[{"bearerAuth": []}])
     plugin.converter.add_attribute_function(_composed_validators)
     spec.components.security_scheme("bearerAuth", {

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from marshmallow import Schema
 
 from app import schemas as req
-from app.api import audit, dead_letters, managed, messages, policies, sandboxes, workspaces
+from app.api import audit, collaboration, dead_letters, managed, messages, policies, sandboxes, workspaces
 from app.schemas import managed as managed_req
 from app.schemas import managed_responses as managed_res
 from app.schemas import responses as res
@@ -160,6 +160,13 @@ OPERATIONS: list[Operation] = [
     Operation("post", "/sandboxes/{sandbox_id}/stop", managed.stop_sandbox, "managed sandboxes",
               {202: managed_res.ManagedSandboxSchema}, (403, 404, 409), path_params=SANDBOX_ID),
     Operation("get", "/edition", managed.edition, "managed sandboxes", {200: managed_res.EditionSchema}, (403,)),
+    # collaboration admin
+    Operation("get", "/collaboration/status", collaboration.status, "collaboration",
+              {200: managed_res.CollaborationStatusSchema}, (403,)),
+    Operation("get", "/collaboration/sandboxes", collaboration.sandboxes, "collaboration",
+              {200: managed_res.ConnectionListSchema}, (400, 403), query=managed_req.CollaborationSandboxesQuery),
+    Operation("post", "/collaboration/disconnect", collaboration.disconnect, "collaboration",
+              {200: managed_res.DisconnectedSchema}, (400, 403, 404, 413), body=managed_req.DisconnectSchema),
     # audit
     Operation("get", "/audit", audit.list_audit_events, "audit", {200: res.AuditPageSchema}, (400, 403),
               query=req.AuditQuery),

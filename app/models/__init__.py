@@ -92,6 +92,10 @@ class Sandbox(Base):
     unregistered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Sandbox tokens carry the version they were issued under; bumping it (unregister, rotation) revokes them.
     token_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Where its latest mailbox socket connected: the API node, when, from which address (collaboration admin).
+    connected_node: Mapped[str | None] = mapped_column(String(128))
+    connected_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    connected_address: Mapped[str | None] = mapped_column(String(64))
     # Managed sandboxes (a container the bus runs): what was asked (desired_state) and what the engine does (state).
     managed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     desired_state: Mapped[str | None] = mapped_column(String(16))

@@ -36,7 +36,7 @@ class WorkspaceSettingsSchema(StrictSchema):
 
     default_image = fields.String(validate=_image)
     default_limits = fields.Nested(LimitsSchema)
-    idle_stop_minutes = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=1, max=7 * 24 * 60))
+    idle_stop_minutes = fields.Float(allow_none=True, allow_nan=False, validate=validate.Range(min=0.05, max=7 * 24 * 60))
 
 
 class WorkspaceSchema(StrictSchema):
@@ -101,3 +101,18 @@ class LogsQuery(StrictSchema):
     tail = QueryInteger(load_default=None, validate=validate.Range(min=0, max=100_000))
     since = QueryInteger(load_default=None, validate=validate.Range(min=0, max=10**11))
     follow = QueryBoolean(load_default=False)
+
+
+class CollaborationSandboxesQuery(StrictSchema):
+    """Filter of GET /api/v1/collaboration/sandboxes."""
+
+    workspace = Identifier(load_default=None)
+
+
+class DisconnectSchema(StrictSchema):
+    """Which sandbox to disconnect from every API node, and why (shown to its agent as the close reason)."""
+
+    sandbox_id = Identifier(required=True)
+    reason = fields.String(load_default="disconnected by an operator", validate=validate.And(
+        validate.Length(min=1, max=120),
+        validate.Regexp(r"^[\x20-\x7e]+\Z", error="must be printable ASCII (it travels as the socket's close reason)")))

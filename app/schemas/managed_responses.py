@@ -91,3 +91,61 @@ class EditionSchema(ResponseSchema):
     edition = Str(validate=validate.OneOf(("community", "enterprise")))
     limits = fields.Nested(_EditionLimitsSchema, required=True)
     managed_sandboxes = fields.Nested(_ManagedUseSchema, required=True)
+
+
+class _SandboxCountsSchema(ResponseSchema):
+    online = Int()
+    offline = Int()
+    unregistered = Int()
+
+
+class _RatesSchema(ResponseSchema):
+    accepted = fields.Float(required=True, metadata={"description": "messages accepted per second"})
+    delivered = fields.Float(required=True, metadata={"description": "mailbox entries made per second"})
+    dead_lettered = fields.Float(required=True, metadata={"description": "dead letters per second"})
+
+
+class _WindowsSchema(ResponseSchema):
+    last_60s = fields.Nested(_RatesSchema, required=True)
+    last_300s = fields.Nested(_RatesSchema, required=True)
+
+
+class CollaborationStatusSchema(ResponseSchema):
+    """The team at a glance: sandboxes by status, connected ones, message rates, queue depths, workers (queues and
+    workers are null where the broker cannot tell; `unavailable` says why)."""
+
+    sandboxes = fields.Nested(_SandboxCountsSchema, required=True)
+    connected = Int()
+    message_rates = fields.Nested(_WindowsSchema, required=True)
+    queues = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True, allow_none=True)
+    workers = fields.Dict(keys=fields.String(), values=fields.List(fields.String()), required=True, allow_none=True)
+    unavailable = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
+
+
+class ConnectionSchema(ResponseSchema):
+    """A registered sandbox and where its latest mailbox socket connected (null before it ever did)."""
+
+    sandbox_id = Str()
+    workspace = Str()
+    status = Str(validate=validate.OneOf(SANDBOX_STATUSES))
+    managed = fields.Boolean(required=True)
+    connected = fields.Boolean(required=True)
+    node = Str(allow_none=True)
+    since = Timestamp(allow_none=True)
+    address = Str(allow_none=True)
+    last_heartbeat = Timestamp(allow_none=True)
+
+
+class ConnectionListSchema(ResponseSchema):
+    """Registered sandboxes with their connection details, by id."""
+
+    sandboxes = fields.List(fields.Nested(ConnectionSchema), required=True)
+    count = Int()
+
+
+class DisconnectedSchema(ResponseSchema):
+    """A sandbox disconnected from every API node."""
+
+    sandbox_id = Str()
+    status = Str(validate=validate.Equal("offline"))
+    disconnected = fields.Boolean(required=True)

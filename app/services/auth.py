@@ -54,6 +54,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "workspaces.manage": frozenset({Role.ADMIN, Role.OPERATOR}),
     "sandboxes.manage": frozenset({Role.ADMIN, Role.OPERATOR}),
     "sandboxes.logs": frozenset({Role.ADMIN, Role.OPERATOR, Role.VIEWER}),
+    "collaboration.read": frozenset({Role.ADMIN, Role.OPERATOR, Role.VIEWER}),
+    "collaboration.manage": frozenset({Role.ADMIN, Role.OPERATOR}),
     "keys.manage": frozenset({Role.ADMIN}),
 }
 

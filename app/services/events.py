@@ -15,6 +15,7 @@ MESSAGE_DELIVERED = "message.delivered"
 MESSAGE_DEAD_LETTERED = "message.dead_lettered"
 DEAD_LETTER_REPLAYED = "dead_letter.replayed"
 REQUEST_UNANSWERED = "request.unanswered"
+SANDBOX_WAKING = "sandbox.waking"  # a message arrived for a stopped managed sandbox: it is being started
 SANDBOX_STATE_CHANGED = "sandbox.state_changed"  # a managed sandbox's container moved (creating, running, error, ...)
 
 BATCH_SIZE = 100  # notifications per fanout publish (a redelivery carries its message: keep publishes moderate)
@@ -23,6 +24,11 @@ BATCH_SIZE = 100  # notifications per fanout publish (a redelivery carries its m
 def event_notification(name: str, **data) -> dict:
     """A notification that carries one system event to the /ws/events sockets of every API process."""
     return {"kind": "event", "event": {"event": name, "data": data, "timestamp": time.time()}}
+
+
+def disconnect_notification(sandbox_id: str, reason: str) -> dict:
+    """A notification that every API process closes `sandbox_id`'s mailbox sockets (an operator disconnected it)."""
+    return {"kind": "disconnect", "sandbox_id": sandbox_id, "reason": reason}
 
 
 def entries_notification(message: dict, recipients: list[tuple[str, int]]) -> dict:

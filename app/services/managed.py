@@ -17,7 +17,7 @@ from app.errors import Conflict, Forbidden, UnknownSandbox
 from app.models import Sandbox, SandboxState, SandboxStatus, isoformat, utcnow
 from app.services import audit, workspaces
 from app.services.directory import mark_changed
-from app.services.events import SANDBOX_STATE_CHANGED, event_notification
+from app.services.events import SANDBOX_STATE_CHANGED, SANDBOX_WAKING, event_notification
 from app.services.ports import LifecycleQueue
 
 log = logging.getLogger(__name__)
@@ -136,6 +136,31 @@ def converge_later(queue: LifecycleQueue, sandbox_ids: list[str]) -> None:
             queue.converge(sandbox_id)
         except Exception as exc:
             log.warning("sandbox %s: could not enqueue its lifecycle task (%s); the reconciler will", sandbox_id, exc)
+
+
+def wake(db: Database, sandbox_ids: list[str], emit) -> list[str]:
+    """Ask the stopped managed sandboxes among `sandbox_ids` (recipients of a direct message) to run again: their
+    agent then reads the message from the mailbox. Returns the ids to converge."""
+    if not sandbox_ids:
+        return []
+    asleep = (Sandbox.id.in_(sandbox_ids), Sandbox.managed, Sandbox.desired_state == SandboxState.STOPPED)
+    with db.read() as session:  # the common case, nothing asleep, costs no write transaction
+        if session.scalar(select(func.count()).select_from(Sandbox).where(*asleep)) == 0:
+            return []
+    woken = []
+    with db.write() as session:
+        for sandbox in session.scalars(select(Sandbox).where(*asleep).with_for_update()):
+            sandbox.desired_state, sandbox.state_reason, sandbox.last_activity_at = SandboxState.RUNNING, None, utcnow()
+            audit.record(session, WAKE_ACTOR, "sandbox.start_requested", target=f"sandbox:{sandbox.id}",
+                         previous=SandboxState.STOPPED, reason="a message arrived")
+            woken.append(sandbox.id)
+    for sandbox_id in woken:
+        log.info("sandbox %s: a message arrived while it was stopped; starting it", sandbox_id)
+        emit(event_notification(SANDBOX_WAKING, sandbox_id=sandbox_id))
+    return woken
+
+
+WAKE_ACTOR = audit.Actor("system:wake-on-message", None, None)
 
 
 def get(db: Database, sandbox_id: str) -> dict:

@@ -5,7 +5,9 @@ One pass (`reconcile`):
 - a transitional state (creating, starting, stopping, deleting) older than its timeout becomes `error`;
 - a sandbox recorded `running` whose container died is marked `stopped` with the exit reason; one whose container
   was removed behind the bus's back is marked `error` (both are reported, not restarted: a start brings it back);
-- a container with this bus's label but no sandbox record is an orphan: removed once older than the grace period.
+- a container with this bus's label but no sandbox record is an orphan: removed once older than the grace period;
+- a running sandbox of a workspace with `settings.idle_stop_minutes` that has neither received nor sent a message
+  for that long is asked to stop (a message wakes it again).
 """
 
 from __future__ import annotations
@@ -13,12 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.db import Database
-from app.models import Sandbox, SandboxState, aware, utcnow
+from app.models import MailboxEntry, Message, Sandbox, SandboxState, Workspace, aware, utcnow
 from app.runtime import LABEL_INSTANCE, LABEL_SANDBOX, ContainerInfo, ContainerNotFound, ContainerRuntime
-from app.services import lifecycle
+from app.services import audit, lifecycle, managed
 
 S = SandboxState
 
@@ -40,9 +42,10 @@ class Report:
     marked: list[str] = field(default_factory=list)
     timed_out: list[str] = field(default_factory=list)
     orphans_removed: list[str] = field(default_factory=list)
+    idle_stopped: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.converge or self.marked or self.timed_out or self.orphans_removed)
+        return bool(self.converge or self.marked or self.timed_out or self.orphans_removed or self.idle_stopped)
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,10 @@ def reconcile(db: Database, runtime: ContainerRuntime, config: ReconcileConfig,
             report.converge.append(row.id)
         elif _looks_changed(row, by_sandbox.get(row.id, [])) and observe(db, runtime, row.id, emit):
             report.marked.append(row.id)
+    for sandbox_id in _idle(db, now):
+        managed.request_state(db, sandbox_id, S.STOPPED, IDLE_ACTOR)
+        report.idle_stopped.append(sandbox_id)
+        report.converge.append(sandbox_id)
     known = {row.id for row in rows}
     for sandbox_id, found in by_sandbox.items():
         if sandbox_id in known:
@@ -108,6 +115,30 @@ def observe(db: Database, runtime: ContainerRuntime, sandbox_id: str, emit: Call
     if state != S.RUNNING or container.running:
         return False
     return lifecycle.mark(db, sandbox_id, S.RUNNING, S.STOPPED, lifecycle.exit_reason(container), emit)
+
+
+IDLE_ACTOR = audit.Actor("system:idle-policy", None, None)
+
+
+def _idle(db: Database, now) -> list[str]:
+    """Running sandboxes of workspaces with an idle policy, silent (no mailbox entry, no message sent, no start)
+    for longer than it allows."""
+    with db.read() as session:
+        limits = {w.id: (w.settings or {}).get("idle_stop_minutes") for w in session.scalars(select(Workspace))}
+        limits = {workspace: minutes for workspace, minutes in limits.items() if minutes}
+        if not limits:
+            return []
+        idle = []
+        for sandbox in session.scalars(select(Sandbox).where(
+                Sandbox.managed, Sandbox.workspace.in_(list(limits)), Sandbox.state == S.RUNNING,
+                Sandbox.desired_state == S.RUNNING)):
+            received = session.scalar(select(MailboxEntry.created_at).where(MailboxEntry.sandbox_id == sandbox.id)
+                                      .order_by(MailboxEntry.seq.desc()).limit(1))
+            sent = session.scalar(select(func.max(Message.created_at)).where(Message.from_sandbox == sandbox.id))
+            moments = [aware(m) for m in (sandbox.state_changed_at, sandbox.last_activity_at, received, sent) if m]
+            if moments and (now - max(moments)).total_seconds() > limits[sandbox.workspace] * 60:
+                idle.append(sandbox.id)
+        return idle
 
 
 def _looks_changed(row: _Row, containers: list[ContainerInfo]) -> bool:

@@ -159,13 +159,18 @@ def status_counts(db: Database) -> dict[str, int]:
                                                           SandboxStatus.UNREGISTERED)}
 
 
-def mark_status(db: Database, sandbox_id: str, status: str) -> None:
-    """Set a registered sandbox online or offline (and refresh its heartbeat); unknown ids are ignored."""
+def mark_status(db: Database, sandbox_id: str, status: str, node: str | None = None,
+                address: str | None = None) -> None:
+    """Set a registered sandbox online or offline (and refresh its heartbeat); unknown ids are ignored. Going online
+    with a socket records where it connected (`node`, `address`, since now)."""
     with db.write() as session:
         sandbox = session.get(Sandbox, sandbox_id)
         if sandbox is not None and sandbox.is_registered:
             sandbox.status = status
             sandbox.last_heartbeat = utcnow()
+            if node is not None:
+                sandbox.connected_node, sandbox.connected_address = node, address
+                sandbox.connected_since = sandbox.last_heartbeat
 
 
 def heartbeat(db: Database, sandbox_id: str) -> tuple[dict, list[dict]]:

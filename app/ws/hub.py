@@ -21,8 +21,9 @@ MAX_RECIPIENTS_IN_EVENT = 100
 class Subscriber:
     """One open socket's inbox of outgoing items, filled by the hub and drained by the socket's sender."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_disconnect: Callable[[str], None] | None = None) -> None:
         self.items: queue.SimpleQueue = queue.SimpleQueue()
+        self.on_disconnect = on_disconnect  # closes the socket when an operator disconnects its sandbox
 
     def push(self, item) -> None:
         """Queue `item` for the socket (never blocks)."""
@@ -49,9 +50,9 @@ class Hub:
         self._broadcast: set[Subscriber] = set()
         self._events: set[Subscriber] = set()
 
-    def subscribe_mailbox(self, sandbox_id: str) -> Subscriber:
-        """A new subscriber to `sandbox_id`'s new mailbox entries."""
-        sub = Subscriber()
+    def subscribe_mailbox(self, sandbox_id: str, on_disconnect: Callable[[str], None] | None = None) -> Subscriber:
+        """A new subscriber to `sandbox_id`'s new mailbox entries; `on_disconnect(reason)` closes its socket."""
+        sub = Subscriber(on_disconnect)
         with self._lock:
             self._mailboxes[sandbox_id].add(sub)
             self._on_change(1)
@@ -120,8 +121,17 @@ class Hub:
             self._dispatch_entries(notification["message"], notification["recipients"])
         elif kind == "redeliver":
             self._redeliver(notification)
+        elif kind == "disconnect":
+            self._disconnect(notification["sandbox_id"], notification.get("reason") or "disconnected")
         elif kind == "event":
             self._to_events(notification["event"])
+
+    def _disconnect(self, sandbox_id: str, reason: str) -> None:
+        with self._lock:
+            subscribers = list(self._mailboxes.get(sandbox_id, ()))
+        for sub in subscribers:
+            if sub.on_disconnect is not None:
+                sub.on_disconnect(reason)
 
     def _redeliver(self, notification: dict) -> None:
         with self._lock:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import threading
 from contextlib import contextmanager
@@ -38,6 +39,7 @@ PING_TYPES = ("ping", "heartbeat")
 CLOSE_REPLY_WAIT = 2.0  # seconds a refused socket waits for the client's closing reply
 RECEIVE_POLL = 5.0  # seconds between checks that the socket's reader thread is still alive
 ACK_RUN = 500  # most ack frames already received that are recorded in one transaction
+DISCONNECTED = 4000  # close code of a mailbox socket an operator disconnected (POST /api/v1/collaboration/disconnect)
 
 
 def _message_frame(seq: int, message_json: str, attempt: int | None = None) -> str:
@@ -97,8 +99,13 @@ class MailboxStream:
                 return
 
 
+def node_name() -> str:
+    """This API process as connection details name it: host and process id."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 @contextmanager
-def _opened(ws):
+def opened_socket(ws):
     """The socket's Connection, known to this process's open sockets (pings, graceful stop) while it is open."""
     with bus().sockets.opened(ws, client_address(), request.path) as conn:
         yield conn
@@ -107,13 +114,13 @@ def _opened(ws):
 @sock.route("/ws/sandboxes/<sandbox_id>")
 def mailbox_socket(ws, sandbox_id: str):
     """A sandbox's mailbox: `welcome`, replay of entries after `since`, live entries; the client sends `ack`."""
-    with _opened(ws) as sender:
+    with opened_socket(ws) as sender:
         _serve_mailbox(bus(), ws, sender, sandbox_id)
 
 
 def _serve_mailbox(ctx: BusContext, ws, sender: Connection, sandbox_id: str) -> None:
     try:
-        _authenticate_socket(ctx, ws)
+        authenticate_socket(ctx, ws)
         require("mailbox.read", sandbox_id=sandbox_id)
         since = load_or_raise(MailboxQuery(only=("since",)), query_args(request.args), what="query string")["since"]
         sandbox = registry.get_registered(ctx.db, sandbox_id)
@@ -122,9 +129,9 @@ def _serve_mailbox(ctx: BusContext, ws, sender: Connection, sandbox_id: str) -> 
                                   "mailbox sockets on this node", retry_after=1, code="too_many_sockets",
                                   details={"sandbox_id": sandbox_id, "limit": ctx.settings.max_sockets_per_sandbox})
     except BusError as exc:
-        _refuse(ws, sender, exc)
+        refuse_socket(ws, sender, exc)
         return
-    subscriber = ctx.hub.subscribe_mailbox(sandbox_id)
+    subscriber = ctx.hub.subscribe_mailbox(sandbox_id, on_disconnect=lambda reason: sender.close(DISCONNECTED, reason))
     _set_presence(ctx, sandbox_id, SandboxStatus.ONLINE, SANDBOX_CONNECTED)
     redelivery.start_attempts(ctx.db, sandbox_id, since, ctx.policy)
     stream = MailboxStream(ctx, sender, sandbox_id, since, subscriber)
@@ -145,18 +152,18 @@ def _serve_mailbox(ctx: BusContext, ws, sender: Connection, sandbox_id: str) -> 
 @sock.route("/ws/broadcast")
 def broadcast_socket(ws):
     """Every broadcast message accepted from now on, as `message` frames (no seq: not a mailbox)."""
-    with _opened(ws) as sender:
+    with opened_socket(ws) as sender:
         _stream_channel(ws, sender, bus().hub.subscribe_broadcast)
 
 
 @sock.route("/ws/events")
 def events_socket(ws):
     """System events (sandbox registered/unregistered/connected, message accepted/delivered) as `event` frames."""
-    with _opened(ws) as sender:
+    with opened_socket(ws) as sender:
         _stream_channel(ws, sender, bus().hub.subscribe_events)
 
 
-def _authenticate_socket(ctx: BusContext, ws) -> None:
+def authenticate_socket(ctx: BusContext, ws) -> None:
     """Make sure the socket's caller is authenticated: by its handshake (header or `token` query parameter),
     else by its first frame, `{"type": "auth", "token": "…"}`, within AUTH_FRAME_TIMEOUT seconds (a socket
     silent that long is refused, counted and audited as a failed authentication)."""
@@ -175,10 +182,10 @@ def _authenticate_socket(ctx: BusContext, ws) -> None:
 def _stream_channel(ws, sender: Connection, subscribe) -> None:
     ctx = bus()
     try:
-        _authenticate_socket(ctx, ws)
+        authenticate_socket(ctx, ws)
         require("streams.observe")
     except BusError as exc:
-        _refuse(ws, sender, exc)
+        refuse_socket(ws, sender, exc)
         return
     subscriber = subscribe()
 
@@ -272,7 +279,7 @@ def _drop_connection(ws) -> None:
         pass
 
 
-def _refuse(ws, sender: Connection, exc: BusError) -> None:
+def refuse_socket(ws, sender: Connection, exc: BusError) -> None:
     """Send an `error` frame for `exc`, close with 1008 and wait (briefly) for the client's closing reply.
 
     The wait matters under werkzeug's server (embedded mode): once the handler returns it drains the
@@ -331,8 +338,10 @@ def _on_ack_frames(ctx: BusContext, sender: Connection, sandbox_id: str, frames:
 
 
 def _set_presence(ctx: BusContext, sandbox_id: str, status: str, event: str) -> None:
+    online = status == SandboxStatus.ONLINE
     try:
-        registry.mark_status(ctx.db, sandbox_id, status)
+        registry.mark_status(ctx.db, sandbox_id, status, node=node_name() if online else None,
+                             address=client_address() if online else None)
     except Exception as exc:  # presence is advisory; never break the socket over it
         log.warning("could not mark %s %s: %s", sandbox_id, status, exc)
     ctx.notifier.publish(event_notification(event, sandbox_id=sandbox_id))

@@ -1,4 +1,5 @@
-"""workspaces as a resource of their own, and managed sandboxes (desired and observed container state, lease)
+"""workspaces as a resource of their own, managed sandboxes (desired and observed container state, lease), and
+where each sandbox's latest socket connected
 
 Every workspace name in use (by sandboxes, registrar keys and policies) becomes a workspace row; so does "default".
 
@@ -29,6 +30,9 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_workspaces'))
     )
     with op.batch_alter_table('sandboxes', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('connected_node', sa.String(length=128), nullable=True))
+        batch_op.add_column(sa.Column('connected_since', sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('connected_address', sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column('managed', sa.Boolean(), nullable=False, server_default=sa.false()))
         batch_op.add_column(sa.Column('desired_state', sa.String(length=16), nullable=True))
         batch_op.add_column(sa.Column('state', sa.String(length=16), nullable=True))
@@ -57,6 +61,7 @@ def downgrade() -> None:
     with op.batch_alter_table('sandboxes', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_sandboxes_state'))
         for column in ('last_activity_at', 'lease_expires_at', 'lease_owner', 'spec', 'container_created_at', 'container_id',
-                       'state_changed_at', 'state_reason', 'state', 'desired_state', 'managed'):
+                       'state_changed_at', 'state_reason', 'state', 'desired_state', 'managed',
+                       'connected_address', 'connected_since', 'connected_node'):
             batch_op.drop_column(column)
     op.drop_table('workspaces')

@@ -60,7 +60,8 @@ def _env(name: str) -> str | None:
 class ContainerAgentConfig:
     """Everything about a ContainerAgent that has a sensible default.
 
-    - `workspace`, `metadata`: sent when the sandbox registers.
+    - `workspace`, `metadata`: sent when the sandbox registers (`workspace` defaults to the WORKSPACE environment
+      variable, which the bus sets in managed sandboxes, else "default").
     - `token`: bearer token sent with every call (default: the BUS_TOKEN environment variable).
     - `request_timeout`: seconds for one HTTP call; `connect_timeout`: seconds `start()` may take
       (registering and opening the socket, retried while the bus is not up yet).
@@ -73,7 +74,7 @@ class ContainerAgentConfig:
     - `max_concurrent_handlers`: how many messages are handled at once (1 = strictly in mailbox order).
     """
 
-    workspace: str = "default"
+    workspace: str = field(default_factory=lambda: _env("WORKSPACE") or "default")
     metadata: dict[str, Any] = field(default_factory=dict)
     token: str | None = field(default_factory=lambda: _env("BUS_TOKEN"))
     request_timeout: float = 10.0
