@@ -23,7 +23,9 @@ def create_app(settings: Settings | None = None, *, celery=None, start_listener:
     `celery` is the Celery app used to enqueue deliveries (default: a client for the configured
     broker); `start_listener` starts this process's fanout listener that feeds the WebSockets.
     """
-    from app.api import api, collaboration as collaboration_api, managed as managed_api, workspaces as workspaces_api
+    import importlib
+
+    from app.api import BLUEPRINT_MODULES
     from app.api.errors import register_error_handlers
     from app.auth import authenticate_request, release_unauthenticated_socket
     from app.broker import CeleryDeliveryQueue, CeleryLifecycleQueue, make_celery, transport_options
@@ -82,10 +84,8 @@ def create_app(settings: Settings | None = None, *, celery=None, start_listener:
 
     app.before_request(authenticate_request)
     app.teardown_request(release_unauthenticated_socket)
-    app.register_blueprint(api)
-    app.register_blueprint(workspaces_api.bp)
-    app.register_blueprint(managed_api.bp)
-    app.register_blueprint(collaboration_api.bp)
+    for module in BLUEPRINT_MODULES:
+        app.register_blueprint(importlib.import_module(f"app.api.{module}").bp)
     sock.init_app(app)
     register_error_handlers(app)
 

@@ -33,7 +33,7 @@ if settings.log_level != "DEBUG":  # LOG_LEVEL=DEBUG shows every line
 if settings.broker_kind == "redis":
     close_redis_channels_when_the_broker_is_gone()  # KombuMismatch (one line) on a kombu it was not checked on
 celery_app = make_celery(settings, name="collab_bus")
-celery_app.conf.include = ["workers.delivery", "workers.lifecycle", "workers.maintenance"]
+celery_app.conf.include = ["workers.delivery", "workers.lifecycle", "workers.maintenance", "workers.engine_events"]
 
 
 @worker_ready.connect
@@ -47,16 +47,6 @@ def announce_ready(sender=None, **_) -> None:
     """Print one line when the worker consumes, whatever LOG_LEVEL is (operators and scripts wait for it)."""
     sys.__stdout__.write(f"collab-bus worker {getattr(sender, 'hostname', '')} ready\n")  # past Celery's redirect
     sys.__stdout__.flush()
-
-
-@worker_ready.connect
-def follow_engine_events(**_) -> None:
-    """With managed sandboxes, follow the container engine's events in this worker (app.services.reconciler)."""
-    if settings.managed_sandboxes:
-        from workers.context import worker_context
-        from workers.engine_events import watch_engine
-
-        watch_engine(worker_context(), settings.bus_instance)
 
 
 @after_setup_logger.connect

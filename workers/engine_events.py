@@ -7,13 +7,24 @@ import logging
 import threading
 import time
 
+from celery.signals import worker_ready
+
 from app.runtime import LABEL_INSTANCE, LABEL_SANDBOX, RuntimeFailure
 from app.services import reconciler
+from workers.celery_app import settings
+from workers.context import worker_context
 
 log = logging.getLogger(__name__)
 
 WATCHED = ("die", "oom", "destroy")
 RECONNECT_AFTER = 2.0  # seconds between attempts while the engine cannot be reached
+
+
+@worker_ready.connect
+def follow_engine_events(**_) -> None:
+    """With managed sandboxes, follow the container engine's events in this worker."""
+    if settings.managed_sandboxes:
+        watch_engine(worker_context(), settings.bus_instance)
 
 
 def watch_engine(ctx, instance: str) -> threading.Thread:

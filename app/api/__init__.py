@@ -1,7 +1,7 @@
-"""REST API v1: thin blueprints that validate with a schema, call a service and serialize the result."""
+"""REST API v1: thin blueprints that validate with a schema, call a service and serialize the result.
 
-from flask import Blueprint
+Each module owns its blueprint (`bp`); `BLUEPRINT_MODULES` lists them for the app factory to register.
+"""
 
-api = Blueprint("api", __name__, url_prefix="/api/v1")
-
-from app.api import audit, dead_letters, docs, messages, policies, sandboxes  # noqa: E402,F401  (registers routes on `api`)
+BLUEPRINT_MODULES = ("audit", "dead_letters", "docs", "messages", "policies", "sandboxes", "workspaces", "managed",
+                     "collaboration")

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from flask import jsonify, request
+from flask import Blueprint, jsonify, request
 
-from app.api import api
 from app.auth import require
 from app.context import bus
 from app.schemas import AuditQuery, load_or_raise, query_args
 from app.services import audit
 
+bp = Blueprint("audit", __name__, url_prefix="/api/v1")
 
-@api.get("/audit")
+
+@bp.get("/audit")
 def list_audit_events():
     """Audit rows, oldest first, filtered by action, outcome, actor, target, since/until; paged by `after`."""
     require("audit.read")

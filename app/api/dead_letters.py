@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from flask import jsonify, request
+from flask import Blueprint, jsonify, request
 
-from app.api import api
 from app.api.helpers import json_body
 from app.auth import current_actor, require
 from app.context import BusContext, bus
@@ -16,6 +15,8 @@ from app.schemas import (
 )
 from app.services import audit, dead_letters
 from app.services.dead_letters import DeadLetterFilter
+
+bp = Blueprint("dead_letters", __name__, url_prefix="/api/v1")
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def _filter(data: dict) -> DeadLetterFilter:
     return DeadLetterFilter(**{name: data.get(name) for name in FILTER_FIELDS})
 
 
-@api.get("/dead-letters")
+@bp.get("/dead-letters")
 def list_dead_letters():
     """Dead letters filtered by reason, sandbox_id, message_id, since/until; paged with `after` and `limit`."""
     require("dead_letters.read")
@@ -43,21 +44,21 @@ def list_dead_letters():
     return jsonify(dead_letters.list_page(bus().db, _filter(query), query["after"], query["limit"]))
 
 
-@api.get("/dead-letters/<int:dead_letter_id>")
+@bp.get("/dead-letters/<int:dead_letter_id>")
 def get_dead_letter(dead_letter_id: int):
     """One dead letter with its message."""
     require("dead_letters.read")
     return jsonify(dead_letters.get(bus().db, _known(dead_letter_id)))
 
 
-@api.post("/dead-letters/<int:dead_letter_id>/replay")
+@bp.post("/dead-letters/<int:dead_letter_id>/replay")
 def replay_dead_letter(dead_letter_id: int):
     """Send one dead letter back through delivery as a new attempt series: 202."""
     require("dead_letters.manage")
     return jsonify(_replay(bus(), _known(dead_letter_id)).to_dict()), 202
 
 
-@api.post("/dead-letters/replay")
+@bp.post("/dead-letters/replay")
 def replay_dead_letters():
     """Replay every dead letter matching the body's filter (at most `limit` per call): 202 with the count."""
     require("dead_letters.manage")
@@ -69,7 +70,7 @@ def replay_dead_letters():
     return jsonify({"replayed": len(replayed), "items": replayed}), 202
 
 
-@api.delete("/dead-letters/<int:dead_letter_id>")
+@bp.delete("/dead-letters/<int:dead_letter_id>")
 def delete_dead_letter(dead_letter_id: int):
     """Remove one dead letter."""
     require("dead_letters.manage")
@@ -78,7 +79,7 @@ def delete_dead_letter(dead_letter_id: int):
     return jsonify({"id": dead_letter_id, "deleted": True})
 
 
-@api.delete("/dead-letters")
+@bp.delete("/dead-letters")
 def purge_dead_letters():
     """Remove every dead letter matching the query's filter; `all=true` is needed to purge without a filter."""
     require("dead_letters.manage")

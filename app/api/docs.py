@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from flask import jsonify
+from flask import Blueprint, jsonify
 
-from app.api import api
 from app.api.openapi import build_document, render_html
+
+bp = Blueprint("docs", __name__, url_prefix="/api/v1")
 
 DOCS_PAGE = "/api/docs"
 
 
-@api.get("/openapi.json")
+@bp.get("/openapi.json")
 def openapi_document():
     """The OpenAPI 3.1 document of the REST API (open: no token needed)."""
     return jsonify(build_document())
@@ -22,4 +23,4 @@ def docs_page():
 
 
 # The page lives outside the blueprint's /api/v1 prefix: add it to the app when the blueprint is registered.
-api.record_once(lambda state: state.app.add_url_rule(DOCS_PAGE, "api_docs", docs_page, methods=["GET"]))
+bp.record_once(lambda state: state.app.add_url_rule(DOCS_PAGE, "api_docs", docs_page, methods=["GET"]))

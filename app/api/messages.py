@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from flask import jsonify, request
+from flask import Blueprint, jsonify, request
 
-from app.api import api
 from app.api.helpers import json_body
 from app.auth import current_actor, require
 from app.context import bus
@@ -15,22 +14,24 @@ from app.schemas.sending import BatchEnvelopeSchema
 from app.services import messages
 from app.services.sending import ItemResult, Sender
 
+bp = Blueprint("messages", __name__, url_prefix="/api/v1")
+
 REPLAYED_HEADER = "Idempotent-Replayed"
 
 
-@api.post("/messages")
+@bp.post("/messages")
 def send_message():
     """Accept a direct message (or a broadcast when to_sandbox is "broadcast"): 202 with its id."""
     return _accept(AgentMessageSchema())
 
 
-@api.post("/broadcast")
+@bp.post("/broadcast")
 def broadcast():
     """Accept a message for every registered sandbox of the sender's workspace except the sender: 202 with its id."""
     return _accept(BroadcastSchema())
 
 
-@api.post("/messages/batch")
+@bp.post("/messages/batch")
 def send_batch():
     """Accept several messages, each validated and answered on its own: 202 when all were accepted, else 207 with
     the accepted ids and the per-item errors (not all-or-nothing)."""
@@ -87,7 +88,7 @@ def _accept(schema):
     return body, 202
 
 
-@api.get("/messages/<message_id>")
+@bp.get("/messages/<message_id>")
 def get_message(message_id: str):
     """The message and its delivery state in each recipient's mailbox (a sandbox sees only its own messages)."""
     principal = require("messages.read")

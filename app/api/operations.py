@@ -174,14 +174,15 @@ OPERATIONS: list[Operation] = [
 
 
 def docs_operations() -> list[Operation]:
-    """The open operations: health, metrics, this document and its page (no token needed)."""
-    from app.api import docs
-
+    """The open operations: health, metrics, this document and its page (no token needed). Their views live in
+    app.api.docs and create_app, which import this module, hence the stand-ins carrying their descriptions."""
     return [
-        Operation("get", "/openapi.json", docs.openapi_document, "meta",
+        Operation("get", "/openapi.json", _Doc("The OpenAPI 3.1 document of the REST API (open: no token "
+                                               "needed)."), "meta",
                   {200: {"description": "This document.",
                          "content": {"application/json": {"schema": {"type": "object"}}}}}, open=True),
-        Operation("get", "//api/docs", docs.docs_page, "meta",
+        Operation("get", "//api/docs", _Doc("The API reference as one self-contained HTML page, generated from the "
+                                            "OpenAPI document (open)."), "meta",
                   {200: {"description": "The HTML page.", "content": {"text/html": {"schema": {"type": "string"}}}}},
                   open=True),
         Operation("get", "//healthz", _Doc("The process is alive and serving."), "meta", {200: res.HealthSchema},

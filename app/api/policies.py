@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from flask import jsonify
+from flask import Blueprint, jsonify
 
-from app.api import api
 from app.api.helpers import json_body
 from app.auth import current_actor, require
 from app.context import bus
 from app.schemas import PolicyCheckSchema, PolicySchema, load_or_raise
 from app.services import policies
 
+bp = Blueprint("policies", __name__, url_prefix="/api/v1")
 
-@api.get("/policies")
+
+@bp.get("/policies")
 def list_policies():
     """Every rule, in id order (the order in which deny and allow rules are reported)."""
     require("policies.read")
@@ -20,7 +21,7 @@ def list_policies():
     return jsonify({"policies": rules, "count": len(rules)})
 
 
-@api.post("/policies")
+@bp.post("/policies")
 def create_policy():
     """Add a rule (audited): 201 with the rule, its id, created_by and created_at."""
     require("policies.manage")
@@ -28,21 +29,21 @@ def create_policy():
     return jsonify(policies.create_rule(bus().db, data, current_actor())), 201
 
 
-@api.get("/policies/<int:rule_id>")
+@bp.get("/policies/<int:rule_id>")
 def get_policy(rule_id: int):
     """One rule; 404 `unknown_policy` when there is none."""
     require("policies.read")
     return jsonify(policies.get_rule(bus().db, rule_id))
 
 
-@api.delete("/policies/<int:rule_id>")
+@bp.delete("/policies/<int:rule_id>")
 def delete_policy(rule_id: int):
     """Remove a rule (audited): 200 with the removed rule; 404 `unknown_policy` when there is none."""
     require("policies.manage")
     return jsonify(policies.delete_rule(bus().db, rule_id, current_actor()))
 
 
-@api.post("/policies/check")
+@bp.post("/policies/check")
 def check_policy():
     """Would this send be allowed? `{"allowed", "rule", "reason"}`, decided exactly as the send path decides."""
     require("policies.read")

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from flask import jsonify, request
+from flask import Blueprint, jsonify, request
 
 from app import metrics
-from app.api import api
 from app.api.helpers import json_body
 from app.auth import current_actor, require
 from app.context import bus
@@ -17,8 +16,10 @@ from app.models import SandboxState
 from app.services import audit, auth, mailbox, managed, redelivery, registry
 from app.services.events import SANDBOX_REGISTERED, SANDBOX_UNREGISTERED, event_notification
 
+bp = Blueprint("sandboxes", __name__, url_prefix="/api/v1")
 
-@api.get("/sandboxes")
+
+@bp.get("/sandboxes")
 def list_sandboxes():
     """Registered sandboxes, filtered by `workspace` and `status` (a sandbox token sees its own workspace)."""
     query = load_or_raise(SandboxListQuery(), query_args(request.args), what="query string")
@@ -29,7 +30,7 @@ def list_sandboxes():
     return jsonify({"sandboxes": sandboxes, "count": len(sandboxes)})
 
 
-@api.post("/sandboxes/register")
+@bp.post("/sandboxes/register")
 def register_sandbox():
     """Register a sandbox (201), or update a registered one's agents and metadata (200).
 
@@ -48,7 +49,7 @@ def register_sandbox():
         201 if created else 200
 
 
-@api.post("/sandboxes/<sandbox_id>/token")
+@bp.post("/sandboxes/<sandbox_id>/token")
 def sandbox_token(sandbox_id: str):
     """A fresh token for the sandbox (refresh before expiry); `{"rotate": true}` also revokes all earlier ones."""
     data = load_or_raise(TokenRequestSchema(), json_body(optional=True))
@@ -61,7 +62,7 @@ def sandbox_token(sandbox_id: str):
     return jsonify({"sandbox_id": sandbox_id, **issued})
 
 
-@api.get("/sandboxes/<sandbox_id>")
+@bp.get("/sandboxes/<sandbox_id>")
 def get_sandbox(sandbox_id: str):
     """One registered sandbox (a sandbox token sees those of its own workspace)."""
     require("sandboxes.read")
@@ -70,7 +71,7 @@ def get_sandbox(sandbox_id: str):
     return jsonify(sandbox)
 
 
-@api.post("/sandboxes/<sandbox_id>/heartbeat")
+@bp.post("/sandboxes/<sandbox_id>/heartbeat")
 def sandbox_heartbeat(sandbox_id: str):
     """A sign of life from a sandbox without a socket (or in addition to it): it is online again."""
     require("mailbox.settle", sandbox_id=sandbox_id)
@@ -81,7 +82,7 @@ def sandbox_heartbeat(sandbox_id: str):
     return jsonify({"sandbox_id": sandbox_id, "status": sandbox["status"], "last_heartbeat": sandbox["last_heartbeat"]})
 
 
-@api.post("/sandboxes/<sandbox_id>/ack")
+@bp.post("/sandboxes/<sandbox_id>/ack")
 def ack_entry(sandbox_id: str):
     """ACK mailbox entry `seq` (for clients that poll instead of holding a socket)."""
     require("mailbox.settle", sandbox_id=sandbox_id)
@@ -90,7 +91,7 @@ def ack_entry(sandbox_id: str):
     return jsonify({"sandbox_id": sandbox_id, "seq": data["seq"], "message_id": message_id, "state": "acked"})
 
 
-@api.post("/sandboxes/<sandbox_id>/nack")
+@bp.post("/sandboxes/<sandbox_id>/nack")
 def nack_entry(sandbox_id: str):
     """NACK mailbox entry `seq` with a reason: it is dead-lettered `nacked`."""
     require("mailbox.settle", sandbox_id=sandbox_id)
@@ -102,7 +103,7 @@ def nack_entry(sandbox_id: str):
                     "state": "dead"})
 
 
-@api.delete("/sandboxes/<sandbox_id>")
+@bp.delete("/sandboxes/<sandbox_id>")
 def unregister_sandbox(sandbox_id: str):
     """Unregister a sandbox (its tokens stop working); its mailbox is kept for a later re-registration.
 
@@ -120,7 +121,7 @@ def unregister_sandbox(sandbox_id: str):
     return jsonify(sandbox)
 
 
-@api.get("/sandboxes/<sandbox_id>/messages")
+@bp.get("/sandboxes/<sandbox_id>/messages")
 def poll_mailbox(sandbox_id: str):
     """Mailbox entries after `since` (default 0), at most `limit` (default 100): for clients without a socket."""
     require("mailbox.read", sandbox_id=sandbox_id)
