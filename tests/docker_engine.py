@@ -156,9 +156,15 @@ class DockerEngine:
             except Exception:
                 pass
         self._terminate()
-        subprocess.run(["umount", "-R", "-l", str(self.dir / "exec")], capture_output=True)
-        subprocess.run(["umount", "-R", "-l", str(self.dir / "data")], capture_output=True)
+        for mount_point in self._mounts():  # dockerd leaves exec/netns/default (nsfs) and overlay mounts behind
+            subprocess.run(["umount", "-l", mount_point], capture_output=True)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _mounts(self) -> list[str]:
+        """Mount points under this engine's directory, deepest first."""
+        with open("/proc/mounts") as mounts:
+            points = [line.split()[1] for line in mounts if line.split()[1].startswith(str(self.dir) + "/")]
+        return sorted(points, key=len, reverse=True)
 
 
 def debian_python_rootfs() -> Path:

@@ -223,3 +223,13 @@ def test_viewers_may_look_but_not_manage(tmp_path):
     assert error_of(http.post("/api/v1/sandboxes", json={}, headers=headers), 403)["code"] == "forbidden"
     error_of(http.get("/api/v1/workspaces"), 401)
     ctx.db.dispose()
+
+
+def test_readyz_names_the_container_engine_when_managed_sandboxes_are_on(tmp_path):
+    application = build_app(tmp_path, DOCKER_HOST=f"unix://{tmp_path}/no-engine.sock")
+    answer = application.test_client().get("/readyz")
+    assert answer.status_code == 503 and answer.headers["Retry-After"]
+    error = answer.get_json()["error"]
+    assert error["code"] == "not_ready" and "container_engine" in error["message"]
+    assert f"docker engine at unix://{tmp_path}/no-engine.sock" in error["details"]["container_engine"]
+    application.extensions["bus"].db.dispose()
