@@ -11,7 +11,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from tests.servers import BusProcess, bus_client, wait_for, ws_connect
-from tests.test_workspaces_api import build_app, error_of
+from tests.test_policies import error_of
+from tests.test_workspaces_api import build_app
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from app import create_app
 from app.config import Settings
 from app.migrate import upgrade
 from app.services import registry
+from tests.test_policies import error_of
 
 
 class Recorder:
@@ -49,13 +50,6 @@ def app(tmp_path):
 @pytest.fixture
 def http(app):
     return app.test_client()
-
-
-def error_of(response, status: int) -> dict:
-    assert response.status_code == status, response.get_json()
-    body = response.get_json()["error"]
-    assert body["code"] and body["message"] and "details" in body
-    return body
 
 
 # ------------------------------------------------------------------------------------------- workspaces

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-
 from functools import cached_property
 
 from app.broker import CeleryDeliveryQueue, CeleryLifecycleQueue, transport_options
 from app.db import Database
 from app.fanout import KombuNotifier
 from app.metrics import MetricsNotifier
-from app.services.events import batched
-from app.runtime.docker_engine import DockerRuntime
 from app.models import BROADCAST
+from app.runtime.docker_engine import DockerRuntime
 from app.services import auth, managed
+from app.services.events import batched
 from app.services.lifecycle import LifecycleConfig
 from app.services.redelivery import RedeliveryPolicy
 from workers.celery_app import celery_app, settings

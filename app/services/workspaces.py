@@ -25,19 +25,19 @@ def workspace_to_dict(workspace: Workspace, sandbox_count: int) -> dict:
     }
 
 
+# The sandboxes that keep a workspace in use: registered ones, and managed ones not yet deleted.
+_LIVE = (Sandbox.status != SandboxStatus.UNREGISTERED) | (
+    Sandbox.managed & (Sandbox.state.is_(None) | (Sandbox.state != SandboxState.DELETED)))
+
+
 def _live_sandboxes(workspace_id: str):
-    """The sandboxes that keep a workspace in use: registered ones, and managed ones not yet deleted."""
-    return select(Sandbox).where(Sandbox.workspace == workspace_id).where(
-        (Sandbox.status != SandboxStatus.UNREGISTERED)
-        | (Sandbox.managed & (Sandbox.state.is_(None) | (Sandbox.state != SandboxState.DELETED))))
+    return select(Sandbox).where(Sandbox.workspace == workspace_id, _LIVE)
 
 
 def _counts(session, ids: list[str]) -> dict[str, int]:
     if not ids:
         return {}
-    live = (Sandbox.status != SandboxStatus.UNREGISTERED) | (
-        Sandbox.managed & (Sandbox.state.is_(None) | (Sandbox.state != SandboxState.DELETED)))
-    rows = session.execute(select(Sandbox.workspace, func.count()).where(Sandbox.workspace.in_(ids), live)
+    rows = session.execute(select(Sandbox.workspace, func.count()).where(Sandbox.workspace.in_(ids), _LIVE)
                            .group_by(Sandbox.workspace)).all()
     return dict(rows)
 
