@@ -12,7 +12,7 @@ import sys
 
 WORKER_CLASSES = ("gevent", "gthread")
 DEFAULT_WORKER_CLASS = "gevent"
-_ENTRY_NAMES = ("collab-bus", "cli.py", "-m")  # the console script, `python app/cli.py`, `python -m app.cli`
+_ENTRY_NAMES = ("collab-bus", "-m")  # the console script, `python -m app.cli` (argv[0] is "-m" while app loads)
 
 
 def runs_api_under_gevent(argv: list[str], environ) -> bool:

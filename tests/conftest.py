@@ -1,5 +1,5 @@
-"""Shared fixtures: real redis-server, rabbitmq-server and PostgreSQL, the bus as real processes, a migrated SQLite or
-PostgreSQL database."""
+"""Shared fixtures: real redis-server, rabbitmq-server, PostgreSQL and Docker engine, the bus as real processes (one
+running managed sandboxes), a migrated SQLite or PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import pytest
 from app.config import Settings
 from app.db import Database
 from app.migrate import upgrade
+from tests.docker_engine import DockerEngine
 from tests.postgres import PostgresServer, postgres_settings
-from tests.servers import BusProcess, RabbitMQServer, RedisServer, bus_client
+from tests.servers import BusProcess, RabbitMQServer, RedisServer, bus_client, free_port
 
 
 @pytest.fixture(scope="session")
@@ -98,3 +99,37 @@ def db(request, tmp_path):
     database = Database(settings.database_url)
     yield database
     database.dispose()
+
+
+# --- managed sandboxes on a real engine -------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    """A real dockerd of our own for the session, with the busybox test image imported."""
+    reason = DockerEngine.unavailable()
+    if reason:
+        pytest.skip(f"no Docker engine here: {reason}")
+    engine = DockerEngine()
+    engine.import_busybox()
+    yield engine
+    engine.stop()
+
+
+@pytest.fixture(scope="module")
+def managed_bus(docker_engine, redis_server):
+    """The bus (API, worker and beat on Redis) running managed sandboxes on the test engine, with short timeouts."""
+    port = free_port()
+    process = BusProcess("redis", redis_url=redis_server.url, with_beat=True, port=port, extra_env={
+        "BUS_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "MANAGED_SANDBOXES": "true", "DOCKER_HOST": docker_engine.url, "BUS_INSTANCE": f"test-{uuid.uuid4().hex[:8]}",
+        "RECONCILE_INTERVAL": "0.5", "ORPHAN_GRACE_SECONDS": "1", "CONTAINER_STOP_TIMEOUT": "2",
+        "LIFECYCLE_LEASE_SECONDS": "4", "LIFECYCLE_STATE_TIMEOUT": "30", "EDITION": "enterprise",
+    })
+    yield process
+    process.cleanup()
+
+
+@pytest.fixture(scope="session")
+def agent_image(docker_engine):
+    """The Python agent image (Debian + the SDK from wheels built here), built once per session."""
+    return docker_engine.build_agent_image()

@@ -122,14 +122,17 @@ class Lines:
 
 @pytest.mark.parametrize("command", [
     ["send"], ["tail"], ["sandboxes"], ["sandboxes", "list"], ["dlq"], ["dlq", "list"], ["dlq", "show"],
-    ["dlq", "replay"], ["dlq", "purge"], ["status"],
+    ["dlq", "replay"], ["dlq", "purge"], ["status"], ["sandboxes", "create"], ["sandboxes", "start"],
+    ["sandboxes", "stop"], ["sandboxes", "status"], ["sandboxes", "logs"], ["sandboxes", "rm"], ["workspaces"],
+    ["workspaces", "list"], ["workspaces", "create"], ["workspaces", "show"], ["workspaces", "update"],
+    ["workspaces", "rm"],
 ])
 def test_every_command_has_help_with_examples(command):
     result = CliRunner().invoke(main, [*command, "--help"])
     assert result.exit_code == 0, result.output
     assert "Examples:" in result.output
     assert f"collab-bus {' '.join(command)}" in result.output
-    if command not in (["sandboxes"], ["dlq"]):
+    if command not in (["sandboxes"], ["dlq"], ["workspaces"]):
         assert "--url" in result.output and "--token" in result.output and "DATA_DIR" in result.output
 
 
@@ -253,7 +256,8 @@ def test_sandboxes_list(embedded):
     done = run(embedded, "sandboxes", "list", "--workspace", workspace)
     assert done.returncode == 0, done.stderr
     header, *rows = done.stdout.splitlines()
-    assert header.split() == ["SANDBOX", "WORKSPACE", "STATUS", "AGENTS", "HEAD", "SETTLED", "LAST", "HEARTBEAT"]
+    assert header.split() == ["SANDBOX", "WORKSPACE", "STATUS", "AGENTS", "HEAD", "SETTLED", "LAST", "HEARTBEAT",
+                              "CONTAINER"]
     assert [row.split()[:4] for row in rows] == [[a, workspace, "offline", "worker"],
                                                   [b, workspace, "offline", "worker"]]
 
@@ -261,6 +265,51 @@ def test_sandboxes_list(embedded):
     assert [s["sandbox_id"] for s in listed["sandboxes"]] == [a, b]
     assert run(embedded, "sandboxes", "list", "--workspace", workspace, "--status", "online").stdout == \
         "no sandboxes\n"
+
+
+# --- workspaces -----------------------------------------------------------------------------------------------------
+
+def test_workspaces_create_list_show_update_rm(embedded):
+    workspace = uid("cliws")
+    created = run(embedded, "workspaces", "create", workspace, "--name", "Team A", "--description", "research",
+                  "--default-image", "aintandem/collab-agent:1", "--default-memory", "256", "--idle-stop-minutes", "30")
+    assert created.returncode == 0 and created.stdout == f"created workspace {workspace}\n", created.stderr
+    listed = run(embedded, "workspaces", "list")
+    header, *rows = listed.stdout.splitlines()
+    assert header.split() == ["WORKSPACE", "NAME", "SANDBOXES", "DEFAULT", "IMAGE", "IDLE", "STOP", "CREATED"]
+    assert [row.split()[:6] for row in rows if row.startswith(workspace)] == \
+        [[workspace, "Team", "A", "0", "aintandem/collab-agent:1", "30"]]
+
+    updated = run(embedded, "workspaces", "update", workspace, "--default-cpus", "1.5", "--no-idle-stop")
+    assert updated.returncode == 0, updated.stderr
+    shown = json.loads(run(embedded, "workspaces", "show", workspace, "--json").stdout)
+    assert shown["name"] == "Team A" and shown["description"] == "research"
+    assert shown["settings"] == {"default_image": "aintandem/collab-agent:1", "idle_stop_minutes": None,
+                                 "default_limits": {"memory_mb": 256, "cpus": 1.5}}  # the others kept
+    text = run(embedded, "workspaces", "show", workspace).stdout
+    assert "idle stop:     never" in text and "limits:        memory_mb 256, cpus 1.5" in text
+
+    register(embedded, uid("in-ws"), workspace=workspace)
+    assert "409 workspace_not_empty" in one_line_error(run(embedded, "workspaces", "rm", workspace))
+    declined = run(embedded, "workspaces", "rm", workspace, "--force", input="n\n")
+    assert declined.returncode == 1 and "Remove workspace" in declined.stdout and "1 sandbox?" in declined.stdout
+    removed = run(embedded, "workspaces", "rm", workspace, "--force", input="y\n")
+    assert removed.returncode == 0 and removed.stdout.endswith(f"removed workspace {workspace}\n"), removed.stderr
+    assert "404 unknown_workspace" in one_line_error(run(embedded, "workspaces", "show", workspace))
+
+
+def test_workspaces_bad_input_is_one_line(embedded):
+    workspace = uid("cliws")
+    assert "400 validation_error" in one_line_error(run(embedded, "workspaces", "create", "Not An Id!"))
+    assert "400 validation_error" in one_line_error(
+        run(embedded, "workspaces", "create", workspace, "--default-image", "UPPER/Case"))
+    assert run(embedded, "workspaces", "create", workspace).returncode == 0
+    assert "409 workspace_exists" in one_line_error(run(embedded, "workspaces", "create", workspace))
+    nothing = run(embedded, "workspaces", "update", workspace)
+    assert nothing.returncode == 2 and "nothing to change" in nothing.stderr
+    both = run(embedded, "workspaces", "update", workspace, "--idle-stop-minutes", "5", "--no-idle-stop")
+    assert both.returncode == 2 and "contradict" in both.stderr
+    assert run(embedded, "workspaces", "rm", workspace).stdout == f"removed workspace {workspace}\n"
 
 
 # --- dead letters ---------------------------------------------------------------------------------------------------

@@ -103,7 +103,7 @@ def env_names_read_by(path: Path) -> set[str]:
 
 def server_env_names() -> set[str]:
     names = set()
-    for path in (ROOT / "app" / "config.py", ROOT / "celeryconfig.py", ROOT / "app" / "cli.py"):
+    for path in (ROOT / "app" / "config.py", ROOT / "celeryconfig.py", *sorted((ROOT / "app" / "cli").glob("*.py"))):
         names |= env_names_read_by(path)
     return names
 
@@ -121,7 +121,7 @@ def test_the_env_parser_finds_what_the_code_reads():
     assert {"DATABASE_URL", "REDIS_URL", "RABBITMQ_URL", "MESSAGE_BACKEND", "DATA_DIR", "AUTH_JWT_SECRET",
             "ADMIN_API_KEY", "EDITION", "LOG_LEVEL", "PORT", "ACK_TIMEOUT"} <= server
     assert {"CELERY_PREFETCH_MULTIPLIER", "OUTBOX_SWEEP_INTERVAL", "REDELIVERY_SWEEP_INTERVAL"} <= server  # celeryconfig
-    assert {"API_WORKERS", "API_THREADS", "TLS_CERTFILE"} <= server  # click envvar= in app/cli.py
+    assert {"API_WORKERS", "API_THREADS", "TLS_CERTFILE"} <= server  # click envvar= in app/cli/run.py
     assert {"SANDBOX_ID", "COLLABORATION_BUS_URL", "BUS_TOKEN", "BUS_CURSOR_FILE", "RESEARCHER"} <= agent_env_names()
     assert all(_NAME.match(name) for name in server | agent_env_names())
 

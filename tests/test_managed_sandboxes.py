@@ -6,49 +6,16 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 
 import pytest
 
 from tests.docker_engine import BUSYBOX_IMAGE, DockerEngine
-from tests.servers import BusProcess, bus_client, free_port, wait_for, ws_connect
+from tests.servers import bus_client, wait_for, ws_connect
 
 LABEL = "ai.aintandem.collab"
 # Prints a line, then idles; exits at once on SIGTERM (the engine's stop), and says so.
 SERVE = ["sh", "-c", "echo hello from $SANDBOX_ID in $WORKSPACE; trap 'echo bye; exit 0' TERM; "
                      "while true; do sleep 0.2; done"]
-
-
-@pytest.fixture(scope="session")
-def docker_engine():
-    """A real dockerd of our own for the session, with the busybox test image imported."""
-    reason = DockerEngine.unavailable()
-    if reason:
-        pytest.skip(f"no Docker engine here: {reason}")
-    engine = DockerEngine()
-    engine.import_busybox()
-    yield engine
-    engine.stop()
-
-
-@pytest.fixture(scope="module")
-def managed_bus(docker_engine, redis_server):
-    """The bus (API, worker and beat on Redis) running managed sandboxes on the test engine, with short timeouts."""
-    port = free_port()
-    process = BusProcess("redis", redis_url=redis_server.url, with_beat=True, port=port, extra_env={
-        "BUS_PUBLIC_URL": f"http://127.0.0.1:{port}",
-        "MANAGED_SANDBOXES": "true", "DOCKER_HOST": docker_engine.url, "BUS_INSTANCE": f"test-{uuid.uuid4().hex[:8]}",
-        "RECONCILE_INTERVAL": "0.5", "ORPHAN_GRACE_SECONDS": "1", "CONTAINER_STOP_TIMEOUT": "2",
-        "LIFECYCLE_LEASE_SECONDS": "4", "LIFECYCLE_STATE_TIMEOUT": "30", "EDITION": "enterprise",
-    })
-    yield process
-    process.cleanup()
-
-
-@pytest.fixture(scope="session")
-def agent_image(docker_engine):
-    """The Python agent image (Debian + the SDK from wheels built here), built once per session."""
-    return docker_engine.build_agent_image()
 
 
 @pytest.fixture

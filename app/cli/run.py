@@ -1,14 +1,13 @@
-"""The `collab-bus` command: run the bus (embedded or as separate processes) and manage its database."""
+"""The commands that run the bus: `up` (everything in one process), `api`, `worker` and `beat`."""
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
 import click
-from sqlalchemy.exc import DBAPIError
 
+from app.cli.process import settings as _settings
 from app.config import ConfigError, Settings
 from app.multiprocess_metrics import keep_single_process
 
@@ -17,55 +16,6 @@ Examples:
   collab-bus up                                  # http://127.0.0.1:8000, data in ./data
   collab-bus up --port 9000 --data-dir /tmp/bus
 """
-
-
-class BusGroup(click.Group):
-    """A click group that reports configuration errors as one line and exit code 2."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except ConfigError as exc:
-            click.echo(f"collab-bus: configuration error: {exc}", err=True)
-            sys.exit(2)
-        except DBAPIError as exc:
-            click.echo(f"collab-bus: database error: {str(exc.orig).splitlines()[0]} ({_safe_url(exc)})", err=True)
-            sys.exit(1)
-        except OSError as exc:  # e.g. a DATA_DIR that cannot be created, a port taken
-            where = f" ({exc.filename})" if exc.filename else ""
-            click.echo(f"collab-bus: error: {exc.strerror or exc}{where}", err=True)
-            sys.exit(1)
-
-
-def _safe_url(exc: DBAPIError) -> str:
-    """The failing database URL without its password, for error messages."""
-    try:
-        return Settings.from_env().database_url.split("@")[-1]
-    except ConfigError:
-        return "DATABASE_URL"
-
-
-def _settings(**overrides) -> Settings:
-    """Settings from the environment, with CLI options written back so every component agrees."""
-    for name, value in overrides.items():
-        if value is not None:
-            os.environ[name] = str(value)
-    settings = Settings.from_env()
-    from app.logs import configure
-
-    configure(settings.log_level, settings.log_format)
-    if settings.log_level != "DEBUG":
-        logging.getLogger("alembic").setLevel(logging.WARNING)
-    return settings
-
-
-@click.group(cls=BusGroup, context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
-    """AInTandem Collaboration Bus.
-
-    Configuration comes from environment variables (DATABASE_URL, MESSAGE_BACKEND, REDIS_URL,
-    BROKER_URL, LOG_LEVEL, ...; see the README). Run `collab-bus COMMAND --help` for each command.
-    """
 
 
 def _tls(certfile: str | None, keyfile: str | None) -> tuple[str, str] | None:
@@ -121,7 +71,8 @@ def _with_tls(command):
     return command
 
 
-@main.command(epilog=EPILOG_UP)
+
+@click.command(epilog=EPILOG_UP)
 @click.option("--host", envvar="HOST", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", envvar="PORT", default=8000, type=int, show_default=True, help="Port to listen on.")
 @click.option("--data-dir", envvar="DATA_DIR", default="data", show_default=True,
@@ -148,7 +99,7 @@ def up(host: str, port: int, data_dir: str, worker_threads: int, certfile: str |
     bus.serve_until_signal()
 
 
-@main.command()
+@click.command()
 @click.option("--host", envvar="HOST", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", envvar="PORT", default=8000, type=int, show_default=True, help="Port to listen on.")
 @click.option("--workers", "processes", envvar="API_WORKERS", default=1, show_default=True, type=click.IntRange(min=1),
@@ -183,7 +134,7 @@ def api(host: str, port: int, processes: int, threads: int, migrate: bool, certf
     serve(settings, processes=processes, threads=threads, tls=tls)
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--queues", "-Q", default="delivery,lifecycle,maintenance", show_default=True, help="Queues to consume.")
 @click.option("--concurrency", "-c", default=4, show_default=True, type=click.IntRange(min=1), help="Worker threads.")
 @click.option("--metrics-port", envvar="WORKER_METRICS_PORT", type=int, default=None,
@@ -230,7 +181,7 @@ def _serve_worker_metrics(host: str, port: int) -> None:
     click.echo(f"collab-bus worker: metrics on http://{f'[{host}]' if ':' in host else host}:{port}/metrics")
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 def beat(celery_args: tuple[str, ...]) -> None:
     """Run Celery beat (periodic maintenance such as the outbox sweep); run exactly one per deployment."""
@@ -242,120 +193,3 @@ def beat(celery_args: tuple[str, ...]) -> None:
     celery_app.start(["beat", "-l", settings.log_level, "-s", str(settings.data_dir / "celerybeat-schedule"),
                       *celery_args])
 
-
-@main.group()
-def db() -> None:
-    """Database schema migrations (Alembic) on DATABASE_URL."""
-
-
-@db.command("upgrade")
-@click.argument("revision", default="head")
-def db_upgrade(revision: str) -> None:
-    """Migrate the database up to REVISION (default: head)."""
-    from app.migrate import upgrade
-
-    upgrade(_settings(), revision)
-    click.echo(f"database at {revision}")
-
-
-@db.command("downgrade", context_settings={"ignore_unknown_options": True})
-@click.argument("revision")
-def db_downgrade(revision: str) -> None:
-    """Migrate the database down to REVISION (`base` drops every table)."""
-    from app.migrate import downgrade
-
-    downgrade(_settings(), revision)
-    click.echo(f"database at {revision}")
-
-
-@db.command("current")
-def db_current() -> None:
-    """Show the database's current revision."""
-    from app.migrate import current
-
-    current(_settings())
-
-
-@main.group()
-def keys() -> None:
-    """Manage API keys (admin, operator, viewer, registrar). Keys are stored hashed; a secret is shown once."""
-
-
-@keys.command("create")
-@click.option("--role", required=True, type=click.Choice(["admin", "operator", "viewer", "registrar"]),
-              help="What the key may do (see the README's permission table).")
-@click.option("--name", required=True, help="Who or what holds the key (shown in listings and the audit trail).")
-@click.option("--workspace", default=None, help="For registrar keys: the one workspace it may register sandboxes in.")
-def keys_create(role: str, name: str, workspace: str | None) -> None:
-    """Create a key and print its secret (only now: it is not stored)."""
-    from app.services import audit, auth
-
-    with _database() as database:
-        info, secret = auth.create_key(database, name, role, workspace)
-        audit.record_now(database, audit.Actor("cli", "admin"), "key.created", target=f"key:{info['id']}",
-                         name=name, role=role, workspace=workspace)
-    click.echo(f"created key {info['id']} ({role}{', workspace ' + workspace if workspace else ''}) for {name}:")
-    click.echo(secret)
-
-
-@keys.command("list")
-@click.option("--active", is_flag=True, help="Hide revoked keys.")
-def keys_list(active: bool) -> None:
-    """List keys: id, role, workspace, name, prefix, created, last used, revoked."""
-    from app.services import auth
-
-    with _database() as database:
-        rows = auth.list_keys(database, include_revoked=not active)
-    click.echo(f"{'id':>4}  {'role':<9}  {'workspace':<12}  {'prefix':<12}  {'created':<20}  {'last used':<20}  "
-               f"{'revoked':<20}  name")
-    for key in rows:
-        click.echo(f"{key['id']:>4}  {key['role']:<9}  {key['workspace'] or '-':<12}  {key['prefix']:<12}  "
-                   f"{_short(key['created_at']):<20}  {_short(key['last_used_at']):<20}  "
-                   f"{_short(key['revoked_at']):<20}  {key['name']}")
-
-
-@keys.command("revoke")
-@click.argument("key")
-def keys_revoke(key: str) -> None:
-    """Revoke KEY (its id, name or secret prefix): it stops working at once."""
-    from app.errors import BusError
-    from app.services import audit, auth
-
-    with _database() as database:
-        try:
-            info = auth.revoke_key(database, key)
-        except BusError as exc:
-            raise click.ClickException(exc.message) from None
-        audit.record_now(database, audit.Actor("cli", "admin"), "key.revoked", target=f"key:{info['id']}",
-                         name=info["name"], role=info["role"])
-    click.echo(f"revoked key {info['id']} ({info['role']}) of {info['name']}")
-
-
-def _short(stamp: str | None) -> str:
-    return stamp[:19].replace("T", " ") if stamp else "-"
-
-
-class _database:
-    """The configured database, migrated, as a context manager (for the management commands)."""
-
-    def __enter__(self):
-        from app.db import Database
-        from app.migrate import upgrade
-
-        settings = _settings()
-        upgrade(settings)
-        self.database = Database(settings.database_url)
-        return self.database
-
-    def __exit__(self, *exc_info) -> None:
-        self.database.dispose()
-
-
-from app import cli_ops  # noqa: E402,F401  (registers the operator commands)
-
-if __name__ == "__main__":
-    # `python -m app.cli` runs this file as __main__, a module apart from `app.cli`, the one cli_ops registers
-    # its commands on: run that one's group, so every command is there.
-    from app.cli import main as registered_main
-
-    registered_main()
