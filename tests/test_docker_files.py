@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "docker"
 COMMUNITY = DOCKER / "compose.yaml"
 ENTERPRISE = DOCKER / "compose.enterprise.yaml"
+MANAGED = DOCKER / "compose.managed.yaml"  # an override of COMMUNITY
 COMPOSE_FILES = [COMMUNITY, ENTERPRISE]
 BUS_DOCKERFILE = DOCKER / "Dockerfile"
 AGENT_DOCKERFILE = DOCKER / "Dockerfile.agent"
@@ -231,6 +232,32 @@ def check_volume(entry, declared: set[str], path: Path, where: str) -> tuple[str
     return source, target
 
 
+def check_agent(path: Path, service: dict, declared_volumes: set[str], where: str) -> None:
+    """An agent container runs an example script, or the image's default command (the SDK's generic runner)
+    configured by an AGENT_CONFIG file it mounts, which the runner accepts and whose handler exists."""
+    args = command_list(service)
+    if args:
+        scripts = set(re.findall(r"examples/[\w.-]+\.py", " ".join(args)))
+        assert scripts, f"{where}: an agent container should run an example"
+        for script in scripts:
+            assert (ROOT / script).is_file(), f"{where}: {script} does not exist"
+        return
+    config = environment(service).get("AGENT_CONFIG")
+    assert config, f"{where}: the generic runner without AGENT_CONFIG runs a bare echo agent"
+    mounts = {target: source for source, target in
+              (check_volume(v, declared_volumes, path, where) for v in service.get("volumes") or [])}
+    assert config in mounts, f"{where}: AGENT_CONFIG {config} is not mounted"
+    from aintandem_agent_sdk.runner import load_config
+
+    runner = load_config({"AGENT_CONFIG": str(path.parent / mounts[config])})
+    if runner.handler:
+        module = runner.handler.partition(":")[0]
+        assert (ROOT / (module.replace(".", "/") + ".py")).is_file(), f"{where}: no module for {runner.handler}"
+    if runner.ask:
+        sandboxes = {environment(s).get("SANDBOX_ID") for s in load(path)["services"].values()}
+        assert runner.ask["target"] in sandboxes, f"{where}: asks {runner.ask['target']}, which no service runs"
+
+
 def has_healthcheck(path: Path, service: dict) -> bool:
     check = service.get("healthcheck")
     if check is not None:
@@ -257,10 +284,7 @@ def test_compose_structure(path: Path):
         if service_kind == "bus":
             check_collab_bus_args(args or ["api", "--host", "0.0.0.0"], where)
         elif service_kind == "agent":
-            scripts = set(re.findall(r"examples/[\w.-]+\.py", " ".join(args) or "examples/researcher.py"))
-            assert scripts, f"{where}: an agent container should run an example"
-            for script in scripts:
-                assert (ROOT / script).is_file(), f"{where}: {script} does not exist"
+            check_agent(path, service, declared_volumes, where)
         for entry in service.get("ports") or []:
             check_port(entry, where)
         for entry in service.get("volumes") or []:
@@ -334,6 +358,30 @@ def test_enterprise_compose_migrates_once_before_the_apis():
     published = [str(p).split(":")[-2] for name in apis for p in services[name].get("ports", [])]
     assert len(published) == len(set(published)) == 2, f"APIs need distinct host ports, got {published}"
     assert environment(services["postgres"])["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+
+
+def test_managed_override_gives_the_api_and_worker_the_engine():
+    """compose.managed.yaml, added to compose.yaml, turns managed sandboxes on: the API and the worker reach the
+    engine's socket as the bus's unprivileged user, and sandboxes get an image compose.yaml builds and a bus URL
+    they can reach from the host network."""
+    override = load(MANAGED)["services"]
+    base = load(COMMUNITY)["services"]
+    assert set(override) <= set(base)
+    for name in ("api", "worker"):
+        env = environment(override[name])
+        assert env["MANAGED_SANDBOXES"] == "true" and env["DOCKER_HOST"] == "unix:///var/run/docker.sock"
+        assert "/var/run/docker.sock:/var/run/docker.sock" in override[name]["volumes"]
+        assert [str(g) for g in override[name]["group_add"]][0].startswith("${DOCKER_GID:?")
+    env = environment(override["api"])
+    agent_images = {s["image"] for s in base.values() if kind(COMMUNITY, s) == "agent"}
+    assert env["DEFAULT_SANDBOX_IMAGE"] in agent_images
+    published = {str(p).split(":")[0] for p in base["api"]["ports"]}
+    assert env["BUS_PUBLIC_URL"].rsplit(":", 1)[-1] in published
+    unread = [f"{name}: {v}" for name, s in override.items() for v in environment(s) if v not in server_env_names()]
+    assert not unread, unread
+    readme = (DOCKER / "README.md").read_text()
+    referenced = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", MANAGED.read_text()))
+    assert referenced == {"DOCKER_GID"} and "`DOCKER_GID`" in readme and "compose.managed.yaml" in readme
 
 
 @pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda p: p.name)

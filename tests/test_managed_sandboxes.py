@@ -50,7 +50,7 @@ def test_create_run_logs_stop_start_delete(http, managed_bus, docker_engine, uni
     created = create(http, sandbox_id, limits={"memory_mb": 64, "cpus": 0.5, "pids": 64}, env={"MODE": "test"})
     assert created["state"] == "creating"
     running = wait_state(http, sandbox_id, "running")
-    assert running["container"]["status"] == "running"
+    assert running["container"]["status"] == "running" and running["container"]["exit_code"] is None
     wait_for(lambda: f"hello from {sandbox_id} in default" in http.get(f"/api/v1/sandboxes/{sandbox_id}/logs").text,
              10, "the entrypoint's output in the logs")
 
@@ -69,6 +69,7 @@ def test_create_run_logs_stop_start_delete(http, managed_bus, docker_engine, uni
     assert http.post(f"/api/v1/sandboxes/{sandbox_id}/stop").status_code == 202
     stopped = wait_state(http, sandbox_id, "stopped")
     assert stopped["container"]["status"] == "exited" and stopped["state_reason"] is None
+    assert stopped["container"]["exit_code"] == 0  # its TERM trap exits 0
     assert "bye" in http.get(f"/api/v1/sandboxes/{sandbox_id}/logs?tail=1").text
 
     assert http.post(f"/api/v1/sandboxes/{sandbox_id}/start").status_code == 202

@@ -75,7 +75,8 @@ class ContainerInfo:
     """What the engine says about one container.
 
     `status` is the engine's (created, running, paused, restarting, removing, exited, dead); `error` is its own
-    message when the container failed to start, `oom_killed` whether the kernel killed it for memory.
+    message when the container failed to start, `exit_code` its exit status once it ended (None before),
+    `oom_killed` whether the kernel killed it for memory.
     """
 
     id: str

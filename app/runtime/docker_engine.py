@@ -16,6 +16,7 @@ from app.runtime import (
 )
 
 _NEVER = "0001-01-01T00:00:00Z"  # the engine's "not yet" for StartedAt / FinishedAt
+_ENDED = ("exited", "dead")  # statuses whose ExitCode means something
 
 
 class DockerRuntime:
@@ -78,9 +79,10 @@ class DockerRuntime:
         with _engine_errors(container_id):
             data = self._api.inspect_container(container_id)
         state = data.get("State") or {}
+        status = state.get("Status", "unknown")
         return ContainerInfo(
-            id=data["Id"], status=state.get("Status", "unknown"), labels=(data.get("Config") or {}).get("Labels") or {},
-            exit_code=state.get("ExitCode"), error=state.get("Error") or "", oom_killed=bool(state.get("OOMKilled")),
+            id=data["Id"], status=status, labels=(data.get("Config") or {}).get("Labels") or {},
+            exit_code=state.get("ExitCode") if status in _ENDED else None,  # the engine says 0 before it ends error=state.get("Error") or "", oom_killed=bool(state.get("OOMKilled")),
             started_at=_moment(state.get("StartedAt")), finished_at=_moment(state.get("FinishedAt")),
             created_at=_moment(data.get("Created")),
         )

@@ -8,8 +8,10 @@ whose keys are the lower-case names below (the environment wins):
 - ``AGENT_HANDLER``: ``package.module:function``, called with each received message; for a request, the dict it
   returns is the response. Without it the agent echoes: a request is answered with
   ``{"echo": <its content>, "agent": <name>, "sandbox": <sandbox id>}``;
-- ``AGENT_ASK``: a JSON object ``{"target": <sandbox id>, "task": <str or object>, "timeout": <seconds>}``: once
-  connected, the agent asks that sandbox and prints ``answer from <target>: <JSON>`` (or the failure) on stdout.
+- ``AGENT_ASK``: a JSON object ``{"target": <sandbox id>, "task": <str or object>, "timeout": <seconds>,
+  "every": <seconds>}``: once connected, the agent asks that sandbox and prints ``answer from <target>: <JSON>``
+  (or the failure) on stdout; with ``every``, it asks again that many seconds later, for as long as it runs (so a
+  first question sent before the other agent was up is simply asked again).
 
 Each step is printed on one line, so the container's logs tell what the agent did.
 """
@@ -70,6 +72,10 @@ def load_config(environ: Mapping[str, str] | None = None) -> RunnerConfig:
             raise ConfigurationError(f"AGENT_ASK must be a JSON object: {exc}") from None
     if ask is not None and not (isinstance(ask, dict) and ask.get("target")):
         raise ConfigurationError('AGENT_ASK must be a JSON object with a "target" sandbox id')
+    for key in ("timeout", "every"):
+        value = (ask or {}).get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+            raise ConfigurationError(f'AGENT_ASK "{key}" must be a number of seconds above 0, got {value!r}')
     return RunnerConfig(name=values.get("name") or "agent", capabilities=list(capabilities),
                         handler=values.get("handler") or None, ask=ask)
 
@@ -92,16 +98,28 @@ def _echo(agent: BaseAgent, sandbox_id: str) -> Handler:
 
 
 async def run(config: RunnerConfig) -> None:
-    """Connect the agent, ask its first question if configured, and serve until SIGTERM or SIGINT."""
+    """Connect the agent, ask its question if configured (again every `every` seconds), and serve until SIGTERM or
+    SIGINT."""
     agent = BaseAgent(config.name, config.capabilities)
     bus = ContainerAgent(agent=agent)
     agent.on()(_load_handler(config.handler) if config.handler else _echo(agent, bus.sandbox_id))
     async with bus:
         print(f"agent {agent.name} of sandbox {bus.sandbox_id} connected to {bus.bus_url}", flush=True)
-        if config.ask:
-            await _ask(bus, config.ask)
-        await bus.run_forever()
+        asking = asyncio.create_task(_keep_asking(bus, config.ask)) if config.ask else None
+        try:
+            await bus.run_forever()
+        finally:
+            if asking:
+                asking.cancel()
     print(f"agent {agent.name} of sandbox {bus.sandbox_id} stopped", flush=True)
+
+
+async def _keep_asking(bus: ContainerAgent, ask: dict[str, Any]) -> None:
+    while True:
+        await _ask(bus, ask)
+        if not ask.get("every"):
+            return
+        await asyncio.sleep(float(ask["every"]))
 
 
 async def _ask(bus: ContainerAgent, ask: dict[str, Any]) -> None:
