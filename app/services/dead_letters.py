@@ -16,7 +16,9 @@ from app.models import (
     DeadLetter, EntryState, MailboxEntry, Message, MessageStatus, Sandbox, SandboxStatus, isoformat, utcnow,
 )
 from app.services import audit
-from app.services.events import DEAD_LETTER_REPLAYED, MESSAGE_DEAD_LETTERED, event_notification
+from app.services.events import (
+    DEAD_LETTER_REPLAYED, MESSAGE_DEAD_LETTERED, event_notification, redelivery_notification,
+)
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +131,6 @@ def replay(db: Database, dead_letter_id: int, policy) -> ReplayOutcome:
     and pushed again; one that never did (recipient_gone, expired or undeliverable before routing) is
     routed again. A replayed message no longer expires (its ttl is cleared).
     """
-    from app.services.redelivery import redelivery_notification
-
     now = utcnow()
     with db.write() as session:
         dead = session.get(DeadLetter, dead_letter_id)

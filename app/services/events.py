@@ -36,6 +36,11 @@ def entries_notification(message: dict, recipients: list[tuple[str, int]]) -> di
     return {"kind": "entries", "message": message, "recipients": [[sandbox, seq] for sandbox, seq in recipients]}
 
 
+def redelivery_notification(sandbox_id: str, seq: int, attempt: int, message: dict) -> dict:
+    """A notification asking the API processes to push entry `seq` to `sandbox_id`'s sockets again."""
+    return {"kind": "redeliver", "sandbox_id": sandbox_id, "seq": seq, "attempt": attempt, "message": message}
+
+
 def batched(notifications: list[dict], size: int = BATCH_SIZE) -> list[dict]:
     """`notifications` packed, in order, into batch notifications of at most `size` each: one fanout publish
     carries what one transaction did. A lone notification stays as it is."""

@@ -20,7 +20,7 @@ from app.db import Database
 from app.errors import BusError, Conflict, NotFound
 from app.models import BROADCAST, EntryState, MailboxEntry, Message, MessageStatus, Sandbox, SandboxStatus, utcnow
 from app.services import dead_letters
-from app.services.events import REQUEST_UNANSWERED, event_notification
+from app.services.events import REQUEST_UNANSWERED, event_notification, redelivery_notification
 
 SWEEP_BATCH = 500
 
@@ -57,11 +57,6 @@ class SweepResult:
     def all_notifications(self) -> list[dict]:
         """Redelivery notifications (to the sockets) followed by dead-letter events."""
         return [*self.redeliveries, *self.notifications]
-
-
-def redelivery_notification(sandbox_id: str, seq: int, attempt: int, message: dict) -> dict:
-    """A notification asking the API processes to push entry `seq` to `sandbox_id`'s sockets again."""
-    return {"kind": "redeliver", "sandbox_id": sandbox_id, "seq": seq, "attempt": attempt, "message": message}
 
 
 def _as_utc(moment: datetime) -> datetime:
