@@ -37,6 +37,8 @@ ENTRIES_DELIVERED = Counter("collab_bus_entries_delivered", "Mailbox entries cre
                             ["message_type"], registry=REGISTRY)
 ENTRIES_ACKED = Counter("collab_bus_entries_acked", "Mailbox entries acknowledged by their recipient.",
                         registry=REGISTRY)
+TOPIC_MESSAGES = Counter("collab_bus_topic_messages_accepted", "Topic messages accepted, by the topic's first word "
+                         "(a bounded label set).", ["topic_root"], registry=REGISTRY)
 DEAD_LETTERS = Counter("collab_bus_dead_letters", "Messages dead-lettered, by reason.", ["reason"], registry=REGISTRY)
 REDELIVERIES = Counter("collab_bus_redeliveries", "Unacknowledged entries pushed again.", registry=REGISTRY)
 AUTH_FAILURES = Counter("collab_bus_auth_failures", "Failed authentications (missing, invalid, expired, revoked).",
@@ -71,6 +73,8 @@ def _count_one(notification: dict) -> None:
         event = notification["event"]
         if event["event"] == MESSAGE_ACCEPTED:
             MESSAGES_ACCEPTED.labels(event["data"].get("message_type") or "unknown").inc()
+            if event["data"].get("topic"):
+                TOPIC_MESSAGES.labels(event["data"]["topic"].split(".", 1)[0]).inc()
         elif event["event"] == MESSAGE_DEAD_LETTERED:
             DEAD_LETTERS.labels(event["data"].get("reason") or "unknown").inc()
 

@@ -4,20 +4,16 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from app.api.helpers import json_body
+from app.api.helpers import accepted_response, idempotency_key, json_body
 from app.auth import current_actor, require
 from app.context import bus
 from app.errors import InvalidRequest, PayloadTooLarge
-from app.schemas import (IDEMPOTENCY_KEY_HEADER, AgentMessageSchema, BroadcastSchema, IdempotencyKeyHeaderSchema,
-                         load_or_raise)
+from app.schemas import AgentMessageSchema, BroadcastSchema, load_or_raise
 from app.schemas.sending import BatchEnvelopeSchema
 from app.services import messages
 from app.services.sending import ItemResult, Sender
 
 bp = Blueprint("messages", __name__, url_prefix="/api/v1")
-
-REPLAYED_HEADER = "Idempotent-Replayed"
-
 
 @bp.post("/messages")
 def send_message():
@@ -66,26 +62,11 @@ def _item(result: ItemResult) -> dict:
     return {"index": result.index, "status": result.error.status, **result.error.to_dict()}
 
 
-def _idempotency_key() -> str | None:
-    """The request's Idempotency-Key, validated; None without one. Repeated headers are read as one
-    comma-separated value (as HTTP combines them), which the schema refuses."""
-    values = request.headers.getlist(IDEMPOTENCY_KEY_HEADER)
-    if not values:
-        return None
-    header = {IDEMPOTENCY_KEY_HEADER: ", ".join(values)}
-    return load_or_raise(IdempotencyKeyHeaderSchema(), header, what=f"{IDEMPOTENCY_KEY_HEADER} header")["key"]
-
-
 def _accept(schema):
     principal = require("messages.send")
-    key = _idempotency_key()
+    key = idempotency_key()
     data = load_or_raise(schema, json_body())
-    accepted = bus().sending.send(data, Sender.of(principal, current_actor()), key)
-    message = accepted.message
-    body = jsonify({"message_id": message.id, "status": message.status, "timestamp": message.timestamp})
-    if accepted.replayed:  # the original send announced and enqueued it
-        return body, 202, {REPLAYED_HEADER: "true"}
-    return body, 202
+    return accepted_response(bus().sending.send(data, Sender.of(principal, current_actor()), key))
 
 
 @bp.get("/messages/<message_id>")

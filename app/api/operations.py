@@ -9,11 +9,16 @@ from dataclasses import dataclass, field
 from marshmallow import Schema
 
 from app import schemas as req
-from app.api import audit, collaboration, dead_letters, managed, messages, policies, sandboxes, workspaces
+from app.api import (
+    audit, collaboration, dead_letters, managed, messages, policies, sandboxes, topics, workspaces,
+)
 from app.schemas import managed as managed_req
 from app.schemas import managed_responses as managed_res
 from app.schemas import responses as res
+from app.schemas import topic_responses as topic_res
+from app.schemas import topics as topic_req
 from app.schemas.sending import BatchEnvelopeSchema
+from app.services.topics import TOPIC_RULE
 
 SEQ_MAX = req.SEQ_MAX
 
@@ -26,12 +31,12 @@ ERROR_DESCRIPTIONS = {
     403: "The caller may not do this: `forbidden` (role, another sandbox's resource), `sandbox_mismatch`, "
          "`policy_denied`, `edition_limit` (the edition's managed sandbox limit is reached).",
     404: "Not found: `unknown_sandbox`, `unknown_message`, `unknown_entry`, `unknown_dead_letter`, "
-         "`unknown_policy`, `unknown_correlation_id`, `unknown_workspace`, or `not_found` for a path the API does "
-         "not have.",
+         "`unknown_policy`, `unknown_correlation_id`, `unknown_workspace`, `unknown_subscription`, or `not_found` "
+         "for a path the API does not have.",
     409: "Conflicts with the current state: `duplicate_message_id`, `idempotency_key_reused`, "
          "`workspace_mismatch`, `entry_dead_lettered`, `entry_not_pending`, `workspace_exists`, "
          "`workspace_not_empty`, `sandbox_exists`, `not_managed`, `sandbox_deleting`, `no_container`, "
-         "`managed_sandboxes_disabled`.",
+         "`managed_sandboxes_disabled`, `too_many_subscriptions`.",
     413: "`payload_too_large`: the body or the message content exceeds the configured limit; `batch_too_large`: a "
          "batch carries more than `MAX_BATCH_MESSAGES` messages.",
     429: "`too_many_requests`: the caller's request rate, or failed authentications from its address, are over the "
@@ -167,6 +172,20 @@ OPERATIONS: list[Operation] = [
               {200: managed_res.ConnectionListSchema}, (400, 403), query=managed_req.CollaborationSandboxesQuery),
     Operation("post", "/collaboration/disconnect", collaboration.disconnect, "collaboration",
               {200: managed_res.DisconnectedSchema}, (400, 403, 404, 413), body=managed_req.DisconnectSchema),
+    # topics
+    Operation("post", "/topics/{topic}/messages", topics.publish, "topics", {202: res.MessageAcceptedSchema},
+              (400, 403, 404, 409, 413), body=topic_req.PublishSchema, header=req.IdempotencyKeyHeaderSchema,
+              ok_headers=REPLAYED, path_params={"topic": {"type": "string", "minLength": 1, "maxLength": 255,
+                                                         "pattern": r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$",
+                                                         "description": f"The topic: {TOPIC_RULE}."}}),
+    Operation("get", "/sandboxes/{sandbox_id}/subscriptions", topics.list_subscriptions, "topics",
+              {200: topic_res.SubscriptionListSchema}, (403, 404), path_params=SANDBOX_ID),
+    Operation("post", "/sandboxes/{sandbox_id}/subscriptions", topics.subscribe, "topics",
+              {200: topic_res.SubscriptionSchema, 201: topic_res.SubscriptionSchema}, (400, 403, 404, 409, 413),
+              body=topic_req.SubscriptionSchema, path_params=SANDBOX_ID),
+    Operation("delete", "/sandboxes/{sandbox_id}/subscriptions", topics.unsubscribe, "topics",
+              {200: topic_res.SubscriptionSchema}, (400, 403, 404), query=topic_req.SubscriptionSchema,
+              path_params=SANDBOX_ID),
     # audit
     Operation("get", "/audit", audit.list_audit_events, "audit", {200: res.AuditPageSchema}, (400, 403),
               query=req.AuditQuery),

@@ -17,6 +17,7 @@ NAMING_CONVENTION = {
 }
 
 ID_LENGTH = 128
+TOPIC_LENGTH = 255
 BROADCAST = "broadcast"  # the to_sandbox of a message for every registered sandbox but the sender
 
 
@@ -156,6 +157,7 @@ class Message(Base):
     correlation_id: Mapped[str | None] = mapped_column(String(ID_LENGTH), index=True)
     ttl: Mapped[int | None] = mapped_column(Integer)
     meta: Mapped[dict] = mapped_column("metadata", JSON, default=dict)
+    topic: Mapped[str | None] = mapped_column(String(TOPIC_LENGTH))  # a topic message: to_sandbox is "broadcast"
     status: Mapped[str] = mapped_column(String(16), default=MessageStatus.ACCEPTED)
     unanswered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -179,6 +181,7 @@ class Message(Base):
             "correlation_id": self.correlation_id,
             "ttl": self.ttl,
             "metadata": self.meta,
+            "topic": self.topic,
         }
 
 
@@ -327,9 +330,24 @@ class Policy(Base):
     to_workspace: Mapped[str] = mapped_column(String(ID_LENGTH), default="*")
     to_sandbox: Mapped[str] = mapped_column(String(ID_LENGTH), default="*")
     message_types: Mapped[list] = mapped_column(JSON, default=list)
+    topics: Mapped[list] = mapped_column(JSON, default=list)  # topic patterns; empty: every message
     description: Mapped[str] = mapped_column(Text, default="")
     created_by: Mapped[str] = mapped_column(String(160), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Subscription(Base):
+    """A sandbox's durable subscription to the topics matching `pattern` (dot-separated words, `*` one word, `#`
+    zero or more): a topic message of its workspace that matches gets an entry in its mailbox."""
+
+    __tablename__ = "subscriptions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sandbox_id: Mapped[str] = mapped_column(ForeignKey("sandboxes.id"), index=True)
+    pattern: Mapped[str] = mapped_column(String(TOPIC_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (UniqueConstraint("sandbox_id", "pattern"),)
 
 
 class DirectoryGeneration(Base):

@@ -15,6 +15,7 @@ from app.errors import InvalidRequest
 from app.models import BROADCAST, ID_LENGTH, IDEMPOTENCY_KEY_LENGTH
 from app.services.dead_letters import REASONS as DEAD_LETTER_REASONS
 from app.services.policies import ANY as ANY_SELECTOR, EFFECTS as POLICY_EFFECTS, MAX_DESCRIPTION
+from app.services.topics import PATTERN_RULE, is_pattern
 
 MESSAGE_TYPES = ("request", "response", "notification", "command")
 ANY_AGENT = "any"
@@ -229,6 +230,12 @@ def _sandbox_selector(value: str) -> None:
                               'or a sandbox id')
 
 
+def topic_pattern(value: str) -> None:
+    """A marshmallow validator: `value` is a subscription pattern (app.services.topics)."""
+    if not is_pattern(value):
+        raise ValidationError(f"must be a topic pattern: {PATTERN_RULE}")
+
+
 def _distinct(values: list) -> None:
     if len(set(values)) != len(values):
         raise ValidationError("must not name a message type twice")
@@ -236,7 +243,8 @@ def _distinct(values: list) -> None:
 
 class PolicySchema(StrictSchema):
     """A messaging policy rule (POST /policies): effect, selectors ("*" or an id; default "*"), message types
-    (empty: every type) and a description."""
+    (empty: every type), topic patterns (empty: every message; else only topic messages they match) and a
+    description."""
 
     effect = fields.String(required=True, validate=validate.OneOf(POLICY_EFFECTS))
     from_workspace = fields.String(load_default=ANY_SELECTOR, validate=_selector)
@@ -245,6 +253,8 @@ class PolicySchema(StrictSchema):
     to_sandbox = fields.String(load_default=ANY_SELECTOR, validate=_sandbox_selector)
     message_types = fields.List(fields.String(validate=validate.OneOf(MESSAGE_TYPES)), load_default=list,
                                 validate=_distinct)
+    topics = fields.List(fields.String(validate=topic_pattern), load_default=list,
+                         validate=validate.And(validate.Length(max=50), _distinct))
     description = fields.String(load_default="", validate=validate.Length(max=MAX_DESCRIPTION))
 
 

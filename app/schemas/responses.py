@@ -103,6 +103,7 @@ class StoredMessageSchema(ResponseSchema):
     correlation_id = Str(allow_none=True)
     ttl = Int(allow_none=True)
     metadata = FreeObject()
+    topic = Str(allow_none=True, metadata={"description": "a topic message's topic (to_sandbox is broadcast)"})
 
 
 class DeliverySchema(ResponseSchema):
@@ -309,6 +310,7 @@ class PolicyRuleSchema(ResponseSchema):
     to_workspace = Str()
     to_sandbox = Str()
     message_types = fields.List(fields.String(validate=validate.OneOf(MESSAGE_TYPES)), required=True)
+    topics = fields.List(fields.String(), required=True, metadata={"description": "topic patterns; empty: any"})
     description = Str()
     created_by = Str(allow_none=True)
     created_at = Timestamp(allow_none=True)

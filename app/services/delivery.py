@@ -12,7 +12,7 @@ from app.errors import UnknownMessage
 from app.models import (
     ACK_REQUIRED_TYPES, BROADCAST, EntryState, MailboxEntry, Message, MessageStatus, Sandbox, SandboxStatus, utcnow,
 )
-from app.services import audit, dead_letters, policies
+from app.services import audit, dead_letters, policies, topics
 from app.services.events import entries_notification
 from app.services.redelivery import RedeliveryPolicy, expire_unrouted, expires_at, is_expired
 
@@ -160,7 +160,7 @@ def _locked_targets(session, message: Message, exclude: set[str]) -> list:
     in id order (no deadlocks).
 
     A broadcast's recipients are those of the sender's workspace (all, for a sender that is not a registered
-    sandbox), less those a deny policy matches.
+    sandbox), less those a deny policy matches; a topic message's, those of them subscribed to its topic.
     """
     query = (select(Sandbox.id, Sandbox.workspace, Sandbox.status, Sandbox.head_seq)
              .where(Sandbox.status != SandboxStatus.UNREGISTERED).order_by(Sandbox.id).with_for_update())
@@ -175,12 +175,14 @@ def _locked_targets(session, message: Message, exclude: set[str]) -> list:
     if sender.workspace is not None:
         query = query.where(Sandbox.workspace == sender.workspace)
     rules = policies.load_rules(session)
+    candidates = [row for row in session.execute(query) if row.id not in exclude]
+    if message.topic is not None:
+        subscribed = topics.subscribers(session, [row.id for row in candidates], message.topic)
+        candidates = [row for row in candidates if row.id in subscribed]
     targets = []
-    for row in session.execute(query):
-        if row.id in exclude:
-            continue
+    for row in candidates:
         recipient = policies.Endpoint(row.id, row.workspace)
-        if rules and policies.denying_rule(rules, sender, recipient, message.message_type) is not None:
+        if rules and policies.denying_rule(rules, sender, recipient, message.message_type, message.topic) is not None:
             log.debug("broadcast %s skips %s: a deny policy matches", message.id, row.id)
             continue
         targets.append(row)

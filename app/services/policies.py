@@ -25,7 +25,7 @@ from sqlalchemy import select
 from app.db import Database
 from app.errors import Forbidden, InvalidRequest, NotFound, UnknownSandbox
 from app.models import BROADCAST, Policy, isoformat, utcnow
-from app.services import audit
+from app.services import audit, topics
 from app.services.directory import Directory, mark_changed
 
 ANY = "*"  # a selector matching every workspace or sandbox
@@ -55,7 +55,8 @@ def rule_to_dict(rule: Policy) -> dict:
     """The public representation of a rule."""
     return {"id": rule.id, "effect": rule.effect, "from_workspace": rule.from_workspace,
             "from_sandbox": rule.from_sandbox, "to_workspace": rule.to_workspace, "to_sandbox": rule.to_sandbox,
-            "message_types": list(rule.message_types or []), "description": rule.description or "",
+            "message_types": list(rule.message_types or []), "topics": list(rule.topics or []),
+            "description": rule.description or "",
             "created_by": rule.created_by, "created_at": isoformat(rule.created_at)}
 
 
@@ -67,8 +68,9 @@ def describe(rule: dict) -> str:
         return ANY if workspace == ANY else f"workspace {workspace}"
 
     types = ", ".join(rule["message_types"]) or "all types"
+    on_topics = f" on topics {', '.join(rule['topics'])}" if rule.get("topics") else ""
     return (f"{rule['effect']} {side(rule['from_workspace'], rule['from_sandbox'])} → "
-            f"{side(rule['to_workspace'], rule['to_sandbox'])} for {types}")
+            f"{side(rule['to_workspace'], rule['to_sandbox'])} for {types}{on_topics}")
 
 
 @dataclass(frozen=True)
@@ -94,15 +96,19 @@ class Decision:
         return {"allowed": self.allowed, "rule": self.rule, "reason": self.reason}
 
 
-def matches(rule: dict, sender: Endpoint, recipient: Endpoint, message_type: str) -> bool:
-    """Whether `rule` applies to a `message_type` send from `sender` to `recipient`.
+def matches(rule: dict, sender: Endpoint, recipient: Endpoint, message_type: str, topic: str | None = None) -> bool:
+    """Whether `rule` applies to a `message_type` send (on `topic`, for a topic message) from `sender` to
+    `recipient`.
 
     Every selector must be "*" or equal to the endpoint's value (a specific workspace never matches an endpoint
-    without one), and the type must be one of the rule's types, or the rule must list none.
+    without one), the type must be one of the rule's types, or the rule must list none, and a rule that names
+    topic patterns applies only to topic messages whose topic one of them matches.
     """
     values = {"from_workspace": sender.workspace, "from_sandbox": sender.sandbox,
               "to_workspace": recipient.workspace, "to_sandbox": recipient.sandbox}
     if any(rule[name] != ANY and rule[name] != values[name] for name in SELECTORS):
+        return False
+    if rule.get("topics") and (topic is None or not any(topics.matches(p, topic) for p in rule["topics"])):
         return False
     return not rule["message_types"] or message_type in rule["message_types"]
 
@@ -112,9 +118,11 @@ def load_rules(session) -> list[dict]:
     return [rule_to_dict(rule) for rule in session.scalars(select(Policy).order_by(Policy.id))]
 
 
-def denying_rule(rules: Sequence[dict], sender: Endpoint, recipient: Endpoint, message_type: str) -> dict | None:
+def denying_rule(rules: Sequence[dict], sender: Endpoint, recipient: Endpoint, message_type: str,
+                 topic: str | None = None) -> dict | None:
     """The lowest-id deny rule among `rules` (in id order) matching the send, or None."""
-    return next((r for r in rules if r["effect"] == DENY and matches(r, sender, recipient, message_type)), None)
+    return next((r for r in rules if r["effect"] == DENY and matches(r, sender, recipient, message_type, topic)),
+                None)
 
 
 def decide(rules: Sequence[dict], sender: Endpoint, recipient: Endpoint, message_type: str, privileged: bool) -> Decision:
@@ -205,8 +213,9 @@ def create_rule(db: Database, data: dict, actor: audit.Actor) -> dict:
     if effect not in EFFECTS:
         raise InvalidRequest(f"effect must be one of {', '.join(EFFECTS)}", details={"effect": [f"unknown: {effect}"]})
     types = list(dict.fromkeys(data.get("message_types") or []))  # without repeats, in the given order
+    patterns = list(dict.fromkeys(data.get("topics") or []))
     with db.write() as session:
-        rule = Policy(effect=effect, message_types=types, description=data.get("description") or "",
+        rule = Policy(effect=effect, message_types=types, topics=patterns, description=data.get("description") or "",
                       created_by=actor.id[:160], created_at=utcnow(),
                       **{name: data.get(name) or ANY for name in SELECTORS})
         session.add(rule)

@@ -1,0 +1,25 @@
+"""Request schemas of topics: publishing to one, and sandboxes' subscriptions."""
+
+from __future__ import annotations
+
+from marshmallow import fields, validate
+
+from app.schemas import AgentMessageSchema, StrictSchema, topic_pattern
+
+
+class PublishSchema(AgentMessageSchema):
+    """A topic message: an AgentMessage without a recipient (the topic's subscribers in the sender's workspace
+    receive it); its type defaults to notification."""
+
+    to_sandbox = fields.Constant(None, dump_only=True)
+    message_type = fields.String(load_default="notification",
+                                 validate=validate.OneOf(("notification", "request", "command")))
+
+    def _recipient_given(self, data, **kwargs):  # replaces the check of AgentMessageSchema: the topic addresses it
+        return None
+
+
+class SubscriptionSchema(StrictSchema):
+    """A subscription: the topic pattern (`*` one word, `#` zero or more)."""
+
+    pattern = fields.String(required=True, validate=topic_pattern)
