@@ -188,3 +188,29 @@ def test_bad_topic_input_is_refused_with_the_error_shape(client, unique):
                     404)["code"] == "unknown_subscription"
     error_of(client.delete(f"/api/v1/sandboxes/{sandbox}/subscriptions"), 400)
     error_of(client.post("/api/v1/policies", json={"effect": "deny", "topics": ["a..b"]}), 400)
+
+
+def test_subscribe_and_unsubscribe_frames(bus, client, unique):
+    workspace = unique("frames")
+    publisher, subscriber = unique("pub"), unique("sub")
+    register(client, publisher, workspace)
+    register(client, subscriber, workspace)
+    with ws_connect(f"{bus.ws_url}/ws/sandboxes/{subscriber}?since=0", open_timeout=10) as ws:
+        assert json.loads(ws.recv(timeout=10))["type"] == "welcome"
+        ws.send(json.dumps({"type": "subscribe", "pattern": "jobs.*", "ref": "s1"}))
+        assert json.loads(ws.recv(timeout=10)) == {"type": "subscribed", "ref": "s1", "pattern": "jobs.*"}
+        publish(client, publisher, "jobs.new", {"n": 1})
+        frame = json.loads(ws.recv(timeout=15))
+        assert frame["type"] == "message" and frame["message"]["topic"] == "jobs.new"
+
+        ws.send(json.dumps({"type": "subscribe", "pattern": "jobs..x", "ref": 7}))
+        refused = json.loads(ws.recv(timeout=10))
+        assert refused["type"] == "error" and refused["ref"] == 7 and refused["status"] == 400
+        assert refused["code"] == "validation_error" and "pattern" in refused["details"]
+        ws.send(json.dumps({"type": "unsubscribe", "pattern": "never.*", "ref": "u0"}))
+        missing = json.loads(ws.recv(timeout=10))
+        assert (missing["type"], missing["ref"], missing["status"], missing["code"]) == \
+            ("error", "u0", 404, "unknown_subscription")
+        ws.send(json.dumps({"type": "unsubscribe", "pattern": "jobs.*", "ref": "u1"}))
+        assert json.loads(ws.recv(timeout=10)) == {"type": "unsubscribed", "ref": "u1", "pattern": "jobs.*"}
+    assert client.get(f"/api/v1/sandboxes/{subscriber}/subscriptions").json()["count"] == 0

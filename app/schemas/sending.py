@@ -15,7 +15,7 @@ class BatchEnvelopeSchema(StrictSchema):
                            required=True, validate=validate.Length(min=1))
 
 
-def _frame_ref(value) -> None:
+def check_frame_ref(value) -> None:
     """A frame's `ref`: a string of 1-128 characters or a JSON integer (echoed as it came)."""
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise ValidationError("must be a string or an integer")
@@ -28,7 +28,7 @@ def _frame_ref(value) -> None:
 def frame_ref(value):
     """`value` when it is a valid frame `ref` (to echo in an answer), else None."""
     try:
-        _frame_ref(value)
+        check_frame_ref(value)
     except ValidationError:
         return None
     return value
@@ -39,6 +39,6 @@ class SendFrameSchema(StrictSchema):
     echoed in the answer, so a client with several sends in flight can match each answer."""
 
     type = fields.String(required=True, validate=validate.Equal("send"))
-    ref = fields.Raw(load_default=None, validate=lambda value: _frame_ref(value))
+    ref = fields.Raw(load_default=None, validate=lambda value: check_frame_ref(value))
     message = fields.Raw(required=True)
     idempotency_key = fields.String(load_default=None, validate=idempotency_key_rules)

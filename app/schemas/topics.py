@@ -5,6 +5,7 @@ from __future__ import annotations
 from marshmallow import fields, validate
 
 from app.schemas import AgentMessageSchema, StrictSchema, topic_pattern
+from app.schemas.sending import check_frame_ref
 
 
 class PublishSchema(AgentMessageSchema):
@@ -23,3 +24,10 @@ class SubscriptionSchema(StrictSchema):
     """A subscription: the topic pattern (`*` one word, `#` zero or more)."""
 
     pattern = fields.String(required=True, validate=topic_pattern)
+
+
+class SubscriptionFrameSchema(SubscriptionSchema):
+    """A mailbox socket's `subscribe` / `unsubscribe` frame: the pattern, and an optional `ref` echoed in the answer."""
+
+    type = fields.String(required=True, validate=validate.OneOf(("subscribe", "unsubscribe")))
+    ref = fields.Raw(load_default=None, validate=lambda value: check_frame_ref(value))

@@ -16,16 +16,15 @@ from flask import request
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 
-from app.auth import authenticate_frame, client_address, current_actor, is_authenticated, refuse_credentials, require
+from app.auth import authenticate_frame, client_address, is_authenticated, refuse_credentials, require
 from app.context import BusContext, bus
 from app.errors import BusError, InvalidRequest, TooManyRequests, Unauthorized
 from app.models import SandboxStatus
-from app.schemas import (AckFrameSchema, AgentMessageSchema, MailboxQuery, NackFrameSchema, load_or_raise,
+from app.schemas import (AckFrameSchema, MailboxQuery, NackFrameSchema, load_or_raise,
                          parse_json, query_args)
-from app.schemas.sending import SendFrameSchema, frame_ref
 from app.services import mailbox, redelivery, registry
 from app.services.events import SANDBOX_CONNECTED, SANDBOX_DISCONNECTED, event_notification
-from app.services.sending import Sender
+from app.ws import frames
 from app.ws.connections import Connection
 from app.ws.hub import CLOSE, RESYNC, Subscriber
 
@@ -308,7 +307,9 @@ def _on_mailbox_frame(ctx: BusContext, sender: Connection, sandbox_id: str, fram
         nack = load_or_raise(NackFrameSchema(), frame, what="nack frame")
         ctx.notifier.publish(redelivery.nack(ctx.db, sandbox_id, nack["seq"], nack["reason"]))
     elif frame["type"] == "send":
-        _on_send_frame(ctx, sender, frame)
+        frames.on_send(ctx, sender, frame)
+    elif frame["type"] in frames.SUBSCRIPTION_FRAMES:
+        frames.on_subscription(ctx, sender, sandbox_id, frame)
     else:
         return False
     return True
@@ -345,19 +346,3 @@ def _set_presence(ctx: BusContext, sandbox_id: str, status: str, event: str) -> 
     except Exception as exc:  # presence is advisory; never break the socket over it
         log.warning("could not mark %s %s: %s", sandbox_id, status, exc)
     ctx.notifier.publish(event_notification(event, sandbox_id=sandbox_id))
-
-
-def _on_send_frame(ctx: BusContext, sender: Connection, frame: dict) -> None:
-    """Accept the frame's message like `POST /api/v1/messages`; answer `accepted` with its id, or `error` with the
-    HTTP status the REST send would have had, both carrying the frame's `ref`."""
-    ref = frame_ref(frame.get("ref"))
-    try:
-        principal = require("messages.send")
-        send = load_or_raise(SendFrameSchema(), frame, what="send frame")
-        data = load_or_raise(AgentMessageSchema(), send["message"], what="send frame's message")
-        message = ctx.sending.send(data, Sender.of(principal, current_actor()), send["idempotency_key"]).message
-    except BusError as exc:
-        sender.send_json({"type": "error", "ref": ref, "status": exc.status, **exc.to_dict()["error"]})
-        return
-    sender.send_json({"type": "accepted", "ref": ref, "message_id": message.id, "timestamp": message.timestamp})
-

@@ -1,0 +1,52 @@
+"""A mailbox socket's request frames, each answered on the socket with the frame's `ref`: `send` (a message, as
+POST /api/v1/messages) and `subscribe` / `unsubscribe` (a topic pattern, as /api/v1/sandboxes/{id}/subscriptions).
+A refusal is an `error` frame with the HTTP status the REST call would have had."""
+
+from __future__ import annotations
+
+from app.auth import current_actor, require
+from app.context import BusContext
+from app.errors import BusError
+from app.schemas import AgentMessageSchema, load_or_raise
+from app.schemas.sending import SendFrameSchema, frame_ref
+from app.schemas.topics import SubscriptionFrameSchema
+from app.services import topics
+from app.services.sending import Sender
+from app.ws.connections import Connection
+
+SUBSCRIPTION_FRAMES = ("subscribe", "unsubscribe")
+
+
+def on_send(ctx: BusContext, sender: Connection, frame: dict) -> None:
+    """Accept the frame's message like `POST /api/v1/messages`; answer `accepted` with its id."""
+    ref = frame_ref(frame.get("ref"))
+    try:
+        principal = require("messages.send")
+        send = load_or_raise(SendFrameSchema(), frame, what="send frame")
+        data = load_or_raise(AgentMessageSchema(), send["message"], what="send frame's message")
+        message = ctx.sending.send(data, Sender.of(principal, current_actor()), send["idempotency_key"]).message
+    except BusError as exc:
+        _refuse(sender, ref, exc)
+        return
+    sender.send_json({"type": "accepted", "ref": ref, "message_id": message.id, "timestamp": message.timestamp})
+
+
+def on_subscription(ctx: BusContext, sender: Connection, sandbox_id: str, frame: dict) -> None:
+    """Subscribe or unsubscribe this socket's sandbox (durably, audited, as the REST calls do); answer
+    `subscribed` / `unsubscribed` with the pattern."""
+    ref = frame_ref(frame.get("ref"))
+    try:
+        require("mailbox.settle", sandbox_id=sandbox_id)
+        pattern = load_or_raise(SubscriptionFrameSchema(), frame, what=f"{frame['type']} frame")["pattern"]
+        if frame["type"] == "subscribe":
+            topics.subscribe(ctx.db, sandbox_id, pattern, current_actor())
+        else:
+            topics.unsubscribe(ctx.db, sandbox_id, pattern, current_actor())
+    except BusError as exc:
+        _refuse(sender, ref, exc)
+        return
+    sender.send_json({"type": f"{frame['type']}d", "ref": ref, "pattern": pattern})
+
+
+def _refuse(sender: Connection, ref, exc: BusError) -> None:
+    sender.send_json({"type": "error", "ref": ref, "status": exc.status, **exc.to_dict()["error"]})
