@@ -78,3 +78,36 @@ def test_send_batch_answers_each_message_and_delivers_them_in_order(sdk_bus, uni
             assert (await report(sdk_bus.url, sent[0]))["message"]["from_agent"] == alice
 
     run(scenario())
+
+
+def test_publish_subscribe_and_a_subscriber_that_was_offline(sdk_bus, unique):
+    """A subscription made with the SDK outlives the agent's process: what was published meanwhile waits in the
+    mailbox and reaches the agent when it starts again, with its topic."""
+    async def scenario():
+        alice, bob = unique("alice"), unique("bob")
+        async with agent_for(sdk_bus, alice) as a:
+            async with agent_for(sdk_bus, bob) as b:
+                await b.subscribe("news.#")
+                await b.subscribe("alerts.*")
+                await b.subscribe("news.#")  # again: nothing changes
+                assert await b.subscriptions() == ["news.#", "alerts.*"]
+                await b.unsubscribe("alerts.*")
+                with pytest.raises(BusRejected) as missing:
+                    await b.unsubscribe("alerts.*")
+                assert (missing.value.status, missing.value.code) == (404, "unknown_subscription")
+                with pytest.raises(BusRejected) as bad:
+                    await b.subscribe("news..x")
+                assert (bad.value.status, bad.value.code) == (400, "validation_error")
+                first = await a.publish("news.today", {"n": 1})
+                await eventually(lambda: b.agent.received, "bob to receive the first topic message")
+                assert (b.agent.received[0].message_id, b.agent.received[0].topic) == (first, "news.today")
+            later = await a.publish("news.tomorrow", {"n": 2})  # bob is offline
+            await a.publish("alerts.disk", {"n": 3})  # no longer subscribed
+            with pytest.raises(BusRejected) as invalid:
+                await a.publish("no topic", {"n": 4})
+            assert invalid.value.status == 400
+            async with agent_for(sdk_bus, bob) as b:
+                await eventually(lambda: any(m.message_id == later for m in b.agent.received), "bob to catch up")
+                assert [(m.topic, m.content) for m in b.agent.received] == [("news.tomorrow", {"n": 2})]
+
+    run(scenario())

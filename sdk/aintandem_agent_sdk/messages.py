@@ -30,7 +30,8 @@ class AgentMessage:
     """A message the bus delivered to this sandbox, as the handler receives it.
 
     The AgentMessage fields are the bus's; `seq` is the entry's position in this sandbox's mailbox,
-    and `redelivered`/`attempt` say whether the bus pushed it before (an unacknowledged or replayed entry).
+    and `redelivered`/`attempt` say whether the bus pushed it before (an unacknowledged or replayed entry);
+    `topic` is set on a message published to a topic this sandbox subscribed to.
     """
 
     message_id: str
@@ -46,6 +47,7 @@ class AgentMessage:
     correlation_id: str | None = None
     ttl: int | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    topic: str | None = None
     seq: int | None = None
     redelivered: bool = False
     attempt: int = 1
@@ -65,7 +67,7 @@ class AgentMessage:
             message_type=MessageType(data["message_type"]), content=data.get("content") or {},
             timestamp=data.get("timestamp") or 0.0, priority=data.get("priority", 5),
             requires_response=bool(data.get("requires_response")), correlation_id=data.get("correlation_id"),
-            ttl=data.get("ttl"), metadata=data.get("metadata") or {}, **extra,
+            ttl=data.get("ttl"), metadata=data.get("metadata") or {}, topic=data.get("topic"), **extra,
         )
 
     @property

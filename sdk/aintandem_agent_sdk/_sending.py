@@ -1,0 +1,114 @@
+"""The sending half of ContainerAgent (private): direct messages, broadcasts, replies, batches and topics.
+
+A mixin over what ContainerAgent provides: `sandbox_id`, `agent`, `_request` (a REST call with the sandbox token),
+and `_status`, `_socket_sends`, `_send_frame` (the mailbox socket, used for sends while it is connected).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+from urllib.parse import quote
+
+from aintandem_agent_sdk._status import ConnectionStatus
+from aintandem_agent_sdk.messages import AgentMessage, MessageType, SendResult
+
+
+class Sending:
+    """Sends for one sandbox: each is durable at the bus when the call returns, and never stored twice."""
+
+    async def send_message(self, target_sandbox: str, content: dict[str, Any],
+                           message_type: MessageType | str = MessageType.REQUEST, *, to_agent: str = "any",
+                           priority: int = 5, ttl: int | None = None, requires_response: bool = False,
+                           correlation_id: str | None = None, metadata: dict[str, Any] | None = None) -> str:
+        """Send a message to another sandbox; returns its message_id once the bus holds it durably.
+
+        Raises BusRejected when the bus refuses it (e.g. ``unknown_sandbox``, ``validation_error``) and
+        BusConnectionError / BusServerError when the retry policy is used up.
+        """
+        body = self._envelope(content, message_type, priority=priority, ttl=ttl, metadata=metadata,
+                              to_sandbox=target_sandbox, to_agent=to_agent, requires_response=requires_response,
+                              correlation_id=correlation_id)
+        return await self._post_message("/api/v1/messages", body)
+
+    async def broadcast(self, content: dict[str, Any], *,
+                        message_type: MessageType | str = MessageType.NOTIFICATION, priority: int = 5,
+                        ttl: int | None = None, metadata: dict[str, Any] | None = None) -> str:
+        """Send a message to every other registered sandbox; returns its message_id."""
+        body = self._envelope(content, message_type, priority=priority, ttl=ttl, metadata=metadata,
+                              to_sandbox="broadcast")
+        return await self._post_message("/api/v1/broadcast", body)
+
+    async def reply(self, request: AgentMessage, content: dict[str, Any], *,
+                    metadata: dict[str, Any] | None = None) -> str:
+        """Send `content` as the RESPONSE to `request` (to its sender, with its correlation id)."""
+        return await self.send_message(request.from_sandbox, content, MessageType.RESPONSE,
+                                       to_agent=request.from_agent, correlation_id=request.reply_correlation_id,
+                                       priority=request.priority, metadata=metadata)
+
+    def _envelope(self, content: dict[str, Any], message_type: MessageType | str, *, priority: int,
+                  ttl: int | None, metadata: dict[str, Any] | None, **fields: Any) -> dict[str, Any]:
+        body = {"from_sandbox": self.sandbox_id, "from_agent": self.agent.name, "content": content,
+                "message_type": MessageType(message_type).value, "priority": priority,
+                "metadata": metadata or {}, **fields}
+        if ttl is not None:
+            body["ttl"] = ttl
+        return body
+
+    async def send_batch(self, messages: list[dict[str, Any]]) -> list[SendResult]:
+        """Send several messages in one request; each dict takes `send_message`'s arguments by name
+        (``target_sandbox`` and ``content`` required). Returns one SendResult per message, in order: its
+        message_id, or the BusRejected that refused it. The messages reach each recipient in their order.
+
+        Raises BusConnectionError / BusServerError when the retry policy is used up (retrying is safe: each
+        message carries an id of its own, so none is stored twice).
+        """
+        bodies = []
+        for spec in messages:
+            spec = dict(spec)
+            target, content = spec.pop("target_sandbox"), spec.pop("content")
+            spec.setdefault("message_type", MessageType.REQUEST)
+            body = self._envelope(content, spec.pop("message_type"), priority=spec.pop("priority", 5),
+                                  ttl=spec.pop("ttl", None), metadata=spec.pop("metadata", None),
+                                  to_sandbox=target, **spec)
+            bodies.append({**body, "message_id": uuid.uuid4().hex})
+        answer = await self._request("POST", "/api/v1/messages/batch", json={"messages": bodies})
+        return [SendResult.from_answer(item, bodies[item["index"]]["message_id"]) for item in answer["results"]]
+
+    async def _post_message(self, path: str, body: dict[str, Any]) -> str:
+        """Send over the mailbox socket when connected, else (or when the socket cannot tell) over REST; both
+        carry one Idempotency-Key, so the bus stores the message once."""
+        key = uuid.uuid4().hex
+        if self._status is ConnectionStatus.CONNECTED:
+            message_id = await self._socket_sends.send(self._send_frame, body, key)
+            if message_id is not None:
+                return message_id
+        answer = await self._request("POST", path, json=body, idempotency_key=key)
+        return str(answer["message_id"])
+
+    async def publish(self, topic: str, content: dict[str, Any], *,
+                      message_type: MessageType | str = MessageType.NOTIFICATION, priority: int = 5,
+                      ttl: int | None = None, metadata: dict[str, Any] | None = None) -> str:
+        """Publish `content` on `topic` (dot-separated words, e.g. ``research.papers``): every other sandbox of
+        this workspace subscribed to a matching pattern gets it in its mailbox. Returns its message_id."""
+        body = self._envelope(content, message_type, priority=priority, ttl=ttl, metadata=metadata)
+        answer = await self._request("POST", f"/api/v1/topics/{quote(topic, safe='')}/messages", json=body,
+                                     idempotency_key=uuid.uuid4().hex)
+        return str(answer["message_id"])
+
+    async def subscribe(self, pattern: str) -> None:
+        """Subscribe this sandbox to the topics matching `pattern` (`*` one word, `#` zero or more words). The
+        subscription is kept by the bus: messages published while the agent is offline wait in its mailbox."""
+        await self._request("POST", self._subscriptions_path(), json={"pattern": pattern})
+
+    async def unsubscribe(self, pattern: str) -> None:
+        """End the subscription to `pattern` (BusRejected ``unknown_subscription`` when there is none)."""
+        await self._request("DELETE", f"{self._subscriptions_path()}?pattern={quote(pattern, safe='')}")
+
+    async def subscriptions(self) -> list[str]:
+        """This sandbox's subscription patterns, oldest first."""
+        answer = await self._request("GET", self._subscriptions_path())
+        return [item["pattern"] for item in answer["subscriptions"]]
+
+    def _subscriptions_path(self) -> str:
+        return f"/api/v1/sandboxes/{quote(self.sandbox_id, safe='')}/subscriptions"
