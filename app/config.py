@@ -108,6 +108,7 @@ class Settings:
     max_batch_messages: int = 500
     max_batch_bytes: int = 4 * 1024 * 1024
     max_delivery_backlog: int = 2000
+    max_trace_hops: int = 32
     auth_enabled: bool = True
     auth_jwt_secret: str | None = None
     admin_api_key: str | None = None
@@ -174,6 +175,7 @@ class Settings:
             max_batch_messages=_int(env, "MAX_BATCH_MESSAGES", cls.max_batch_messages, minimum=1),
             max_batch_bytes=_int(env, "MAX_BATCH_BYTES", cls.max_batch_bytes, minimum=1024),
             max_delivery_backlog=_int(env, "MAX_DELIVERY_BACKLOG", cls.max_delivery_backlog, minimum=0),
+            max_trace_hops=_int(env, "MAX_TRACE_HOPS", cls.max_trace_hops, minimum=0),
             auth_enabled=_bool(env, "AUTH_ENABLED", cls.auth_enabled),
             auth_jwt_secret=env.get("AUTH_JWT_SECRET") or None,
             admin_api_key=env.get("ADMIN_API_KEY") or None,

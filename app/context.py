@@ -66,7 +66,8 @@ class BusContext:
         """The send service every entry (REST, batch, socket, replay) accepts messages through."""
         return SendService(self.db, self.directory, self.delivery, self.notifier, max_content_bytes=self.settings.max_content_bytes,
                            idempotency_window=self.settings.idempotency_window,
-                           max_backlog=self.settings.max_delivery_backlog)
+                           max_backlog=self.settings.max_delivery_backlog,
+                           max_trace_hops=self.settings.max_trace_hops)
 
 
 def bus() -> BusContext:

@@ -116,7 +116,8 @@ def test_send_message_reaches_the_handler_and_is_acknowledged(sdk_bus, unique):
             got = b.agent.received[0]
             assert (got.message_id, got.from_sandbox, got.from_agent, got.to_agent) == (message_id, alice, alice, bob)
             assert (got.message_type, got.content, got.priority, got.ttl, got.metadata) == (
-                MessageType.COMMAND, {"note": "hi"}, 8, 600, {"k": "v"})
+                MessageType.COMMAND, {"note": "hi"}, 8, 600,
+                {"k": "v", "trace": {"trace_id": message_id, "parent_id": None, "hops": 0}})  # the bus's trace
             assert got.seq == 1 and not got.redelivered
             await eventually(lambda: b.last_seq == 1, "bob's cursor to pass seq 1")
 

@@ -168,8 +168,8 @@ def build_document() -> dict:
     spec = APISpec(title=TITLE, version=API_VERSION, openapi_version=OPENAPI_VERSION, plugins=[plugin],
                    info={"description": DESCRIPTION},
                    tags=[{"name": t} for t in ("messages", "sandboxes", "managed sandboxes", "workspaces",
-                                               "collaboration", "topics", "mailbox", "dead-letters", "policies", "audit",
-                                               "meta")],
+                                               "collaboration", "topics", "traces", "mailbox", "dead-letters",
+                                               "policies", "audit", "meta")],
                    security=[{"bearerAuth": []}])
     plugin.converter.add_attribute_function(_composed_validators)
     spec.components.security_scheme("bearerAuth", {

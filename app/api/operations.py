@@ -10,7 +10,7 @@ from marshmallow import Schema
 
 from app import schemas as req
 from app.api import (
-    audit, collaboration, dead_letters, managed, messages, policies, sandboxes, topics, workspaces,
+    audit, collaboration, dead_letters, managed, messages, policies, sandboxes, topics, traces, workspaces,
 )
 from app.schemas import managed as managed_req
 from app.schemas import managed_responses as managed_res
@@ -31,12 +31,12 @@ ERROR_DESCRIPTIONS = {
     403: "The caller may not do this: `forbidden` (role, another sandbox's resource), `sandbox_mismatch`, "
          "`policy_denied`, `edition_limit` (the edition's managed sandbox limit is reached).",
     404: "Not found: `unknown_sandbox`, `unknown_message`, `unknown_entry`, `unknown_dead_letter`, "
-         "`unknown_policy`, `unknown_correlation_id`, `unknown_workspace`, `unknown_subscription`, or `not_found` "
+         "`unknown_policy`, `unknown_correlation_id`, `unknown_workspace`, `unknown_subscription`, `unknown_trace`, or `not_found` "
          "for a path the API does not have.",
     409: "Conflicts with the current state: `duplicate_message_id`, `idempotency_key_reused`, "
          "`workspace_mismatch`, `entry_dead_lettered`, `entry_not_pending`, `workspace_exists`, "
          "`workspace_not_empty`, `sandbox_exists`, `not_managed`, `sandbox_deleting`, `no_container`, "
-         "`managed_sandboxes_disabled`, `too_many_subscriptions`.",
+         "`managed_sandboxes_disabled`, `too_many_subscriptions`, `hop_limit` (a runaway guard: `details.guard`).",
     413: "`payload_too_large`: the body or the message content exceeds the configured limit; `batch_too_large`: a "
          "batch carries more than `MAX_BATCH_MESSAGES` messages.",
     429: "`too_many_requests`: the caller's request rate, or failed authentications from its address, are over the "
@@ -186,6 +186,9 @@ OPERATIONS: list[Operation] = [
     Operation("delete", "/sandboxes/{sandbox_id}/subscriptions", topics.unsubscribe, "topics",
               {200: topic_res.SubscriptionSchema}, (400, 403, 404), query=topic_req.SubscriptionSchema,
               path_params=SANDBOX_ID),
+    # traces
+    Operation("get", "/traces/{trace_id}", traces.get_trace, "traces", {200: topic_res.TraceSchema}, (403, 404),
+              path_params={"trace_id": _identifier_param}),
     # audit
     Operation("get", "/audit", audit.list_audit_events, "audit", {200: res.AuditPageSchema}, (400, 403),
               query=req.AuditQuery),

@@ -158,6 +158,9 @@ class Message(Base):
     ttl: Mapped[int | None] = mapped_column(Integer)
     meta: Mapped[dict] = mapped_column("metadata", JSON, default=dict)
     topic: Mapped[str | None] = mapped_column(String(TOPIC_LENGTH))  # a topic message: to_sandbox is "broadcast"
+    trace_id: Mapped[str | None] = mapped_column(String(ID_LENGTH), index=True)  # the conversation it belongs to
+    parent_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))  # the message it answers or follows from
+    hops: Mapped[int] = mapped_column(Integer, default=0)  # how many messages lead to it from its trace's root
     status: Mapped[str] = mapped_column(String(16), default=MessageStatus.ACCEPTED)
     unanswered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

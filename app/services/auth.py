@@ -50,6 +50,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "policies.read": frozenset({Role.ADMIN, Role.OPERATOR, Role.VIEWER}),
     "policies.manage": frozenset({Role.ADMIN, Role.OPERATOR}),
     "audit.read": frozenset({Role.ADMIN, Role.OPERATOR}),
+    "traces.read": frozenset({Role.ADMIN, Role.OPERATOR, Role.VIEWER}),
     "workspaces.read": frozenset({Role.ADMIN, Role.OPERATOR, Role.VIEWER, Role.SANDBOX}),
     "workspaces.manage": frozenset({Role.ADMIN, Role.OPERATOR}),
     "sandboxes.manage": frozenset({Role.ADMIN, Role.OPERATOR}),

@@ -13,6 +13,7 @@ SANDBOX_OFFLINE = "sandbox.offline"
 MESSAGE_ACCEPTED = "message.accepted"
 MESSAGE_DELIVERED = "message.delivered"
 MESSAGE_DEAD_LETTERED = "message.dead_lettered"
+MESSAGE_REFUSED = "message.refused"  # a runaway guard refused a message (hop_limit)
 DEAD_LETTER_REPLAYED = "dead_letter.replayed"
 REQUEST_UNANSWERED = "request.unanswered"
 SANDBOX_WAKING = "sandbox.waking"  # a message arrived for a stopped managed sandbox: it is being started

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from app.db import Database
-from app.services import audit
+from app.services import audit, traces
 from app.errors import Conflict, NotFound, PayloadTooLarge, UnknownMessage, UnknownSandbox
 from app.models import BROADCAST, DeadLetter, MailboxEntry, Message, MessageStatus, Sandbox, isoformat, utcnow
 
@@ -83,6 +83,7 @@ def store(session, message: Message, *, client_chose_id: bool, actor: audit.Acto
             raise UnknownSandbox(message.to_sandbox)
     if client_chose_id and session.get(Message, message.id) is not None:
         raise duplicate_message_id(message.id)
+    traces.stamp(session, message)
     session.add(message)
     session.flush()
     log.debug("message accepted", extra={"message_id": message.id, "sandbox_id": message.to_sandbox,
@@ -96,11 +97,7 @@ def store(session, message: Message, *, client_chose_id: bool, actor: audit.Acto
 
 def _requester(session, correlation_id: str) -> str:
     """The sandbox that sent the request `correlation_id` refers to (by message id or correlation id)."""
-    request = session.get(Message, correlation_id)
-    if request is None or request.message_type != "request":
-        request = session.scalar(select(Message).where(
-            Message.correlation_id == correlation_id, Message.message_type == "request",
-        ).order_by(Message.created_at.desc()).limit(1))
+    request = traces.request_for(session, correlation_id)
     if request is None:
         raise NotFound(f"no request has correlation_id or message_id {correlation_id!r}; set to_sandbox",
                        code="unknown_correlation_id", details={"correlation_id": correlation_id})

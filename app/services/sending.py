@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from sqlalchemy.exc import IntegrityError
 
 from app.db import Database
-from app.errors import BusError, Forbidden
+from app.errors import BusError, Conflict, Forbidden
 from app.models import BROADCAST, Message, Role
-from app.services import audit, dead_letters, messages, policies
+from app.services import audit, dead_letters, messages, policies, traces
 from app.services.admission import Admission
 from app.services.directory import Directory
 from app.services.group_commit import GroupCommitter
-from app.services.events import MESSAGE_ACCEPTED, batched, event_notification
+from app.services.events import MESSAGE_ACCEPTED, MESSAGE_REFUSED, batched, event_notification
 from app.services.idempotency import Accepted
 from app.services.ports import DeliveryQueue, Notifier
 
@@ -68,7 +68,7 @@ class SendService:
     """
 
     def __init__(self, db: Database, directory: Directory, delivery: DeliveryQueue, notifier: Notifier, *,
-                 max_content_bytes: int, idempotency_window: int, max_backlog: int = 0):
+                 max_content_bytes: int, idempotency_window: int, max_backlog: int = 0, max_trace_hops: int = 0):
         self.db = db
         self.directory = directory
         self.admission = Admission(db, max_backlog)
@@ -76,6 +76,7 @@ class SendService:
         self.notifier = notifier
         self.max_content_bytes = max_content_bytes
         self.idempotency_window = idempotency_window
+        self.max_trace_hops = max_trace_hops
         self.committer = GroupCommitter(db, window=idempotency_window, on_committed=self._dispatch_group)
 
     def send(self, data: dict, sender: Sender, key: str | None = None) -> Accepted:
@@ -87,6 +88,7 @@ class SendService:
         """
         messages.check_content_size(data, self.max_content_bytes)  # 413 before any lookup
         self._check_sender(data, sender)
+        self._check_guards(data, sender)
         self.admission.check()
         return self.committer.accept(data, key, sender.actor)
 
@@ -102,6 +104,7 @@ class SendService:
             try:
                 messages.check_content_size(data, self.max_content_bytes)
                 self._check_sender(data, sender)
+                self._check_guards(data, sender)
                 checked.append((index, data))
             except BusError as exc:
                 results[index] = ItemResult(index, error=exc)
@@ -157,6 +160,22 @@ class SendService:
             audit.record_now(self.db, sender.actor, "message.refused", audit.REFUSED,
                              target=f"sandbox:{data.get('to_sandbox') or BROADCAST}", code=exc.code,
                              reason=exc.message, from_sandbox=data["from_sandbox"], message_type=data["message_type"])
+            raise
+
+    def _check_guards(self, data: dict, sender: Sender) -> None:
+        """The runaway guards: a message past its trace's hop limit is refused with 409 `hop_limit`, audited as
+        `message.refused` and announced as a `message.refused` event."""
+        try:
+            traces.check_hops(self.db, data, self.max_trace_hops)
+        except Conflict as exc:
+            details = exc.details or {}
+            audit.record_now(self.db, sender.actor, "message.refused", audit.REFUSED,
+                             target=f"sandbox:{data.get('to_sandbox') or BROADCAST}", code=exc.code,
+                             reason=exc.message, from_sandbox=data["from_sandbox"], trace_id=details.get("trace_id"))
+            self.notifier.publish(event_notification(
+                MESSAGE_REFUSED, from_sandbox=data["from_sandbox"], to_sandbox=data.get("to_sandbox"),
+                message_type=data["message_type"], guard=exc.code, trace_id=details.get("trace_id"),
+                hops=details.get("hops")))
             raise
 
     def _dispatch(self, accepted: list[Message]) -> None:
