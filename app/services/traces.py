@@ -60,10 +60,13 @@ def request_for(session, correlation_id: str) -> Message | None:
 def check_hops(db: Database, data: dict, max_hops: int) -> None:
     """Refuse (409 `hop_limit`, details trace_id, hops, limit) a message that would be more than `max_hops` hops
     from its trace's root; `max_hops` 0 checks nothing."""
-    if not max_hops:
+    metadata, message_type = data.get("metadata") or {}, data["message_type"]
+    correlation_id = data.get("correlation_id")
+    follows = _claimed_parent(metadata) is not None or (message_type == "response" and correlation_id)
+    if not max_hops or not follows:  # a message that starts a trace needs no lookup (most sends: the hot path)
         return
     with db.read() as session:
-        parent = parent_of(session, data.get("metadata") or {}, data["message_type"], data.get("correlation_id"))
+        parent = parent_of(session, metadata, message_type, correlation_id)
     if parent is not None and parent.hops + 1 > max_hops:
         trace_id = parent.trace_id or parent.id
         raise Conflict(f"trace {trace_id} reached the hop limit ({max_hops}): a message following "
