@@ -99,6 +99,14 @@ class Conflict(BusError):
     code = "conflict"
 
 
+class Unprocessable(BusError):
+    """The request is well-formed but its content does not satisfy what the bus checks it against (a skill's
+    input schema); `details` name the failing path."""
+
+    status = 422
+    code = "unprocessable"
+
+
 class Unauthorized(BusError):
     """No credentials, or credentials that do not authenticate (bad, expired, revoked); `details.reason` says which."""
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from app.runtime import RuntimeFailure
-from app.services import idempotency, messages, reconciler, redelivery, registry
+from app.services import idempotency, messages, reconciler, redelivery, registry, skills
 from workers.celery_app import celery_app, settings
 from workers.context import worker_context
 
@@ -27,10 +27,17 @@ def sweep_outbox() -> int:
 
 @celery_app.task(name="workers.maintenance.sweep_unacked")
 def sweep_unacked() -> int:
-    """Push again the due, unacknowledged entries of connected recipients; dead-letter those out of attempts."""
+    """Push again the due, unacknowledged entries of connected recipients; dead-letter those out of attempts; route
+    again the capability-routed requests of agents that went offline before their ACK."""
     ctx = worker_context()
     result = redelivery.sweep_unacked(ctx.db, ctx.policy)
     ctx.announce(result.all_notifications())
+    rerouted, events = skills.reroute_orphaned(ctx.db, ctx.policy.stale_after)
+    for message_id, priority in rerouted:
+        ctx.delivery.enqueue(message_id, priority)
+    ctx.announce(events)
+    if rerouted:
+        log.info("redelivery sweep: %d capability-routed request(s) taken back from offline agents", len(rerouted))
     if result.redeliveries or result.notifications:
         log.info("redelivery sweep: %d pushed again, %d dead-lettered", len(result.redeliveries),
                  len(result.notifications))

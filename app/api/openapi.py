@@ -168,7 +168,7 @@ def build_document() -> dict:
     spec = APISpec(title=TITLE, version=API_VERSION, openapi_version=OPENAPI_VERSION, plugins=[plugin],
                    info={"description": DESCRIPTION},
                    tags=[{"name": t} for t in ("messages", "sandboxes", "managed sandboxes", "workspaces",
-                                               "collaboration", "topics", "traces", "mailbox", "dead-letters",
+                                               "collaboration", "topics", "agents", "traces", "mailbox", "dead-letters",
                                                "policies", "audit", "meta")],
                    security=[{"bearerAuth": []}])
     plugin.converter.add_attribute_function(_composed_validators)

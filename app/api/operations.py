@@ -10,7 +10,7 @@ from marshmallow import Schema
 
 from app import schemas as req
 from app.api import (
-    audit, collaboration, dead_letters, managed, messages, policies, sandboxes, topics, traces, workspaces,
+    agents, audit, collaboration, dead_letters, managed, messages, policies, sandboxes, topics, traces, workspaces,
 )
 from app.schemas import managed as managed_req
 from app.schemas import managed_responses as managed_res
@@ -18,6 +18,7 @@ from app.schemas import responses as res
 from app.schemas import topic_responses as topic_res
 from app.schemas import topics as topic_req
 from app.schemas.sending import BatchEnvelopeSchema
+from app.schemas.skills import AgentListQuery
 from app.services.topics import TOPIC_RULE
 
 SEQ_MAX = req.SEQ_MAX
@@ -36,11 +37,15 @@ ERROR_DESCRIPTIONS = {
     409: "Conflicts with the current state: `duplicate_message_id`, `idempotency_key_reused`, "
          "`workspace_mismatch`, `entry_dead_lettered`, `entry_not_pending`, `workspace_exists`, "
          "`workspace_not_empty`, `sandbox_exists`, `not_managed`, `sandbox_deleting`, `no_container`, "
-         "`managed_sandboxes_disabled`, `too_many_subscriptions`, `hop_limit` (a runaway guard: `details.guard`).",
+         "`managed_sandboxes_disabled`, `too_many_subscriptions`, `hop_limit` and `trace_budget` (runaway guards: "
+         "`details.guard`).",
+    422: "`content_invalid`: a message to sandbox \"any\" does not satisfy the input schema of the skill it asks "
+         "for (`details.path` names the failing part of the content).",
     413: "`payload_too_large`: the body or the message content exceeds the configured limit; `batch_too_large`: a "
          "batch carries more than `MAX_BATCH_MESSAGES` messages.",
     429: "`too_many_requests`: the caller's request rate, or failed authentications from its address, are over the "
-         "limit; retry after `Retry-After` seconds.",
+         "limit; `pair_rate` (a runaway guard): the sender sent the recipient more than PAIR_RATE_PER_MINUTE "
+         "messages in the last minute. Retry after `Retry-After` seconds.",
     503: "`database_unavailable`: the database cannot be reached right now; `overloaded` (sends): the delivery "
          "backlog is full. Retry after `Retry-After` seconds.",
 }
@@ -186,6 +191,9 @@ OPERATIONS: list[Operation] = [
     Operation("delete", "/sandboxes/{sandbox_id}/subscriptions", topics.unsubscribe, "topics",
               {200: topic_res.SubscriptionSchema}, (400, 403, 404), query=topic_req.SubscriptionSchema,
               path_params=SANDBOX_ID),
+    # agent cards
+    Operation("get", "/agents", agents.list_agents, "agents", {200: topic_res.AgentCardListSchema}, (400, 403),
+              query=AgentListQuery),
     # traces
     Operation("get", "/traces/{trace_id}", traces.get_trace, "traces", {200: topic_res.TraceSchema}, (403, 404),
               path_params={"trace_id": _identifier_param}),

@@ -12,7 +12,8 @@ from app.cli.output import endpoint, json_out, summary, table, when
 
 # The dead-letter reasons of the protocol (docs/protocol.md, `message.dead_lettered`); kept here so the command
 # starts without importing the services.
-DEAD_LETTER_REASONS = ("recipient_gone", "expired", "max_attempts", "nacked", "undeliverable")
+DEAD_LETTER_REASONS = ("recipient_gone", "expired", "max_attempts", "nacked", "undeliverable", "no_capable_agent",
+                       "pair_rate", "trace_budget")
 
 
 @click.group(epilog="""\b

@@ -19,6 +19,7 @@ NAMING_CONVENTION = {
 ID_LENGTH = 128
 TOPIC_LENGTH = 255
 BROADCAST = "broadcast"  # the to_sandbox of a message for every registered sandbox but the sender
+ANY_CAPABLE = "any"  # the to_sandbox of a message for one online agent declaring the skill metadata.skill names
 
 
 def utcnow() -> datetime:
@@ -110,6 +111,8 @@ class Sandbox(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(80))
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_activity_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When capability routing last chose it: the round-robin order among equally loaded capable agents.
+    last_routed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     @property
     def is_registered(self) -> bool:
@@ -189,11 +192,13 @@ class Message(Base):
 
 
 class EntryState:
-    """Values of MailboxEntry.state: delivered (in the mailbox, not acknowledged), acked, dead (dead-lettered)."""
+    """Values of MailboxEntry.state: delivered (in the mailbox, not acknowledged), acked, dead (dead-lettered),
+    rerouted (a capability-routed request whose recipient went offline before its ACK: another agent has it)."""
 
     DELIVERED = "delivered"
     ACKED = "acked"
     DEAD = "dead"
+    REROUTED = "rerouted"
 
 
 ACK_REQUIRED_TYPES = ("request", "command")  # the message types a recipient must acknowledge

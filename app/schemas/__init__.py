@@ -9,73 +9,24 @@ import re
 from datetime import timezone
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from app.errors import InvalidRequest
-from app.models import BROADCAST, ID_LENGTH, IDEMPOTENCY_KEY_LENGTH
+from app.models import ANY_CAPABLE, BROADCAST, ID_LENGTH, IDEMPOTENCY_KEY_LENGTH
 from app.services.dead_letters import REASONS as DEAD_LETTER_REASONS
 from app.services.policies import ANY as ANY_SELECTOR, EFFECTS as POLICY_EFFECTS, MAX_DESCRIPTION
 from app.services.topics import PATTERN_RULE, is_pattern
+from app.schemas.base import (  # re-exported: the schemas of every resource build on them
+    Identifier, QueryBoolean, QueryInteger, StrictBoolean, StrictSchema, _identifier,
+)
+from app.schemas.skills import SkillSpecSchema
 
 MESSAGE_TYPES = ("request", "response", "notification", "command")
 ANY_AGENT = "any"
-RESERVED_SANDBOX_IDS = (BROADCAST,)
+RESERVED_SANDBOX_IDS = (BROADCAST, ANY_CAPABLE)
+RESERVED_ID_ERROR = 'is reserved: messages to it mean a broadcast ("broadcast") or capability routing ("any")'
 SEQ_MAX = 2**63 - 1  # the largest mailbox seq the database stores (BIGINT)
 MAX_JSON_DEPTH = 128  # arrays/objects nested deeper than this are refused (recursion would fail later)
-
-# Patterns end in \Z, not $: `$` also matches before a trailing "\n".
-_identifier = validate.And(
-    validate.Length(min=1, max=ID_LENGTH),
-    validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*\Z", error="must start with a letter or digit and use only letters, digits and _ . : @ -"),
-)
-
-
-def Identifier(**kwargs) -> fields.String:
-    """A sandbox/agent/message id: 1-128 characters, letters, digits and _ . : @ -."""
-    return fields.String(validate=_identifier, **kwargs)
-
-
-class StrictBoolean(fields.Boolean):
-    """A boolean that accepts only JSON true/false, not 1, "yes" or "true"."""
-
-    truthy = {True}
-    falsy = {False}
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        if not isinstance(value, bool):  # 1 == True and 0 == False would pass the set lookups
-            raise self.make_error("invalid", input=value)
-        return value
-
-
-class QueryInteger(fields.Integer):
-    """An integer written in a query string: plain ASCII digits only (no sign, spaces, underscores or 5.0)."""
-
-    _digits = re.compile(r"[0-9]{1,30}")
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, str) and not self._digits.fullmatch(value):
-            raise self.make_error("invalid", input=value)
-        return super()._deserialize(value, attr, data, **kwargs)
-
-
-class QueryBoolean(fields.Boolean):
-    """A boolean written in a query string: exactly `true` or `false`."""
-
-    truthy = {"true", True}
-    falsy = {"false", False}
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        if value not in ("true", "false", True, False) or isinstance(value, int) and not isinstance(value, bool):
-            raise self.make_error("invalid", input=value)
-        return super()._deserialize(value, attr, data, **kwargs)
-
-
-class StrictSchema(Schema):
-    """A schema that refuses unknown fields."""
-
-    class Meta:
-        unknown = RAISE
-
 
 class AgentMessageSchema(StrictSchema):
     """An AgentMessage as a client sends it; the server assigns message_id (when absent) and timestamp."""
@@ -135,13 +86,28 @@ class AgentSpecSchema(StrictSchema):
 
     name = Identifier(required=True)
     capabilities = fields.List(fields.String(validate=validate.Length(min=1, max=ID_LENGTH)), load_default=list, validate=validate.Length(max=100))
+    skills = fields.List(fields.Nested(SkillSpecSchema), load_default=list, validate=validate.Length(max=100),
+                         metadata={"description": "What the agent can be asked to do: a message to sandbox "
+                                                  '"any" with metadata.skill names one of these ids.'})
+
+    @validates_schema
+    def _unique_skills(self, data, **kwargs):
+        ids = [skill["id"] for skill in data.get("skills", [])]
+        if len(ids) != len(set(ids)):
+            raise ValidationError("each skill id appears once per agent", "skills")
+
+    @post_load
+    def _without_empty_skills(self, data, **kwargs):  # an agent without skills is stored (and shown) as before
+        if not data.get("skills"):
+            data.pop("skills", None)
+        return data
 
 
 class RegisterSandboxSchema(StrictSchema):
     """A sandbox registration: id, workspace, its agents and free-form metadata."""
 
     sandbox_id = fields.String(required=True, validate=validate.And(_identifier, validate.NoneOf(
-        RESERVED_SANDBOX_IDS, error="is reserved: messages to it mean a broadcast")))
+        RESERVED_SANDBOX_IDS, error=RESERVED_ID_ERROR)))
     workspace = Identifier(load_default="default")
     agents = fields.List(fields.Nested(AgentSpecSchema), load_default=list, validate=validate.Length(max=100))
     metadata = fields.Dict(keys=fields.String(), load_default=dict)

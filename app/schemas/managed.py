@@ -5,7 +5,7 @@ from __future__ import annotations
 from marshmallow import ValidationError, fields, validate, validates_schema
 
 from app.schemas import (
-    AgentSpecSchema, Identifier, QueryBoolean, QueryInteger, RESERVED_SANDBOX_IDS, StrictBoolean, StrictSchema,
+    AgentSpecSchema, Identifier, RESERVED_ID_ERROR, QueryBoolean, QueryInteger, RESERVED_SANDBOX_IDS, StrictBoolean, StrictSchema,
     _identifier,
 )
 from app.services.managed import RESERVED_ENV
@@ -79,7 +79,7 @@ class CreateSandboxSchema(StrictSchema):
     """A managed sandbox: which workspace, what to run (image, command, env), its limits and network, its agents."""
 
     sandbox_id = fields.String(load_default=None, validate=validate.And(
-        _identifier, validate.NoneOf(RESERVED_SANDBOX_IDS, error="is reserved: messages to it mean a broadcast")))
+        _identifier, validate.NoneOf(RESERVED_SANDBOX_IDS, error=RESERVED_ID_ERROR)))
     workspace = Identifier(load_default="default")
     image = fields.String(load_default=None, validate=_image)
     command = fields.List(fields.String(validate=validate.And(validate.Length(max=8192), _printable)),

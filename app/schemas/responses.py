@@ -151,11 +151,24 @@ class DeliveryReportSchema(ResponseSchema):
     dead_letters = fields.List(fields.Nested(MessageDeadLetterSchema), required=True)
 
 
+class SkillSchema(ResponseSchema):
+    """A skill an agent declared: what a message to sandbox "any" with metadata.skill = `id` asks for."""
+
+    id = Str()
+    name = Str()
+    description = Str()
+    tags = fields.List(fields.String(), required=True)
+    input_schema = FreeObject(allow_none=True, metadata={"description": "JSON Schema the content must satisfy."})
+    output_schema = FreeObject(allow_none=True)
+
+
 class AgentSchema(ResponseSchema):
     """An agent of a sandbox, as registered."""
 
     name = Str()
     capabilities = fields.List(fields.String(), required=True)
+    skills = fields.List(fields.Nested(SkillSchema), load_default=list,
+                         metadata={"description": "Absent for agents registered without skills."})
 
 
 class SandboxSchema(ResponseSchema):

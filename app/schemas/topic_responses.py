@@ -1,12 +1,13 @@
-"""Response schemas of topics (sandboxes' subscriptions) and conversation traces (see app.schemas.responses for
-the rules they follow)."""
+"""Response schemas of topics (sandboxes' subscriptions), conversation traces and agent cards (see
+app.schemas.responses for the rules they follow)."""
 
 from __future__ import annotations
 
 from marshmallow import fields
 
 from app.schemas.responses import (
-    DeliverySchema, FreeObject, Int, MessageDeadLetterSchema, ResponseSchema, Str, StoredMessageSchema, Timestamp,
+    DeliverySchema, FreeObject, Int, MessageDeadLetterSchema, ResponseSchema, SkillSchema, Str, StoredMessageSchema,
+    Timestamp,
 )
 
 
@@ -48,3 +49,24 @@ class TraceSchema(ResponseSchema):
     message_count = Int()
     truncated = fields.Boolean(required=True)
     roots = fields.List(fields.Nested(TraceNodeSchema), required=True)
+
+
+class AgentCardSchema(ResponseSchema):
+    """An agent with its skills, its sandbox and whether capability routing may choose it now (`online`)."""
+
+    sandbox_id = Str()
+    workspace = Str()
+    name = Str()
+    capabilities = fields.List(fields.String(), required=True)
+    skills = fields.List(fields.Nested(SkillSchema), required=True)
+    online = fields.Boolean(required=True, metadata={"description": "Connected, with a heartbeat within "
+                                                                    "HEARTBEAT_TIMEOUT."})
+    sandbox_status = Str()
+    last_heartbeat = Timestamp(allow_none=True)
+
+
+class AgentCardListSchema(ResponseSchema):
+    """The agents matching the filters."""
+
+    agents = fields.List(fields.Nested(AgentCardSchema), required=True)
+    count = Int()

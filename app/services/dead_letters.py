@@ -27,7 +27,10 @@ EXPIRED = "expired"
 MAX_ATTEMPTS = "max_attempts"
 NACKED = "nacked"
 UNDELIVERABLE = "undeliverable"
-REASONS = (RECIPIENT_GONE, EXPIRED, MAX_ATTEMPTS, NACKED, UNDELIVERABLE)
+NO_CAPABLE_AGENT = "no_capable_agent"  # a message to "any" agent with a skill: none was online before its ttl ran out
+PAIR_RATE = "pair_rate"  # accepted, then found over the per-pair rate by the worker (app.services.guards)
+TRACE_BUDGET = "trace_budget"  # accepted, then found over its trace's message budget by the worker
+REASONS = (RECIPIENT_GONE, EXPIRED, MAX_ATTEMPTS, NACKED, UNDELIVERABLE, NO_CAPABLE_AGENT, PAIR_RATE, TRACE_BUDGET)
 
 
 def record(session, message_id: str, sandbox_id: str | None, reason: str, error: str, attempts: int = 0) -> dict:

@@ -10,9 +10,9 @@ from sqlalchemy import Boolean, DateTime, String, bindparam, case, literal, sele
 from app.db import Database
 from app.errors import UnknownMessage
 from app.models import (
-    ACK_REQUIRED_TYPES, BROADCAST, EntryState, MailboxEntry, Message, MessageStatus, Sandbox, SandboxStatus, utcnow,
+    ACK_REQUIRED_TYPES, ANY_CAPABLE, BROADCAST, EntryState, MailboxEntry, Message, MessageStatus, Sandbox, SandboxStatus, utcnow,
 )
-from app.services import audit, dead_letters, policies, topics
+from app.services import audit, dead_letters, policies, skills, topics
 from app.services.events import entries_notification
 from app.services.redelivery import RedeliveryPolicy, expire_unrouted, expires_at, is_expired
 
@@ -114,9 +114,9 @@ def _deliver_in(session, message_id: str, policy: RedeliveryPolicy) -> DeliveryR
     message = session.get(Message, message_id, with_for_update={"key_share": True})
     if message is None:
         raise UnknownMessage(message_id)
-    existing = dict(session.execute(
-        select(MailboxEntry.sandbox_id, MailboxEntry.seq).where(MailboxEntry.message_id == message_id)
-    ).tuples().all())
+    rows = session.execute(select(MailboxEntry.sandbox_id, MailboxEntry.seq, MailboxEntry.state)
+                           .where(MailboxEntry.message_id == message_id)).all()
+    existing = {row.sandbox_id: row.seq for row in rows if row.state != EntryState.REROUTED}
     result = DeliveryResult(message=message.to_protocol(), recipients=sorted(existing.items()))
     if message.status != MessageStatus.ACCEPTED:
         return result
@@ -124,7 +124,14 @@ def _deliver_in(session, message_id: str, policy: RedeliveryPolicy) -> DeliveryR
         result.dead_letter_events = expire_unrouted(session, message)
         return result
 
-    targets = _locked_targets(session, message, exclude=set(existing))
+    if message.to_sandbox == ANY_CAPABLE:
+        chosen = skills.choose(session, message, {row.sandbox_id for row in rows}, policy.stale_after)
+        if chosen is None:  # waits, unrouted, for a capable agent (the outbox sweep retries; ttl: no_capable_agent)
+            log.debug("message %s waits for an online agent with skill %r", message_id, (message.meta or {}).get("skill"))
+            return result
+        targets = [chosen]
+    else:
+        targets = _locked_targets(session, message, exclude=set(existing))
     now = utcnow()
     requires_ack = message.message_type in ACK_REQUIRED_TYPES
     first_wait = now + policy.wait_after(1)

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from app.db import Database
 from app.services import audit, traces
 from app.errors import Conflict, NotFound, PayloadTooLarge, UnknownMessage, UnknownSandbox
-from app.models import BROADCAST, DeadLetter, MailboxEntry, Message, MessageStatus, Sandbox, isoformat, utcnow
+from app.models import ANY_CAPABLE, BROADCAST, DeadLetter, MailboxEntry, Message, MessageStatus, Sandbox, isoformat, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def store(session, message: Message, *, client_chose_id: bool, actor: audit.Acto
     """
     if message.to_sandbox is None:
         message.to_sandbox = _requester(session, message.correlation_id)
-    if message.to_sandbox != BROADCAST:
+    if message.to_sandbox not in (BROADCAST, ANY_CAPABLE):  # "any": routing chooses the recipient
         recipient = session.get(Sandbox, message.to_sandbox)
         if recipient is None or not recipient.is_registered:
             raise UnknownSandbox(message.to_sandbox)

@@ -18,7 +18,7 @@ from sqlalchemy import bindparam, or_, select, tuple_, update
 
 from app.db import Database
 from app.errors import BusError, Conflict, NotFound
-from app.models import BROADCAST, EntryState, MailboxEntry, Message, MessageStatus, Sandbox, SandboxStatus, utcnow
+from app.models import ANY_CAPABLE, BROADCAST, EntryState, MailboxEntry, Message, MessageStatus, Sandbox, SandboxStatus, utcnow
 from app.services import dead_letters
 from app.services.events import REQUEST_UNANSWERED, event_notification, redelivery_notification
 
@@ -35,11 +35,13 @@ class RedeliveryPolicy:
     max_attempts: int = 5
     max_backoff: float = 300.0
     jitter: float = 0.2
+    stale_after: float = 0.0  # capability routing skips (and takes requests back from) agents silent this long
 
     @classmethod
     def from_settings(cls, settings) -> "RedeliveryPolicy":
-        """The policy configured by ACK_TIMEOUT, MAX_DELIVERY_ATTEMPTS and MAX_REDELIVERY_BACKOFF."""
-        return cls(settings.ack_timeout, settings.max_delivery_attempts, settings.max_redelivery_backoff)
+        """The policy configured by ACK_TIMEOUT, MAX_DELIVERY_ATTEMPTS, MAX_REDELIVERY_BACKOFF and HEARTBEAT_TIMEOUT."""
+        return cls(settings.ack_timeout, settings.max_delivery_attempts, settings.max_redelivery_backoff,
+                   stale_after=settings.heartbeat_timeout)
 
     def wait_after(self, attempt: int) -> timedelta:
         """How long to wait for an ACK after push number `attempt` (1-based): exponential, capped, jittered."""
@@ -266,9 +268,14 @@ def _report_unanswered(session, now: datetime) -> list[dict]:
 
 
 def expire_unrouted(session, message: Message) -> list[dict]:
-    """Dead-letter `expired` a message whose ttl passed before it was routed; return the event notifications."""
+    """Dead-letter a message whose ttl passed before it was routed, `expired` (`no_capable_agent` for one to
+    "any" agent with a skill: none was online meanwhile); return the event notifications."""
     message.status = MessageStatus.DEAD
     message.routed_at = utcnow()
+    if message.to_sandbox == ANY_CAPABLE:
+        return [dead_letters.record(session, message.id, None, dead_letters.NO_CAPABLE_AGENT,
+                                    f"no online agent with skill {(message.meta or {}).get('skill')!r} within the "
+                                    f"ttl of {message.ttl}s")]
     recipient = None if message.to_sandbox == BROADCAST else message.to_sandbox
     return [dead_letters.record(session, message.id, recipient, dead_letters.EXPIRED,
                                 f"ttl of {message.ttl}s passed before delivery")]

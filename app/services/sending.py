@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from sqlalchemy.exc import IntegrityError
 
 from app.db import Database
-from app.errors import BusError, Conflict, Forbidden
-from app.models import BROADCAST, Message, Role
-from app.services import audit, dead_letters, messages, policies, traces
+from app.errors import BusError, Conflict, Forbidden, InvalidRequest
+from app.models import ANY_CAPABLE, BROADCAST, Message, Role
+from app.services import audit, dead_letters, messages, policies, skills, traces
 from app.services.admission import Admission
 from app.services.directory import Directory
 from app.services.group_commit import GroupCommitter
@@ -153,7 +153,9 @@ class SendService:
                                 f"{data['from_sandbox']!r}", code="sandbox_mismatch",
                                 details={"token_sandbox": sender.sandbox_id, "from_sandbox": data["from_sandbox"]})
             recipient = data.get("to_sandbox")
-            if recipient:  # responses addressed by correlation_id go back to their requester unchecked
+            if recipient == ANY_CAPABLE:  # the policies are applied to each capable agent when one is chosen
+                self._check_capability_request(data)
+            elif recipient:  # responses addressed by correlation_id go back to their requester unchecked
                 policies.check_send(self.directory, from_sandbox=data["from_sandbox"], to_sandbox=recipient,
                                     message_type=data["message_type"], privileged=sender.privileged)
         except Forbidden as exc:
@@ -161,6 +163,17 @@ class SendService:
                              target=f"sandbox:{data.get('to_sandbox') or BROADCAST}", code=exc.code,
                              reason=exc.message, from_sandbox=data["from_sandbox"], message_type=data["message_type"])
             raise
+
+    def _check_capability_request(self, data: dict) -> None:
+        """A message to "any" names its skill in metadata.skill (400) and is not a response; its content satisfies
+        the skill's input schemas (422 `content_invalid`)."""
+        skill = skills.skill_of(data.get("metadata"))
+        if data["message_type"] == "response":
+            raise InvalidRequest('a response goes back to its requester: it cannot be addressed to "any"',
+                                 details={"to_sandbox": ['"any" is for requests, commands and notifications']})
+        facts = self.directory.sandbox(data["from_sandbox"])
+        workspace = facts.workspace if facts is not None and facts.registered else None
+        skills.check_content(self.db, workspace, skill, data["content"])
 
     def _check_guards(self, data: dict, sender: Sender) -> None:
         """The runaway guards: a message past its trace's hop limit is refused with 409 `hop_limit`, audited as

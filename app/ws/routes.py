@@ -19,10 +19,10 @@ from simple_websocket import ConnectionClosed
 from app.auth import authenticate_frame, client_address, is_authenticated, refuse_credentials, require
 from app.context import BusContext, bus
 from app.errors import BusError, InvalidRequest, TooManyRequests, Unauthorized
-from app.models import SandboxStatus
+from app.models import EntryState, SandboxStatus
 from app.schemas import (AckFrameSchema, MailboxQuery, NackFrameSchema, load_or_raise,
                          parse_json, query_args)
-from app.services import mailbox, redelivery, registry
+from app.services import mailbox, redelivery, registry, skills
 from app.services.events import SANDBOX_CONNECTED, SANDBOX_DISCONNECTED, event_notification
 from app.ws import frames
 from app.ws.connections import Connection
@@ -45,6 +45,10 @@ def _message_frame(seq: int, message_json: str, attempt: int | None = None) -> s
     if attempt is None:
         return '{"type":"message","seq":%d,"message":%s}' % (seq, message_json)
     return '{"type":"message","seq":%d,"redelivered":true,"attempt":%d,"message":%s}' % (seq, attempt, message_json)
+
+
+def _rerouted_frame(seq: int, message_id: str) -> str:
+    return json.dumps({"type": "rerouted", "seq": seq, "message_id": message_id}, separators=(",", ":"))
 
 
 class MailboxStream:
@@ -92,7 +96,10 @@ class MailboxStream:
             for entry in entries:
                 if until is not None and entry.seq > until:
                     return
-                self.sender.send(_message_frame(entry.seq, json.dumps(entry.message, separators=(",", ":"))))
+                if entry.state == EntryState.REROUTED:  # another agent has it: the client skips it, keeping its place
+                    self.sender.send(_rerouted_frame(entry.seq, entry.message["message_id"]))
+                else:
+                    self.sender.send(_message_frame(entry.seq, json.dumps(entry.message, separators=(",", ":"))))
                 self.last_sent = entry.seq
             if len(entries) < REPLAY_BATCH:
                 return
@@ -133,6 +140,7 @@ def _serve_mailbox(ctx: BusContext, ws, sender: Connection, sandbox_id: str) -> 
     subscriber = ctx.hub.subscribe_mailbox(sandbox_id, on_disconnect=lambda reason: sender.close(DISCONNECTED, reason))
     _set_presence(ctx, sandbox_id, SandboxStatus.ONLINE, SANDBOX_CONNECTED)
     redelivery.start_attempts(ctx.db, sandbox_id, since, ctx.policy)
+    _route_waiting(ctx, sandbox)
     stream = MailboxStream(ctx, sender, sandbox_id, since, subscriber)
     sender.send_json({"type": "welcome", "sandbox_id": sandbox_id, "head_seq": sandbox["head_seq"], "resumed_from": since})
     streamer = threading.Thread(target=stream.run, name=f"ws-mailbox-{sandbox_id}", daemon=True)
@@ -336,6 +344,16 @@ def _on_ack_frames(ctx: BusContext, sender: Connection, sandbox_id: str, frames:
         error = outcome if isinstance(outcome, BusError) else next(recorded)
         if isinstance(error, BusError):
             _try_send_error(sender, error)
+
+
+def _route_waiting(ctx: BusContext, sandbox: dict) -> None:
+    """A capable agent came online: messages to "any" waiting for one of its skills are routed now, not at the next
+    outbox sweep."""
+    try:
+        for message_id, priority in skills.waiting_for(ctx.db, sandbox["agents"]):
+            ctx.delivery.enqueue(message_id, priority)
+    except Exception as exc:  # the outbox sweep routes them later
+        log.warning("could not route the messages waiting for %s's skills: %s", sandbox["sandbox_id"], exc)
 
 
 def _set_presence(ctx: BusContext, sandbox_id: str, status: str, event: str) -> None:
