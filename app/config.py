@@ -109,6 +109,8 @@ class Settings:
     max_batch_bytes: int = 4 * 1024 * 1024
     max_delivery_backlog: int = 2000
     max_trace_hops: int = 32
+    pair_rate_per_minute: int = 600
+    trace_message_budget: int = 0
     auth_enabled: bool = True
     auth_jwt_secret: str | None = None
     admin_api_key: str | None = None
@@ -176,6 +178,8 @@ class Settings:
             max_batch_bytes=_int(env, "MAX_BATCH_BYTES", cls.max_batch_bytes, minimum=1024),
             max_delivery_backlog=_int(env, "MAX_DELIVERY_BACKLOG", cls.max_delivery_backlog, minimum=0),
             max_trace_hops=_int(env, "MAX_TRACE_HOPS", cls.max_trace_hops, minimum=0),
+            pair_rate_per_minute=_int(env, "PAIR_RATE_PER_MINUTE", cls.pair_rate_per_minute, minimum=0),
+            trace_message_budget=_int(env, "TRACE_MESSAGE_BUDGET", cls.trace_message_budget, minimum=0),
             auth_enabled=_bool(env, "AUTH_ENABLED", cls.auth_enabled),
             auth_jwt_secret=env.get("AUTH_JWT_SECRET") or None,
             admin_api_key=env.get("ADMIN_API_KEY") or None,

@@ -15,6 +15,7 @@ from app.services.coalescing import Coalescer
 from app.services.directory import Directory
 from app.services.limits import ConcurrencyLimiter, FailureLimiter, RateLimiter
 from app.services.ports import DeliveryQueue, LifecycleQueue, Notifier
+from app.services.guards import GuardLimits
 from app.services.redelivery import RedeliveryPolicy
 from app.services.sending import SendService
 from app.ws.connections import Connections
@@ -67,7 +68,7 @@ class BusContext:
         return SendService(self.db, self.directory, self.delivery, self.notifier, max_content_bytes=self.settings.max_content_bytes,
                            idempotency_window=self.settings.idempotency_window,
                            max_backlog=self.settings.max_delivery_backlog,
-                           max_trace_hops=self.settings.max_trace_hops)
+                           guards=GuardLimits.from_settings(self.settings))
 
 
 def bus() -> BusContext:

@@ -329,6 +329,7 @@ class BusProcess:
             "AUTH_JWT_SECRET": TEST_JWT_SECRET,
             "RATE_LIMIT_PER_SECOND": "100000",  # load and fault tests send far faster than one caller should
             "RATE_LIMIT_BURST": "100000",
+            "PAIR_RATE_PER_MINUTE": "10000000",  # the runaway guard would stop load tests between two sandboxes
             **(extra_env or {}),
         }
         self.processes: list[subprocess.Popen] = []

@@ -1,6 +1,8 @@
-"""Conversation traces and the hop limit, against a real bus: the bus stamps metadata.trace on every message, a
-three-hop conversation comes back from GET /api/v1/traces/{id} as a tree with timings, and a two-agent loop is
-stopped by MAX_TRACE_HOPS (409 hop_limit, audited, an event)."""
+"""Conversation traces and the runaway guards, against a real bus (embedded, Redis, RabbitMQ): the bus stamps
+metadata.trace on every message, a three-hop conversation comes back from GET /api/v1/traces/{id} as a tree with
+timings and in GET /api/v1/traces, and a two-agent loop is stopped by MAX_TRACE_HOPS (409 hop_limit), by
+PAIR_RATE_PER_MINUTE (429 pair_rate) and by TRACE_MESSAGE_BUDGET (409 trace_budget), each audited; with two API
+nodes the worker dead-letters what got past each node's own pair count (reason pair_rate)."""
 
 from __future__ import annotations
 
@@ -8,10 +10,17 @@ import pytest
 
 from tests.servers import BusProcess, bus_client, wait_for
 
+GUARDS = {"MAX_TRACE_HOPS": "3", "PAIR_RATE_PER_MINUTE": "5", "TRACE_MESSAGE_BUDGET": "6"}
 
-@pytest.fixture(scope="module")
-def traced_bus():
-    bus = BusProcess("embedded", extra_env={"MAX_TRACE_HOPS": "3"})
+
+@pytest.fixture(scope="module", params=["embedded", "redis", "rabbitmq"])
+def traced_bus(request):
+    if request.param == "redis":
+        bus = BusProcess("redis", redis_url=request.getfixturevalue("redis_server").url, extra_env=GUARDS)
+    elif request.param == "rabbitmq":
+        bus = BusProcess("rabbitmq", rabbitmq=request.getfixturevalue("rabbitmq_server"), extra_env=GUARDS)
+    else:
+        bus = BusProcess("embedded", extra_env=GUARDS)
     yield bus
     bus.cleanup()
 
@@ -62,6 +71,13 @@ def test_a_three_hop_conversation_is_a_tree_with_timings(http, unique):
     assert node["accepted_at"] and node["routed_at"]
     assert http.get(f"/api/v1/traces/{unique('none')}").status_code == 404
 
+    listed = http.get("/api/v1/traces", params={"sandbox": c}).json()
+    assert [t["trace_id"] for t in listed["traces"]] == [root]
+    summary = listed["traces"][0]
+    assert (summary["message_count"], summary["max_hops"], summary["root_from_sandbox"]) == (4, 2, a)
+    assert {a, b, c} <= set(summary["sandboxes"]) and summary["dead_messages"] == 0
+    assert http.get("/api/v1/traces", params={"sandbox": c, "since": "2999-01-01T00:00:00Z"}).json()["count"] == 0
+
 
 def test_a_loop_is_stopped_by_the_hop_limit(http, unique):
     a, b = unique("ping"), unique("pong")
@@ -80,6 +96,35 @@ def test_a_loop_is_stopped_by_the_hop_limit(http, unique):
     assert any(e["details"].get("code") == "hop_limit" and e["details"].get("from_sandbox") == sender for e in trail)
 
 
+def test_a_pair_over_its_rate_is_refused_with_429(http, unique):
+    a, b, other = unique("chatty"), unique("target"), unique("other")
+    register(http, a, b, other)
+    for n in range(5):  # PAIR_RATE_PER_MINUTE=5
+        assert send(http, a, b, "notification").status_code == 202, n
+    refused = send(http, a, b, "notification")
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+    error = refused.json()["error"]
+    assert error["code"] == "pair_rate" and error["details"]["guard"] == "pair_rate"
+    assert (error["details"]["from_sandbox"], error["details"]["to_sandbox"], error["details"]["limit"]) == (a, b, 5)
+    assert send(http, a, other, "notification").status_code == 202  # another pair has its own allowance
+    assert send(http, b, a, "notification").status_code == 202  # and so has the other direction
+    trail = http.get("/api/v1/audit", params={"action": "message.refused"}).json()["events"]
+    assert any(e["details"].get("code") == "pair_rate" and e["details"].get("from_sandbox") == a for e in trail)
+
+
+def test_a_trace_over_its_budget_is_refused_with_409(http, unique):
+    root_sender, helpers = unique("root"), [unique(f"h{n}") for n in range(7)]
+    register(http, root_sender, *helpers)
+    root = send(http, root_sender, helpers[0]).json()["message_id"]
+    for helper in helpers[:5]:  # the root and five answers: TRACE_MESSAGE_BUDGET=6
+        assert send(http, helper, root_sender, "notification", parent=root).status_code == 202
+    refused = send(http, helpers[5], root_sender, "notification", parent=root)
+    assert refused.status_code == 409
+    error = refused.json()["error"]
+    assert error["code"] == "trace_budget" and (error["details"]["messages"], error["details"]["limit"]) == (6, 6)
+    assert error["details"]["trace_id"] == root
+
+
 def test_a_bad_trace_claim_is_a_400(http, unique):
     a, b = unique("x"), unique("y")
     register(http, a, b)
@@ -89,3 +134,33 @@ def test_a_bad_trace_claim_is_a_400(http, unique):
                                               "message_type": "notification", "content": {},
                                               "metadata": {"trace": "yes"}})
     assert bad.status_code == 400 and "metadata" in bad.json()["error"]["details"]
+
+
+def test_bad_trace_list_queries_are_400(http):
+    for params in ({"limit": "0"}, {"limit": "x"}, {"since": "yesterday"}, {"sandbox": " "}, {"other": "1"}):
+        answer = http.get("/api/v1/traces", params=params)
+        assert answer.status_code == 400 and answer.json()["error"]["code"] == "validation_error", params
+
+
+def test_the_worker_dead_letters_what_two_nodes_let_past_the_pair_rate(redis_server, unique):
+    """Each API node counts the pairs it sees; the worker counts every node's messages in the database and
+    dead-letters (reason pair_rate) the ones over PAIR_RATE_PER_MINUTE that follow from another message."""
+    bus = BusProcess("redis", redis_url=redis_server.url, extra_env=GUARDS)
+    try:
+        second = bus.start_api("api2")
+        a, b, c = unique("a"), unique("b"), unique("c")
+        with bus_client(bus.url) as one, bus_client(second) as two:
+            register(one, a, b, c)
+            roots = [send(one, c, a, "notification").json()["message_id"] for _ in range(4)]
+            roots += [send(two, c, a, "notification").json()["message_id"] for _ in range(4)]
+            accepted = []
+            for n, root in enumerate(roots):  # 4 through each node: within each node's 5, 8 in all
+                answer = send(one if n % 2 else two, a, b, "notification", parent=root)
+                assert answer.status_code == 202, answer.text
+                accepted.append(answer.json()["message_id"])
+            states = [stored(one, message_id)["status"] for message_id in accepted]
+            dead = one.get("/api/v1/dead-letters", params={"reason": "pair_rate", "sandbox_id": b}).json()
+        assert states.count("dead") == 3 and states[:5] == ["delivered"] * 5, states
+        assert {d["message_id"] for d in dead["dead_letters"]} == set(accepted[5:])
+    finally:
+        bus.cleanup()

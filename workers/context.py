@@ -15,20 +15,22 @@ from app.runtime.docker_engine import DockerRuntime
 from app.services import auth, managed
 from app.services.events import batched
 from app.services.lifecycle import LifecycleConfig
+from app.services.guards import GuardLimits
 from app.services.redelivery import RedeliveryPolicy
 from workers.celery_app import celery_app, settings
 
 
 @dataclass
 class WorkerContext:
-    """The database, notifier, delivery and lifecycle queues, redelivery policy and container runtime shared by
-    the tasks of one worker process."""
+    """The database, notifier, delivery and lifecycle queues, redelivery policy, runaway guards and container runtime
+    shared by the tasks of one worker process."""
 
     db: Database
     notifier: MetricsNotifier
     delivery: CeleryDeliveryQueue
     policy: RedeliveryPolicy
     lifecycle_queue: CeleryLifecycleQueue
+    guards: GuardLimits
 
     @cached_property
     def runtime(self) -> DockerRuntime:
@@ -74,5 +76,6 @@ def worker_context() -> WorkerContext:
                 delivery=CeleryDeliveryQueue(celery_app, settings.broker_kind),
                 policy=RedeliveryPolicy.from_settings(settings),
                 lifecycle_queue=CeleryLifecycleQueue(celery_app),
+                guards=GuardLimits.from_settings(settings),
             )
         return _context

@@ -44,7 +44,7 @@ def deliver(message_id: str) -> int:
     """Deliver `message_id`; safe to run more than once. Returns how many new mailbox entries it made."""
     ctx = worker_context()
     try:
-        result = delivery.deliver(ctx.db, message_id, ctx.policy)
+        result = delivery.deliver(ctx.db, message_id, ctx.policy, ctx.guards)
     except UnknownMessage:
         log.error("deliver: message %s does not exist; dropping the task", message_id)
         return 0
@@ -60,7 +60,7 @@ def deliver_batch(message_ids: list[str]) -> int:
     """Deliver `message_ids` in their order, in one transaction, announced in one fanout message; safe to run more
     than once. Returns how many new mailbox entries it made."""
     ctx = worker_context()
-    results = delivery.deliver_many(ctx.db, message_ids, ctx.policy)
+    results = delivery.deliver_many(ctx.db, message_ids, ctx.policy, ctx.guards)
     ctx.announce([notification for result in results for notification in result.notifications()])
     ctx.wake(results)
     log.debug("deliver_batch: %d message(s)", len(results))

@@ -195,6 +195,8 @@ OPERATIONS: list[Operation] = [
     Operation("get", "/agents", agents.list_agents, "agents", {200: topic_res.AgentCardListSchema}, (400, 403),
               query=AgentListQuery),
     # traces
+    Operation("get", "/traces", traces.list_traces, "traces", {200: topic_res.TraceListSchema}, (400, 403),
+              query=topic_req.TraceListQuery),
     Operation("get", "/traces/{trace_id}", traces.get_trace, "traces", {200: topic_res.TraceSchema}, (403, 404),
               path_params={"trace_id": _identifier_param}),
     # audit

@@ -15,7 +15,7 @@ from app.services.policies import EFFECTS as POLICY_EFFECTS
 
 SANDBOX_STATUSES = (SandboxStatus.ONLINE, SandboxStatus.OFFLINE, SandboxStatus.UNREGISTERED)
 MESSAGE_STATUSES = (MessageStatus.ACCEPTED, MessageStatus.DELIVERED, MessageStatus.DEAD)
-ENTRY_STATES = (EntryState.DELIVERED, EntryState.ACKED, EntryState.DEAD)
+ENTRY_STATES = (EntryState.DELIVERED, EntryState.ACKED, EntryState.DEAD, EntryState.REROUTED)
 
 
 def Str(**kwargs) -> fields.String:

@@ -51,6 +51,28 @@ class TraceSchema(ResponseSchema):
     roots = fields.List(fields.Nested(TraceNodeSchema), required=True)
 
 
+class TraceSummarySchema(ResponseSchema):
+    """One conversation in the trace list."""
+
+    trace_id = Str()
+    root_message_id = Str()
+    root_from_sandbox = Str()
+    started_at = Timestamp()
+    last_at = Timestamp()
+    message_count = Int()
+    max_hops = Int()
+    sandboxes = fields.List(fields.String(), required=True, metadata={"description": "Senders and recipients "
+                                                                                     "(\"broadcast\", \"any\" as addressed)."})
+    dead_messages = Int()
+
+
+class TraceListSchema(ResponseSchema):
+    """Recent conversations, the latest active first."""
+
+    traces = fields.List(fields.Nested(TraceSummarySchema), required=True)
+    count = Int()
+
+
 class AgentCardSchema(ResponseSchema):
     """An agent with its skills, its sandbox and whether capability routing may choose it now (`online`)."""
 

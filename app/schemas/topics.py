@@ -1,10 +1,12 @@
-"""Request schemas of topics: publishing to one, and sandboxes' subscriptions."""
+"""Request schemas of topics (publishing to one, sandboxes' subscriptions) and of the trace list."""
 
 from __future__ import annotations
 
+from datetime import timezone
+
 from marshmallow import fields, validate
 
-from app.schemas import AgentMessageSchema, StrictSchema, topic_pattern
+from app.schemas import AgentMessageSchema, Identifier, QueryInteger, StrictSchema, topic_pattern
 from app.schemas.sending import check_frame_ref
 
 
@@ -31,3 +33,11 @@ class SubscriptionFrameSchema(SubscriptionSchema):
 
     type = fields.String(required=True, validate=validate.OneOf(("subscribe", "unsubscribe")))
     ref = fields.Raw(load_default=None, validate=lambda value: check_frame_ref(value))
+
+
+class TraceListQuery(StrictSchema):
+    """Filters of GET /api/v1/traces: a sandbox taking part, active since a time, how many (latest first)."""
+
+    sandbox = Identifier(load_default=None)
+    since = fields.AwareDateTime(load_default=None, default_timezone=timezone.utc)
+    limit = QueryInteger(load_default=50, validate=validate.Range(min=1, max=500))

@@ -14,6 +14,7 @@ from app.models import (
 )
 from app.services import audit, dead_letters, policies, skills, topics
 from app.services.events import entries_notification
+from app.services.guards import GuardLimits, breach_at_delivery
 from app.services.redelivery import RedeliveryPolicy, expire_unrouted, expires_at, is_expired
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,8 @@ class DeliveryResult:
         return [*out, *self.dead_letter_events]
 
 
-def deliver(db: Database, message_id: str, policy: RedeliveryPolicy = RedeliveryPolicy()) -> DeliveryResult:
+def deliver(db: Database, message_id: str, policy: RedeliveryPolicy = RedeliveryPolicy(),
+            guards: GuardLimits | None = None) -> DeliveryResult:
     """Append `message_id` to each recipient's mailbox; running it again appends nothing new.
 
     Recipients: the addressed sandbox, or for a broadcast every registered sandbox in the sender's workspace
@@ -76,15 +78,16 @@ def deliver(db: Database, message_id: str, policy: RedeliveryPolicy = Redelivery
     Each new entry takes the recipient's next seq under a lock on the recipient's row, so entries of one
     mailbox become visible in seq order even with several workers. A direct recipient that was
     unregistered after acceptance gets a dead letter (`recipient_gone`) instead of an entry, and a message
-    whose ttl passed before this run is dead-lettered `expired`. For a connected recipient the live push
-    counts as attempt 1; entries of REQUEST and COMMAND messages then await an ACK.
+    whose ttl passed before this run is dead-lettered `expired`, and one over a runaway guard (`guards`, see
+    app.services.guards) is dead-lettered with the guard's name. For a connected recipient the live push counts
+    as attempt 1; entries of REQUEST and COMMAND messages then await an ACK.
     """
     with db.write() as session:
-        return _deliver_in(session, message_id, policy)
+        return _deliver_in(session, message_id, policy, guards)
 
 
-def deliver_many(db: Database, message_ids: list[str], policy: RedeliveryPolicy = RedeliveryPolicy()
-                 ) -> list[DeliveryResult]:
+def deliver_many(db: Database, message_ids: list[str], policy: RedeliveryPolicy = RedeliveryPolicy(),
+                 guards: GuardLimits | None = None) -> list[DeliveryResult]:
     """`deliver` each of `message_ids` in order, in one transaction: each mailbox gets its entries in the order
     of `message_ids`. Ids of messages that do not exist are skipped (logged). Running it again appends nothing.
     """
@@ -93,7 +96,7 @@ def deliver_many(db: Database, message_ids: list[str], policy: RedeliveryPolicy 
         _lock_direct_recipients(session, message_ids)
         for message_id in message_ids:
             try:
-                results.append(_deliver_in(session, message_id, policy))
+                results.append(_deliver_in(session, message_id, policy, guards))
             except UnknownMessage:
                 log.error("deliver: message %s does not exist; skipped", message_id)
     return results
@@ -106,7 +109,7 @@ def _lock_direct_recipients(session, message_ids: list[str]) -> None:
     session.execute(select(Sandbox.id).where(Sandbox.id.in_(recipients)).order_by(Sandbox.id).with_for_update())
 
 
-def _deliver_in(session, message_id: str, policy: RedeliveryPolicy) -> DeliveryResult:
+def _deliver_in(session, message_id: str, policy: RedeliveryPolicy, guards: GuardLimits | None) -> DeliveryResult:
     # The message's row lock serialises runs of the same message (a task run twice, by two workers): without
     # it, on PostgreSQL both would read "no entries yet" and the second would fail on the unique
     # (message_id, sandbox_id) constraint, or overwrite what a concurrent expiry sweep decided. FOR NO KEY
@@ -122,6 +125,10 @@ def _deliver_in(session, message_id: str, policy: RedeliveryPolicy) -> DeliveryR
         return result
     if is_expired(message):
         result.dead_letter_events = expire_unrouted(session, message)
+        return result
+    breach = guards and breach_at_delivery(session, message, guards)
+    if breach:
+        result.dead_letter_events = [_refuse_over_guard(session, message, *breach)]
         return result
 
     if message.to_sandbox == ANY_CAPABLE:
@@ -160,6 +167,16 @@ def _deliver_in(session, message_id: str, policy: RedeliveryPolicy) -> DeliveryR
                      recipients=result.new_recipients[:100], recipient_count=len(result.new_recipients))
     message.routed_at = now
     return result
+
+
+def _refuse_over_guard(session, message: Message, guard: str, why: str) -> dict:
+    """Dead-letter an accepted message a runaway guard stops, with the guard's name as reason (audited); return the
+    event notification."""
+    message.status = MessageStatus.DEAD
+    message.routed_at = utcnow()
+    audit.record(session, audit.SYSTEM_ACTOR, "message.refused", audit.REFUSED, target=f"message:{message.id}",
+                 code=guard, reason=why, from_sandbox=message.from_sandbox, trace_id=message.trace_id)
+    return dead_letters.record(session, message.id, message.to_sandbox, guard, why)
 
 
 def _locked_targets(session, message: Message, exclude: set[str]) -> list:

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from sqlalchemy.exc import IntegrityError
 
 from app.db import Database
-from app.errors import BusError, Conflict, Forbidden, InvalidRequest
+from app.errors import BusError, Conflict, Forbidden, InvalidRequest, TooManyRequests
 from app.models import ANY_CAPABLE, BROADCAST, Message, Role
-from app.services import audit, dead_letters, messages, policies, skills, traces
+from app.services import audit, dead_letters, messages, policies, skills
 from app.services.admission import Admission
 from app.services.directory import Directory
 from app.services.group_commit import GroupCommitter
+from app.services.guards import GuardLimits, SendGuards
 from app.services.events import MESSAGE_ACCEPTED, MESSAGE_REFUSED, batched, event_notification
 from app.services.idempotency import Accepted
 from app.services.ports import DeliveryQueue, Notifier
@@ -63,12 +64,13 @@ class SendService:
 
     Every refusal raises (or, in a batch, reports) a BusError: 403 `sandbox_mismatch` or `policy_denied`
     (audited as `message.refused`), 404 for an unknown recipient or correlation id, 409 for a taken message id
-    or a reused idempotency key, 413 for oversized content, and 503 `overloaded` (Retry-After) for every send
+    or a reused idempotency key, 413 for oversized content, 422 for content a skill's input schema refuses, the
+    runaway guards' 409 / 429, and 503 `overloaded` (Retry-After) for every send
     while the delivery backlog is at `max_backlog` (app.services.admission).
     """
 
     def __init__(self, db: Database, directory: Directory, delivery: DeliveryQueue, notifier: Notifier, *,
-                 max_content_bytes: int, idempotency_window: int, max_backlog: int = 0, max_trace_hops: int = 0):
+                 max_content_bytes: int, idempotency_window: int, max_backlog: int = 0, guards: GuardLimits = GuardLimits(0, 0, 0)):
         self.db = db
         self.directory = directory
         self.admission = Admission(db, max_backlog)
@@ -76,7 +78,7 @@ class SendService:
         self.notifier = notifier
         self.max_content_bytes = max_content_bytes
         self.idempotency_window = idempotency_window
-        self.max_trace_hops = max_trace_hops
+        self.guards = SendGuards(db, guards)
         self.committer = GroupCommitter(db, window=idempotency_window, on_committed=self._dispatch_group)
 
     def send(self, data: dict, sender: Sender, key: str | None = None) -> Accepted:
@@ -176,11 +178,11 @@ class SendService:
         skills.check_content(self.db, workspace, skill, data["content"])
 
     def _check_guards(self, data: dict, sender: Sender) -> None:
-        """The runaway guards: a message past its trace's hop limit is refused with 409 `hop_limit`, audited as
-        `message.refused` and announced as a `message.refused` event."""
+        """The runaway guards (app.services.guards): a refusal (409 `hop_limit` or `trace_budget`, 429
+        `pair_rate`) is audited as `message.refused` and announced as a `message.refused` event."""
         try:
-            traces.check_hops(self.db, data, self.max_trace_hops)
-        except Conflict as exc:
+            self.guards.check(data)
+        except (Conflict, TooManyRequests) as exc:
             details = exc.details or {}
             audit.record_now(self.db, sender.actor, "message.refused", audit.REFUSED,
                              target=f"sandbox:{data.get('to_sandbox') or BROADCAST}", code=exc.code,
@@ -188,7 +190,7 @@ class SendService:
             self.notifier.publish(event_notification(
                 MESSAGE_REFUSED, from_sandbox=data["from_sandbox"], to_sandbox=data.get("to_sandbox"),
                 message_type=data["message_type"], guard=exc.code, trace_id=details.get("trace_id"),
-                hops=details.get("hops")))
+                hops=details.get("hops"), limit=details.get("limit")))
             raise
 
     def _dispatch(self, accepted: list[Message]) -> None:

@@ -5,18 +5,17 @@ Every stored message carries `metadata.trace` = `{"trace_id", "parent_id", "hops
 is the message named by the sender's `metadata.trace.parent_id` (the SDK names the message its handler is
 handling), else, for a response, its request; the trace id and hop count follow from the parent (its hops + 1),
 whatever the sender claims. A message without a parent starts a trace of its own (trace id = its message id,
-hops 0). A message whose hops would exceed the limit is refused with 409 `hop_limit`.
+hops 0). The runaway guards (app.services.guards) limit how deep and how large a trace grows.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.db import Database
-from app.errors import Conflict, InvalidRequest, NotFound
+from app.errors import InvalidRequest, NotFound
 from app.models import DeadLetter, MailboxEntry, Message, isoformat
 
-HOP_LIMIT = "hop_limit"
 MAX_TRACE_MESSAGES = 1000  # a trace's tree lists at most this many messages (oldest first)
 
 
@@ -57,22 +56,21 @@ def request_for(session, correlation_id: str) -> Message | None:
     return request
 
 
-def check_hops(db: Database, data: dict, max_hops: int) -> None:
-    """Refuse (409 `hop_limit`, details trace_id, hops, limit) a message that would be more than `max_hops` hops
-    from its trace's root; `max_hops` 0 checks nothing."""
+def parent_of_send(db: Database, data: dict) -> Message | None:
+    """The stored message a validated AgentMessage about to be sent follows from (see `parent_of`), or None; no
+    database read for a message that starts a trace (most sends: the hot path)."""
     metadata, message_type = data.get("metadata") or {}, data["message_type"]
     correlation_id = data.get("correlation_id")
-    follows = _claimed_parent(metadata) is not None or (message_type == "response" and correlation_id)
-    if not max_hops or not follows:  # a message that starts a trace needs no lookup (most sends: the hot path)
-        return
+    if _claimed_parent(metadata) is None and not (message_type == "response" and correlation_id):
+        return None
     with db.read() as session:
-        parent = parent_of(session, metadata, message_type, correlation_id)
-    if parent is not None and parent.hops + 1 > max_hops:
-        trace_id = parent.trace_id or parent.id
-        raise Conflict(f"trace {trace_id} reached the hop limit ({max_hops}): a message following "
-                       f"{parent.id} would be hop {parent.hops + 1}", code=HOP_LIMIT,
-                       details={"guard": HOP_LIMIT, "trace_id": trace_id, "hops": parent.hops + 1,
-                                "limit": max_hops, "parent_id": parent.id})
+        return parent_of(session, metadata, message_type, correlation_id)
+
+
+def message_count(db: Database, trace_id: str) -> int:
+    """How many stored messages belong to trace `trace_id`."""
+    with db.read() as session:
+        return session.scalar(select(func.count()).select_from(Message).where(Message.trace_id == trace_id))
 
 
 def stamp(session, message: Message) -> None:
@@ -84,6 +82,36 @@ def stamp(session, message: Message) -> None:
         message.trace_id, message.parent_id, message.hops = parent.trace_id or parent.id, parent.id, parent.hops + 1
     message.meta = {**(message.meta or {}), "trace": {"trace_id": message.trace_id, "parent_id": message.parent_id,
                                                       "hops": message.hops}}
+
+
+def recent(db: Database, *, sandbox: str | None = None, since=None, limit: int = 50) -> list[dict]:
+    """The most recently active traces (latest message first), each summarised: root message, first and last
+    message times, message count, deepest hop, the sandboxes taking part and how many of its messages are dead.
+    `sandbox` keeps the traces it sent or received a message in; `since` those active since then."""
+    activity = select(Message.trace_id, func.max(Message.created_at).label("last_at")).where(
+        Message.trace_id.is_not(None)).group_by(Message.trace_id)
+    if sandbox is not None:
+        activity = activity.where((Message.from_sandbox == sandbox) | (Message.to_sandbox == sandbox))
+    if since is not None:
+        activity = activity.having(func.max(Message.created_at) >= since)
+    with db.read() as session:
+        ids = [row.trace_id for row in session.execute(activity.order_by(func.max(Message.created_at).desc(),
+                                                                         Message.trace_id.desc()).limit(limit))]
+        members = session.scalars(select(Message).where(Message.trace_id.in_(ids))
+                                  .order_by(Message.created_at, Message.id)).all() if ids else []
+    grouped: dict[str, list[Message]] = {trace_id: [] for trace_id in ids}
+    for message in members:
+        grouped[message.trace_id].append(message)
+    return [_summary(trace_id, found) for trace_id, found in grouped.items() if found]
+
+
+def _summary(trace_id: str, messages: list[Message]) -> dict:
+    root = next((m for m in messages if m.id == trace_id), messages[0])
+    sandboxes = sorted({m.from_sandbox for m in messages} | {m.to_sandbox for m in messages})
+    return {"trace_id": trace_id, "root_message_id": root.id, "root_from_sandbox": root.from_sandbox,
+            "started_at": isoformat(messages[0].created_at), "last_at": isoformat(messages[-1].created_at),
+            "message_count": len(messages), "max_hops": max(m.hops for m in messages), "sandboxes": sandboxes,
+            "dead_messages": sum(1 for m in messages if m.status == "dead")}
 
 
 def tree(db: Database, trace_id: str) -> dict:
