@@ -214,3 +214,29 @@ def test_subscribe_and_unsubscribe_frames(bus, client, unique):
         ws.send(json.dumps({"type": "unsubscribe", "pattern": "jobs.*", "ref": "u1"}))
         assert json.loads(ws.recv(timeout=10)) == {"type": "unsubscribed", "ref": "u1", "pattern": "jobs.*"}
     assert client.get(f"/api/v1/sandboxes/{subscriber}/subscriptions").json()["count"] == 0
+
+
+def test_publish_frames_reach_subscribers_and_bad_ones_are_refused(bus, client, unique):
+    workspace = unique("pubframes")
+    publisher, subscriber = unique("pub"), unique("sub")
+    register(client, publisher, workspace)
+    register(client, subscriber, workspace)
+    subscribe(client, subscriber, "alerts.#")
+    message = {"from_sandbox": publisher, "from_agent": "agent", "content": {"level": "high"}}
+    with ws_connect(f"{bus.ws_url}/ws/sandboxes/{publisher}?since=0", open_timeout=10) as ws:
+        assert json.loads(ws.recv(timeout=10))["type"] == "welcome"
+        ws.send(json.dumps({"type": "publish", "topic": "alerts.disk", "message": message, "ref": "p1",
+                            "idempotency_key": unique("key")}))
+        accepted = json.loads(ws.recv(timeout=10))
+        assert accepted["type"] == "accepted" and accepted["ref"] == "p1"
+        for frame, field in (({"type": "publish", "topic": "alerts..disk", "message": message}, "topic"),
+                             ({"type": "publish", "topic": "alerts.disk", "message": {**message, "to_sandbox": "x"}},
+                              "to_sandbox"),
+                             ({"type": "publish", "message": message}, "topic")):
+            ws.send(json.dumps({**frame, "ref": "bad"}))
+            refused = json.loads(ws.recv(timeout=10))
+            assert (refused["type"], refused["status"], refused["code"]) == ("error", 400, "validation_error"), refused
+            assert field in json.dumps(refused["details"]), refused
+    stored = routed(client, accepted["message_id"])
+    assert stored["message"]["topic"] == "alerts.disk" and stored["message"]["to_sandbox"] == "broadcast"
+    assert contents(client, subscriber) == [{"level": "high"}]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import timezone
 
-from marshmallow import fields, validate
+from marshmallow import ValidationError, fields, validate
 
 from app.schemas import AgentMessageSchema, Identifier, QueryInteger, StrictSchema, topic_pattern
-from app.schemas.sending import check_frame_ref
+from app.schemas.sending import SendFrameSchema, check_frame_ref
+from app.services.topics import TOPIC_RULE, is_topic
 
 
 class PublishSchema(AgentMessageSchema):
@@ -20,6 +21,19 @@ class PublishSchema(AgentMessageSchema):
 
     def _recipient_given(self, data, **kwargs):  # replaces the check of AgentMessageSchema: the topic addresses it
         return None
+
+
+def _topic_name(value: str) -> None:
+    if not is_topic(value):
+        raise ValidationError(f"must be a topic: {TOPIC_RULE}")
+
+
+class PublishFrameSchema(SendFrameSchema):
+    """A mailbox socket's `publish` frame: the topic, a topic message (validated on its own, as PublishSchema),
+    an optional `ref` echoed in the answer and an optional idempotency key."""
+
+    type = fields.String(required=True, validate=validate.Equal("publish"))
+    topic = fields.String(required=True, validate=_topic_name)
 
 
 class SubscriptionSchema(StrictSchema):

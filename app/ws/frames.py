@@ -1,5 +1,6 @@
 """A mailbox socket's request frames, each answered on the socket with the frame's `ref`: `send` (a message, as
-POST /api/v1/messages) and `subscribe` / `unsubscribe` (a topic pattern, as /api/v1/sandboxes/{id}/subscriptions).
+POST /api/v1/messages), `publish` (a topic message, as POST /api/v1/topics/{topic}/messages) and `subscribe` /
+`unsubscribe` (a topic pattern, as /api/v1/sandboxes/{id}/subscriptions).
 A refusal is an `error` frame with the HTTP status the REST call would have had."""
 
 from __future__ import annotations
@@ -7,23 +8,31 @@ from __future__ import annotations
 from app.auth import current_actor, require
 from app.context import BusContext
 from app.errors import BusError
+from app.models import BROADCAST
 from app.schemas import AgentMessageSchema, load_or_raise
 from app.schemas.sending import SendFrameSchema, frame_ref
-from app.schemas.topics import SubscriptionFrameSchema
+from app.schemas.topics import PublishFrameSchema, PublishSchema, SubscriptionFrameSchema
 from app.services import topics
 from app.services.sending import Sender
 from app.ws.connections import Connection
 
+SEND_FRAMES = ("send", "publish")
 SUBSCRIPTION_FRAMES = ("subscribe", "unsubscribe")
 
 
 def on_send(ctx: BusContext, sender: Connection, frame: dict) -> None:
-    """Accept the frame's message like `POST /api/v1/messages`; answer `accepted` with its id."""
+    """Accept the frame's message like `POST /api/v1/messages` (`send`) or `POST /api/v1/topics/{topic}/messages`
+    (`publish`); answer `accepted` with its id."""
     ref = frame_ref(frame.get("ref"))
     try:
         principal = require("messages.send")
-        send = load_or_raise(SendFrameSchema(), frame, what="send frame")
-        data = load_or_raise(AgentMessageSchema(), send["message"], what="send frame's message")
+        if frame["type"] == "publish":
+            send = load_or_raise(PublishFrameSchema(), frame, what="publish frame")
+            data = {**load_or_raise(PublishSchema(), send["message"], what="publish frame's message"),
+                    "to_sandbox": BROADCAST, "topic": send["topic"]}
+        else:
+            send = load_or_raise(SendFrameSchema(), frame, what="send frame")
+            data = load_or_raise(AgentMessageSchema(), send["message"], what="send frame's message")
         message = ctx.sending.send(data, Sender.of(principal, current_actor()), send["idempotency_key"]).message
     except BusError as exc:
         _refuse(sender, ref, exc)

@@ -314,7 +314,7 @@ def _on_mailbox_frame(ctx: BusContext, sender: Connection, sandbox_id: str, fram
         require("mailbox.settle", sandbox_id=sandbox_id)
         nack = load_or_raise(NackFrameSchema(), frame, what="nack frame")
         ctx.notifier.publish(redelivery.nack(ctx.db, sandbox_id, nack["seq"], nack["reason"]))
-    elif frame["type"] == "send":
+    elif frame["type"] in frames.SEND_FRAMES:
         frames.on_send(ctx, sender, frame)
     elif frame["type"] in frames.SUBSCRIPTION_FRAMES:
         frames.on_subscription(ctx, sender, sandbox_id, frame)
