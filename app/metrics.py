@@ -19,7 +19,7 @@ from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from app.services.events import MESSAGE_ACCEPTED, MESSAGE_DEAD_LETTERED, unbatched
+from app.services.events import MESSAGE_ACCEPTED, MESSAGE_DEAD_LETTERED, MESSAGE_REFUSED, MESSAGE_REROUTED, unbatched
 from app.services.ports import Notifier
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,10 @@ ENTRIES_ACKED = Counter("collab_bus_entries_acked", "Mailbox entries acknowledge
                         registry=REGISTRY)
 TOPIC_MESSAGES = Counter("collab_bus_topic_messages_accepted", "Topic messages accepted, by the topic's first word "
                          "(a bounded label set).", ["topic_root"], registry=REGISTRY)
+GUARD_REFUSALS = Counter("collab_bus_guard_refusals", "Sends a runaway guard refused, by guard (hop_limit, pair_rate, "
+                         "trace_budget).", ["guard"], registry=REGISTRY)
+REROUTED = Counter("collab_bus_requests_rerouted", "Capability-routed requests taken back from an agent that went "
+                   "offline before its ACK and routed again.", registry=REGISTRY)
 DEAD_LETTERS = Counter("collab_bus_dead_letters", "Messages dead-lettered, by reason.", ["reason"], registry=REGISTRY)
 REDELIVERIES = Counter("collab_bus_redeliveries", "Unacknowledged entries pushed again.", registry=REGISTRY)
 AUTH_FAILURES = Counter("collab_bus_auth_failures", "Failed authentications (missing, invalid, expired, revoked).",
@@ -77,6 +81,10 @@ def _count_one(notification: dict) -> None:
                 TOPIC_MESSAGES.labels(event["data"]["topic"].split(".", 1)[0]).inc()
         elif event["event"] == MESSAGE_DEAD_LETTERED:
             DEAD_LETTERS.labels(event["data"].get("reason") or "unknown").inc()
+        elif event["event"] == MESSAGE_REFUSED:
+            GUARD_REFUSALS.labels(event["data"].get("guard") or "unknown").inc()
+        elif event["event"] == MESSAGE_REROUTED:
+            REROUTED.inc()
 
 
 class MetricsNotifier:

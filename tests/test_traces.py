@@ -111,6 +111,7 @@ def test_a_loop_is_stopped_by_the_pair_rate(http, unique):
     assert send(http, a, other, "notification").status_code == 202  # another pair has its own allowance
     trail = http.get("/api/v1/audit", params={"action": "message.refused"}).json()["events"]
     assert any(e["details"].get("code") == "pair_rate" and e["details"].get("from_sandbox") == a for e in trail)
+    assert 'collab_bus_guard_refusals_total{guard="pair_rate"}' in http.get("/metrics").text
 
 
 def test_a_trace_over_its_budget_is_refused_with_409(http, unique):
