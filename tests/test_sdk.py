@@ -191,7 +191,7 @@ def test_collaborate_with_times_out_when_nobody_answers(sdk_bus, unique):
                 await a.collaborate_with(sleeper, "slow", timeout=1)
             assert time.monotonic() - started >= 1
             assert caught.value.target_sandbox == sleeper and caught.value.timeout == 1
-            assert not a._pending  # the waiter is gone: a late answer goes to the handler
+            assert not a._requests._waiters  # the waiter is gone: a late answer goes to the handler
 
     run(scenario())
 
@@ -379,16 +379,16 @@ def test_the_agent_refreshes_its_token_and_recovers_when_it_is_revoked(sdk_bus, 
     async def scenario():
         sender, receiver = unique("sender"), unique("receiver")
         async with agent_for(sdk_bus, sender) as s, agent_for(sdk_bus, receiver) as r:
-            first = s._token
+            first = s._session.token
             assert first != TEST_ADMIN_KEY and first.count(".") == 2  # registered with the key, works as itself
             await s.refresh_token()
-            assert s._token != first and s._token_expires_at > time.time()
+            assert s._session.token != first and s._session.token_expires_at > time.time()
             rotated = httpx.post(f"{sdk_bus.url}/api/v1/sandboxes/{sender}/token", headers=ADMIN_HEADERS,
                                  json={"rotate": True})  # an operator revokes every token of the sender
             assert rotated.status_code == 200
             await s.send_message(receiver, {"after": "rotation"}, MessageType.NOTIFICATION)  # re-registers, retries
             await eventually(lambda: [m.content for m in r.agent.received] == [{"after": "rotation"}],
                              "the message sent after the rotation")
-            assert s._token not in (first, rotated.json()["token"])
+            assert s._session.token not in (first, rotated.json()["token"])
 
     run(scenario())

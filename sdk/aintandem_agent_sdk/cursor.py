@@ -7,6 +7,7 @@ import logging
 import os
 from pathlib import Path
 
+from aintandem_agent_sdk._files import write_json_atomically
 from aintandem_agent_sdk.errors import ConfigurationError
 
 __all__ = ["Cursor"]
@@ -76,8 +77,5 @@ class Cursor:
     def _save(self) -> None:
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        temporary.write_text(json.dumps({"sandbox_id": self.sandbox_id, "seq": self.position,
-                                         "processed_above": sorted(self._above)}))
-        os.replace(temporary, self.path)
+        write_json_atomically(self.path, {"sandbox_id": self.sandbox_id, "seq": self.position,
+                                          "processed_above": sorted(self._above)})
