@@ -8,6 +8,7 @@ import logging
 from typing import Any, Awaitable, Callable
 from urllib.parse import quote
 
+from aintandem_agent_sdk._trace import handling
 from aintandem_agent_sdk.agent import BaseAgent
 from aintandem_agent_sdk.cursor import Cursor
 from aintandem_agent_sdk.errors import BusError, BusRejected
@@ -84,7 +85,8 @@ class Mailbox:
 
     async def _process(self, message: AgentMessage) -> None:
         try:
-            result = await self.agent.handle(message)
+            with handling(message.message_id):
+                result = await self.agent.handle(message)
             if result is not None and not isinstance(result, dict):
                 raise TypeError(f"handle() must return a dict or None, not {type(result).__name__}")
         except Exception as exc:

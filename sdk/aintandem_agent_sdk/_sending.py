@@ -11,11 +11,16 @@ from typing import Any
 from urllib.parse import quote
 
 from aintandem_agent_sdk._status import ConnectionStatus
+from aintandem_agent_sdk._trace import with_parent
 from aintandem_agent_sdk.messages import AgentMessage, MessageType, SendResult
 
 
 class Sending:
-    """Sends for one sandbox: each is durable at the bus when the call returns, and never stored twice."""
+    """Sends for one sandbox: each is durable at the bus when the call returns, and never stored twice.
+
+    A send made while the agent handles a message (in its handler, or anything the handler awaits) follows from
+    that message: its ``metadata["trace"]`` names it as parent, unless the caller put a ``trace`` of its own.
+    """
 
     async def send_message(self, target_sandbox: str, content: dict[str, Any],
                            message_type: MessageType | str = MessageType.REQUEST, *, to_agent: str = "any",
@@ -41,16 +46,17 @@ class Sending:
 
     async def reply(self, request: AgentMessage, content: dict[str, Any], *,
                     metadata: dict[str, Any] | None = None) -> str:
-        """Send `content` as the RESPONSE to `request` (to its sender, with its correlation id)."""
+        """Send `content` as the RESPONSE to `request` (to its sender, with its correlation id); it follows from
+        the request in the conversation's trace."""
         return await self.send_message(request.from_sandbox, content, MessageType.RESPONSE,
                                        to_agent=request.from_agent, correlation_id=request.reply_correlation_id,
-                                       priority=request.priority, metadata=metadata)
+                                       priority=request.priority, metadata=with_parent(metadata, request.message_id))
 
     def _envelope(self, content: dict[str, Any], message_type: MessageType | str, *, priority: int,
                   ttl: int | None, metadata: dict[str, Any] | None, **fields: Any) -> dict[str, Any]:
         body = {"from_sandbox": self.sandbox_id, "from_agent": self.agent.name, "content": content,
                 "message_type": MessageType(message_type).value, "priority": priority,
-                "metadata": metadata or {}, **fields}
+                "metadata": with_parent(metadata), **fields}
         if ttl is not None:
             body["ttl"] = ttl
         return body
