@@ -3,6 +3,8 @@ a real bus (embedded)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from aintandem_agent_sdk import BusRejected, MessageType, PermissionDenied
@@ -109,5 +111,41 @@ def test_publish_subscribe_and_a_subscriber_that_was_offline(sdk_bus, unique):
             async with agent_for(sdk_bus, bob) as b:
                 await eventually(lambda: any(m.message_id == later for m in b.agent.received), "bob to catch up")
                 assert [(m.topic, m.content) for m in b.agent.received] == [("news.tomorrow", {"n": 2})]
+
+    run(scenario())
+
+
+def test_a_send_repeated_with_its_idempotency_key_is_stored_once(sdk_bus, unique):
+    """Each send method takes an idempotency_key: the same key again (over the socket or, from a restarted agent
+    that is not connected, over REST) gives back the first message's id, and one mailbox entry arrives."""
+    async def scenario():
+        alice, bob = unique("alice"), unique("bob")
+        async with agent_for(sdk_bus, bob) as b:
+            await b.subscribe("jobs.#")
+            async with agent_for(sdk_bus, alice) as a:
+                first = await a.send_message(bob, {"job": 1}, MessageType.NOTIFICATION, idempotency_key="job-1")
+                assert await a.send_message(bob, {"job": 1}, MessageType.NOTIFICATION,
+                                            idempotency_key="job-1") == first
+                other = await a.send_message(bob, {"job": 1}, MessageType.NOTIFICATION, idempotency_key="job-2")
+                broadcast = await a.broadcast({"all": 1}, idempotency_key="all-1")
+                assert await a.broadcast({"all": 1}, idempotency_key="all-1") == broadcast
+                published = await a.publish("jobs.done", {"job": 1}, idempotency_key="pub-1")
+                assert await a.publish("jobs.done", {"job": 1}, idempotency_key="pub-1") == published
+                batch = [{"target_sandbox": bob, "content": {"b": n}, "message_type": "notification",
+                          "idempotency_key": f"batch-{n}"} for n in range(3)]
+                batch_ids = [r.message_id for r in await a.send_batch(batch)]
+                assert all(batch_ids) and len(set(batch_ids)) == 3
+            restarted = agent_for(sdk_bus, alice)  # a new process: registered, not connected (so over REST)
+            await restarted.register()
+            posts = rest_posts(restarted)
+            assert await restarted.send_message(bob, {"job": 1}, MessageType.NOTIFICATION,
+                                                idempotency_key="job-1") == first
+            assert [r.message_id for r in await restarted.send_batch(batch)] == batch_ids
+            assert posts == ["/api/v1/messages", "/api/v1/messages/batch"]
+            await restarted.stop()
+            expected = sorted([first, other, broadcast, published, *batch_ids])
+            await eventually(lambda: len(b.agent.received) >= len(expected), "bob to receive every message")
+            await asyncio.sleep(0.5)  # nothing more comes
+            assert sorted(m.message_id for m in b.agent.received) == expected
 
     run(scenario())

@@ -16,22 +16,25 @@ SendMessage = Callable[..., Awaitable[str]]
 class Requests:
     """The requests this sandbox sent and waits for, matched to their responses by correlation id."""
 
-    def __init__(self, send_message: SendMessage):
+    def __init__(self, sandbox_id: str, send_message: SendMessage):
+        self.sandbox_id = sandbox_id
         self._send_message = send_message
         self._waiters: dict[str, asyncio.Future[AgentMessage]] = {}
 
     async def collaborate(self, target_sandbox: str, task: str | dict[str, Any], timeout: float, *, to_agent: str,
-                          priority: int, metadata: dict[str, Any] | None) -> dict[str, Any]:
+                          priority: int, metadata: dict[str, Any] | None,
+                          idempotency_key: str | None = None) -> dict[str, Any]:
         """Send `task` as a REQUEST and return its RESPONSE's content (see ContainerAgent.collaborate_with)."""
         content = task if isinstance(task, dict) else {"task": task}
-        correlation_id = uuid.uuid4().hex
+        correlation_id = correlation_id_for(self.sandbox_id, idempotency_key)
         waiter: asyncio.Future[AgentMessage] = asyncio.get_running_loop().create_future()
         self._waiters[correlation_id] = waiter
 
         async def ask() -> AgentMessage:
             await self._send_message(target_sandbox, content, MessageType.REQUEST, to_agent=to_agent,
                                      priority=priority, ttl=max(1, math.ceil(timeout)), requires_response=True,
-                                     correlation_id=correlation_id, metadata=metadata)
+                                     correlation_id=correlation_id, metadata=metadata,
+                                     idempotency_key=idempotency_key)
             return await waiter
 
         try:
@@ -57,3 +60,11 @@ class Requests:
         for waiter in self._waiters.values():
             if not waiter.done():
                 waiter.set_exception(AgentStateError("the agent stopped before the response arrived"))
+
+
+def correlation_id_for(sandbox_id: str, idempotency_key: str | None) -> str:
+    """A fresh correlation id, or (given a key) the one this sandbox's key always names: a request sent again with
+    its key after a restart is the same request, waiting for the same response."""
+    if idempotency_key is None:
+        return uuid.uuid4().hex
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"aintandem-request:{sandbox_id}:{idempotency_key}").hex

@@ -25,32 +25,39 @@ class Sending:
     async def send_message(self, target_sandbox: str, content: dict[str, Any],
                            message_type: MessageType | str = MessageType.REQUEST, *, to_agent: str = "any",
                            priority: int = 5, ttl: int | None = None, requires_response: bool = False,
-                           correlation_id: str | None = None, metadata: dict[str, Any] | None = None) -> str:
+                           correlation_id: str | None = None, metadata: dict[str, Any] | None = None,
+                           idempotency_key: str | None = None) -> str:
         """Send a message to another sandbox; returns its message_id once the bus holds it durably.
 
+        `idempotency_key` (1–255 printable ASCII characters, no spaces) names the send: sent again with the same
+        key and the same message (by a restarted agent, say) within the bus's window, it is not stored twice and
+        the first message's id comes back. Without one, each call gets a fresh key (retries are safe either way).
         Raises BusRejected when the bus refuses it (e.g. ``unknown_sandbox``, ``validation_error``) and
         BusConnectionError / BusServerError when the retry policy is used up.
         """
         body = self._envelope(content, message_type, priority=priority, ttl=ttl, metadata=metadata,
                               to_sandbox=target_sandbox, to_agent=to_agent, requires_response=requires_response,
                               correlation_id=correlation_id)
-        return await self._post_message("/api/v1/messages", body)
+        return await self._post_message("/api/v1/messages", body, idempotency_key)
 
     async def broadcast(self, content: dict[str, Any], *,
                         message_type: MessageType | str = MessageType.NOTIFICATION, priority: int = 5,
-                        ttl: int | None = None, metadata: dict[str, Any] | None = None) -> str:
-        """Send a message to every other registered sandbox; returns its message_id."""
+                        ttl: int | None = None, metadata: dict[str, Any] | None = None,
+                        idempotency_key: str | None = None) -> str:
+        """Send a message to every other registered sandbox; returns its message_id (`idempotency_key` as in
+        `send_message`)."""
         body = self._envelope(content, message_type, priority=priority, ttl=ttl, metadata=metadata,
                               to_sandbox="broadcast")
-        return await self._post_message("/api/v1/broadcast", body)
+        return await self._post_message("/api/v1/broadcast", body, idempotency_key)
 
     async def reply(self, request: AgentMessage, content: dict[str, Any], *,
-                    metadata: dict[str, Any] | None = None) -> str:
+                    metadata: dict[str, Any] | None = None, idempotency_key: str | None = None) -> str:
         """Send `content` as the RESPONSE to `request` (to its sender, with its correlation id); it follows from
-        the request in the conversation's trace."""
+        the request in the conversation's trace (`idempotency_key` as in `send_message`)."""
         return await self.send_message(request.from_sandbox, content, MessageType.RESPONSE,
                                        to_agent=request.from_agent, correlation_id=request.reply_correlation_id,
-                                       priority=request.priority, metadata=with_parent(metadata, request.message_id))
+                                       priority=request.priority, metadata=with_parent(metadata, request.message_id),
+                                       idempotency_key=idempotency_key)
 
     def _envelope(self, content: dict[str, Any], message_type: MessageType | str, *, priority: int,
                   ttl: int | None, metadata: dict[str, Any] | None, **fields: Any) -> dict[str, Any]:
@@ -63,7 +70,8 @@ class Sending:
 
     async def send_batch(self, messages: list[dict[str, Any]]) -> list[SendResult]:
         """Send several messages in one request; each dict takes `send_message`'s arguments by name
-        (``target_sandbox`` and ``content`` required). Returns one SendResult per message, in order: its
+        (``target_sandbox`` and ``content`` required; ``idempotency_key`` makes the message's id, so a batch sent
+        again with the same keys, by a restarted agent say, stores none twice). Returns one SendResult per message, in order: its
         message_id, or the BusRejected that refused it. The messages reach each recipient in their order.
 
         Raises BusConnectionError / BusServerError when the retry policy is used up (retrying is safe: each
@@ -72,19 +80,19 @@ class Sending:
         bodies = []
         for spec in messages:
             spec = dict(spec)
-            target, content = spec.pop("target_sandbox"), spec.pop("content")
+            target, content, key = spec.pop("target_sandbox"), spec.pop("content"), spec.pop("idempotency_key", None)
             spec.setdefault("message_type", MessageType.REQUEST)
             body = self._envelope(content, spec.pop("message_type"), priority=spec.pop("priority", 5),
                                   ttl=spec.pop("ttl", None), metadata=spec.pop("metadata", None),
                                   to_sandbox=target, **spec)
-            bodies.append({**body, "message_id": uuid.uuid4().hex})
+            bodies.append({**body, "message_id": message_id_for(self.sandbox_id, key)})
         answer = await self._request("POST", "/api/v1/messages/batch", json={"messages": bodies})
         return [SendResult.from_answer(item, bodies[item["index"]]["message_id"]) for item in answer["results"]]
 
-    async def _post_message(self, path: str, body: dict[str, Any]) -> str:
+    async def _post_message(self, path: str, body: dict[str, Any], idempotency_key: str | None) -> str:
         """Send over the mailbox socket when connected, else (or when the socket cannot tell) over REST; both
         carry one Idempotency-Key, so the bus stores the message once."""
-        key = uuid.uuid4().hex
+        key = idempotency_key or uuid.uuid4().hex
         if self._status is ConnectionStatus.CONNECTED:
             message_id = await self._socket_sends.send(self._send_frame, body, key)
             if message_id is not None:
@@ -94,12 +102,14 @@ class Sending:
 
     async def publish(self, topic: str, content: dict[str, Any], *,
                       message_type: MessageType | str = MessageType.NOTIFICATION, priority: int = 5,
-                      ttl: int | None = None, metadata: dict[str, Any] | None = None) -> str:
+                      ttl: int | None = None, metadata: dict[str, Any] | None = None,
+                      idempotency_key: str | None = None) -> str:
         """Publish `content` on `topic` (dot-separated words, e.g. ``research.papers``): every other sandbox of
-        this workspace subscribed to a matching pattern gets it in its mailbox. Returns its message_id."""
+        this workspace subscribed to a matching pattern gets it in its mailbox. Returns its message_id
+        (`idempotency_key` as in `send_message`)."""
         body = self._envelope(content, message_type, priority=priority, ttl=ttl, metadata=metadata)
         answer = await self._request("POST", f"/api/v1/topics/{quote(topic, safe='')}/messages", json=body,
-                                     idempotency_key=uuid.uuid4().hex)
+                                     idempotency_key=idempotency_key or uuid.uuid4().hex)
         return str(answer["message_id"])
 
     async def subscribe(self, pattern: str) -> None:
@@ -118,3 +128,10 @@ class Sending:
 
     def _subscriptions_path(self) -> str:
         return f"/api/v1/sandboxes/{quote(self.sandbox_id, safe='')}/subscriptions"
+
+
+def message_id_for(sandbox_id: str, idempotency_key: str | None) -> str:
+    """A fresh message id, or (given a key) the one id this sandbox's key always names."""
+    if idempotency_key is None:
+        return uuid.uuid4().hex
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"aintandem:{sandbox_id}:{idempotency_key}").hex

@@ -61,7 +61,7 @@ class ContainerAgent(Sending):
         self._reporter = StatusReporter(on_status)
         self._session = Session(self.bus_url, self.sandbox_id, self.config, lambda: self.agent.describe())
         self._socket_sends = SocketSends(self.config.request_timeout)
-        self._requests = Requests(self.send_message)
+        self._requests = Requests(self.sandbox_id, self.send_message)
         self._mailbox: Mailbox | None = None
         self._connection: Connection | None = None
         self._tasks: list[asyncio.Task] = []
@@ -216,18 +216,22 @@ class ContainerAgent(Sending):
 
     async def collaborate_with(self, target_sandbox: str, task: str | dict[str, Any], timeout: float = 30.0, *,
                                to_agent: str = "any", priority: int = 5,
-                               metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+                               metadata: dict[str, Any] | None = None,
+                               idempotency_key: str | None = None) -> dict[str, Any]:
         """Ask another sandbox's agent to do `task` and return its RESPONSE's content.
 
         `task` is sent as ``{"task": task}`` (a dict is sent as it is) in a REQUEST with a fresh correlation
         id and a ttl of `timeout` (nobody waits for the answer after that). Raises CollaborationTimeout when
         no response arrives within `timeout` seconds, CollaborationFailed when the other agent's handler
         raised, and BusRejected when the bus refuses the request (e.g. unknown sandbox).
+
+        With an `idempotency_key` the request's correlation id comes from the key, so asking again with the same
+        key (and the same task) after a restart sends nothing new and waits for the same response.
         """
         if not self._running:
             raise AgentStateError("start() the agent first: responses arrive on its socket")
         return await self._requests.collaborate(target_sandbox, task, timeout, to_agent=to_agent, priority=priority,
-                                                metadata=metadata)
+                                                metadata=metadata, idempotency_key=idempotency_key)
 
     # ----------------------------------------------------------------- the socket
 
