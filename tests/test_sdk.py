@@ -191,7 +191,7 @@ def test_collaborate_with_times_out_when_nobody_answers(sdk_bus, unique):
                 await a.collaborate_with(sleeper, "slow", timeout=1)
             assert time.monotonic() - started >= 1
             assert caught.value.target_sandbox == sleeper and caught.value.timeout == 1
-            assert not a._requests._waiters  # the waiter is gone: a late answer goes to the handler
+            assert not a.pending_requests()  # the request is forgotten: a late answer goes to the handler
 
     run(scenario())
 

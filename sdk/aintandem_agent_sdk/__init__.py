@@ -29,8 +29,9 @@ from aintandem_agent_sdk.errors import (
     CollaborationTimeout,
     ConfigurationError,
     PermissionDenied,
+    UnknownCorrelationId,
 )
-from aintandem_agent_sdk.messages import AgentMessage, MessageType, SendResult
+from aintandem_agent_sdk.messages import AgentMessage, MessageType, PendingRequest, SendResult
 
 __version__ = "0.1.0"
 
@@ -53,9 +54,11 @@ __all__ = [
     "ContainerAgentConfig",
     "Handler",
     "MessageType",
+    "PendingRequest",
     "PermissionDenied",
     "RetryPolicy",
     "SendResult",
     "StatusCallback",
+    "UnknownCorrelationId",
     "__version__",
 ]

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from aintandem_agent_sdk._connection import Connection, socket_url
 from aintandem_agent_sdk._mailbox import Mailbox
-from aintandem_agent_sdk._requests import Requests
+from aintandem_agent_sdk._requests import Requests, requests_file
 from aintandem_agent_sdk._sending import Sending
 from aintandem_agent_sdk._session import Session
 from aintandem_agent_sdk._socket_sends import SocketSends
@@ -25,6 +25,7 @@ from aintandem_agent_sdk.config import ContainerAgentConfig
 from aintandem_agent_sdk.cursor import Cursor
 from aintandem_agent_sdk.errors import AgentStateError, BusConnectionError, ConfigurationError
 from aintandem_agent_sdk.http import BusHttp
+from aintandem_agent_sdk.messages import PendingRequest
 
 __all__ = ["ConnectionStatus", "ContainerAgent", "StatusCallback"]
 
@@ -61,7 +62,8 @@ class ContainerAgent(Sending):
         self._reporter = StatusReporter(on_status)
         self._session = Session(self.bus_url, self.sandbox_id, self.config, lambda: self.agent.describe())
         self._socket_sends = SocketSends(self.config.request_timeout)
-        self._requests = Requests(self.sandbox_id, self.send_message)
+        self._requests = Requests(self.sandbox_id, self.send_message, requests_file(self.config.cursor_file),
+                                  late_grace=self.config.request_timeout)
         self._mailbox: Mailbox | None = None
         self._connection: Connection | None = None
         self._tasks: list[asyncio.Task] = []
@@ -225,13 +227,33 @@ class ContainerAgent(Sending):
         no response arrives within `timeout` seconds, CollaborationFailed when the other agent's handler
         raised, and BusRejected when the bus refuses the request (e.g. unknown sandbox).
 
-        With an `idempotency_key` the request's correlation id comes from the key, so asking again with the same
-        key (and the same task) after a restart sends nothing new and waits for the same response.
+        The request is one of `pending_requests()` until its response arrives: when the call is cancelled or the
+        agent stops (or dies, with a cursor file) first, `wait_for_response` gets the response later. With an
+        `idempotency_key` the request's correlation id comes from the key, so asking again with the same key (and
+        the same task) after a restart sends nothing new and returns the same response.
         """
         if not self._running:
             raise AgentStateError("start() the agent first: responses arrive on its socket")
         return await self._requests.collaborate(target_sandbox, task, timeout, to_agent=to_agent, priority=priority,
                                                 metadata=metadata, idempotency_key=idempotency_key)
+
+    def pending_requests(self) -> list[PendingRequest]:
+        """The requests `collaborate_with` sent whose response has not arrived yet, oldest first. With a cursor file
+        they are kept beside it (``<cursor stem>.requests.json``), so a restarted agent lists the requests its
+        earlier process made and can `wait_for_response` for them."""
+        return self._requests.pending()
+
+    async def wait_for_response(self, correlation_id: str, timeout: float | None = None) -> dict[str, Any]:
+        """The content of the RESPONSE to the request with `correlation_id` (one of `pending_requests()`, typically
+        made before a restart).
+
+        Returns at once when the response arrived already and nobody took it (each response is handed out once);
+        else waits for it up to `timeout` seconds (default: until the request's deadline, and at least
+        `config.request_timeout`, time for a resumed mailbox to replay it). Raises CollaborationFailed when the
+        other agent's handler raised, CollaborationTimeout when nothing came in time (past the deadline the
+        request is then forgotten), UnknownCorrelationId when the id is neither pending nor answered.
+        """
+        return await self._requests.wait(correlation_id, timeout, self._running)
 
     # ----------------------------------------------------------------- the socket
 

@@ -10,7 +10,8 @@
     │   └── PermissionDenied      403: the credentials may not do this (role, other sandbox, policy)
     ├── BusTimeoutError           something did not happen in time
     │   └── CollaborationTimeout  collaborate_with got no response within its timeout
-    └── CollaborationFailed       the other agent's handler raised while answering collaborate_with
+    ├── CollaborationFailed       the other agent's handler raised while answering collaborate_with
+    └── UnknownCorrelationId      wait_for_response for a request that is neither pending nor answered
 
 Catch `BusError` to handle every failure of the bus; catch a subclass for one kind.
 """
@@ -31,6 +32,7 @@ __all__ = [
     "CollaborationTimeout",
     "ConfigurationError",
     "PermissionDenied",
+    "UnknownCorrelationId",
 ]
 
 
@@ -111,3 +113,13 @@ class CollaborationFailed(BusError):
         self.target_sandbox = target_sandbox
         self.correlation_id = correlation_id
         self.error = error
+
+
+class UnknownCorrelationId(BusError):
+    """`wait_for_response` was asked for a correlation id this agent neither waits for (see `pending_requests`) nor
+    holds a response to: never sent from here, already answered and taken, timed out, or (without a cursor file)
+    sent by an earlier process."""
+
+    def __init__(self, correlation_id: str):
+        super().__init__(f"no pending request and no response with correlation_id {correlation_id!r}")
+        self.correlation_id = correlation_id

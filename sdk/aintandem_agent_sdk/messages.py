@@ -8,7 +8,7 @@ from typing import Any
 
 from aintandem_agent_sdk.errors import AuthenticationError, BusRejected, PermissionDenied
 
-__all__ = ["AgentMessage", "MessageType", "SendResult"]
+__all__ = ["AgentMessage", "MessageType", "PendingRequest", "SendResult"]
 
 
 class MessageType(str, Enum):
@@ -108,3 +108,26 @@ class SendResult:
             return cls(index, chosen_id)
         kind = {401: AuthenticationError, 403: PermissionDenied}.get(item["status"], BusRejected)
         return cls(index, error=kind(int(item["status"]), str(error.get("code")), str(error.get("message")), details))
+
+
+@dataclass(frozen=True)
+class PendingRequest:
+    """A request sent with `ContainerAgent.collaborate_with` whose response has not arrived yet (see
+    `pending_requests`). With a cursor file it is kept on disk, so a restarted agent still lists it and can
+    `wait_for_response(correlation_id)`; it leaves the list when its response (or failure) arrives, or when a wait
+    for it times out after its deadline.
+
+    `sent_at` and `deadline` are unix seconds; `deadline` is `sent_at + timeout`, when the bus drops the request
+    (its ttl) if nobody took it by then. `task` is the REQUEST's content.
+    """
+
+    correlation_id: str
+    target_sandbox: str
+    task: dict[str, Any]
+    sent_at: float
+    timeout: float
+
+    @property
+    def deadline(self) -> float:
+        """When the requester stops waiting and the bus drops the request (unix seconds)."""
+        return self.sent_at + self.timeout
