@@ -14,7 +14,7 @@
 Every exception the SDK raises on purpose derives from `BusError` (see `aintandem_agent_sdk.errors`).
 """
 
-from aintandem_agent_sdk.agent import BaseAgent, Handler
+from aintandem_agent_sdk.agent import BaseAgent, Handler, Skill
 from aintandem_agent_sdk.config import Backoff, ContainerAgentConfig, RetryPolicy
 from aintandem_agent_sdk.container import ConnectionStatus, ContainerAgent, StatusCallback
 from aintandem_agent_sdk.errors import (
@@ -58,6 +58,7 @@ __all__ = [
     "PermissionDenied",
     "RetryPolicy",
     "SendResult",
+    "Skill",
     "StatusCallback",
     "UnknownCorrelationId",
     "__version__",

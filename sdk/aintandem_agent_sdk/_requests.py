@@ -146,7 +146,7 @@ class Requests:
 
     async def collaborate(self, target_sandbox: str, task: str | dict[str, Any], timeout: float, *, to_agent: str,
                           priority: int, metadata: dict[str, Any] | None,
-                          idempotency_key: str | None = None) -> dict[str, Any]:
+                          idempotency_key: str | None = None, skill: str | None = None) -> dict[str, Any]:
         """Send `task` as a REQUEST and return its RESPONSE's content (see ContainerAgent.collaborate_with)."""
         content = task if isinstance(task, dict) else {"task": task}
         correlation_id = correlation_id_for(self.sandbox_id, idempotency_key)
@@ -160,7 +160,7 @@ class Requests:
             await self._send_message(target_sandbox, content, MessageType.REQUEST, to_agent=to_agent,
                                      priority=priority, ttl=max(1, math.ceil(timeout)), requires_response=True,
                                      correlation_id=correlation_id, metadata=metadata,
-                                     idempotency_key=idempotency_key)
+                                     idempotency_key=idempotency_key, skill=skill)
             return await waiter
 
         response = await self._await(correlation_id, target_sandbox, timeout, ask, forget_on_timeout=True)

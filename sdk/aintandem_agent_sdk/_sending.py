@@ -12,7 +12,11 @@ from urllib.parse import quote
 
 from aintandem_agent_sdk._status import ConnectionStatus
 from aintandem_agent_sdk._trace import with_parent
+from aintandem_agent_sdk.errors import ConfigurationError
 from aintandem_agent_sdk.messages import AgentMessage, MessageType, SendResult
+
+
+ANY = "any"  # the sandbox that means "one online agent with the skill"
 
 
 class Sending:
@@ -26,16 +30,20 @@ class Sending:
                            message_type: MessageType | str = MessageType.REQUEST, *, to_agent: str = "any",
                            priority: int = 5, ttl: int | None = None, requires_response: bool = False,
                            correlation_id: str | None = None, metadata: dict[str, Any] | None = None,
-                           idempotency_key: str | None = None) -> str:
+                           idempotency_key: str | None = None, skill: str | None = None) -> str:
         """Send a message to another sandbox; returns its message_id once the bus holds it durably.
 
         `idempotency_key` (1–255 printable ASCII characters, no spaces) names the send: sent again with the same
         key and the same message (by a restarted agent, say) within the bus's window, it is not stored twice and
         the first message's id comes back. Without one, each call gets a fresh key (retries are safe either way).
+        To send to whichever online agent of the workspace has a skill, address sandbox ``"any"`` with
+        ``skill="summarize"`` (it goes in ``metadata["skill"]``); ConfigurationError for a skill with another
+        target, or ``"any"`` without a skill.
         Raises BusRejected when the bus refuses it (e.g. ``unknown_sandbox``, ``validation_error``) and
         BusConnectionError / BusServerError when the retry policy is used up.
         """
-        body = self._envelope(content, message_type, priority=priority, ttl=ttl, metadata=metadata,
+        body = self._envelope(content, message_type, priority=priority, ttl=ttl,
+                              metadata=skill_metadata(target_sandbox, skill, metadata),
                               to_sandbox=target_sandbox, to_agent=to_agent, requires_response=requires_response,
                               correlation_id=correlation_id)
         return await self._post_message("/api/v1/messages", body, idempotency_key)
@@ -135,3 +143,16 @@ def message_id_for(sandbox_id: str, idempotency_key: str | None) -> str:
     if idempotency_key is None:
         return uuid.uuid4().hex
     return uuid.uuid5(uuid.NAMESPACE_URL, f"aintandem:{sandbox_id}:{idempotency_key}").hex
+
+
+def skill_metadata(target_sandbox: str, skill: str | None, metadata: dict[str, Any] | None) -> dict[str, Any] | None:
+    """`metadata` with ``skill`` set for capability routing; ConfigurationError unless a skill goes with sandbox
+    ``"any"`` and ``"any"`` with a skill (given here or already in `metadata`)."""
+    if skill is not None and target_sandbox != ANY:
+        raise ConfigurationError(f"skill={skill!r} routes by capability: send to sandbox {ANY!r}, not "
+                                 f"{target_sandbox!r}")
+    if skill is not None:
+        metadata = {**(metadata or {}), "skill": skill}
+    if target_sandbox == ANY and not (metadata or {}).get("skill"):
+        raise ConfigurationError(f"sandbox {ANY!r} means any agent with a skill: name it with skill=")
+    return metadata

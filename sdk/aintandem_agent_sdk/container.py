@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from aintandem_agent_sdk._connection import Connection, socket_url
 from aintandem_agent_sdk._mailbox import Mailbox
 from aintandem_agent_sdk._requests import Requests, requests_file
-from aintandem_agent_sdk._sending import Sending
+from aintandem_agent_sdk._sending import Sending, skill_metadata
 from aintandem_agent_sdk._session import Session
 from aintandem_agent_sdk._socket_sends import SocketSends
 from aintandem_agent_sdk._status import ConnectionStatus, StatusCallback, StatusReporter
@@ -219,7 +219,7 @@ class ContainerAgent(Sending):
     async def collaborate_with(self, target_sandbox: str, task: str | dict[str, Any], timeout: float = 30.0, *,
                                to_agent: str = "any", priority: int = 5,
                                metadata: dict[str, Any] | None = None,
-                               idempotency_key: str | None = None) -> dict[str, Any]:
+                               idempotency_key: str | None = None, skill: str | None = None) -> dict[str, Any]:
         """Ask another sandbox's agent to do `task` and return its RESPONSE's content.
 
         `task` is sent as ``{"task": task}`` (a dict is sent as it is) in a REQUEST with a fresh correlation
@@ -231,11 +231,15 @@ class ContainerAgent(Sending):
         agent stops (or dies, with a cursor file) first, `wait_for_response` gets the response later. With an
         `idempotency_key` the request's correlation id comes from the key, so asking again with the same key (and
         the same task) after a restart sends nothing new and returns the same response.
+
+        ``collaborate_with("any", task, skill="summarize")`` asks whichever online agent of the workspace declares
+        the skill (ConfigurationError for a skill with another target, or "any" without a skill).
         """
+        skill_metadata(target_sandbox, skill, metadata)  # refuse a bad combination before anything is recorded
         if not self._running:
             raise AgentStateError("start() the agent first: responses arrive on its socket")
         return await self._requests.collaborate(target_sandbox, task, timeout, to_agent=to_agent, priority=priority,
-                                                metadata=metadata, idempotency_key=idempotency_key)
+                                                metadata=metadata, idempotency_key=idempotency_key, skill=skill)
 
     def pending_requests(self) -> list[PendingRequest]:
         """The requests `collaborate_with` sent whose response has not arrived yet, oldest first. With a cursor file
