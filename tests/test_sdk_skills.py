@@ -52,8 +52,10 @@ def test_requests_to_any_with_a_skill_reach_the_agent_that_declared_it(sdk_bus, 
             request = w.agent.received[0]
             assert request.from_sandbox == asker and request.metadata["skill"] == "summarize"
             sent = await a.send_message("any", {"text": "news"}, MessageType.NOTIFICATION, skill="summarize")
-            await eventually(lambda: len(w.agent.received) == 2, "the notification to reach the worker")
-            assert w.agent.received[1].message_id == sent
+            [batched] = await a.send_batch([{"target_sandbox": "any", "content": {"text": "batch"},
+                                             "message_type": "notification", "skill": "summarize"}])
+            await eventually(lambda: len(w.agent.received) == 3, "the notifications to reach the worker")
+            assert {m.message_id for m in w.agent.received[1:]} == {sent, batched.message_id}
             with pytest.raises(BusRejected) as invalid:  # the skill's input schema wants a text
                 await a.collaborate_with("any", {"words": 3}, timeout=5, skill="summarize")
             assert (invalid.value.status, invalid.value.code) == (422, "content_invalid")

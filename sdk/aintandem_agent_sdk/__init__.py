@@ -11,7 +11,9 @@
     async with ContainerAgent("sb-researcher", "http://127.0.0.1:8000", agent) as bus:
         await bus.run_forever()
 
-Every exception the SDK raises on purpose derives from `BusError` (see `aintandem_agent_sdk.errors`).
+Every exception the SDK raises on purpose derives from `BusError` (see `aintandem_agent_sdk.errors`). Sends take an
+`idempotency_key`; a handler's sends follow from the message it handles (metadata.trace); `collaborate_with` requests
+survive a restart (`pending_requests`, `wait_for_response`); `Skill`s and sandbox "any" route by capability.
 """
 
 from aintandem_agent_sdk.agent import BaseAgent, Handler, Skill

@@ -196,7 +196,7 @@ class Connection:
         await asyncio.sleep(delay)
         self.state.waited()
 
-    async def _going_away(self) -> None:
+    async def _going_away(self) -> None:  # None: connect again now
         """The bus node closed a working socket with 1001 (a planned stop): reconnect without back-off (another
         node, or the restarted one, takes it); if that fails, the usual back-off follows."""
         log.info("the bus is going away (a restart); reconnecting now")

@@ -58,13 +58,13 @@ class Mailbox:
         return False
 
     async def on_message(self, message: AgentMessage) -> None:
-        """A pushed entry: queue it for the handlers, unless it is in flight, processed before, or a claimed response."""
+        """A pushed entry: queue it for the handlers, unless in flight, processed before, or a claimed response."""
         assert message.seq is not None
         seq = message.seq
         if seq in self._in_flight:
             return  # already queued or being handled: its ACK follows
         if self.cursor.seen(seq) and not (message.redelivered and message.attempt == 1):
-            await self._ack(seq)  # handled before; the bus did not get our ACK (a replayed dead letter is handled again)
+            await self._ack(seq)  # handled before, the bus missed our ACK (a replayed dead letter is handled again)
             return
         self._in_flight.add(seq)
         if message.message_type is MessageType.RESPONSE and self._claim(message):

@@ -79,23 +79,23 @@ class Sending:
     async def send_batch(self, messages: list[dict[str, Any]]) -> list[SendResult]:
         """Send several messages in one request; each dict takes `send_message`'s arguments by name
         (``target_sandbox`` and ``content`` required; ``idempotency_key`` makes the message's id, so a batch sent
-        again with the same keys, by a restarted agent say, stores none twice). Returns one SendResult per message, in order: its
-        message_id, or the BusRejected that refused it. The messages reach each recipient in their order.
+        again with the same keys, by a restarted agent say, stores none twice). Returns one SendResult per message,
+        in order: its message_id, or the BusRejected that refused it. The messages reach each recipient in their
+        order.
 
         Raises BusConnectionError / BusServerError when the retry policy is used up (retrying is safe: each
         message carries an id of its own, so none is stored twice).
         """
-        bodies = []
-        for spec in messages:
-            spec = dict(spec)
-            target, content, key = spec.pop("target_sandbox"), spec.pop("content"), spec.pop("idempotency_key", None)
-            spec.setdefault("message_type", MessageType.REQUEST)
-            body = self._envelope(content, spec.pop("message_type"), priority=spec.pop("priority", 5),
-                                  ttl=spec.pop("ttl", None), metadata=spec.pop("metadata", None),
-                                  to_sandbox=target, **spec)
-            bodies.append({**body, "message_id": message_id_for(self.sandbox_id, key)})
+        bodies = [self._batch_item(dict(spec)) for spec in messages]
         answer = await self._request("POST", "/api/v1/messages/batch", json={"messages": bodies})
         return [SendResult.from_answer(item, bodies[item["index"]]["message_id"]) for item in answer["results"]]
+
+    def _batch_item(self, spec: dict[str, Any]) -> dict[str, Any]:
+        target, content, key = spec.pop("target_sandbox"), spec.pop("content"), spec.pop("idempotency_key", None)
+        metadata = skill_metadata(target, spec.pop("skill", None), spec.pop("metadata", None))
+        body = self._envelope(content, spec.pop("message_type", MessageType.REQUEST), priority=spec.pop("priority", 5),
+                              ttl=spec.pop("ttl", None), metadata=metadata, to_sandbox=target, **spec)
+        return {**body, "message_id": message_id_for(self.sandbox_id, key)}
 
     async def _post_message(self, path: str, body: dict[str, Any], idempotency_key: str | None) -> str:
         """Send over the mailbox socket when connected, else (or when the socket cannot tell) over REST; both

@@ -1,4 +1,5 @@
-"""The state of a ContainerAgent's socket and who hears about it (private; exported by aintandem_agent_sdk.container)."""
+"""The state of a ContainerAgent's socket and who hears about it (private; exported by
+aintandem_agent_sdk.container)."""
 
 from __future__ import annotations
 

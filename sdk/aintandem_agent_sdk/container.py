@@ -46,7 +46,11 @@ class ContainerAgent(Sending):
     - the socket reconnects by itself with capped exponential back-off and jitter (at once after a close with
       1001 "going away": a bus node stopping on purpose), and heartbeats keep
       the sandbox online; `on_status` callbacks hear (status, detail) on every change;
-    - sends are retried on connection errors and 5xx with one Idempotency-Key, so never duplicated.
+    - sends are retried on connection errors and 5xx with one Idempotency-Key, so never duplicated (give your own
+      `idempotency_key` and a send repeated after a restart is not duplicated either);
+    - what a handler sends follows from the message it handles (``metadata.trace.parent_id``);
+    - a request of `collaborate_with` stays in `pending_requests()` until its response arrives, with a cursor file
+      across restarts too, and `wait_for_response` gets that response later.
     """
 
     def __init__(self, sandbox_id: str | None = None, collaboration_bus_url: str | None = None,

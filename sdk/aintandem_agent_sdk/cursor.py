@@ -36,7 +36,8 @@ class Cursor:
         assert self.path is not None
         try:
             data = json.loads(self.path.read_text())
-            position, above, owner = int(data["seq"]), {int(s) for s in data.get("processed_above", [])}, data["sandbox_id"]
+            position, owner = int(data["seq"]), data["sandbox_id"]
+            above = {int(s) for s in data.get("processed_above", [])}
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigurationError(f"cursor file {self.path} is unreadable ({exc}); fix or delete it") from None
         if owner != self.sandbox_id:
