@@ -125,6 +125,8 @@ def test_any_goes_to_an_online_capable_agent_and_alternates_between_equals(routi
     # one, never the one without the skill.
     assert sorted(holders) == sorted([first, second] * 2)
     assert holders[0] != holders[1] and holders[2] != holders[3]
+    listed = http.get("/api/v1/traces", params={"sandbox": first}).json()["traces"]  # found by where it went
+    assert len(listed) == 2 and all(set(t["sandboxes"]) == {planner, first} for t in listed), listed
 
 
 def test_content_failing_the_input_schema_is_refused_with_422_naming_the_path(routing_bus, http, unique):

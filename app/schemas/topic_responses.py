@@ -61,8 +61,8 @@ class TraceSummarySchema(ResponseSchema):
     last_at = Timestamp()
     message_count = Int()
     max_hops = Int()
-    sandboxes = fields.List(fields.String(), required=True, metadata={"description": "Senders and recipients "
-                                                                                     "(\"broadcast\", \"any\" as addressed)."})
+    sandboxes = fields.List(fields.String(), required=True, metadata={"description": "Senders, and the recipients "
+                                                                                     "the messages reached."})
     dead_messages = Int()
 
 

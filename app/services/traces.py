@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from app.db import Database
 from app.errors import InvalidRequest, NotFound
-from app.models import DeadLetter, MailboxEntry, Message, isoformat
+from app.models import ANY_CAPABLE, BROADCAST, DeadLetter, MailboxEntry, Message, isoformat
 
 MAX_TRACE_MESSAGES = 1000  # a trace's tree lists at most this many messages (oldest first)
 
@@ -86,12 +86,15 @@ def stamp(session, message: Message) -> None:
 
 def recent(db: Database, *, sandbox: str | None = None, since=None, limit: int = 50) -> list[dict]:
     """The most recently active traces (latest message first), each summarised: root message, first and last
-    message times, message count, deepest hop, the sandboxes taking part and how many of its messages are dead.
-    `sandbox` keeps the traces it sent or received a message in; `since` those active since then."""
+    message times, message count, deepest hop, the sandboxes taking part (senders and the recipients messages
+    reached, also of broadcasts and capability-routed ones) and how many of its messages are dead.
+    `sandbox` keeps the traces it sent or received a message in (also by broadcast, topic or capability routing);
+    `since` those active since then."""
     activity = select(Message.trace_id, func.max(Message.created_at).label("last_at")).where(
         Message.trace_id.is_not(None)).group_by(Message.trace_id)
     if sandbox is not None:
-        activity = activity.where((Message.from_sandbox == sandbox) | (Message.to_sandbox == sandbox))
+        activity = activity.where((Message.from_sandbox == sandbox) | (Message.to_sandbox == sandbox) | Message.id.in_(
+            select(MailboxEntry.message_id).where(MailboxEntry.sandbox_id == sandbox)))
     if since is not None:
         activity = activity.having(func.max(Message.created_at) >= since)
     with db.read() as session:
@@ -99,15 +102,22 @@ def recent(db: Database, *, sandbox: str | None = None, since=None, limit: int =
                                                                          Message.trace_id.desc()).limit(limit))]
         members = session.scalars(select(Message).where(Message.trace_id.in_(ids))
                                   .order_by(Message.created_at, Message.id)).all() if ids else []
+        recipients = session.execute(select(MailboxEntry.message_id, MailboxEntry.sandbox_id).where(
+            MailboxEntry.message_id.in_([m.id for m in members]))).all() if members else []
     grouped: dict[str, list[Message]] = {trace_id: [] for trace_id in ids}
     for message in members:
         grouped[message.trace_id].append(message)
-    return [_summary(trace_id, found) for trace_id, found in grouped.items() if found]
+    reached: dict[str, set[str]] = {}
+    for message_id, sandbox_id in recipients:
+        reached.setdefault(message_id, set()).add(sandbox_id)
+    return [_summary(trace_id, found, reached) for trace_id, found in grouped.items() if found]
 
 
-def _summary(trace_id: str, messages: list[Message]) -> dict:
+def _summary(trace_id: str, messages: list[Message], reached: dict[str, set[str]]) -> dict:
     root = next((m for m in messages if m.id == trace_id), messages[0])
-    sandboxes = sorted({m.from_sandbox for m in messages} | {m.to_sandbox for m in messages})
+    sandboxes = {m.from_sandbox for m in messages} | {m.to_sandbox for m in messages
+                                                       if m.to_sandbox not in (BROADCAST, ANY_CAPABLE)}
+    sandboxes = sorted(sandboxes.union(*(reached.get(m.id, set()) for m in messages)))
     return {"trace_id": trace_id, "root_message_id": root.id, "root_from_sandbox": root.from_sandbox,
             "started_at": isoformat(messages[0].created_at), "last_at": isoformat(messages[-1].created_at),
             "message_count": len(messages), "max_hops": max(m.hops for m in messages), "sandboxes": sandboxes,
