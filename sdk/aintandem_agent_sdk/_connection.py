@@ -248,8 +248,8 @@ class Connection:
             await self._on_welcome(ws, int(frame.get("head_seq") or 0))
         elif kind == "message":
             await self.mailbox.on_message(AgentMessage.from_frame(frame))
-        elif kind == "rerouted":
-            self.mailbox.on_rerouted(int(frame["seq"]))
+        elif kind == "rerouted" and isinstance(frame.get("seq"), int):
+            self.mailbox.on_rerouted(frame["seq"])
         elif kind in ("accepted", "error") and self.sends.on_answer(frame):
             return
         elif kind == "error":

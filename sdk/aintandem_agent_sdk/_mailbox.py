@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Protocol
 from urllib.parse import quote
 
 from aintandem_agent_sdk._trace import handling
-from aintandem_agent_sdk.agent import BaseAgent
 from aintandem_agent_sdk.cursor import Cursor
 from aintandem_agent_sdk.errors import BusError, BusRejected
 from aintandem_agent_sdk.messages import AgentMessage, MessageType
@@ -22,6 +21,12 @@ Reply = Callable[..., Awaitable[str]]
 ClaimResponse = Callable[[AgentMessage], bool]
 
 
+class Agent(Protocol):
+    """What the mailbox hands entries to (a BaseAgent)."""
+
+    async def handle(self, message: AgentMessage) -> dict[str, Any] | None: ...
+
+
 class Mailbox:
     """Hands every entry to `agent.handle` once, in seq order, and settles it: ACK after the handler returned (for a
     REQUEST after its dict went back as the RESPONSE), NACK with the error when it raised.
@@ -30,7 +35,7 @@ class Mailbox:
     over processed entries only; a replayed entry processed before is ACKed again, not handled again.
     """
 
-    def __init__(self, sandbox_id: str, cursor: Cursor, agent: BaseAgent, *, send_frame: SendFrame,
+    def __init__(self, sandbox_id: str, cursor: Cursor, agent: Agent, *, send_frame: SendFrame,
                  request: Request, reply: Reply, claim_response: ClaimResponse):
         self.sandbox_id, self.cursor, self.agent = sandbox_id, cursor, agent
         self._send_frame, self._request, self._reply, self._claim = send_frame, request, reply, claim_response
@@ -73,7 +78,8 @@ class Mailbox:
             self._queue.put_nowait(message)
 
     def on_rerouted(self, seq: int) -> None:
-        """A replayed entry went to another capable agent: keep our place in seq order, handle nothing."""
+        """A replayed entry went to another capable agent: keep our place in seq order, handle nothing (an entry
+        already being handled finishes; the bus ignores its ACK)."""
         if seq not in self._in_flight:
             self.cursor.mark(seq)
 
