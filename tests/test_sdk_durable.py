@@ -1,4 +1,4 @@
-"""Durable collaborate_with, against a real bus (embedded): a requester that is stopped before its response arrives
+"""Durable collaborate_with, against a real bus (embedded, and on Redis and RabbitMQ brokers): a requester that is stopped before its response arrives
 and starts again (same sandbox id, same cursor file) lists the request in pending_requests() and gets the response
 with wait_for_response(correlation_id), or with collaborate_with and the same idempotency_key."""
 
@@ -20,8 +20,21 @@ from aintandem_agent_sdk import (
     UnknownCorrelationId,
 )
 from aintandem_agent_sdk._requests import MAX_KEPT_ANSWERS, RequestRecord, requests_file
-from tests.servers import ADMIN_HEADERS
-from tests.test_sdk import Recorder, agent_for, eventually, run, sdk_bus  # noqa: F401  (sdk_bus is a fixture)
+from tests.servers import ADMIN_HEADERS, BusProcess
+from tests.test_sdk import agent_for, eventually, run
+
+
+@pytest.fixture(scope="module", params=["embedded", "redis", "rabbitmq"])
+def sdk_bus(request):
+    """The bus the restarted requesters talk to: embedded, and API + worker on each real broker."""
+    if request.param == "redis":
+        process = BusProcess("redis", redis_url=request.getfixturevalue("redis_server").url)
+    elif request.param == "rabbitmq":
+        process = BusProcess("rabbitmq", rabbitmq=request.getfixturevalue("rabbitmq_server"))
+    else:
+        process = BusProcess("embedded")
+    yield process
+    process.cleanup()
 
 
 def response(correlation_id: str, content: dict, failed: bool = False) -> AgentMessage:
