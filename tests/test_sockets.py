@@ -183,3 +183,17 @@ def test_a_graceful_stop_closes_every_socket_with_1001(stoppable_bus, unique):
         bus.start_api("api")
     with bus_client(bus.url) as admin:  # the socket ended like a close: its sandbox went offline
         assert status(admin, sandbox) == "offline"
+
+
+def test_a_client_that_closes_gets_the_closing_reply_with_its_code(lifecycle_bus, admin, unique):
+    """The server answers a client's close frame before it ends the connection (it used to cut the connection
+    first now and then: the client saw 1006, no close frame). Repeated: the race took a few tries to show."""
+    for attempt in range(15):
+        sandbox = unique(f"closer-{attempt}")  # one socket per sandbox here: the last one may still be closing
+        register(admin, sandbox)
+        for path in (f"/ws/sandboxes/{sandbox}?since=0", "/ws/events"):
+            ws = ws_connect(f"{lifecycle_bus.ws_url}{path}", open_timeout=10)
+            assert json.loads(ws.recv(timeout=10))["type"] == "welcome"
+            ws.close(1000, "bye")
+            reply = ws.protocol.close_rcvd
+            assert reply is not None and (reply.code, reply.reason) == (1000, "bye"), (attempt, path, reply)

@@ -278,8 +278,14 @@ def _ack_run(ws, first: dict) -> tuple[list[dict], object]:
 
 
 def _drop_connection(ws) -> None:
-    """End the TCP connection of a socket whose reader has stopped (simple_websocket leaves it open after it
-    sent a close frame itself, and the client would wait for the server to hang up)."""
+    """End the TCP connection of a socket whose closing handshake began (simple_websocket leaves it open after it
+    sent a close frame itself, and the client would wait for the server to hang up).
+
+    First the reader gets its moment to finish: when the client began the close, the reader marks the socket
+    closed before it sends the closing reply, and cutting the connection in between would leave the client with
+    1006 (no close frame) instead of its own code."""
+    if ws.thread is not threading.current_thread():
+        ws.thread.join(timeout=CLOSE_REPLY_WAIT)
     try:
         ws.sock.shutdown(socket.SHUT_RDWR)
     except OSError:
