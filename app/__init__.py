@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None, *, celery=None, start_listener:
     from app.ws.hub import Hub
     from app.ws import logs as _logs_socket  # noqa: F401  (registers /ws/sandboxes/<id>/logs on `sock`)
     from app.ws.routes import sock
+    from app.ui import bp as ui_bp
 
     settings = settings or Settings.from_env()
     app = Flask(__name__)
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None, *, celery=None, start_listener:
     app.teardown_request(release_unauthenticated_socket)
     for module in BLUEPRINT_MODULES:
         app.register_blueprint(importlib.import_module(f"app.api.{module}").bp)
+    app.register_blueprint(ui_bp)
     sock.init_app(app)
     register_error_handlers(app)
 

@@ -21,6 +21,7 @@ from app import metrics
 from app.context import BusContext, bus
 from app.errors import BusError, Forbidden, TooManyRequests, Unauthorized
 from app.services import audit
+from app.ui import is_ui_path
 from app.services.auth import ANONYMOUS_ADMIN, Principal, authenticate_token, authorize
 
 log = logging.getLogger(__name__)
@@ -99,12 +100,13 @@ def _failed(ctx: BusContext, address: str, reason: str) -> None:
 
 
 def authenticate_request() -> None:
-    """Flask `before_request` hook: authenticate every request except the open ones (health, metrics).
+    """Flask `before_request` hook: authenticate every request except the open ones (health, metrics, the GUI's
+    static pages).
 
     A WebSocket handshake that carries no token is let through: its route reads an `auth` frame first. It takes
     one of its address's places for sockets not authenticated yet; with none left it is refused (429).
     """
-    if request.path in OPEN_PATHS or request.endpoint is None:
+    if request.path in OPEN_PATHS or request.endpoint is None or is_ui_path(request.path):
         return
     if not bus().settings.auth_enabled:
         g.principal = ANONYMOUS_ADMIN
