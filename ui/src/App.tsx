@@ -1,0 +1,61 @@
+import type { ReactNode } from "react";
+import { BrowserRouter, Navigate, Route, Routes, useLocation } from "react-router";
+import { AuthProvider, useAuth } from "@/auth/auth";
+import { SignIn } from "@/auth/SignIn";
+import { Layout } from "@/components/Layout";
+import { NotBuilt, NotFound } from "@/pages/NotBuilt";
+import { Overview } from "@/pages/Overview";
+import { Sandboxes } from "@/pages/Sandboxes";
+
+/**
+ * The app lives under /ui/ (the service worker's scope and the manifest's start_url). With the trailing slash
+ * in the basename, links to the overview point at /ui/ rather than /ui, which the service worker would not
+ * control; main.tsx moves a visit to /ui to /ui/ before the router starts.
+ */
+export const BASENAME = "/ui/";
+
+/** Pages behind sign-in: without a key, go to /signin and come back afterwards. */
+function RequireKey({ children }: { children: ReactNode }) {
+  const { token } = useAuth();
+  const location = useLocation();
+  if (!token) {
+    return <Navigate to="/signin" replace state={{ from: location.pathname + location.search }} />;
+  }
+  return children;
+}
+
+export function App() {
+  return (
+    <AuthProvider>
+      <BrowserRouter basename={BASENAME}>
+        <Routes>
+          <Route path="/signin" element={<SignIn />} />
+          <Route
+            element={
+              <RequireKey>
+                <Layout />
+              </RequireKey>
+            }
+          >
+            <Route index element={<Overview />} />
+            <Route path="sandboxes" element={<Sandboxes />} />
+            <Route path="live" element={<NotBuilt title="Live" what="messages as they flow through the bus" />} />
+            <Route
+              path="traces"
+              element={<NotBuilt title="Traces" what="conversations as trees of messages, with their timings" />}
+            />
+            <Route
+              path="dead-letters"
+              element={<NotBuilt title="Dead letters" what="dead letters to inspect, replay and purge" />}
+            />
+            <Route
+              path="workspaces"
+              element={<NotBuilt title="Workspaces" what="workspaces, their settings and their sandboxes" />}
+            />
+            <Route path="*" element={<NotFound />} />
+          </Route>
+        </Routes>
+      </BrowserRouter>
+    </AuthProvider>
+  );
+}
