@@ -49,7 +49,10 @@ export class EventsHub {
         this.emit({ kind: "welcome", resumed });
       },
       onEvent: (event) => {
-        if (event.event === "message.accepted") this.accepted.record(event.receivedAt);
+        if (event.event === "message.accepted") {
+          const id = event.data.message_id;
+          this.accepted.record(event.receivedAt, typeof id === "string" ? id : undefined);
+        }
         this.emit({ kind: "event", event });
       },
       onUnauthorized: this.onUnauthorized,

@@ -66,3 +66,24 @@ describe("EventWindow", () => {
     expect(w.snapshot(T0 + 2 * WINDOW_MS)).toEqual([]);
   });
 });
+
+describe("EventWindow with ids", () => {
+  it("counts a repeated event once while it is in the window", () => {
+    const w = new EventWindow(WINDOW_MS);
+    expect(w.record(T0, "m1")).toBe(true);
+    expect(w.record(T0 + 10, "m1")).toBe(false);
+    expect(w.record(T0 + 20, "m2")).toBe(true);
+    expect(w.record(T0 + 30)).toBe(true); // no id: always counted
+    expect(w.snapshot(T0 + 100)).toEqual([T0, T0 + 20, T0 + 30]);
+    // once m1 has left the window it is forgotten
+    w.snapshot(T0 + WINDOW_MS + 1);
+    expect(w.record(T0 + WINDOW_MS + 2, "m1")).toBe(true);
+  });
+
+  it("keeps times ordered when the clock goes back", () => {
+    const w = new EventWindow(WINDOW_MS);
+    w.record(T0);
+    w.record(T0 - 5000);
+    expect(w.snapshot(T0)).toEqual([T0, T0]);
+  });
+});

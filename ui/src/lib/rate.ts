@@ -40,14 +40,26 @@ export function bucketize(
   return { start, size, counts };
 }
 
-/** Keeps the arrival times of the last `windowMs` of events. */
+/**
+ * Keeps the arrival times of the last `windowMs` of events. Events may repeat (the bus's events are best
+ * effort): one recorded with an `id` already seen within the window is not counted again.
+ */
 export class EventWindow {
   private times: number[] = [];
+  private readonly seen = new Map<string, number>();
 
   constructor(readonly windowMs: number = WINDOW_MS + BUCKET_MS) {}
 
-  record(time: number): void {
-    this.times.push(time);
+  /** Record an event that arrived at `time`; false when `id` was already counted. */
+  record(time: number, id?: string): boolean {
+    if (id !== undefined) {
+      if (this.seen.has(id)) return false;
+      this.seen.set(id, time);
+    }
+    // Arrival times only grow, but a clock set back must not break the order the pruning relies on.
+    const last = this.times[this.times.length - 1];
+    this.times.push(last !== undefined && time < last ? last : time);
+    return true;
   }
 
   /** The times still inside the window at `now` (older ones are dropped). */
@@ -56,6 +68,10 @@ export class EventWindow {
     let drop = 0;
     while (drop < this.times.length && (this.times[drop] as number) < cutoff) drop++;
     if (drop > 0) this.times = this.times.slice(drop);
+    for (const [id, t] of this.seen) {
+      if (t >= cutoff) break; // insertion order is arrival order
+      this.seen.delete(id);
+    }
     return this.times;
   }
 }

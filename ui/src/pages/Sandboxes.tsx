@@ -161,7 +161,8 @@ export function Sandboxes() {
           <p className="mb-2 text-sm text-muted-foreground" aria-live="polite">
             Showing {shown.length} of {all.length} sandbox{all.length === 1 ? "" : "es"}.
           </p>
-          <div className="overflow-x-auto rounded-lg border border-border">
+          {/* Focusable so keyboard users can scroll it sideways in a narrow window. */}
+          <div tabIndex={0} role="region" aria-label="Sandboxes table" className="overflow-x-auto rounded-lg border border-border">
             <table className="w-full min-w-[56rem] text-sm">
               <caption className="sr-only">Sandboxes{filtered ? " (filtered)" : ""}</caption>
               <thead className="bg-muted text-left">
