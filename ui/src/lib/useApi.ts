@@ -61,21 +61,32 @@ export function useApi<T>(
   return { data, error, loading, updatedAt, reload: run };
 }
 
-/** A callback that runs `fn` once, `ms` after the last of a burst of calls. */
-export function useDebounced(fn: () => void, ms: number): () => void {
+/**
+ * A callback that runs `fn` once, `ms` after the last of a burst of calls — or at the latest `maxWaitMs` after
+ * the burst's first call, so a steady stream of events still refreshes the page now and then.
+ */
+export function useDebounced(fn: () => void, ms: number, maxWaitMs: number = ms * 6): () => void {
   const fnRef = useRef(fn);
   fnRef.current = fn;
   const timer = useRef<ReturnType<typeof setTimeout> | null>(null);
-  useEffect(() => () => {
-    if (timer.current) clearTimeout(timer.current);
-  }, []);
+  const burstStart = useRef<number | null>(null);
+  useEffect(
+    () => () => {
+      if (timer.current) clearTimeout(timer.current);
+    },
+    [],
+  );
   return useCallback(() => {
+    const now = Date.now();
+    burstStart.current ??= now;
     if (timer.current) clearTimeout(timer.current);
+    const wait = Math.max(0, Math.min(ms, burstStart.current + maxWaitMs - now));
     timer.current = setTimeout(() => {
       timer.current = null;
+      burstStart.current = null;
       fnRef.current();
-    }, ms);
-  }, [ms]);
+    }, wait);
+  }, [ms, maxWaitMs]);
 }
 
 /** The current time, updated every `ms`. */

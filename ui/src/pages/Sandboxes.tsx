@@ -32,6 +32,7 @@ const SANDBOX_EVENTS = [
   "sandbox.connected",
   "sandbox.disconnected",
   "sandbox.state_changed",
+  "sandbox.waking",
 ] as const;
 
 const STATUS_VARIANT: Record<string, BadgeProps["variant"]> = {
@@ -83,7 +84,7 @@ export function Sandboxes() {
         title="Sandboxes"
         description="Every sandbox the bus knows, updated live as they register, connect and change state."
         actions={
-          <Button variant="outline" size="sm" onClick={q.reload} disabled={q.loading}>
+          <Button variant="outline" size="sm" onClick={q.reload} aria-busy={q.loading}>
             <RefreshCw aria-hidden="true" className={q.loading ? "animate-spin" : undefined} />
             Refresh
           </Button>
