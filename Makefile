@@ -15,7 +15,7 @@ RUNTIME_LOCK := requirements/runtime.txt
 TEST_LOCK := requirements/test.txt
 PIP := $(BIN)/python -m pip
 
-.PHONY: run test install install-test lock test-deps bench sdk-wheel clean help
+.PHONY: run test install install-test lock test-deps bench sdk-wheel clean help ui ui-check
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -52,7 +52,7 @@ lock:  ## refresh requirements/*.txt from pyproject.toml (newest versions it all
 run: install  ## run the bus (API + worker + beat, in-memory broker, SQLite) on http://$(HOST):$(PORT), runtime only
 	HOST=$(HOST) PORT=$(PORT) DATA_DIR=$(DATA_DIR) $(BIN)/collab-bus up
 
-test-deps:  ## install the servers the tests start (redis-server, rabbitmq-server, postgresql, docker.io, busybox-static and mmdebstrap for managed sandboxes) when missing
+test-deps:  ## install the servers the tests start (redis-server, rabbitmq-server, postgresql, docker.io, busybox-static and mmdebstrap for managed sandboxes, chromium for the GUI's browser tests) when missing
 	@missing=; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	test -x /usr/lib/rabbitmq/bin/rabbitmq-server || missing="$$missing rabbitmq-server"; \
@@ -60,14 +60,26 @@ test-deps:  ## install the servers the tests start (redis-server, rabbitmq-serve
 	command -v dockerd >/dev/null 2>&1 || missing="$$missing docker.io"; \
 	test -x /bin/busybox || missing="$$missing busybox-static"; \
 	command -v mmdebstrap >/dev/null 2>&1 || missing="$$missing mmdebstrap"; \
+	test -x /usr/lib/chromium/chromium || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing (Debian packages)"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-test: install-test test-deps  ## run the whole test suite (installs the test tools from requirements/test.txt)
+test: install-test test-deps ui-check  ## run the whole test suite (installs the test tools from requirements/test.txt)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+ui/node_modules/.package-lock.json: ui/package-lock.json
+	cd ui && npm ci --no-audit --no-fund --loglevel=error
+
+ui: ui/node_modules/.package-lock.json install  ## rebuild the web GUI (ui/ -> app/ui_dist, committed: `make run` needs no Node.js) and its API types
+	$(BIN)/python scripts/ui_bundle.py openapi ui/openapi.json
+	cd ui && npm run --silent gen:api && npm run --silent build
+
+ui-check: ui/node_modules/.package-lock.json install  ## the GUI's type check and Vitest suite, and that the committed bundle and API types are what the sources build
+	cd ui && npm run --silent typecheck && npm test --silent
+	$(BIN)/python scripts/ui_bundle.py check
 
 bench: install-test test-deps  ## run every benchmark (bench/run_all.py: throughput, batch, latency, fanout, scaling, sockets, collaborate) and write bench/results.md; BENCH_ARGS=--quick for small sizes
 	$(BIN)/python bench/run_all.py $(BENCH_ARGS)

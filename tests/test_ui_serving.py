@@ -67,3 +67,20 @@ def test_without_a_bundle_the_gui_says_how_to_build_it(app, tmp_path, monkeypatc
     assert answer.status_code == 503
     error = answer.get_json()["error"]
     assert error["code"] == "ui_not_built" and "make ui" in error["message"]
+
+
+def test_the_package_ships_the_built_bundle(tmp_path):
+    """A wheel of the bus carries app/ui_dist, so an installed bus serves the GUI without Node.js."""
+    import subprocess
+    import sys
+    import zipfile
+
+    from tests.servers import REPO
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--wheel-dir", str(tmp_path), str(REPO)], check=True, cwd=tmp_path)
+    [wheel] = tmp_path.glob("aintandem_collab_bus-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "app/ui_dist/index.html" in names and "app/ui_dist/sw.js" in names
+    assert any(name.startswith("app/ui_dist/assets/") and name.endswith(".js") for name in names)
+    assert not any(name.startswith("ui/") for name in names)  # the sources stay in the repository
