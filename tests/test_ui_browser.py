@@ -123,7 +123,7 @@ def test_sign_in_overview_and_sign_out(page, gui_bus, unique):
     page.get_by_text(re.compile("refused", re.I)).first.wait_for()
 
     sign_in(page, gui_bus)
-    page.get_by_role("heading", name=re.compile("overview", re.I)).wait_for()
+    page.get_by_role("heading", level=1, name=re.compile("overview", re.I)).wait_for()
     assert "cbk_" not in page.url and TEST_ADMIN_KEY not in page.url
     stored = page.evaluate("() => JSON.stringify(window.localStorage)")
     assert TEST_ADMIN_KEY not in stored  # the key lives in the session only
@@ -135,10 +135,28 @@ def test_sign_in_overview_and_sign_out(page, gui_bus, unique):
     assert TEST_ADMIN_KEY not in page.evaluate("() => JSON.stringify(window.sessionStorage)")
 
 
+def test_it_installs_as_an_app(page, gui_bus):
+    """A PWA: a manifest the page links, and a service worker controlling /ui/ that serves the app shell when
+    the bus cannot be reached."""
+    page.goto(f"{gui_bus.url}/ui/")
+    href = page.locator("link[rel=manifest]").get_attribute("href")
+    manifest = httpx.get(f"{gui_bus.url}{href}").json()
+    assert (manifest["start_url"], manifest["scope"], manifest["display"]) == ("/ui/", "/ui/", "standalone")
+    assert manifest["icons"] and all(httpx.get(f"{gui_bus.url}{icon['src']}").status_code == 200
+                                     for icon in manifest["icons"])
+    assert page.evaluate("async () => (await navigator.serviceWorker.ready).scope").endswith("/ui/")
+    page.reload()  # now under the worker's control
+    page.get_by_label(re.compile("API key", re.I)).wait_for()
+    page.context.set_offline(True)
+    page.reload()
+    page.get_by_label(re.compile("API key", re.I)).wait_for()  # the shell, from the worker's cache
+    page.context.set_offline(False)
+
+
 def test_sandboxes_appear_without_a_reload(page, gui_bus, unique):
     sign_in(page, gui_bus)
     page.get_by_role("link", name=re.compile("sandboxes", re.I)).first.click()
-    page.get_by_role("heading", name=re.compile("sandboxes", re.I)).wait_for()
+    page.get_by_role("heading", level=1, name=re.compile("sandboxes", re.I)).wait_for()
     first, second = unique("gui-a"), unique("gui-b")
     with bus_client(gui_bus.url) as http:
         for sandbox in (first, second):
