@@ -4,6 +4,7 @@ import { AuthProvider, useAuth } from "@/auth/auth";
 import { SignIn } from "@/auth/SignIn";
 import { Layout } from "@/components/Layout";
 import { NotBuilt, NotFound } from "@/pages/NotBuilt";
+import { DeadLetters } from "@/pages/DeadLetters";
 import { Overview } from "@/pages/Overview";
 import { Sandboxes } from "@/pages/Sandboxes";
 
@@ -44,10 +45,7 @@ export function App() {
               path="traces"
               element={<NotBuilt title="Traces" what="conversations as trees of messages, with their timings" />}
             />
-            <Route
-              path="dead-letters"
-              element={<NotBuilt title="Dead letters" what="dead letters to inspect, replay and purge" />}
-            />
+            <Route path="dead-letters" element={<DeadLetters />} />
             <Route
               path="workspaces"
               element={<NotBuilt title="Workspaces" what="workspaces, their settings and their sandboxes" />}

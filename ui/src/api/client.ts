@@ -34,6 +34,33 @@ export interface RequestOptions<P extends GetPath> {
   signal?: AbortSignal;
 }
 
+/** HTTP methods besides GET that the client sends. */
+export type Method = "post" | "put" | "delete";
+
+/** Paths that have an operation for `M`. */
+export type PathWith<M extends Method> = {
+  [P in keyof paths]: paths[P] extends { [K in M]: object } ? P : never;
+}[keyof paths];
+
+type Operation<M extends Method, P extends PathWith<M>> = paths[P] extends { [K in M]: infer O } ? O : never;
+
+type JsonOf<R> = R extends { content: { "application/json": infer T } } ? T : unknown;
+
+/** The JSON body of the operation's success answer (200, 201 or 202). */
+export type SendResult<M extends Method, P extends PathWith<M>> =
+  Operation<M, P> extends { responses: infer R } ? JsonOf<R[Extract<keyof R, 200 | 201 | 202>]> : unknown;
+
+/** The JSON request body of the operation, if it takes one. */
+export type SendBody<M extends Method, P extends PathWith<M>> =
+  Operation<M, P> extends { requestBody?: { content: { "application/json": infer B } } } ? B : never;
+
+export interface SendOptions<M extends Method, P extends PathWith<M>> {
+  query?: Operation<M, P> extends { parameters: { query?: infer Q } } ? NonNullable<Q> : never;
+  path?: Operation<M, P> extends { parameters: { path: infer A } } ? A : never;
+  body?: SendBody<M, P>;
+  signal?: AbortSignal;
+}
+
 export interface ClientOptions {
   /** The API key (or sandbox token) sent with every call; null sends none. */
   token: string | null;
@@ -44,6 +71,12 @@ export interface ClientOptions {
 
 export interface ApiClient {
   get<P extends GetPath>(path: P, options?: RequestOptions<P>): Promise<GetResult<P>>;
+  /** POST, PUT or DELETE an operation of the document; a JSON body is sent when `body` is given. */
+  send<M extends Method, P extends PathWith<M>>(
+    method: M,
+    path: P,
+    options?: SendOptions<M, P>,
+  ): Promise<SendResult<M, P>>;
 }
 
 /** `/api/v1/sandboxes/{sandbox_id}` + `{sandbox_id: "a b"}` + `{limit: 5}` → `/api/v1/sandboxes/a%20b?limit=5`. */
@@ -69,12 +102,17 @@ export function buildUrl(
 export function createClient(options: ClientOptions): ApiClient {
   const doFetch = options.fetch ?? ((input: RequestInfo | URL, init?: RequestInit) => fetch(input, init));
 
-  async function request<T>(url: string, signal?: AbortSignal): Promise<T> {
+  async function request<T>(url: string, signal?: AbortSignal, method = "GET", body?: unknown): Promise<T> {
     const headers: Record<string, string> = { Accept: "application/json" };
     if (options.token) headers.Authorization = `Bearer ${options.token}`;
+    const init: RequestInit = { method, headers, signal, credentials: "omit", cache: "no-store" };
+    if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
     let response: Response;
     try {
-      response = await doFetch(url, { method: "GET", headers, signal, credentials: "omit", cache: "no-store" });
+      response = await doFetch(url, init);
     } catch (cause) {
       if (isAbort(cause)) throw cause;
       throw networkError(cause);
@@ -100,6 +138,14 @@ export function createClient(options: ClientOptions): ApiClient {
         opts?.query as Record<string, unknown> | undefined,
       );
       return request(url, opts?.signal);
+    },
+    send(method, path, opts) {
+      const url = buildUrl(
+        path,
+        opts?.path as Record<string, string | number> | undefined,
+        opts?.query as Record<string, unknown> | undefined,
+      );
+      return request(url, opts?.signal, method.toUpperCase(), opts?.body);
     },
   };
 }
