@@ -5,6 +5,7 @@ import { SignIn } from "@/auth/SignIn";
 import { Layout } from "@/components/Layout";
 import { NotBuilt, NotFound } from "@/pages/NotBuilt";
 import { DeadLetters } from "@/pages/DeadLetters";
+import { Live } from "@/pages/Live";
 import { Overview } from "@/pages/Overview";
 import { Sandboxes } from "@/pages/Sandboxes";
 
@@ -40,7 +41,7 @@ export function App() {
           >
             <Route index element={<Overview />} />
             <Route path="sandboxes" element={<Sandboxes />} />
-            <Route path="live" element={<NotBuilt title="Live" what="messages as they flow through the bus" />} />
+            <Route path="live" element={<Live />} />
             <Route
               path="traces"
               element={<NotBuilt title="Traces" what="conversations as trees of messages, with their timings" />}
