@@ -6,6 +6,7 @@ import { Layout } from "@/components/Layout";
 import { NotBuilt, NotFound } from "@/pages/NotBuilt";
 import { DeadLetters } from "@/pages/DeadLetters";
 import { Live } from "@/pages/Live";
+import { MessageDetail } from "@/pages/MessageDetail";
 import { Overview } from "@/pages/Overview";
 import { Sandboxes } from "@/pages/Sandboxes";
 
@@ -42,6 +43,7 @@ export function App() {
             <Route index element={<Overview />} />
             <Route path="sandboxes" element={<Sandboxes />} />
             <Route path="live" element={<Live />} />
+            <Route path="messages/:messageId" element={<MessageDetail />} />
             <Route
               path="traces"
               element={<NotBuilt title="Traces" what="conversations as trees of messages, with their timings" />}
