@@ -168,14 +168,14 @@ describe("sign in", () => {
 describe("shell", () => {
   it("has a main navigation, and pages not built yet say so", async () => {
     window.sessionStorage.setItem("collab-bus.api-key", KEY);
-    open("/ui/traces");
+    open("/ui/workspaces");
     const nav = await screen.findByRole("navigation", { name: "Main" });
     for (const name of ["Overview", "Sandboxes", "Live", "Traces", "Dead letters", "Workspaces"]) {
       expect(within(nav).getByRole("link", { name })).toBeTruthy();
     }
-    expect(within(nav).getByRole("link", { name: "Traces" }).getAttribute("aria-current")).toBe("page");
+    expect(within(nav).getByRole("link", { name: "Workspaces" }).getAttribute("aria-current")).toBe("page");
     expect(within(nav).getByRole("link", { name: "Overview" }).getAttribute("href")).toBe("/ui/");
-    expect(screen.getByRole("heading", { level: 1, name: "Traces" })).toBeTruthy();
+    expect(screen.getByRole("heading", { level: 1, name: "Workspaces" })).toBeTruthy();
     expect(screen.getByText("Not built yet")).toBeTruthy();
   });
 

@@ -9,6 +9,7 @@ import { Live } from "@/pages/Live";
 import { MessageDetail } from "@/pages/MessageDetail";
 import { Overview } from "@/pages/Overview";
 import { Sandboxes } from "@/pages/Sandboxes";
+import { TraceDetail, Traces } from "@/pages/Traces";
 
 /**
  * The app lives under /ui/ (the service worker's scope and the manifest's start_url). With the trailing slash
@@ -44,10 +45,8 @@ export function App() {
             <Route path="sandboxes" element={<Sandboxes />} />
             <Route path="live" element={<Live />} />
             <Route path="messages/:messageId" element={<MessageDetail />} />
-            <Route
-              path="traces"
-              element={<NotBuilt title="Traces" what="conversations as trees of messages, with their timings" />}
-            />
+            <Route path="traces" element={<Traces />} />
+            <Route path="traces/:traceId" element={<TraceDetail />} />
             <Route path="dead-letters" element={<DeadLetters />} />
             <Route
               path="workspaces"
