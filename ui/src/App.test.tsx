@@ -166,7 +166,7 @@ describe("sign in", () => {
 });
 
 describe("shell", () => {
-  it("has a main navigation, and pages not built yet say so", async () => {
+  it("has a main navigation marking the current page, and says when a page does not exist", async () => {
     window.sessionStorage.setItem("collab-bus.api-key", KEY);
     open("/ui/workspaces");
     const nav = await screen.findByRole("navigation", { name: "Main" });
@@ -176,7 +176,9 @@ describe("shell", () => {
     expect(within(nav).getByRole("link", { name: "Workspaces" }).getAttribute("aria-current")).toBe("page");
     expect(within(nav).getByRole("link", { name: "Overview" }).getAttribute("href")).toBe("/ui/");
     expect(screen.getByRole("heading", { level: 1, name: "Workspaces" })).toBeTruthy();
-    expect(screen.getByText("Not built yet")).toBeTruthy();
+    cleanup();
+    open("/ui/nowhere");
+    expect(await screen.findByRole("heading", { level: 1, name: "Page not found" })).toBeTruthy();
   });
 
   it("changes the filters in the URL", async () => {

@@ -3,13 +3,14 @@ import { BrowserRouter, Navigate, Route, Routes, useLocation } from "react-route
 import { AuthProvider, useAuth } from "@/auth/auth";
 import { SignIn } from "@/auth/SignIn";
 import { Layout } from "@/components/Layout";
-import { NotBuilt, NotFound } from "@/pages/NotBuilt";
+import { NotFound } from "@/pages/NotBuilt";
 import { DeadLetters } from "@/pages/DeadLetters";
 import { Live } from "@/pages/Live";
 import { MessageDetail } from "@/pages/MessageDetail";
 import { Overview } from "@/pages/Overview";
 import { Sandboxes } from "@/pages/Sandboxes";
 import { TraceDetail, Traces } from "@/pages/Traces";
+import { Workspaces } from "@/pages/Workspaces";
 
 /**
  * The app lives under /ui/ (the service worker's scope and the manifest's start_url). With the trailing slash
@@ -48,10 +49,7 @@ export function App() {
             <Route path="traces" element={<Traces />} />
             <Route path="traces/:traceId" element={<TraceDetail />} />
             <Route path="dead-letters" element={<DeadLetters />} />
-            <Route
-              path="workspaces"
-              element={<NotBuilt title="Workspaces" what="workspaces, their settings and their sandboxes" />}
-            />
+            <Route path="workspaces" element={<Workspaces />} />
             <Route path="*" element={<NotFound />} />
           </Route>
         </Routes>
