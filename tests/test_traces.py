@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.servers import BusProcess, bus_client, wait_for
+import json
+
+from tests.servers import BusProcess, bus_client, wait_for, ws_connect
 
 GUARDS = {"MAX_TRACE_HOPS": "3", "PAIR_RATE_PER_MINUTE": "2", "TRACE_MESSAGE_BUDGET": "6"}
 
@@ -48,13 +50,28 @@ def stored(http, message_id):
                     and r, 15, "routing")
 
 
-def test_a_three_hop_conversation_is_a_tree_with_timings(http, unique):
+def test_a_three_hop_conversation_is_a_tree_with_timings(traced_bus, http, unique):
     a, b, c = unique("a"), unique("b"), unique("c")
     register(http, a, b, c)
-    root = send(http, a, b).json()["message_id"]
-    onward = send(http, b, c, parent=root).json()["message_id"]
-    answer = send(http, c, None, "response", correlation_id=onward).json()["message_id"]
-    reply = send(http, b, None, "response", correlation_id=root).json()["message_id"]
+    with ws_connect(f"{traced_bus.ws_url}/ws/events") as events:
+        assert json.loads(events.recv(timeout=10))["type"] == "welcome"
+        root = send(http, a, b).json()["message_id"]
+        onward = send(http, b, c, parent=root).json()["message_id"]
+        answer = send(http, c, None, "response", correlation_id=onward).json()["message_id"]
+        reply = send(http, b, None, "response", correlation_id=root).json()["message_id"]
+        accepted: dict[str, dict] = {}
+
+        def note_accepted() -> bool:
+            frame = json.loads(events.recv(timeout=10))
+            if frame.get("event") == "message.accepted":
+                accepted[frame["data"]["message_id"]] = frame["data"]
+            return len(accepted) == 4
+
+        wait_for(note_accepted, 15, "the four message.accepted events")
+    # the events say where each message sits in the conversation, for a live view to draw it
+    assert {m: (e["trace_id"], e["parent_id"], e["correlation_id"]) for m, e in accepted.items()} == {
+        root: (root, None, None), onward: (root, root, None), answer: (root, onward, onward),
+        reply: (root, root, root)}
     for message_id in (root, onward, answer, reply):
         stored(http, message_id)
     trace = stored(http, answer)["message"]["metadata"]["trace"]

@@ -4,4 +4,4 @@ Each module owns its blueprint (`bp`); `BLUEPRINT_MODULES` lists them for the ap
 """
 
 BLUEPRINT_MODULES = ("audit", "dead_letters", "docs", "messages", "policies", "sandboxes", "workspaces", "managed",
-                     "collaboration", "topics", "traces", "agents")
+                     "collaboration", "topics", "traces", "agents", "configuration")

@@ -180,9 +180,13 @@ def build_document() -> dict:
     schema_classes = [res.ErrorSchema] + [
         cls for op in operations for cls in (op.body, *op.ok.values())
         if isinstance(cls, type) and issubclass(cls, Schema)]
+    named: dict[str, type] = {}
     for cls in dict.fromkeys(schema_classes):
-        if _schema_name(cls) not in spec.components.schemas:
-            spec.components.schema(_schema_name(cls), schema=cls)
+        name = _schema_name(cls)
+        if named.setdefault(name, cls) is not cls:
+            raise RuntimeError(f"two schemas would be the component {name!r}: {named[name]} and {cls}")
+        if name not in spec.components.schemas:
+            spec.components.schema(name, schema=cls)
     paths: dict[str, dict] = {}
     for op in operations:
         paths.setdefault(op.url, {})[op.method] = _operation(spec, op)

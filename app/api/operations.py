@@ -10,7 +10,8 @@ from marshmallow import Schema
 
 from app import schemas as req
 from app.api import (
-    agents, audit, collaboration, dead_letters, managed, messages, policies, sandboxes, topics, traces, workspaces,
+    agents, audit, collaboration, configuration, dead_letters, managed, messages, policies, sandboxes, topics, traces,
+    workspaces,
 )
 from app.schemas import managed as managed_req
 from app.schemas import managed_responses as managed_res
@@ -147,7 +148,7 @@ OPERATIONS: list[Operation] = [
     Operation("get", "/workspaces", workspaces.list_workspaces, "workspaces", {200: managed_res.WorkspaceListSchema},
               (403,)),
     Operation("post", "/workspaces", workspaces.create_workspace, "workspaces", {201: managed_res.WorkspaceSchema},
-              (400, 403, 409, 413), body=managed_req.WorkspaceSchema),
+              (400, 403, 409, 413), body=managed_req.WorkspaceCreateSchema),
     Operation("get", "/workspaces/{workspace_id}", workspaces.get_workspace, "workspaces",
               {200: managed_res.WorkspaceSchema}, (403, 404), path_params=WORKSPACE_ID),
     Operation("put", "/workspaces/{workspace_id}", workspaces.update_workspace, "workspaces",
@@ -170,6 +171,8 @@ OPERATIONS: list[Operation] = [
     Operation("post", "/sandboxes/{sandbox_id}/stop", managed.stop_sandbox, "managed sandboxes",
               {202: managed_res.ManagedSandboxSchema}, (403, 404, 409), path_params=SANDBOX_ID),
     Operation("get", "/edition", managed.edition, "managed sandboxes", {200: managed_res.EditionSchema}, (403,)),
+    Operation("get", "/configuration", configuration.get_configuration, "meta",
+              {200: managed_res.ConfigurationSchema}, (403,)),
     # collaboration admin
     Operation("get", "/collaboration/status", collaboration.status, "collaboration",
               {200: managed_res.CollaborationStatusSchema}, (403,)),
@@ -187,9 +190,9 @@ OPERATIONS: list[Operation] = [
               {200: topic_res.SubscriptionListSchema}, (403, 404), path_params=SANDBOX_ID),
     Operation("post", "/sandboxes/{sandbox_id}/subscriptions", topics.subscribe, "topics",
               {200: topic_res.SubscriptionSchema, 201: topic_res.SubscriptionSchema}, (400, 403, 404, 409, 413),
-              body=topic_req.SubscriptionSchema, path_params=SANDBOX_ID),
+              body=topic_req.SubscriptionPatternSchema, path_params=SANDBOX_ID),
     Operation("delete", "/sandboxes/{sandbox_id}/subscriptions", topics.unsubscribe, "topics",
-              {200: topic_res.SubscriptionSchema}, (400, 403, 404), query=topic_req.SubscriptionSchema,
+              {200: topic_res.SubscriptionSchema}, (400, 403, 404), query=topic_req.SubscriptionPatternSchema,
               path_params=SANDBOX_ID),
     # agent cards
     Operation("get", "/agents", agents.list_agents, "agents", {200: topic_res.AgentCardListSchema}, (400, 403),

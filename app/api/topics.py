@@ -11,7 +11,7 @@ from app.context import bus
 from app.errors import InvalidRequest
 from app.models import BROADCAST
 from app.schemas import load_or_raise, query_args
-from app.schemas.topics import PublishSchema, SubscriptionSchema
+from app.schemas.topics import PublishSchema, SubscriptionPatternSchema
 from app.services import topics
 from app.services.sending import Sender
 
@@ -43,7 +43,7 @@ def list_subscriptions(sandbox_id: str):
 def subscribe(sandbox_id: str):
     """Subscribe a sandbox to a topic pattern (audited): 201, or 200 when it already was."""
     require("mailbox.settle", sandbox_id=sandbox_id)
-    data = load_or_raise(SubscriptionSchema(), json_body())
+    data = load_or_raise(SubscriptionPatternSchema(), json_body())
     subscription, created = topics.subscribe(bus().db, sandbox_id, data["pattern"], current_actor())
     return jsonify(subscription), 201 if created else 200
 
@@ -52,5 +52,5 @@ def subscribe(sandbox_id: str):
 def unsubscribe(sandbox_id: str):
     """End a sandbox's subscription to `?pattern=` (audited); 404 `unknown_subscription` when there is none."""
     require("mailbox.settle", sandbox_id=sandbox_id)
-    query = load_or_raise(SubscriptionSchema(), query_args(request.args), what="query string")
+    query = load_or_raise(SubscriptionPatternSchema(), query_args(request.args), what="query string")
     return jsonify(topics.unsubscribe(bus().db, sandbox_id, query["pattern"], current_actor()))

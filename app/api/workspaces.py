@@ -8,7 +8,7 @@ from app.api.helpers import json_body
 from app.auth import current_actor, require
 from app.context import bus
 from app.schemas import load_or_raise, query_args
-from app.schemas.managed import WorkspaceDeleteQuery, WorkspaceSchema, WorkspaceUpdateSchema
+from app.schemas.managed import WorkspaceCreateSchema, WorkspaceDeleteQuery, WorkspaceUpdateSchema
 from app.services import managed, workspaces
 
 bp = Blueprint("workspaces", __name__, url_prefix="/api/v1")
@@ -26,7 +26,7 @@ def list_workspaces():
 def create_workspace():
     """Create a workspace (audited): 201; 409 `workspace_exists` when the id is taken."""
     require("workspaces.manage")
-    data = load_or_raise(WorkspaceSchema(), json_body())
+    data = load_or_raise(WorkspaceCreateSchema(), json_body())
     workspace = workspaces.create(bus().db, data["id"], data["name"], data["description"], data["settings"],
                                   current_actor())
     return jsonify(workspace), 201, {"Location": f"/api/v1/workspaces/{workspace['id']}"}

@@ -39,7 +39,7 @@ class WorkspaceSettingsSchema(StrictSchema):
     idle_stop_minutes = fields.Float(allow_none=True, allow_nan=False, validate=validate.Range(min=0.05, max=7 * 24 * 60))
 
 
-class WorkspaceSchema(StrictSchema):
+class WorkspaceCreateSchema(StrictSchema):
     """A new workspace: its id (as sandboxes, policies and keys name it), a display name, a description, settings."""
 
     id = Identifier(required=True)

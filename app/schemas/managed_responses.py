@@ -149,3 +149,19 @@ class DisconnectedSchema(ResponseSchema):
     sandbox_id = Str()
     status = Str(validate=validate.Equal("offline"))
     disconnected = fields.Boolean(required=True)
+
+
+class _SettingSchema(ResponseSchema):
+    name = Str(metadata={"description": "The environment variable that sets it."})
+    value = fields.Raw(allow_none=True, metadata={"description": "Its value (`********` for a secret that is set)."})
+    default = fields.Raw(allow_none=True)
+    changed = fields.Boolean(required=True, metadata={"description": "Whether the value differs from the default."})
+    secret = fields.Boolean(required=True)
+
+
+class ConfigurationSchema(ResponseSchema):
+    """The answering API node's settings, by environment variable, with secrets hidden."""
+
+    edition = Str(validate=validate.OneOf(("community", "enterprise")))
+    broker = Str(validate=validate.OneOf(("memory", "redis", "rabbitmq")))
+    settings = fields.List(fields.Nested(_SettingSchema), required=True)

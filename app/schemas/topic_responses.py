@@ -39,7 +39,8 @@ class TraceNodeSchema(ResponseSchema):
     routed_at = Timestamp(allow_none=True)
     deliveries = fields.List(fields.Nested(DeliverySchema), required=True)
     dead_letters = fields.List(fields.Nested(MessageDeadLetterSchema), required=True)
-    children = fields.List(FreeObject(), required=True, metadata={"description": "TraceNode objects"})
+    children = fields.List(fields.Nested(lambda: TraceNodeSchema()), required=True,
+                           metadata={"description": "The messages that followed from this one."})
 
 
 class TraceSchema(ResponseSchema):

@@ -36,13 +36,13 @@ class PublishFrameSchema(SendFrameSchema):
     topic = fields.String(required=True, validate=_topic_name)
 
 
-class SubscriptionSchema(StrictSchema):
+class SubscriptionPatternSchema(StrictSchema):
     """A subscription: the topic pattern (`*` one word, `#` zero or more)."""
 
     pattern = fields.String(required=True, validate=topic_pattern)
 
 
-class SubscriptionFrameSchema(SubscriptionSchema):
+class SubscriptionFrameSchema(SubscriptionPatternSchema):
     """A mailbox socket's `subscribe` / `unsubscribe` frame: the pattern, and an optional `ref` echoed in the answer."""
 
     type = fields.String(required=True, validate=validate.OneOf(("subscribe", "unsubscribe")))

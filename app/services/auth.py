@@ -57,6 +57,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "sandboxes.logs": frozenset({Role.ADMIN, Role.OPERATOR, Role.VIEWER}),
     "collaboration.read": frozenset({Role.ADMIN, Role.OPERATOR, Role.VIEWER}),
     "collaboration.manage": frozenset({Role.ADMIN, Role.OPERATOR}),
+    "configuration.read": frozenset({Role.ADMIN, Role.OPERATOR, Role.VIEWER}),
     "keys.manage": frozenset({Role.ADMIN}),
 }
 

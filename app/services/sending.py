@@ -218,6 +218,7 @@ class SendService:
     def _announce(self, accepted: list[Message]) -> None:
         events = [event_notification(MESSAGE_ACCEPTED, message_id=m.id, from_sandbox=m.from_sandbox,
                                      to_sandbox=m.to_sandbox, message_type=m.message_type,
+                                     correlation_id=m.correlation_id, trace_id=m.trace_id, parent_id=m.parent_id,
                                      **({"topic": m.topic} if m.topic else {})) for m in accepted]
         for notification in batched(events):
             self.notifier.publish(notification)

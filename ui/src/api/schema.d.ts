@@ -136,6 +136,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/configuration": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Every setting of the API node that answers, by environment variable, with its default and whether it was
+         * @description changed; secrets (ADMIN_API_KEY, AUTH_JWT_SECRET) and passwords in URLs are hidden.
+         */
+        get: operations["get_configuration"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/dead-letters": {
         parameters: {
             query?: never;
@@ -920,6 +940,13 @@ export interface components {
                 [key: string]: string[];
             } | null;
         };
+        Configuration: {
+            /** @enum {string} */
+            broker: "memory" | "redis" | "rabbitmq";
+            /** @enum {string} */
+            edition: "community" | "enterprise";
+            settings: components["schemas"]["_Setting"][];
+        };
         Connection: {
             address: string | null;
             connected: boolean;
@@ -1398,6 +1425,9 @@ export interface components {
             sandbox_id: string;
             subscriptions: components["schemas"]["Subscription"][];
         };
+        SubscriptionPattern: {
+            pattern: string;
+        };
         TokenRequest: {
             /** @default false */
             rotate: boolean;
@@ -1415,10 +1445,8 @@ export interface components {
         TraceNode: {
             /** Format: date-time */
             accepted_at: string;
-            /** @description TraceNode objects */
-            children: {
-                [key: string]: unknown;
-            }[];
+            /** @description The messages that followed from this one. */
+            children: components["schemas"]["TraceNode"][];
             dead_letters: components["schemas"]["MessageDeadLetter"][];
             deliveries: components["schemas"]["Delivery"][];
             hops: number;
@@ -1454,6 +1482,14 @@ export interface components {
             };
             /** Format: date-time */
             updated_at: string;
+        };
+        WorkspaceCreate: {
+            /** @default  */
+            description: string;
+            id: string;
+            /** @default null */
+            name: string | null;
+            settings?: components["schemas"]["WorkspaceSettings"];
         };
         WorkspaceDeleted: {
             deleted: boolean;
@@ -1494,6 +1530,16 @@ export interface components {
             offline: number;
             online: number;
             unregistered: number;
+        };
+        _Setting: {
+            /** @description Whether the value differs from the default. */
+            changed: boolean;
+            default?: unknown;
+            /** @description The environment variable that sets it. */
+            name: string;
+            secret: boolean;
+            /** @description Its value (`********` for a secret that is set). */
+            value?: unknown;
         };
         _Windows: {
             last_300s: components["schemas"]["_Rates"];
@@ -1967,6 +2013,67 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["CollaborationStatus"];
+                };
+            };
+            /** @description No credentials, or credentials that do not authenticate (`details.reason`: missing, invalid, expired, revoked, ...). */
+            401: {
+                headers: {
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The caller may not do this: `forbidden` (role, another sandbox's resource), `sandbox_mismatch`, `policy_denied`, `edition_limit` (the edition's managed sandbox limit is reached). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `too_many_requests`: the caller's request rate, or failed authentications from its address, are over the limit; `pair_rate` (a runaway guard): the sender sent the recipient more than PAIR_RATE_PER_MINUTE messages in the last minute. Retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `database_unavailable`: the database cannot be reached right now; `overloaded` (sends): the delivery backlog is full. Retry after `Retry-After` seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    get_configuration: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The answering API node's settings, by environment variable, with secrets hidden. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Configuration"];
                 };
             };
             /** @description No credentials, or credentials that do not authenticate (`details.reason`: missing, invalid, expired, revoked, ...). */
@@ -4398,7 +4505,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["Subscription"];
+                "application/json": components["schemas"]["SubscriptionPattern"];
             };
         };
         responses: {
@@ -4999,7 +5106,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["Workspace"];
+                "application/json": components["schemas"]["WorkspaceCreate"];
             };
         };
         responses: {
