@@ -1,28 +1,19 @@
-"""The web GUI in a real browser: Playwright for Python driving Debian's chromium (`make test` installs it; never
-`playwright install`) against an embedded bus serving the committed bundle at /ui.
-
-Every page is scanned with axe-core (from ui/node_modules, injected by the test) for serious or critical
-violations; every request the pages make must go to the bus and, for the REST API, to an operation its OpenAPI
-document lists. Each test saves screenshots to tests/artifacts/ (ignored by git).
+"""The web GUI in a real browser (tests/browser.py: Playwright on Debian's chromium) against an embedded bus
+serving the committed bundle at /ui: signing in and out, the overview, sandboxes appearing live, a narrow window,
+installing as an app. Every page is scanned with axe-core for serious or critical violations; every request the
+pages make must go to the bus and, for the REST API, to an operation its OpenAPI document lists. Screenshots go to
+tests/artifacts/ (ignored by git).
 """
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
-from tests.servers import REPO, TEST_ADMIN_KEY, BusProcess, bus_client
-
-CHROMIUM = Path("/usr/lib/chromium/chromium")
-AXE = REPO / "ui" / "node_modules" / "axe-core" / "axe.min.js"  # a devDependency of ui/ (make ui-check installs it)
-ARTIFACTS = REPO / "tests" / "artifacts"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-OPEN_PATHS = {"/readyz", "/healthz"}
+from tests.browser import Pages, accessibility_problems, go_to, launched_chromium, screenshot, sign_in
+from tests.servers import TEST_ADMIN_KEY, BusProcess, bus_client
 
 
 @pytest.fixture(scope="module")
@@ -33,84 +24,16 @@ def gui_bus():
 
 
 @pytest.fixture(scope="module")
-def api_paths(gui_bus) -> list[re.Pattern]:
-    """Patterns of every REST path the OpenAPI document lists."""
-    document = httpx.get(f"{gui_bus.url}/api/v1/openapi.json").json()
-    return [re.compile("^/api/v1" + re.sub(r"\{[^/]+\}", "[^/]+", path.removeprefix("/api/v1")) + "$")
-            for path in document["paths"]]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-class Requests:
-    """Every request a page makes, checked when the test ends: to the bus only, and REST calls to documented
-    operations only."""
-
-    def __init__(self, bus: BusProcess, api_paths: list[re.Pattern]):
-        self.origin = urlsplit(bus.url).netloc
-        self.api_paths = api_paths
-        self.seen: list[str] = []
-
-    def record(self, request) -> None:
-        self.seen.append(request.url)
-
-    def problems(self) -> list[str]:
-        out = []
-        for url in self.seen:
-            parts = urlsplit(url)
-            if parts.scheme in ("data", "blob"):
-                continue
-            if parts.netloc != self.origin:
-                out.append(f"{url}: not the bus")
-            elif parts.path.startswith("/api/") and not any(p.match(parts.path) for p in self.api_paths):
-                out.append(f"{url}: not an operation of the OpenAPI document")
-            elif not (parts.path.startswith(("/api/v1/", "/ui", "/ws/")) or parts.path in OPEN_PATHS):
-                out.append(f"{url}: neither the GUI, the API nor a socket")
-        return out
+def chromium():
+    with launched_chromium() as browser:
+        yield browser
 
 
 @pytest.fixture
-def page(browser, gui_bus, api_paths, request):
-    """A fresh browser context at 1280x800 (CSP bypassed only so the test can inject axe-core), its requests
-    recorded and checked at the end."""
-    context = browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=True)
-    tab = context.new_page()
-    requests = Requests(gui_bus, api_paths)
-    tab.on("request", requests.record)
-    tab.on("websocket", lambda ws: requests.seen.append(ws.url))
-    yield tab
-    context.close()
-    assert requests.problems() == [], requests.problems()
-
-
-def screenshot(page, name: str) -> Path:
-    """Save the page as tests/artifacts/<name>.png."""
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    return path
-
-
-def accessibility_problems(page) -> list[str]:
-    """axe-core's serious and critical violations on the page as it is now."""
-    page.add_script_tag(path=str(AXE))
-    result = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
-    return [f"{v['id']} ({v['impact']}): {v['help']} — {[n['target'] for n in v['nodes']][:3]}"
-            for v in result["violations"] if v["impact"] in ("serious", "critical")]
-
-
-def sign_in(page, bus: BusProcess, key: str = TEST_ADMIN_KEY) -> None:
-    page.goto(f"{bus.url}/ui/")
-    page.get_by_label(re.compile("API key", re.I)).fill(key)
-    page.get_by_role("button", name=re.compile("sign in", re.I)).click()
+def page(chromium, gui_bus):
+    pages = Pages(chromium)
+    yield pages.open(gui_bus)
+    assert pages.close() == []
 
 
 def test_sign_in_overview_and_sign_out(page, gui_bus, unique):
@@ -123,7 +46,6 @@ def test_sign_in_overview_and_sign_out(page, gui_bus, unique):
     page.get_by_text(re.compile("refused", re.I)).first.wait_for()
 
     sign_in(page, gui_bus)
-    page.get_by_role("heading", level=1, name=re.compile("overview", re.I)).wait_for()
     assert "cbk_" not in page.url and TEST_ADMIN_KEY not in page.url
     stored = page.evaluate("() => JSON.stringify(window.localStorage)")
     assert TEST_ADMIN_KEY not in stored  # the key lives in the session only
@@ -155,8 +77,7 @@ def test_it_installs_as_an_app(page, gui_bus):
 
 def test_sandboxes_appear_without_a_reload(page, gui_bus, unique):
     sign_in(page, gui_bus)
-    page.get_by_role("link", name=re.compile("sandboxes", re.I)).first.click()
-    page.get_by_role("heading", level=1, name=re.compile("sandboxes", re.I)).wait_for()
+    go_to(page, "sandboxes", "sandboxes")
     first, second = unique("gui-a"), unique("gui-b")
     with bus_client(gui_bus.url) as http:
         for sandbox in (first, second):
