@@ -304,7 +304,7 @@ function TimelineItem({ row }: { row: TimelineRow }) {
           routed {row.routeMs === null ? "not yet" : `+${formatDuration(row.routeMs)}`}
           {row.hops.map((h) => (
             <span key={`${h.recipient}-${h.seq}`} className="block">
-              {h.recipient}: delivered +{formatDuration(h.deliverMs)}, {h.ackMs === null ? (h.state === "acked" ? "acked" : `${h.state}, not acknowledged`) : `acked +${formatDuration(h.ackMs)}`}
+              {h.recipient}: delivered +{formatDuration(h.deliverMs)}, {h.ackMs !== null ? `acked +${formatDuration(h.ackMs)}` : h.state === "acked" ? "acked" : h.state === "delivered" ? "not acknowledged" : `${h.state}, not acknowledged`}
               {h.attempts > 0 ? ` (${h.attempts} attempt${h.attempts === 1 ? "" : "s"})` : ""}
             </span>
           ))}
