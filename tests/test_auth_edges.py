@@ -145,7 +145,7 @@ def test_gunicorn_access_log_never_shows_a_token(redis_server):
     redacted there."""
     bus = BusProcess("redis", redis_url=redis_server.url, worker=False, extra_env={"LOG_LEVEL": "DEBUG"})
     try:
-        with ws_connect(f"{bus.ws_url}/ws/events?since=0&token={TEST_ADMIN_KEY}", token=None) as ws:
+        with ws_connect(f"{bus.ws_url}/ws/events?since=0123456789ab-1&token={TEST_ADMIN_KEY}", token=None) as ws:
             assert json.loads(ws.recv(timeout=RECV_TIMEOUT))["type"] == "welcome"
         with bus_client(bus.url, token=None) as anonymous:
             assert anonymous.get("/api/v1/sandboxes", params={"token": TEST_ADMIN_KEY}).status_code == 401

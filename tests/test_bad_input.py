@@ -677,7 +677,7 @@ def test_mailbox_socket_answers_bad_frames_and_stays_usable(bus, client, unique)
 @pytest.mark.parametrize("channel", ["broadcast", "events"])
 def test_channel_sockets_answer_bad_frames_and_stay_usable(bus, channel):
     with connect(f"{bus.ws_url}/ws/{channel}", open_timeout=RECV_TIMEOUT) as ws:
-        assert recv_json(ws) == {"type": "welcome"}
+        assert recv_json(ws)["type"] == "welcome"
         for raw in ('{"type": "subscribe"}', '{"type": "ack", "seq": 1}', "not json", "{}"):
             ws.send(raw)
             frame = assert_error_frame(recv_json(ws), "invalid_frame")

@@ -14,6 +14,7 @@ from marshmallow import Schema, ValidationError, fields, post_load, validate, va
 from app.errors import InvalidRequest
 from app.models import ANY_CAPABLE, BROADCAST, ID_LENGTH, IDEMPOTENCY_KEY_LENGTH
 from app.services.dead_letters import REASONS as DEAD_LETTER_REASONS
+from app.services.event_log import EVENT_ID
 from app.services.policies import ANY as ANY_SELECTOR, EFFECTS as POLICY_EFFECTS, MAX_DESCRIPTION
 from app.services.topics import PATTERN_RULE, is_pattern
 from app.schemas.base import (  # re-exported: the schemas of every resource build on them
@@ -126,6 +127,13 @@ class MailboxQuery(StrictSchema):
 
     since = QueryInteger(load_default=0, validate=validate.Range(min=0, max=SEQ_MAX))
     limit = QueryInteger(load_default=100, validate=validate.Range(min=1, max=1000))
+
+
+class EventsQuery(StrictSchema):
+    """Where an events socket resumes: after the event `since` (an `id` of an earlier `event` frame)."""
+
+    since = fields.String(load_default=None, validate=validate.Regexp(
+        EVENT_ID, error="must be the id of an event frame (`<12 hex digits>-<number>`)"))
 
 
 class AckSchema(StrictSchema):

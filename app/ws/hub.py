@@ -11,6 +11,7 @@ from typing import Callable
 
 from app.models import BROADCAST
 from app.services.events import MESSAGE_DELIVERED, unbatched
+from app.services.event_log import EventLog
 
 CLOSE = object()  # sentinel pushed to a subscriber to end its stream
 RESYNC = object()  # sentinel pushed to a mailbox subscriber: read entries you may have missed from the database
@@ -49,6 +50,7 @@ class Hub:
         self._mailboxes: dict[str, set[Subscriber]] = defaultdict(set)
         self._broadcast: set[Subscriber] = set()
         self._events: set[Subscriber] = set()
+        self._event_log = EventLog()
 
     def subscribe_mailbox(self, sandbox_id: str, on_disconnect: Callable[[str], None] | None = None) -> Subscriber:
         """A new subscriber to `sandbox_id`'s new mailbox entries; `on_disconnect(reason)` closes its socket."""
@@ -62,9 +64,22 @@ class Hub:
         """A new subscriber to broadcast messages."""
         return self._add(self._broadcast)
 
-    def subscribe_events(self) -> Subscriber:
-        """A new subscriber to system events."""
-        return self._add(self._events)
+    def subscribe_events(self, since: str | None = None) -> tuple[Subscriber, dict]:
+        """A new subscriber to system events, and what its welcome frame says: the id of the newest event
+        (`last_event_id`), and with `since` (an id an events socket of this process gave) whether the events after
+        it are replayed first (`resumed`), or why not (`missed`): then the client must assume it missed some."""
+        sub = Subscriber()
+        with self._lock:  # replayed before any newer event can be pushed to it, and none twice
+            welcome = {"last_event_id": self._event_log.last_id}
+            if since is not None:
+                frames, missed = self._event_log.after(since)
+                for frame in frames:
+                    sub.push(frame)
+                welcome.update({"resumed": missed is None, "replayed": len(frames)},
+                               **({"missed": missed} if missed else {}))
+            self._events.add(sub)
+            self._on_change(1)
+        return sub, welcome
 
     def _add(self, channel: set) -> Subscriber:
         sub = Subscriber()
@@ -166,8 +181,9 @@ class Hub:
 
     def _to_events(self, event: dict) -> None:
         with self._lock:
-            subs = list(self._events)
-        if subs:
-            frame = json.dumps({"type": "event", **event}, separators=(",", ":"))
-            for sub in subs:
+            self._event_log.append(event)
+            if not self._events:
+                return
+            frame = self._event_log.newest_frame()
+            for sub in self._events:  # under the lock: a socket subscribing meanwhile gets it once, in order
                 sub.push(frame)

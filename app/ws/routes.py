@@ -20,7 +20,7 @@ from app.auth import authenticate_frame, client_address, is_authenticated, refus
 from app.context import BusContext, bus
 from app.errors import BusError, InvalidRequest, TooManyRequests, Unauthorized
 from app.models import EntryState, SandboxStatus
-from app.schemas import (AckFrameSchema, MailboxQuery, NackFrameSchema, load_or_raise,
+from app.schemas import (AckFrameSchema, EventsQuery, MailboxQuery, NackFrameSchema, load_or_raise,
                          parse_json, query_args)
 from app.services import mailbox, redelivery, registry, skills
 from app.services.events import SANDBOX_CONNECTED, SANDBOX_DISCONNECTED, event_notification
@@ -160,14 +160,19 @@ def _serve_mailbox(ctx: BusContext, ws, sender: Connection, sandbox_id: str) -> 
 def broadcast_socket(ws):
     """Every broadcast message accepted from now on, as `message` frames (no seq: not a mailbox)."""
     with opened_socket(ws) as sender:
-        _stream_channel(ws, sender, bus().hub.subscribe_broadcast)
+        _stream_channel(ws, sender, lambda: (bus().hub.subscribe_broadcast(), {}))
 
 
 @sock.route("/ws/events")
 def events_socket(ws):
-    """System events (sandbox registered/unregistered/connected, message accepted/delivered) as `event` frames."""
+    """System events (sandbox registered/unregistered/connected, message accepted/delivered) as `event` frames,
+    each with an `id`; `?since=ID` first replays the events after that one which this API process still keeps."""
+    def subscribe():
+        query = load_or_raise(EventsQuery(), query_args(request.args), what="query string")
+        return bus().hub.subscribe_events(query["since"])
+
     with opened_socket(ws) as sender:
-        _stream_channel(ws, sender, bus().hub.subscribe_events)
+        _stream_channel(ws, sender, subscribe)
 
 
 def authenticate_socket(ctx: BusContext, ws) -> None:
@@ -191,10 +196,10 @@ def _stream_channel(ws, sender: Connection, subscribe) -> None:
     try:
         authenticate_socket(ctx, ws)
         require("streams.observe")
+        subscriber, welcome = subscribe()
     except BusError as exc:
         refuse_socket(ws, sender, exc)
         return
-    subscriber = subscribe()
 
     def forward():
         try:
@@ -203,7 +208,7 @@ def _stream_channel(ws, sender: Connection, subscribe) -> None:
         except ConnectionClosed:
             pass
 
-    sender.send_json({"type": "welcome"})  # first, always; what arrives meanwhile waits in the subscriber's queue
+    sender.send_json({"type": "welcome", **welcome})  # first, always; what arrives meanwhile waits in the queue
     streamer = threading.Thread(target=forward, name="ws-channel", daemon=True)
     streamer.start()
     try:

@@ -118,6 +118,29 @@ describe("EventSocket", () => {
     expect(t.states.some((x) => x.state === "reconnecting" && x.retryInMs === 30000)).toBe(true);
   });
 
+  it("resumes after the last event it saw, and says events were missed only when the bus could not replay them", () => {
+    const t = setup();
+    t.es.start();
+    t.sockets[0]!.open();
+    t.sockets[0]!.frame({ type: "welcome", last_event_id: "aaaaaaaaaaaa-7" });
+    t.sockets[0]!.drop();
+    t.timers[t.timers.length - 1]!.fn();
+    expect(t.sockets[1]!.url).toBe("ws://bus/ws/events?since=aaaaaaaaaaaa-7"); // quiet so far: the bus's newest
+    t.sockets[1]!.open();
+    t.sockets[1]!.frame({ type: "welcome", last_event_id: "aaaaaaaaaaaa-9", resumed: true, replayed: 2 });
+    t.sockets[1]!.frame({ type: "event", id: "aaaaaaaaaaaa-8", event: "sandbox.registered", data: {}, timestamp: 1 });
+    t.sockets[1]!.drop();
+    t.timers[t.timers.length - 1]!.fn();
+    expect(t.sockets[2]!.url).toBe("ws://bus/ws/events?since=aaaaaaaaaaaa-8");
+    t.sockets[2]!.open();
+    t.sockets[2]!.frame({ type: "welcome", last_event_id: "bbbbbbbbbbbb-3", resumed: false, missed: "another API process" });
+    t.sockets[2]!.drop();
+    t.timers[t.timers.length - 1]!.fn();
+    expect(t.sockets[3]!.url).toBe("ws://bus/ws/events?since=bbbbbbbbbbbb-3"); // from the new process's newest
+    expect(t.welcomes).toEqual([false, false, true]);
+    expect(t.events.map((e) => e.id)).toEqual(["aaaaaaaaaaaa-8"]);
+  });
+
   it("stops on an unauthorized refusal and reports it once", () => {
     const t = setup();
     t.es.start();

@@ -1,10 +1,13 @@
 /**
  * The `/ws/events` socket: authenticates with an `auth` first frame (the key never goes into the URL),
- * hands each `event` frame to its listeners and reconnects with a capped back-off when the connection drops.
+ * hands each `event` frame to its listeners and reconnects with a capped back-off when the connection drops,
+ * resuming after the last event it saw (`?since=<id>`: the bus replays what it still keeps, docs/protocol.md §3.3).
  */
 import { backoffDelay, DEFAULT_BACKOFF, type BackoffOptions } from "./backoff";
 
 export interface BusEvent {
+  /** The bus's id of the event (`<epoch>-<n>`), when it gave one. */
+  id?: string;
   event: string;
   data: Record<string, unknown>;
   /** Unix seconds, the bus's clock. */
@@ -42,8 +45,9 @@ export interface EventSocketOptions {
   clearTimer?: (handle: unknown) => void;
   onEvent?: (event: BusEvent) => void;
   onState?: (state: SocketState, info: { attempt: number; retryInMs: number | null }) => void;
-  /** Each time the socket is (again) welcomed; `resumed` is true after a reconnect, when events may have been missed. */
-  onWelcome?: (resumed: boolean) => void;
+  /** Each time the socket is (again) welcomed; `missed` is true after a reconnect the bus could not resume from the
+   * last event seen (another API node, a restart, too long away): events may have been missed, refetch. */
+  onWelcome?: (missed: boolean) => void;
   onUnauthorized?: () => void;
 }
 
@@ -57,6 +61,8 @@ export class EventSocket {
   private timer: unknown = null;
   private attempt = 0;
   private welcomedOnce = false;
+  /** The newest event id seen (or the bus's newest at welcome): where a reconnect resumes. */
+  private lastEventId: string | null = null;
   private stopped = false;
   private state: SocketState = "connecting";
   private readonly opts: Required<Omit<EventSocketOptions, "onEvent" | "onState" | "onWelcome" | "onUnauthorized">> &
@@ -114,7 +120,9 @@ export class EventSocket {
     this.setState(this.welcomedOnce || this.attempt > 0 ? "reconnecting" : "connecting", null);
     let socket: SocketLike;
     try {
-      socket = this.opts.createSocket(this.opts.url);
+      socket = this.opts.createSocket(
+        this.lastEventId === null ? this.opts.url : `${this.opts.url}?since=${encodeURIComponent(this.lastEventId)}`,
+      );
     } catch {
       this.scheduleReconnect();
       return;
@@ -169,16 +177,20 @@ export class EventSocket {
     const f = frame as Record<string, unknown>;
     switch (f.type) {
       case "welcome": {
-        const resumed = this.welcomedOnce;
+        const resumed = f.resumed === true;
+        const missed = this.welcomedOnce && !resumed;
+        if (!resumed) this.lastEventId = typeof f.last_event_id === "string" ? f.last_event_id : null;
         this.welcomedOnce = true;
         this.attempt = 0;
         this.setState("open", null);
-        this.opts.onWelcome?.(resumed);
+        this.opts.onWelcome?.(missed);
         break;
       }
       case "event":
+        if (typeof f.id === "string") this.lastEventId = f.id;
         if (typeof f.event === "string") {
           this.opts.onEvent?.({
+            ...(typeof f.id === "string" ? { id: f.id } : {}),
             event: f.event,
             data: typeof f.data === "object" && f.data !== null ? (f.data as Record<string, unknown>) : {},
             timestamp: typeof f.timestamp === "number" ? f.timestamp : 0,
