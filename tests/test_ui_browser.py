@@ -92,3 +92,24 @@ def test_sandboxes_appear_without_a_reload(page, gui_bus, unique):
     page.set_viewport_size({"width": 420, "height": 800})  # a narrow window still shows the list
     page.get_by_text(first).first.wait_for()
     screenshot(page, "sandboxes-narrow")
+
+
+def test_every_page_of_the_navigation_passes_axe(page, gui_bus, unique):
+    with bus_client(gui_bus.url) as http:  # something on each page: a sandbox, a workspace, a trace
+        sender, recipient = unique("axe-a"), unique("axe-b")
+        assert http.post("/api/v1/workspaces", json={"id": unique("ws"), "name": "Axe"}).status_code == 201
+        for sandbox in (sender, recipient):
+            assert http.post("/api/v1/sandboxes/register", json={"sandbox_id": sandbox}).status_code == 201
+        answer = http.post("/api/v1/messages", json={"from_sandbox": sender, "from_agent": "a", "to_sandbox": recipient,
+                                                     "message_type": "notification", "content": {"hello": 1}})
+        assert answer.status_code == 202, answer.text
+    sign_in(page, gui_bus)
+    links = page.get_by_role("navigation", name="Main").get_by_role("link")
+    names = [name.strip() for name in links.all_inner_texts()]
+    assert {"Overview", "Sandboxes", "Live", "Traces", "Dead letters", "Workspaces"} <= set(names), names
+    for name in names:
+        links.filter(has_text=name).first.click()
+        page.get_by_role("heading", level=1, name=re.compile(re.escape(name), re.I)).wait_for()
+        page.wait_for_load_state("networkidle")
+        assert accessibility_problems(page) == [], name
+        screenshot(page, f"page-{name.lower().replace(' ', '-')}")
