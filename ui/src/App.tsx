@@ -4,6 +4,7 @@ import { AuthProvider, useAuth } from "@/auth/auth";
 import { SignIn } from "@/auth/SignIn";
 import { Layout } from "@/components/Layout";
 import { NotFound } from "@/pages/NotBuilt";
+import { Configuration } from "@/pages/Configuration";
 import { DeadLetters } from "@/pages/DeadLetters";
 import { Live } from "@/pages/Live";
 import { MessageDetail } from "@/pages/MessageDetail";
@@ -50,6 +51,7 @@ export function App() {
             <Route path="traces/:traceId" element={<TraceDetail />} />
             <Route path="dead-letters" element={<DeadLetters />} />
             <Route path="workspaces" element={<Workspaces />} />
+            <Route path="configuration" element={<Configuration />} />
             <Route path="*" element={<NotFound />} />
           </Route>
         </Routes>

@@ -6,6 +6,7 @@ import {
   LogOut,
   Network,
   Radio,
+  SlidersHorizontal,
   Waypoints,
   type LucideIcon,
 } from "lucide-react";
@@ -30,6 +31,7 @@ export const NAV_ITEMS: NavItem[] = [
   { to: "/traces", label: "Traces", icon: Waypoints },
   { to: "/dead-letters", label: "Dead letters", icon: Inbox },
   { to: "/workspaces", label: "Workspaces", icon: Network },
+  { to: "/configuration", label: "Configuration", icon: SlidersHorizontal },
 ];
 
 /** The signed-in frame: banner, main navigation, and the page in <main>. */
