@@ -5,6 +5,7 @@ import {
   circleLayout,
   EMPTY_FEED,
   edgeIntensity,
+  feedMessageFrom,
   feedReducer,
   hitsForEvent,
   isLit,
@@ -30,6 +31,9 @@ const msg = (id: string, extra: Partial<FeedMessage> = {}): FeedMessage => ({
   at: 0,
   status: "accepted",
   recipients: [],
+  correlationId: null,
+  traceId: null,
+  parentId: null,
   ...extra,
 });
 
@@ -115,8 +119,39 @@ describe("feed filters", () => {
     expect(matchesFeed(m, { ...NO_FEED_FILTERS, topic: "team.*" })).toBe(true);
     expect(matchesFeed(msg("m2"), { ...NO_FEED_FILTERS, topic: "#" })).toBe(false);
     expect(matchesFeed(m, { ...NO_FEED_FILTERS, correlation: "job-1" })).toBe(true);
-    expect(matchesFeed(msg("m3"), { ...NO_FEED_FILTERS, correlation: "job-1" })).toBe(false); // not looked up yet
+    expect(matchesFeed(msg("m3"), { ...NO_FEED_FILTERS, correlation: "job-1" })).toBe(false); // it has none
+    expect(matchesFeed(msg("m4", { correlationId: "job-2" }), { ...NO_FEED_FILTERS, correlation: "job-1" })).toBe(false);
     expect(matchesFeed({ kind: "gap", id: "g", at: 0, since: null }, { ...NO_FEED_FILTERS, sandbox: "zz" })).toBe(true);
+  });
+});
+
+describe("feed entries", () => {
+  it("take the ids a message.accepted event carries: correlation, trace and parent", () => {
+    const item = feedMessageFrom(
+      ev("message.accepted", {
+        message_id: "m2",
+        from_sandbox: "sb-b",
+        to_sandbox: "sb-a",
+        message_type: "response",
+        correlation_id: "m1",
+        trace_id: "m1",
+        parent_id: "m1",
+      }, 1234),
+    );
+    expect(item).toEqual(msg("m2", { from: "sb-b", to: "sb-a", type: "response", at: 1234, correlationId: "m1", traceId: "m1", parentId: "m1" }));
+  });
+
+  it("a trace's first message has no parent; a message without a correlation id has null; an event without ids makes no entry", () => {
+    const root = feedMessageFrom(
+      ev("message.accepted", { message_id: "m1", from_sandbox: "sb-a", to_sandbox: "team", message_type: "notification", topic: "team.news", correlation_id: null, trace_id: "m1", parent_id: null }),
+    );
+    expect(root).toMatchObject({ id: "m1", topic: "team.news", correlationId: null, traceId: "m1", parentId: null });
+    expect(feedMessageFrom(ev("message.accepted", { message_id: "m3", from_sandbox: "sb-a", to_sandbox: "sb-b" }))).toMatchObject({
+      correlationId: null,
+      traceId: null,
+      parentId: null,
+    });
+    expect(feedMessageFrom(ev("message.accepted", { from_sandbox: "sb-a", to_sandbox: "sb-b" }))).toBeNull();
   });
 });
 

@@ -220,8 +220,11 @@ export interface FeedMessage {
   at: number;
   status: "accepted" | "delivered" | "dead";
   recipients: string[];
-  /** From the message's delivery report; undefined until looked up (only when filtering by correlation id). */
-  correlationId?: string | null;
+  /** From the `message.accepted` event: null when the message has none (or the bus did not say). */
+  correlationId: string | null;
+  /** The conversation it belongs to (`/traces/:traceId`), and the message it followed from. */
+  traceId: string | null;
+  parentId: string | null;
 }
 
 /** The socket dropped and came back: events in between were missed. */
@@ -306,12 +309,25 @@ function resume(state: FeedState): FeedState {
   return { items: [...state.pending, ...state.items].slice(0, MAX_FEED), pending: [], paused: false };
 }
 
-/** The feed entry a `message.accepted` event makes. */
+/** The feed entry a `message.accepted` event makes (with its correlation, trace and parent ids). */
 export function feedMessageFrom(event: BusEvent): FeedMessage | null {
   const d = event.data;
   const id = str(d.message_id);
   const from = str(d.from_sandbox);
   const to = str(d.to_sandbox);
   if (!id || !from || !to) return null;
-  return { kind: "message", id, from, to, type: str(d.message_type), topic: str(d.topic), at: event.receivedAt, status: "accepted", recipients: [] };
+  return {
+    kind: "message",
+    id,
+    from,
+    to,
+    type: str(d.message_type),
+    topic: str(d.topic),
+    at: event.receivedAt,
+    status: "accepted",
+    recipients: [],
+    correlationId: str(d.correlation_id),
+    traceId: str(d.trace_id),
+    parentId: str(d.parent_id),
+  };
 }

@@ -25,8 +25,6 @@ afterEach(() => {
 function setup(path = "/ui/live") {
   const calls = fakeBus((call) => {
     if (call.url.startsWith("/api/v1/sandboxes")) return json(200, { count: 2, sandboxes: [sandbox("sb-a"), sandbox("sb-b")] });
-    if (call.url === "/api/v1/messages/m1") return json(200, { message: { correlation_id: "job-1" } });
-    if (call.url.startsWith("/api/v1/messages/")) return json(200, { message: { correlation_id: null } });
     return json(404, { error: { code: "not_found", message: call.url, details: {} } });
   });
   openSignedIn(path);
@@ -45,11 +43,14 @@ const accepted = (id: string, from: string, to: string, extra: Record<string, un
   from_sandbox: from,
   to_sandbox: to,
   message_type: "request",
+  correlation_id: null,
+  trace_id: id,
+  parent_id: null,
   ...extra,
 });
 
 describe("live view", () => {
-  it("lights the edge of a message and lists it in the feed with a link to its details", async () => {
+  it("lights the edge of a message and lists it in the feed with links to its details and its trace", async () => {
     setup();
     const ws = await socket();
     act(() => ws.event("message.accepted", accepted("m1", "sb-a", "sb-b")));
@@ -57,6 +58,13 @@ describe("live view", () => {
     expect(edge?.getAttribute("data-active")).toBe("true");
     const entry = document.querySelector('[data-message-id="m1"]') as HTMLElement;
     expect(within(entry).getByRole("link", { name: "m1" }).getAttribute("href")).toBe("/ui/messages/m1");
+    expect(within(entry).getByRole("link", { name: "trace" }).getAttribute("href")).toBe("/ui/traces/m1");
+    // an answer: in its request's trace, with the request as its correlation id
+    act(() => ws.event("message.accepted", accepted("m9", "sb-b", "sb-a", { message_type: "response", correlation_id: "m1", trace_id: "m1", parent_id: "m1" })));
+    const answer = document.querySelector('[data-message-id="m9"]') as HTMLElement;
+    expect(within(answer).getByRole("link", { name: "trace" }).getAttribute("href")).toBe("/ui/traces/m1");
+    expect(answer.textContent).toContain("correlation m1");
+    expect(within(answer).getAllByRole("link").map((l) => l.textContent)).toEqual(["m9", "trace"]);
     act(() => ws.event("message.delivered", { message_id: "m1", to_sandbox: "sb-b", recipients: ["sb-b"], recipient_count: 1 }));
     expect(within(entry).getByText("delivered")).toBeTruthy();
     expect(screen.getByRole("region", { name: "Recent edges, latest first" }).textContent).toMatch(/sb-a → sb-b 1 message/);
@@ -107,15 +115,17 @@ describe("live view", () => {
     expect(document.querySelector("[data-feed-gap]")?.textContent).toMatch(/may be missing/);
   });
 
-  it("looks up correlation ids to filter by one", async () => {
+  it("filters by the correlation id the events carry, looking no message up", async () => {
     const calls = setup("/ui/live?correlation=job-1");
     const ws = await socket();
     act(() => {
-      ws.event("message.accepted", accepted("m1", "sb-a", "sb-b"));
+      ws.event("message.accepted", accepted("m1", "sb-a", "sb-b", { correlation_id: "job-1" }));
       ws.event("message.accepted", accepted("m5", "sb-a", "sb-b"));
+      ws.event("message.accepted", accepted("m6", "sb-a", "sb-b", { correlation_id: "job-2" }));
     });
-    await vi.waitFor(() => expect(document.querySelector('[data-message-id="m1"]')).toBeTruthy());
+    expect(document.querySelector('[data-message-id="m1"]')).toBeTruthy();
     expect(document.querySelector('[data-message-id="m5"]')).toBeNull();
-    expect(calls.map((c) => c.url)).toContain("/api/v1/messages/m5");
+    expect(document.querySelector('[data-message-id="m6"]')).toBeNull();
+    expect(calls.filter((c) => c.url.startsWith("/api/v1/messages"))).toEqual([]);
   });
 });

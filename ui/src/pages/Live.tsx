@@ -1,4 +1,4 @@
-import { Pause, Play, Radio } from "lucide-react";
+import { Pause, Play, Radio, Waypoints } from "lucide-react";
 import { useEffect, useId, useMemo, useReducer, useRef, useState, type FormEvent } from "react";
 import { Link, useSearchParams } from "react-router";
 import { useAuth } from "@/auth/auth";
@@ -28,7 +28,6 @@ import {
   recordHits,
   type Edge,
   type FeedFilters,
-  type FeedItem,
   type Pending,
 } from "@/lib/live";
 import { useApi, useDebounced } from "@/lib/useApi";
@@ -87,23 +86,6 @@ export function Live() {
     return () => clearInterval(t);
   }, [anyLit]);
   useEffect(() => setNow(Date.now()), [edges]);
-
-  // Correlation ids are not in the events: look them up (only while filtering by one).
-  const looking = useRef(new Set<string>());
-  useEffect(() => {
-    if (!filters.correlation) return;
-    const todo = [...feed.items, ...feed.pending].filter(
-      (i): i is Extract<FeedItem, { kind: "message" }> => i.kind === "message" && i.correlationId === undefined && !looking.current.has(i.id),
-    );
-    for (const item of todo.slice(0, 20)) {
-      looking.current.add(item.id);
-      api
-        .get("/api/v1/messages/{message_id}", { path: { message_id: item.id } })
-        .then((report) => dispatch({ type: "update", id: item.id, patch: { correlationId: report.message.correlation_id ?? null } }))
-        .catch(() => dispatch({ type: "update", id: item.id, patch: { correlationId: null } }))
-        .finally(() => looking.current.delete(item.id));
-    }
-  }, [filters.correlation, feed.items, feed.pending, api]);
 
   function setFilters(next: FeedFilters) {
     setSearchParams(applyFeedFilters(next, searchParams), { replace: true });
@@ -288,7 +270,6 @@ function Feed({
   const shown = feed.items.filter((i) => matchesFeed(i, filters));
   const held = feed.pending.filter((i) => matchesFeed(i, filters) && i.kind === "message").length;
   const filtered = filters.sandbox !== null || filters.type !== null || filters.topic !== null || filters.correlation !== null;
-  const unknownCorrelation = filters.correlation !== null && feed.items.some((i) => i.kind === "message" && i.correlationId === undefined);
 
   function resume() {
     dispatch({ type: "resume" });
@@ -327,11 +308,6 @@ function Feed({
             Clear feed
           </Button>
         </div>
-        {unknownCorrelation && (
-          <p className="text-xs text-muted-foreground" role="status">
-            Looking up correlation ids (the bus's events do not carry them)…
-          </p>
-        )}
         <div
           ref={scroller}
           tabIndex={0}
@@ -370,9 +346,27 @@ function Feed({
                       {item.status}
                       {item.status === "delivered" && item.to === "broadcast" ? ` to ${item.recipients.length}` : ""}
                     </Badge>
-                    <Link className="ml-auto max-w-full truncate font-mono text-xs text-primary underline" to={`/messages/${encodeURIComponent(item.id)}`}>
-                      {item.id}
-                    </Link>
+                    {item.correlationId && (
+                      <span className="max-w-full truncate text-xs text-muted-foreground" title={`correlation id ${item.correlationId}`}>
+                        correlation <span className="font-mono">{item.correlationId}</span>
+                      </span>
+                    )}
+                    <span className="ml-auto flex max-w-full min-w-0 items-center gap-3">
+                      <Link className="min-w-0 truncate font-mono text-xs text-primary underline" to={`/messages/${encodeURIComponent(item.id)}`}>
+                        {item.id}
+                      </Link>
+                      {item.traceId && (
+                        <Link
+                          className="inline-flex shrink-0 items-center gap-1 text-xs text-primary underline"
+                          to={`/traces/${encodeURIComponent(item.traceId)}`}
+                          title={`trace ${item.traceId}`}
+                          data-trace-id={item.traceId}
+                        >
+                          <Waypoints aria-hidden="true" className="size-3.5" />
+                          trace
+                        </Link>
+                      )}
+                    </span>
                   </li>
                 ),
               )}
