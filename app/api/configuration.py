@@ -13,8 +13,10 @@ bp = Blueprint("configuration", __name__, url_prefix="/api/v1")
 
 @bp.get("/configuration")
 def get_configuration():
-    """Every setting of the API node that answers, by environment variable, with its default and whether it was
-    changed; secrets (ADMIN_API_KEY, AUTH_JWT_SECRET) and passwords in URLs are hidden."""
+    """The settings of the API node that answers, each by its environment variable.
+
+    Each comes with its default and whether it was changed; secrets (ADMIN_API_KEY, AUTH_JWT_SECRET) and passwords
+    in URLs are hidden."""
     require("configuration.read")
     ctx = bus()
     return jsonify({"edition": ctx.settings.edition, "broker": ctx.settings.broker_kind,

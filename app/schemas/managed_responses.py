@@ -153,8 +153,9 @@ class DisconnectedSchema(ResponseSchema):
 
 class _SettingSchema(ResponseSchema):
     name = Str(metadata={"description": "The environment variable that sets it."})
-    value = fields.Raw(allow_none=True, metadata={"description": "Its value (`********` for a secret that is set)."})
-    default = fields.Raw(allow_none=True)
+    value = fields.Raw(required=True, allow_none=True,
+                       metadata={"description": "Its value (`********` for a secret that is set)."})
+    default = fields.Raw(required=True, allow_none=True, metadata={"description": "Its value when not set."})
     changed = fields.Boolean(required=True, metadata={"description": "Whether the value differs from the default."})
     secret = fields.Boolean(required=True)
 

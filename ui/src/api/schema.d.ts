@@ -144,8 +144,9 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Every setting of the API node that answers, by environment variable, with its default and whether it was
-         * @description changed; secrets (ADMIN_API_KEY, AUTH_JWT_SECRET) and passwords in URLs are hidden.
+         * The settings of the API node that answers, each by its environment variable.
+         * @description Each comes with its default and whether it was changed; secrets (ADMIN_API_KEY, AUTH_JWT_SECRET) and passwords
+         *     in URLs are hidden.
          */
         get: operations["get_configuration"];
         put?: never;
@@ -1534,12 +1535,13 @@ export interface components {
         _Setting: {
             /** @description Whether the value differs from the default. */
             changed: boolean;
-            default?: unknown;
+            /** @description Its value when not set. */
+            default: unknown;
             /** @description The environment variable that sets it. */
             name: string;
             secret: boolean;
             /** @description Its value (`********` for a secret that is set). */
-            value?: unknown;
+            value: unknown;
         };
         _Windows: {
             last_300s: components["schemas"]["_Rates"];
