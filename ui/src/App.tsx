@@ -9,6 +9,7 @@ import { DeadLetters } from "@/pages/DeadLetters";
 import { Live } from "@/pages/Live";
 import { MessageDetail } from "@/pages/MessageDetail";
 import { Overview } from "@/pages/Overview";
+import { SandboxDetail } from "@/pages/SandboxDetail";
 import { Sandboxes } from "@/pages/Sandboxes";
 import { TraceDetail, Traces } from "@/pages/Traces";
 import { Workspaces } from "@/pages/Workspaces";
@@ -45,6 +46,7 @@ export function App() {
           >
             <Route index element={<Overview />} />
             <Route path="sandboxes" element={<Sandboxes />} />
+            <Route path="sandboxes/:sandboxId" element={<SandboxDetail />} />
             <Route path="live" element={<Live />} />
             <Route path="messages/:messageId" element={<MessageDetail />} />
             <Route path="traces" element={<Traces />} />
