@@ -60,6 +60,8 @@ def test_viewers_read_it_registrars_and_strangers_do_not(tmp_path):
     http = application.test_client()
     assert settings_by_name(http.get("/api/v1/configuration", headers={"Authorization": f"Bearer {viewer}"}))
     refused = http.get("/api/v1/configuration", headers={"Authorization": f"Bearer {registrar}"})
-    assert error_of(refused, 403)["code"] == "forbidden"
+    error = error_of(refused, 403)
+    assert error["code"] == "forbidden" and error["details"] == {
+        "permission": "configuration.read", "role": "registrar", "allowed_roles": ["admin", "operator", "viewer"]}
     assert error_of(http.get("/api/v1/configuration"), 401)["code"] == "unauthorized"
     ctx.db.dispose()

@@ -91,7 +91,8 @@ def authorize(principal: Principal, permission: str, *, sandbox_id: str | None =
     """
     if principal.role not in PERMISSIONS[permission]:
         raise Forbidden(f"role {principal.role!r} may not {permission.replace('.', ' ')}",
-                        details={"permission": permission, "role": principal.role})
+                        details={"permission": permission, "role": principal.role,
+                                 "allowed_roles": sorted(PERMISSIONS[permission])})
     scoped_workspace = principal.workspace if principal.role in (Role.SANDBOX, Role.REGISTRAR) else None
     if principal.is_sandbox and sandbox_id is not None and sandbox_id != principal.sandbox_id:
         raise Forbidden(f"the token of sandbox {principal.sandbox_id!r} may not act on sandbox {sandbox_id!r}",

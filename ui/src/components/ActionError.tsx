@@ -7,9 +7,13 @@ export function describeActionError(error: unknown): string {
   if (error instanceof ApiError && error.status === 403 && error.code === "forbidden") {
     const role = typeof error.details.role === "string" ? error.details.role : null;
     const permission = typeof error.details.permission === "string" ? error.details.permission : null;
+    const allowed = Array.isArray(error.details.allowed_roles)
+      ? error.details.allowed_roles.filter((r): r is string => typeof r === "string" && r !== "sandbox")
+      : [];
+    const who = allowed.length > 0 ? `a key with the role ${allowed.join(", ").replace(/, ([^,]*)$/, " or $1")}` : "another key";
     return (
       `Not allowed: this key's role${role ? ` (${role})` : ""} lacks the ` +
-      `${permission ? `${permission} ` : ""}permission. Sign in with an admin or operator key to do this.`
+      `${permission ? `${permission} ` : ""}permission. Sign in with ${who} to do this.`
     );
   }
   return describeError(error);
