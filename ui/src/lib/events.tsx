@@ -14,7 +14,7 @@ import {
 import { EventSocket, eventsUrl, type BusEvent, type SocketState } from "./eventSocket";
 import { EventWindow } from "./rate";
 
-export type HubMessage = { kind: "event"; event: BusEvent } | { kind: "welcome"; resumed: boolean };
+export type HubMessage = { kind: "event"; event: BusEvent } | { kind: "welcome"; missed: boolean };
 
 export interface SocketStatus {
   state: SocketState;
@@ -44,9 +44,9 @@ export class EventsHub {
         this.status = { state, attempt: info.attempt, retryInMs: info.retryInMs };
         for (const fn of this.statusListeners) fn();
       },
-      onWelcome: (resumed) => {
+      onWelcome: (missed) => {
         this.watchingSince ??= Date.now();
-        this.emit({ kind: "welcome", resumed });
+        this.emit({ kind: "welcome", missed });
       },
       onEvent: (event) => {
         if (event.event === "message.accepted") {
@@ -137,7 +137,7 @@ export function useBusEvents(names: readonly string[], onChange: (event: BusEven
     const wanted = new Set(key.split(","));
     return hub.subscribe((message) => {
       if (message.kind === "welcome") {
-        if (message.resumed) handler.current(null);
+        if (message.missed) handler.current(null); // reconnected without a replay: refetch
       } else if (wanted.has(message.event.event)) {
         handler.current(message.event);
       }

@@ -54,7 +54,7 @@ export function Live() {
     if (!hub) return;
     return hub.subscribe((message) => {
       if (message.kind === "welcome") {
-        if (message.resumed) {
+        if (message.missed) {
           dispatch({ type: "add", item: { kind: "gap", id: `gap-${Date.now()}`, at: Date.now(), since: lastEventAt.current } });
         }
         return;
@@ -330,7 +330,7 @@ function Feed({
                   <li key={item.id} className="bg-warning/10 px-3 py-2 text-xs" data-feed-gap>
                     Reconnected at {new Date(item.at).toLocaleTimeString()}: messages since{" "}
                     {item.since ? new Date(item.since).toLocaleTimeString() : "the last one seen"} may be missing here (the
-                    event stream does not replay).
+                    bus could not replay them: another API node answered, it restarted, or the page was away too long).
                   </li>
                 ) : (
                   <li key={item.id} className="flex flex-wrap items-center gap-x-2 gap-y-1 px-3 py-2 text-sm" data-message-id={item.id}>
