@@ -7,6 +7,7 @@ import { NotFound } from "@/pages/NotBuilt";
 import { Configuration } from "@/pages/Configuration";
 import { DeadLetters } from "@/pages/DeadLetters";
 import { Live } from "@/pages/Live";
+import { Logs } from "@/pages/Logs";
 import { Mailbox } from "@/pages/Mailbox";
 import { MessageDetail } from "@/pages/MessageDetail";
 import { Overview } from "@/pages/Overview";
@@ -49,6 +50,7 @@ export function App() {
             <Route path="sandboxes" element={<Sandboxes />} />
             <Route path="sandboxes/:sandboxId" element={<SandboxDetail />} />
             <Route path="sandboxes/:sandboxId/mailbox" element={<Mailbox />} />
+            <Route path="sandboxes/:sandboxId/logs" element={<Logs />} />
             <Route path="live" element={<Live />} />
             <Route path="messages/:messageId" element={<MessageDetail />} />
             <Route path="traces" element={<Traces />} />

@@ -1,5 +1,6 @@
 // The GUI may only use what the bus documents: every bus path written in the sources' string literals must be an
-// operation of openapi.json (or the /ws/events socket), and no literal may name another origin.
+// operation of openapi.json (or one of the sockets: /ws/events, /ws/sandboxes/{sandbox_id}/logs), and no literal may
+// name another origin.
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
 import ts from "typescript";
@@ -7,7 +8,7 @@ import { describe, expect, it } from "vitest";
 
 const root = join(__dirname, "..", "..");
 const openapi = JSON.parse(readFileSync(join(root, "openapi.json"), "utf8")) as { paths: Record<string, unknown> };
-const SOCKETS = new Set(["/ws/events"]);
+const SOCKETS = new Set(["/ws/events", "/ws/sandboxes/{sandbox_id}/logs"]);
 
 function sources(dir: string): string[] {
   return readdirSync(dir).flatMap((name) => {
@@ -50,7 +51,7 @@ const all = scripts.map((file) => ({ file: relative(root, file), strings: litera
 all.push({ file: "index.html", strings: [...html.matchAll(/(?:src|href)="([^"]+)"/g)].map((m) => m[1] as string) });
 
 describe("the GUI's requests", () => {
-  it("only name paths of the OpenAPI document or /ws/events", () => {
+  it("only name paths of the OpenAPI document or the /ws/events and logs sockets", () => {
     const found: string[] = [];
     for (const { file, strings } of all) {
       for (const s of strings) {
@@ -62,7 +63,9 @@ describe("the GUI's requests", () => {
         expect(known, `${file} names ${path}, which the bus does not document`).toBe(true);
       }
     }
-    expect(found).toEqual(expect.arrayContaining(["/api/v1/sandboxes", "/readyz", "/api/v1/dead-letters", "/ws/events"]));
+    expect(found).toEqual(
+      expect.arrayContaining(["/api/v1/sandboxes", "/readyz", "/api/v1/dead-letters", "/ws/events", "/ws/sandboxes/{sandbox_id}/logs"]),
+    );
   });
 
   it("never name another origin", () => {

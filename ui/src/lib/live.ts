@@ -4,6 +4,7 @@
  */
 import type { BusEvent } from "./eventSocket";
 import { isIdentifier } from "./filters";
+import { followStep, type FollowAction } from "./follow";
 
 // ---------- graph ----------
 
@@ -259,10 +260,8 @@ export const EMPTY_FEED: FeedState = { items: [], pending: [], paused: false };
 export type FeedAction =
   | { type: "add"; item: FeedItem }
   | { type: "update"; id: string; patch: Partial<Omit<FeedMessage, "kind" | "id">> }
-  /** The user scrolled: `atNewest` is true when the newest entry is in view. */
-  | { type: "scroll"; atNewest: boolean }
-  | { type: "pause" }
-  | { type: "resume" }
+  /** scroll (`atNewest`: the newest entry is in view), pause, resume: the rule of follow.ts. */
+  | FollowAction
   | { type: "clear" };
 
 export const MAX_FEED = 500;
@@ -294,12 +293,11 @@ export function feedReducer(state: FeedState, action: FeedAction): FeedState {
       return items === state.items && pending === state.pending ? state : { ...state, items, pending };
     }
     case "scroll":
-      if (action.atNewest) return state.paused ? resume(state) : state;
-      return state.paused ? state : { ...state, paused: true };
     case "pause":
-      return state.paused ? state : { ...state, paused: true };
-    case "resume":
-      return resume(state);
+    case "resume": {
+      const step = followStep(state.paused, action);
+      return step === "resume" ? resume(state) : step === "pause" ? { ...state, paused: true } : state;
+    }
     case "clear":
       return { ...EMPTY_FEED, paused: state.paused };
   }
