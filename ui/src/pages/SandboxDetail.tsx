@@ -127,7 +127,7 @@ export function SandboxDetail() {
           {sandbox === undefined ? (
             !q.error && <Loading what="the sandbox" />
           ) : (
-            <div className="grid gap-4 lg:grid-cols-2">
+            <div className="grid items-start gap-4 lg:grid-cols-2">
               <Registration sandbox={sandbox} now={now} mailboxPath={mailboxPath} />
               <Container
                 sandbox={sandbox}
@@ -148,7 +148,6 @@ export function SandboxDetail() {
 }
 
 function Registration({ sandbox: s, now, mailboxPath }: { sandbox: Sandbox; now: number; mailboxPath: string }) {
-  const waiting = s.head_seq - s.settled_seq;
   return (
     <Card aria-labelledby="sb-registration">
       <CardHeader>
@@ -186,7 +185,7 @@ function Registration({ sandbox: s, now, mailboxPath }: { sandbox: Sandbox; now:
               {s.head_seq} entr{s.head_seq === 1 ? "y" : "ies"}
             </Link>
             <span className="text-muted-foreground">
-              {waiting > 0 ? `; settled up to seq ${s.settled_seq} (${waiting} after it not all settled)` : "; all settled"}
+              {s.head_seq === 0 ? "" : s.settled_seq >= s.head_seq ? ", all settled" : `, settled through seq ${s.settled_seq}`}
             </span>
           </dd>
         </dl>
