@@ -14,7 +14,7 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.servers import BusProcess, bus_client, wait_for, ws_connect
+from tests.servers import TEST_ADMIN_KEY, BusProcess, bus_client, wait_for, ws_connect
 
 RECV_TIMEOUT = 10
 UNAUTHENTICATED_CAP = 3
@@ -197,3 +197,36 @@ def test_a_client_that_closes_gets_the_closing_reply_with_its_code(lifecycle_bus
             ws.close(1000, "bye")
             reply = ws.protocol.close_rcvd
             assert reply is not None and (reply.code, reply.reason) == (1000, "bye"), (attempt, path, reply)
+
+
+def frames_then_rest(sock: socket.socket) -> tuple[list[tuple[int, bytes]], bytes]:
+    """Server frames up to its close frame (answered with a masked close reply), and every byte after it until
+    the server hangs up."""
+    frames, buffer = [], b""
+    while not frames or frames[-1][0] != 8:
+        length, start = (buffer[1] & 127, 2) if len(buffer) >= 2 else (None, 2)
+        if length == 126:
+            length, start = (int.from_bytes(buffer[2:4], "big"), 4) if len(buffer) >= 4 else (None, 4)
+        if length is not None and len(buffer) >= start + length:
+            frames.append((buffer[0] & 15, buffer[start:start + length]))
+            buffer = buffer[start + length:]
+            continue
+        chunk = sock.recv(4096)
+        assert chunk, f"the bus hung up before its close frame: {frames}"
+        buffer += chunk
+    mask = os.urandom(4)
+    sock.sendall(bytes([0x88, 0x82]) + mask + bytes(b ^ mask[i] for i, b in enumerate(b"\x03\xe8")))
+    while chunk := sock.recv(4096):
+        buffer += chunk
+    return frames, buffer
+
+
+def test_nothing_follows_the_close_frame_of_a_refused_socket(lifecycle_bus):
+    """Under werkzeug (embedded mode) an HTTP response used to follow the close frame on the upgraded connection;
+    a browser read it as a broken frame and dropped frames it had not handed on yet."""
+    sock = silent_socket(lifecycle_bus.port, "/ws/events?since=not-an-id", TEST_ADMIN_KEY)
+    frames, after_close = frames_then_rest(sock)
+    sock.close()
+    assert [opcode for opcode, _ in frames] == [1, 8]
+    assert json.loads(frames[0][1])["code"] == "validation_error"
+    assert after_close == b""

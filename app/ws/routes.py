@@ -112,9 +112,13 @@ def node_name() -> str:
 
 @contextmanager
 def opened_socket(ws):
-    """The socket's Connection, known to this process's open sockets (pings, graceful stop) while it is open."""
-    with bus().sockets.opened(ws, client_address(), request.path) as conn:
-        yield conn
+    """The socket's Connection, known to this process's open sockets (pings, graceful stop) while it is open; when
+    the handler is done, the connection is closed (handshake, then TCP)."""
+    try:
+        with bus().sockets.opened(ws, client_address(), request.path) as conn:
+            yield conn
+    finally:
+        _hang_up(ws)
 
 
 @sock.route("/ws/sandboxes/<sandbox_id>")
@@ -297,16 +301,25 @@ def _drop_connection(ws) -> None:
         pass
 
 
-def refuse_socket(ws, sender: Connection, exc: BusError) -> None:
-    """Send an `error` frame for `exc`, close with 1008 and wait (briefly) for the client's closing reply.
+def _hang_up(ws) -> None:
+    """Finish the closing handshake (beginning it if the handler did not) and end the TCP connection.
 
-    The wait matters under werkzeug's server (embedded mode): once the handler returns it drains the
-    socket until EOF, and if it, not simple_websocket's reader, reads the client's reply, neither side
-    ever closes the connection.
-    """
+    Under werkzeug's server (embedded mode) both matter once the handler returns: werkzeug writes an HTTP response
+    onto a connection still open, which a browser reads as a broken frame (it then drops frames it had not yet
+    handed on), and it drains the socket until EOF, so if werkzeug, not simple_websocket's reader, read the
+    client's closing reply, neither side would ever hang up."""
+    if ws.connected:
+        try:
+            ws.close()
+        except (ConnectionClosed, OSError):
+            pass
+    _drop_connection(ws)
+
+
+def refuse_socket(ws, sender: Connection, exc: BusError) -> None:
+    """Send an `error` frame for `exc` and close with 1008 and its code as the reason."""
     sender.error(exc)
     ws.close(reason=CLOSE_POLICY, message=exc.code)
-    ws.thread.join(timeout=CLOSE_REPLY_WAIT)
 
 
 def _try_send_error(sender: Connection, exc: BusError) -> None:
