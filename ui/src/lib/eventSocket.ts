@@ -51,6 +51,14 @@ export interface EventSocketOptions {
   onUnauthorized?: () => void;
 }
 
+/** A socket to `url` that sends the `auth` first frame once open: the handshake carries no credentials
+ * (docs/protocol.md §6), so the key never goes into a URL or a log line. */
+export function openAuthenticated(create: (url: string) => SocketLike, url: string, token: string): SocketLike {
+  const socket = create(url);
+  socket.onopen = () => socket.send(JSON.stringify({ type: "auth", token }));
+  return socket;
+}
+
 /** `ws://host/ws/events` or `wss://…` for the page's own origin. */
 export function eventsUrl(location: { protocol: string; host: string }): string {
   return `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/ws/events`;
@@ -120,18 +128,13 @@ export class EventSocket {
     this.setState(this.welcomedOnce || this.attempt > 0 ? "reconnecting" : "connecting", null);
     let socket: SocketLike;
     try {
-      socket = this.opts.createSocket(
-        this.lastEventId === null ? this.opts.url : `${this.opts.url}?since=${encodeURIComponent(this.lastEventId)}`,
-      );
+      const since = this.lastEventId === null ? "" : `?since=${encodeURIComponent(this.lastEventId)}`;
+      socket = openAuthenticated(this.opts.createSocket, `${this.opts.url}${since}`, this.opts.token);
     } catch {
       this.scheduleReconnect();
       return;
     }
     this.socket = socket;
-    socket.onopen = () => {
-      // The handshake carries no credentials; the first frame does (docs/protocol.md §6).
-      socket.send(JSON.stringify({ type: "auth", token: this.opts.token }));
-    };
     socket.onmessage = (ev) => this.handleFrame(ev.data);
     socket.onerror = () => {
       // A close event always follows; reconnecting is decided there.

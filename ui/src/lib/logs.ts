@@ -7,7 +7,7 @@
 import { buildUrl } from "@/api/client";
 import { ApiError } from "@/api/errors";
 import { followStep, type FollowAction } from "./follow";
-import type { SocketLike } from "./eventSocket";
+import { openAuthenticated, type SocketLike } from "./eventSocket";
 
 /** How many lines the view keeps; older ones are dropped (and the page says so). */
 export const MAX_LINES = 5000;
@@ -200,17 +200,13 @@ export class LogSocket {
     this.setState("connecting");
     let socket: SocketLike;
     try {
-      socket = this.opts.createSocket(this.opts.url);
+      socket = openAuthenticated(this.opts.createSocket, this.opts.url, this.opts.token);
     } catch {
       this.setState("dropped");
       this.opts.onDropped?.({ code: 1006, reason: "the socket could not be opened" });
       return;
     }
     this.socket = socket;
-    socket.onopen = () => {
-      // The handshake carries no credentials; the first frame does (docs/protocol.md §6).
-      socket.send(JSON.stringify({ type: "auth", token: this.opts.token }));
-    };
     socket.onmessage = (ev) => this.handleFrame(ev.data);
     socket.onerror = () => {
       // A close event follows.

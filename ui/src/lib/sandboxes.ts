@@ -6,7 +6,7 @@
 import type { BusEvent } from "./eventSocket";
 import { isIdentifier } from "./filters";
 
-/** Events that may change what a sandbox's page shows (registration, liveness, the container's state). */
+/** Events that may change what the sandbox pages show (registration, liveness, the container's state). */
 export const SANDBOX_PAGE_EVENTS = [
   "sandbox.registered",
   "sandbox.unregistered",

@@ -2,11 +2,11 @@ import { Lock, PenLine, RefreshCw, SlidersHorizontal } from "lucide-react";
 import { useEffect, useId, useRef, useState } from "react";
 import { useSearchParams } from "react-router";
 import type { GetResult } from "@/api/client";
-import { ApiError } from "@/api/errors";
 import { useAuth } from "@/auth/auth";
 import { ActionError, isForbidden } from "@/components/ActionError";
 import { EmptyState } from "@/components/EmptyState";
 import { PageHeader } from "@/components/PageHeader";
+import { Readiness } from "@/components/Readiness";
 import { Loading, QueryError } from "@/components/QueryStatus";
 import { Badge } from "@/components/ui/badge";
 import { Button } from "@/components/ui/button";
@@ -123,9 +123,6 @@ function BrokerCard({
   ready: ApiState<GetResult<"/readyz">>;
   configError: unknown;
 }) {
-  // /readyz answers 503 not_ready with each dependency's state in details.
-  const notReady = ready.error instanceof ApiError && ready.error.code === "not_ready" ? ready.error : null;
-  const checks: Record<string, unknown> | null = ready.data ? ready.data.checks : notReady ? notReady.details : null;
   return (
     <Card aria-labelledby="card-broker">
       <CardHeader>
@@ -141,22 +138,7 @@ function BrokerCard({
         ) : (
           !configError && <Loading what="the broker" />
         )}
-        <div className="flex flex-wrap items-center gap-2" aria-label="Readiness" role="group">
-          {ready.data ? (
-            <Badge variant="success">Ready</Badge>
-          ) : notReady ? (
-            <Badge variant="destructive">Not ready</Badge>
-          ) : ready.error ? null : (
-            <Loading what="readiness" />
-          )}
-          {checks &&
-            Object.entries(checks).map(([name, value]) => (
-              <Badge key={name} variant={value === "ok" ? "outline" : "destructive"}>
-                {name}: {String(value)}
-              </Badge>
-            ))}
-        </div>
-        {!notReady && <QueryError error={ready.error} stale={false} />}
+        <Readiness ready={ready} />
       </CardContent>
     </Card>
   );

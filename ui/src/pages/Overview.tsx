@@ -1,10 +1,9 @@
 import { Link } from "react-router";
-import { ApiError } from "@/api/errors";
 import { useAuth } from "@/auth/auth";
 import { PageHeader } from "@/components/PageHeader";
+import { Readiness } from "@/components/Readiness";
 import { Loading, QueryError } from "@/components/QueryStatus";
 import { Sparkline } from "@/components/Sparkline";
-import { Badge } from "@/components/ui/badge";
 import { Card, CardContent, CardDescription, CardHeader, CardTitle } from "@/components/ui/card";
 import { useBusEvents, useEventsHub, useSocketStatus } from "@/lib/events";
 import { formatRate } from "@/lib/format";
@@ -92,9 +91,6 @@ function HealthCard() {
   const ready = useApi((signal) => api.get("/readyz", { signal }), [api], 15_000);
   const status = useApi((signal) => api.get("/api/v1/collaboration/status", { signal }), [api], 15_000);
 
-  // /readyz answers 503 not_ready with each dependency's state in details.
-  const notReady = ready.error instanceof ApiError && ready.error.code === "not_ready" ? ready.error : null;
-  const checks: Record<string, unknown> | null = ready.data ? ready.data.checks : notReady ? notReady.details : null;
   const s = status.data;
   return (
     <Card aria-labelledby="card-health">
@@ -103,22 +99,7 @@ function HealthCard() {
         <CardDescription>Readiness (database, broker) and what the bus is doing.</CardDescription>
       </CardHeader>
       <CardContent className="flex flex-col gap-4">
-        <div className="flex flex-wrap items-center gap-2">
-          {ready.data ? (
-            <Badge variant="success">Ready</Badge>
-          ) : notReady ? (
-            <Badge variant="destructive">Not ready</Badge>
-          ) : ready.error ? null : (
-            <Loading what="readiness" />
-          )}
-          {checks &&
-            Object.entries(checks).map(([name, value]) => (
-              <Badge key={name} variant={value === "ok" ? "outline" : "destructive"}>
-                {name}: {String(value)}
-              </Badge>
-            ))}
-        </div>
-        {!notReady && <QueryError error={ready.error} stale={false} />}
+        <Readiness ready={ready} />
 
         {s ? (
           <>

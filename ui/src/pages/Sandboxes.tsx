@@ -9,22 +9,12 @@ import { Alert } from "@/components/ui/alert";
 import { Button } from "@/components/ui/button";
 import { useBusEvents } from "@/lib/events";
 import { applySandboxFilters, matchesFilters, parseSandboxFilters, type SandboxFilters } from "@/lib/filters";
+import { SANDBOX_PAGE_EVENTS } from "@/lib/sandboxes";
 import { useApi, useDebounced, useNow } from "@/lib/useApi";
 import { CreateSandboxDialog } from "./sandboxes/CreateSandboxDialog";
 import { SandboxFilterForm } from "./sandboxes/SandboxFilterForm";
 import { SandboxTable } from "./sandboxes/SandboxTable";
 
-/** Events after which the list is fetched again. */
-const SANDBOX_EVENTS = [
-  "sandbox.registered",
-  "sandbox.unregistered",
-  "sandbox.online",
-  "sandbox.offline",
-  "sandbox.connected",
-  "sandbox.disconnected",
-  "sandbox.state_changed",
-  "sandbox.waking",
-] as const;
 
 export function Sandboxes() {
   const { api } = useAuth();
@@ -45,7 +35,7 @@ export function Sandboxes() {
     30_000,
   );
   const refetch = useDebounced(q.reload, 500);
-  useBusEvents(SANDBOX_EVENTS, refetch);
+  useBusEvents(SANDBOX_PAGE_EVENTS, refetch);
 
   const all = q.data?.sandboxes;
   const workspaces = useMemo(() => {
