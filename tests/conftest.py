@@ -133,3 +133,30 @@ def managed_bus(docker_engine, redis_server):
 def agent_image(docker_engine):
     """The Python agent image (Debian + the SDK from wheels built here), built once per session."""
     return docker_engine.build_agent_image()
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """Debian's chromium through Playwright, for a module of the GUI's browser tests (tests/browser.py)."""
+    from tests.browser import launched_chromium
+
+    with launched_chromium() as browser:
+        yield browser
+
+
+@pytest.fixture(scope="module")
+def gui_bus():
+    """An embedded bus serving the committed GUI bundle at /ui, for a module of browser tests."""
+    bus = BusProcess("embedded")
+    yield bus
+    bus.cleanup()
+
+
+@pytest.fixture
+def browser_pages(chromium):
+    """Browser tabs for one test; the test fails when a page made a request the GUI must not make."""
+    from tests.browser import Pages
+
+    pages = Pages(chromium)
+    yield pages
+    assert pages.close() == []

@@ -12,28 +12,13 @@ import re
 import httpx
 import pytest
 
-from tests.browser import Pages, accessibility_problems, go_to, launched_chromium, screenshot, sign_in
-from tests.servers import TEST_ADMIN_KEY, BusProcess, bus_client
-
-
-@pytest.fixture(scope="module")
-def gui_bus():
-    bus = BusProcess("embedded")
-    yield bus
-    bus.cleanup()
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    with launched_chromium() as browser:
-        yield browser
+from tests.browser import accessibility_problems, go_to, screenshot, sign_in
+from tests.servers import TEST_ADMIN_KEY, bus_client
 
 
 @pytest.fixture
-def page(chromium, gui_bus):
-    pages = Pages(chromium)
-    yield pages.open(gui_bus)
-    assert pages.close() == []
+def page(browser_pages, gui_bus):
+    return browser_pages.open(gui_bus)
 
 
 def test_sign_in_overview_and_sign_out(page, gui_bus, unique):

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from tests.browser import Pages, accessibility_problems, launched_chromium, screenshot, sign_in
+from tests.browser import accessibility_problems, screenshot, sign_in
 from tests.docker_engine import BUSYBOX_IMAGE
 from tests.servers import bus_client, wait_for
 
@@ -17,17 +17,9 @@ from tests.servers import bus_client, wait_for
 TICKING = ["sh", "-c", "i=0; trap 'echo bye; exit 0' TERM; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done"]
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    with launched_chromium() as browser:
-        yield browser
-
-
 @pytest.fixture
-def page(chromium, managed_bus):
-    pages = Pages(chromium)
-    yield pages.open(managed_bus)
-    assert pages.close() == []
+def page(browser_pages, managed_bus):
+    return browser_pages.open(managed_bus)
 
 
 @pytest.fixture
