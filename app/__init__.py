@@ -25,6 +25,8 @@ def create_app(settings: Settings | None = None, *, celery=None, start_listener:
     """
     import importlib
 
+    from prometheus_client import CollectorRegistry
+
     from app.api import BLUEPRINT_MODULES
     from app.api.errors import register_error_handlers
     from app.auth import authenticate_request, release_unauthenticated_socket
@@ -33,16 +35,15 @@ def create_app(settings: Settings | None = None, *, celery=None, start_listener:
     from app.db import Database
     from app.fanout import FanoutListener, KombuNotifier
     from app.metrics import OPEN_WEBSOCKETS, GaugeCollector, MetricsNotifier, exposition
-    from prometheus_client import CollectorRegistry
     from app.services import auth
     from app.services.limits import ConcurrencyLimiter, FailureLimiter, RateLimiter
     from app.services.redelivery import RedeliveryPolicy
+    from app.ui import bp as ui_bp
+    from app.ws import logs as _logs_socket  # noqa: F401  (registers /ws/sandboxes/<id>/logs on `sock`)
     from app.ws.compression import set_permessage_deflate
     from app.ws.connections import Connections
     from app.ws.hub import Hub
-    from app.ws import logs as _logs_socket  # noqa: F401  (registers /ws/sandboxes/<id>/logs on `sock`)
     from app.ws.routes import sock
-    from app.ui import bp as ui_bp
 
     settings = settings or Settings.from_env()
     app = Flask(__name__)

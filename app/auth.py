@@ -21,8 +21,8 @@ from app import metrics
 from app.context import BusContext, bus
 from app.errors import BusError, Forbidden, TooManyRequests, Unauthorized
 from app.services import audit
-from app.ui import is_ui_path
 from app.services.auth import ANONYMOUS_ADMIN, Principal, authenticate_token, authorize
+from app.ui import is_ui_path
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from celery import Celery
 
@@ -144,7 +144,7 @@ class CeleryDeliveryQueue:
         With `expires_at` (the message's ttl) a worker discards the task once it is stale; the TTL
         sweep then dead-letters the message `expired`.
         """
-        expires = datetime.fromtimestamp(expires_at, tz=timezone.utc) if expires_at else None
+        expires = datetime.fromtimestamp(expires_at, tz=UTC) if expires_at else None
         self._send(DELIVER_TASK, message_id, priority, expires)
 
     def enqueue_many(self, message_ids: list[str], priority: int) -> None:

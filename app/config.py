@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from app.green import WORKER_CLASSES as API_WORKER_CLASSES
 from app.token_format import looks_like_jwt
@@ -146,7 +146,7 @@ class Settings:
     orphan_grace_seconds: float = 60.0
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> Settings:
         """Read the settings from `environ` (default: os.environ); raise ConfigError on a bad value."""
         env = os.environ if environ is None else environ
         data_dir = Path(env.get("DATA_DIR") or "data")

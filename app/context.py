@@ -7,15 +7,15 @@ from functools import cached_property
 
 from flask import current_app
 
+from app import metrics
 from app.config import Settings
 from app.db import Database
-from app import metrics
 from app.services import redelivery
 from app.services.coalescing import Coalescer
 from app.services.directory import Directory
+from app.services.guards import GuardLimits
 from app.services.limits import ConcurrencyLimiter, FailureLimiter, RateLimiter
 from app.services.ports import DeliveryQueue, LifecycleQueue, Notifier
-from app.services.guards import GuardLimits
 from app.services.redelivery import RedeliveryPolicy
 from app.services.sending import SendService
 from app.ws.connections import Connections

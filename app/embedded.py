@@ -18,9 +18,10 @@ class EmbeddedBus:
     """The whole bus in one process: `start()` brings up worker, beat and HTTP server; `stop()` ends them."""
 
     def __init__(self, settings: Settings, *, worker_threads: int = 4, ssl_context: tuple[str, str] | None = None):
+        from werkzeug.serving import make_server
+
         from app import create_app
         from app.migrate import upgrade
-        from werkzeug.serving import make_server
         from workers.celery_app import celery_app
 
         self.settings = settings

@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 from kombu import Connection, Exchange, Queue
 from kombu.pools import ProducerPool
@@ -144,7 +144,7 @@ class FanoutListener(threading.Thread):
                 while not self._stopping.is_set():
                     try:
                         conn.drain_events(timeout=1.0)
-                    except socket.timeout:
+                    except TimeoutError:
                         conn.heartbeat_check()
                     if not caught_up:  # the first poll subscribed (Redis subscribes there): catch up once
                         caught_up = True

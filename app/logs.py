@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 CONTEXT_FIELDS = ("message_id", "sandbox_id", "correlation_id", "seq", "message_type", "state")
@@ -16,7 +16,7 @@ class JsonFormatter(logging.Formatter):
     (message_id, sandbox_id, correlation_id, seq, …) when the record carries it, and the exception if any."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {"time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+        entry = {"time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
                  "level": record.levelname, "logger": record.name, "message": record.getMessage()}
         for field in CONTEXT_FIELDS:
             if getattr(record, field, None) is not None:

@@ -15,15 +15,23 @@ import sys
 import harness  # noqa: F401 - puts the repository on sys.path
 from harness.baselines import bench_celery, print_celery
 from harness.phase import print_phases, run_phase
-from harness.report import (add_common_options, add_list_option, add_sender_options, make_parser, parse_list,
-                            progress, ratio, run_main)
+from harness.report import (
+    add_common_options,
+    add_list_option,
+    add_sender_options,
+    make_parser,
+    parse_list,
+    progress,
+    ratio,
+    run_main,
+)
 from harness.servers import running_bus, start_redis
 
 WARMUP = 50
 METHODS = ("rest", "batch", "socket")
 
-EPILOG = """\
-Phases on one bus (collab-bus api + 1 collab-bus worker, Redis, SQLite), after a warm-up of {warmup}:
+EPILOG = f"""\
+Phases on one bus (collab-bus api + 1 collab-bus worker, Redis, SQLite), after a warm-up of {WARMUP}:
   rest    single POST /api/v1/messages from --senders keep-alive connections (the reference)
   batch   POST /api/v1/messages/batch of --batch-size messages from --senders connections
   socket  `send` frames on each sender's own mailbox socket, --window unanswered at most per socket
@@ -35,7 +43,7 @@ and over the rest phase's.
 Examples:
   .venv/bin/python bench/batch.py
   .venv/bin/python bench/batch.py --messages 5000 --batch-size 100 --methods batch
-""".format(warmup=WARMUP)
+"""
 
 
 def parse_args(argv=None):

@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         ms = [t * 1000 for t in timings]
         rows.append((mode, len(ms), percentile(ms, 50), percentile(ms, 90), percentile(ms, 99), max(ms),
                      statistics.mean(ms), len(ms) / sum(timings), elapsed))
-    print(f"\ncollaborate_with round trip, sequential calls (ms)")
+    print("\ncollaborate_with round trip, sequential calls (ms)")
     print(f"{'mode':<10}{'calls':>7}{'p50':>8}{'p90':>8}{'p99':>8}{'max':>8}{'mean':>8}{'calls/s':>9}")
     for mode, count, p50, p90, p99, top, mean, rate, _ in rows:
         print(f"{mode:<10}{count:>7}{p50:>8.1f}{p90:>8.1f}{p99:>8.1f}{top:>8.1f}{mean:>8.1f}{rate:>9.1f}")

@@ -48,9 +48,9 @@ HTTP_TIMEOUT = 10.0
 IDLE_TIMEOUT = 15.0  # give up waiting for frames after this long without a new one
 NOOP_TASK = "bench.noop"
 
-EPILOG = """\
+EPILOG = f"""\
 Phases, per bus mode:
-  warm-up     {warmup} messages, not reported
+  warm-up     {WARMUP_MESSAGES} messages, not reported
   throughput  --messages messages from --senders concurrent REST senders, unpaced
   latency     --messages messages paced at --rate msg/s (open loop) from --latency-senders senders
 Then, on the same redis-server: a no-op Celery task (the bus's celeryconfig, one worker,
@@ -66,7 +66,7 @@ Examples:
   .venv/bin/python bench/e2e.py
   .venv/bin/python bench/e2e.py --messages 300 --modes redis
   .venv/bin/python bench/e2e.py --rate 500 --senders 16 --keep-logs
-""".format(warmup=WARMUP_MESSAGES)
+"""
 
 
 # --------------------------------------------------------------------------- CPU accounting

@@ -15,13 +15,13 @@ import json
 import sys
 import time
 
-import httpx
-
 import harness  # noqa: F401 - puts the repository on sys.path
+import httpx
 from harness.baselines import FanoutResult, bench_pubsub_fanout, wait_for_receipts
 from harness.mailboxes import close_all, open_sockets, raise_fd_limit, register_many
 from harness.report import add_bus_options, fmt, make_parser, percentile, print_table, progress, ratio, run_main
 from harness.servers import running_bus, start_redis
+
 from tests.servers import ADMIN_HEADERS
 
 TARGET_MS, TARGET_AT = 100.0, 1000

@@ -15,15 +15,23 @@ import sys
 import harness  # noqa: F401 - puts the repository on sys.path
 from harness.baselines import bench_pubsub, print_pubsub
 from harness.phase import print_phases, run_phase
-from harness.report import (add_common_options, add_sender_options, fmt, make_parser, print_table, progress, ratio,
-                            run_main)
+from harness.report import (
+    add_common_options,
+    add_sender_options,
+    fmt,
+    make_parser,
+    print_table,
+    progress,
+    ratio,
+    run_main,
+)
 from harness.servers import running_bus, start_redis
 
 WARMUP = 50
 TARGET_P50_MS, TARGET_P99_MS = 5.0, 25.0
 
-EPILOG = """\
-Phases on one bus (collab-bus api + 1 collab-bus worker, Redis, SQLite), after a warm-up of {warmup}:
+EPILOG = f"""\
+Phases on one bus (collab-bus api + 1 collab-bus worker, Redis, SQLite), after a warm-up of {WARMUP}:
   per rate (--rate, or each of --rates): --messages messages paced at that rate, open loop (message i is due
   at start + i/rate whatever happened to the earlier ones), spread over --senders REST connections (a sender
   sandbox and keep-alive httpx client each, in a sender process); the receiver ACKs every message.
@@ -40,7 +48,7 @@ did not keep up with the pace (then the latencies include queueing).
 Examples:
   .venv/bin/python bench/latency.py
   .venv/bin/python bench/latency.py --messages 300 --rates 50,200
-""".format(warmup=WARMUP)
+"""
 
 
 def parse_args(argv=None):

@@ -107,7 +107,7 @@ def machine_description() -> list[str]:
         f"- Python: {platform.python_version()} ({sys.executable})",
         f"- redis-server: {_command_output(['redis-server', '--version']) or 'not found'}",
         f"- PostgreSQL: {_postgres_version()}",
-        f"- Date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M:%S UTC')}",
+        f"- Date: {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M:%S UTC')}",
         f"- Git: {commit} ({branch}){' with uncommitted changes' if dirty else ''}",
         f"- Load average at start: {Path('/proc/loadavg').read_text().split()[:3]}",
     ]

@@ -16,16 +16,24 @@ import sys
 import harness  # noqa: F401 - puts the repository on sys.path
 from harness.baselines import bench_celery, print_celery
 from harness.phase import bus_cpu_ms, print_phases, run_phase
-from harness.report import (add_common_options, add_sender_options, fmt, make_parser, print_table, progress, ratio,
-                            run_main)
+from harness.report import (
+    add_common_options,
+    add_sender_options,
+    fmt,
+    make_parser,
+    print_table,
+    progress,
+    ratio,
+    run_main,
+)
 from harness.servers import running_bus, start_redis
 
 WARMUP = 50
 
-EPILOG = """\
+EPILOG = f"""\
 Phases, one fresh bus per combination of --api-counts A and --worker-counts W (Redis, SQLite):
   collab-bus api --workers A (A gunicorn worker processes under one master) + W collab-bus worker processes
-  (each -P threads -c 4); a warm-up of {warmup} messages (not reported), then --messages messages from
+  (each -P threads -c 4); a warm-up of {WARMUP} messages (not reported), then --messages messages from
   --senders REST connections (a sender sandbox and keep-alive httpx client each, in --sender-procs
   processes), unpaced; the receiver ACKs every message on its socket (as bench/throughput.py redis-sqlite).
 Baseline, once, on the same redis-server: celery-1, a no-op task on 1 worker -P threads -c 4 (as
@@ -44,7 +52,7 @@ time goes.
 Examples:
   .venv/bin/python bench/scaling.py
   .venv/bin/python bench/scaling.py --messages 300 --worker-counts 1,2 --api-counts 1
-""".format(warmup=WARMUP)
+"""
 
 
 def parse_counts(parser, value: str, option: str) -> list[int]:

@@ -27,10 +27,10 @@ sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx  # noqa: E402
-
 from harness.mailboxes import close_all, open_sockets, raise_fd_limit, register_many  # noqa: E402
 from harness.report import percentile, progress  # noqa: E402
 from harness.servers import BenchBus, start_redis  # noqa: E402
+
 from tests.servers import TEST_ADMIN_KEY  # noqa: E402
 
 ADMIN = {"Authorization": f"Bearer {TEST_ADMIN_KEY}"}

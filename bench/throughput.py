@@ -15,19 +15,27 @@ import sys
 import harness  # noqa: F401 - puts the repository on sys.path
 from harness.baselines import bench_celery, bench_pubsub, print_celery, print_pubsub
 from harness.phase import print_phases, run_phase
-from harness.report import (add_common_options, add_list_option, add_sender_options, make_parser, parse_list,
-                            progress, ratio, run_main)
+from harness.report import (
+    add_common_options,
+    add_list_option,
+    add_sender_options,
+    make_parser,
+    parse_list,
+    progress,
+    ratio,
+    run_main,
+)
 from harness.servers import running_bus, start_postgres, start_redis
 
 CONFIGS = ("redis-sqlite", "redis-postgres", "embedded")
 WARMUP = 50
 
-EPILOG = """\
+EPILOG = f"""\
 Phases, per bus configuration (--configs):
   redis-sqlite    collab-bus api + 1 collab-bus worker, Redis broker, SQLite
   redis-postgres  the same on PostgreSQL (tests/postgres.py starts one)
   embedded        collab-bus up (one process, in-memory broker, SQLite)
-  each: a warm-up of {warmup} messages (not reported), then --messages messages from --senders REST
+  each: a warm-up of {WARMUP} messages (not reported), then --messages messages from --senders REST
   connections (one sender sandbox and keep-alive httpx client each, in --sender-procs processes), unpaced;
   the receiver ACKs every message on its socket.
 Baselines on the same redis-server, after the buses:
@@ -48,7 +56,7 @@ PUBLISH rate, embedded/redis-mode the two SQLite figures.
 Examples:
   .venv/bin/python bench/throughput.py
   .venv/bin/python bench/throughput.py --messages 300 --configs redis-sqlite
-""".format(warmup=WARMUP)
+"""
 
 
 def parse_args(argv=None):

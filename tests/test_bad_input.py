@@ -20,7 +20,8 @@ from app.config import Settings
 from app.migrate import upgrade
 from app.models import Base
 from app.schemas import MAX_JSON_DEPTH
-from tests.servers import ADMIN_HEADERS, authenticate_test_app, ws_connect as connect
+from tests.servers import ADMIN_HEADERS, authenticate_test_app
+from tests.servers import ws_connect as connect
 
 DEFAULT_LIMIT = 256 * 1024
 RECV_TIMEOUT = 10

@@ -3,8 +3,7 @@ and the outbox sweep delivers them once the broker is back."""
 
 from __future__ import annotations
 
-
-from tests.servers import BusProcess, RedisServer, wait_for, bus_client
+from tests.servers import BusProcess, RedisServer, bus_client, wait_for
 
 SWEEP = {"OUTBOX_SWEEP_INTERVAL": "0.5", "OUTBOX_SWEEP_AFTER": "0.5"}
 

@@ -9,9 +9,9 @@ import pytest
 
 from app import create_app
 from app.config import Settings
-from tests.servers import authenticate_test_app
 from app.migrate import upgrade
 from app.services import delivery, messages, redelivery, registry
+from tests.servers import authenticate_test_app
 
 
 class Recorder:

@@ -11,7 +11,8 @@ from contextlib import closing, contextmanager
 
 import pytest
 
-from tests.servers import BusProcess, wait_for, ws_connect as connect, bus_client
+from tests.servers import BusProcess, bus_client, wait_for
+from tests.servers import ws_connect as connect
 
 DELIVERY_RETRIES = 3
 FAST = {

@@ -9,7 +9,8 @@ import threading
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from tests.servers import wait_for, ws_connect as connect
+from tests.servers import wait_for
+from tests.servers import ws_connect as connect
 
 RECV_TIMEOUT = 10
 

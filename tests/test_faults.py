@@ -23,10 +23,19 @@ import httpx
 import pytest
 import redis
 
-from tests.servers import BusProcess, RedisServer, wait_for, bus_client
+from tests.servers import BusProcess, RedisServer, bus_client, wait_for
 from tests.traffic import (
-    MailboxReader, Outcome, Senders, assert_exactly_once, assert_reader_saw_every_entry, assert_workers_alive,
-    log_lines, mailbox, register, report, settle,
+    MailboxReader,
+    Outcome,
+    Senders,
+    assert_exactly_once,
+    assert_reader_saw_every_entry,
+    assert_workers_alive,
+    log_lines,
+    mailbox,
+    register,
+    report,
+    settle,
 )
 
 PER_SENDER = 100  # three senders: 300 accepted messages per test, about 8 % of them broadcasts

@@ -13,9 +13,17 @@ import uuid
 
 import pytest
 
-from tests.servers import BusProcess, RedisServer, ws_connect as connect, bus_client
+from tests.servers import BusProcess, RedisServer, bus_client
+from tests.servers import ws_connect as connect
 from tests.traffic import (
-    MailboxReader, Senders, assert_exactly_once, assert_reader_saw_every_entry, log_lines, register, report, settle,
+    MailboxReader,
+    Senders,
+    assert_exactly_once,
+    assert_reader_saw_every_entry,
+    log_lines,
+    register,
+    report,
+    settle,
 )
 
 PER_SENDER = 80

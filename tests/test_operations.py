@@ -10,7 +10,6 @@ import socket
 import uuid
 
 import httpx
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.servers import BusProcess, RedisServer, bus_client, free_port, free_ports, wait_for, ws_connect

@@ -12,7 +12,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.servers import BusProcess, wait_for, bus_client
+from tests.servers import BusProcess, bus_client, wait_for
 
 PER_PRIORITY = 60
 LOW, HIGH = 1, 9

@@ -6,9 +6,9 @@ nodes the worker dead-letters what got past each node's own pair count (reason p
 
 from __future__ import annotations
 
-import pytest
-
 import json
+
+import pytest
 
 from tests.servers import BusProcess, bus_client, wait_for, ws_connect
 

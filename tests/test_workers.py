@@ -8,7 +8,7 @@ import pytest
 
 from app.broker import broker_priority, make_celery
 from app.config import Settings
-from tests.servers import wait_for, bus_client
+from tests.servers import bus_client, wait_for
 
 
 def test_protocol_priority_maps_onto_each_broker():
@@ -41,7 +41,6 @@ def test_deliver_task_run_repeatedly_makes_one_entry_per_recipient(bus, client, 
 
 def test_plain_celery_worker_command_delivers(redis_server, unique):
     """Operators may skip the wrapper: `celery -A workers.celery_app worker -Q delivery` is a full worker."""
-    import httpx
 
     from tests.servers import BusProcess
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 import httpx
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from tests.servers import wait_for, ws_connect as connect, bus_client
+from tests.servers import bus_client, wait_for
+from tests.servers import ws_connect as connect
 
 HTTP_TIMEOUT = 10
 ACK_TYPES = ("request", "command")
@@ -77,7 +78,7 @@ class Senders:
     def running(self) -> bool:
         return any(thread.is_alive() for thread in self._threads)
 
-    def start(self) -> "Senders":
+    def start(self) -> Senders:
         for thread in self._threads:
             thread.start()
         return self
@@ -163,7 +164,7 @@ class MailboxReader(threading.Thread):
         self._connected = threading.Event()
 
     # -- control, from the test's thread
-    def start_and_wait(self, timeout: float = 15) -> "MailboxReader":
+    def start_and_wait(self, timeout: float = 15) -> MailboxReader:
         """Start the thread and wait until the first socket got its welcome."""
         self.start()
         assert self._connected.wait(timeout), f"{self.sandbox}: no welcome within {timeout}s"

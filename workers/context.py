@@ -14,8 +14,8 @@ from app.models import BROADCAST
 from app.runtime.docker_engine import DockerRuntime
 from app.services import auth, managed
 from app.services.events import batched
-from app.services.lifecycle import LifecycleConfig
 from app.services.guards import GuardLimits
+from app.services.lifecycle import LifecycleConfig
 from app.services.redelivery import RedeliveryPolicy
 from workers.celery_app import celery_app, settings
 

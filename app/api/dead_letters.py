@@ -11,7 +11,11 @@ from app.auth import current_actor, require
 from app.context import BusContext, bus
 from app.errors import InvalidRequest, NotFound
 from app.schemas import (
-    BulkReplaySchema, DeadLetterListQuery, DeadLetterPurgeQuery, load_or_raise, query_args,
+    BulkReplaySchema,
+    DeadLetterListQuery,
+    DeadLetterPurgeQuery,
+    load_or_raise,
+    query_args,
 )
 from app.services import audit, dead_letters
 from app.services.dead_letters import DeadLetterFilter

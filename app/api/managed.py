@@ -6,7 +6,7 @@ state change is an event on /ws/events. DELETE /api/v1/sandboxes/{id} (app.api.s
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from flask import Blueprint, Response, jsonify, request
 
@@ -100,7 +100,7 @@ def sandbox_logs(sandbox_id: str):
     if not sandbox["container_id"]:
         raise Conflict(f"sandbox {sandbox_id!r} has no container yet (state {sandbox['state']})", code="no_container",
                        details={"sandbox_id": sandbox_id, "state": sandbox["state"]})
-    since = datetime.fromtimestamp(query["since"], timezone.utc) if query["since"] is not None else None
+    since = datetime.fromtimestamp(query["since"], UTC) if query["since"] is not None else None
     try:
         lines = ctx.runtime.logs(sandbox["container_id"], tail=query["tail"], since=since, follow=query["follow"])
     except ContainerNotFound as exc:

@@ -19,7 +19,12 @@ from apispec.ext.marshmallow.common import resolve_schema_cls
 from marshmallow import Schema, fields, validate
 
 from app.api.operations import (
-    AUTHENTICATED_ERRORS, ERROR_DESCRIPTIONS, OPERATIONS, Operation, _identifier_param, docs_operations,
+    AUTHENTICATED_ERRORS,
+    ERROR_DESCRIPTIONS,
+    OPERATIONS,
+    Operation,
+    _identifier_param,
+    docs_operations,
 )
 from app.schemas import responses as res
 

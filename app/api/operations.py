@@ -10,7 +10,17 @@ from marshmallow import Schema
 
 from app import schemas as req
 from app.api import (
-    agents, audit, collaboration, configuration, dead_letters, managed, messages, policies, sandboxes, topics, traces,
+    agents,
+    audit,
+    collaboration,
+    configuration,
+    dead_letters,
+    managed,
+    messages,
+    policies,
+    sandboxes,
+    topics,
+    traces,
     workspaces,
 )
 from app.schemas import managed as managed_req

@@ -8,11 +8,17 @@ from app import metrics
 from app.api.helpers import json_body
 from app.auth import current_actor, require
 from app.context import bus
+from app.models import SandboxState
 from app.schemas import (
-    AckSchema, MailboxQuery, NackSchema, RegisterSandboxSchema, SandboxListQuery, TokenRequestSchema, load_or_raise,
+    AckSchema,
+    MailboxQuery,
+    NackSchema,
+    RegisterSandboxSchema,
+    SandboxListQuery,
+    TokenRequestSchema,
+    load_or_raise,
     query_args,
 )
-from app.models import SandboxState
 from app.services import audit, auth, mailbox, managed, redelivery, registry
 from app.services.events import SANDBOX_REGISTERED, SANDBOX_UNREGISTERED, event_notification
 

@@ -7,9 +7,10 @@ labels (`labels_for`), never by name.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterator, Protocol
+from typing import Protocol
 
 LABEL_PREFIX = "ai.aintandem.collab"
 LABEL_INSTANCE = f"{LABEL_PREFIX}.instance"  # which bus manages the container

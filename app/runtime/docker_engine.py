@@ -7,11 +7,17 @@ that URL. Every engine error becomes a RuntimeFailure carrying the engine's mess
 from __future__ import annotations
 
 import contextlib
-from datetime import datetime, timezone
-from typing import Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime
 
 from app.runtime import (
-    ContainerInfo, ContainerNotFound, ContainerSpec, EngineEvent, EngineRefused, EngineUnavailable, ImageNotFound,
+    ContainerInfo,
+    ContainerNotFound,
+    ContainerSpec,
+    EngineEvent,
+    EngineRefused,
+    EngineUnavailable,
+    ImageNotFound,
     RuntimeFailure,
 )
 
@@ -91,7 +97,7 @@ class DockerRuntime:
         with _engine_errors():
             rows = self._api.containers(all=True, filters={"label": [f"{k}={v}" for k, v in labels.items()]})
         return [ContainerInfo(id=row["Id"], status=row.get("State", "unknown"), labels=row.get("Labels") or {},
-                              created_at=datetime.fromtimestamp(row["Created"], timezone.utc) if row.get("Created") else None)
+                              created_at=datetime.fromtimestamp(row["Created"], UTC) if row.get("Created") else None)
                 for row in rows]
 
     def logs(self, container_id: str, *, tail: int | None = None, since: datetime | None = None,
@@ -135,7 +141,7 @@ def _moment(value: str | None) -> datetime | None:
     if not value or value.startswith(_NEVER[:10]):
         return None
     head = value.rstrip("Z").split(".")[0]  # the engine gives nanoseconds, which fromisoformat does not take
-    return datetime.fromisoformat(head).replace(tzinfo=timezone.utc)
+    return datetime.fromisoformat(head).replace(tzinfo=UTC)
 
 
 @contextlib.contextmanager

@@ -6,21 +6,28 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import timezone
+from datetime import UTC, timezone
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from app.errors import InvalidRequest
 from app.models import ANY_CAPABLE, BROADCAST, ID_LENGTH, IDEMPOTENCY_KEY_LENGTH
-from app.services.dead_letters import REASONS as DEAD_LETTER_REASONS
-from app.services.event_log import EVENT_ID
-from app.services.policies import ANY as ANY_SELECTOR, EFFECTS as POLICY_EFFECTS, MAX_DESCRIPTION
-from app.services.topics import PATTERN_RULE, is_pattern
 from app.schemas.base import (  # re-exported: the schemas of every resource build on them
-    Identifier, QueryBoolean, QueryInteger, StrictBoolean, StrictSchema, _identifier,
+    Identifier,
+    QueryBoolean,
+    QueryInteger,
+    StrictBoolean,
+    StrictSchema,
+    _identifier,
 )
 from app.schemas.skills import SkillSpecSchema
+from app.services.dead_letters import REASONS as DEAD_LETTER_REASONS
+from app.services.event_log import EVENT_ID
+from app.services.policies import ANY as ANY_SELECTOR
+from app.services.policies import EFFECTS as POLICY_EFFECTS
+from app.services.policies import MAX_DESCRIPTION
+from app.services.topics import PATTERN_RULE, is_pattern
 
 MESSAGE_TYPES = ("request", "response", "notification", "command")
 ANY_AGENT = "any"
@@ -160,8 +167,8 @@ class DeadLetterFilterSchema(StrictSchema):
     reason = fields.String(load_default=None, validate=validate.OneOf(DEAD_LETTER_REASONS))
     sandbox_id = Identifier(load_default=None)
     message_id = Identifier(load_default=None)
-    since = fields.AwareDateTime(load_default=None, default_timezone=timezone.utc)
-    until = fields.AwareDateTime(load_default=None, default_timezone=timezone.utc)
+    since = fields.AwareDateTime(load_default=None, default_timezone=UTC)
+    until = fields.AwareDateTime(load_default=None, default_timezone=UTC)
 
 
 class DeadLetterListQuery(DeadLetterFilterSchema):
@@ -345,7 +352,7 @@ class AuditQuery(StrictSchema):
     outcome = fields.String(load_default=None, validate=validate.OneOf(("ok", "refused", "failed")))
     actor = fields.String(load_default=None, validate=validate.Length(min=1, max=160))
     target = fields.String(load_default=None, validate=validate.Length(min=1, max=256))
-    since = fields.AwareDateTime(load_default=None, default_timezone=timezone.utc)
-    until = fields.AwareDateTime(load_default=None, default_timezone=timezone.utc)
+    since = fields.AwareDateTime(load_default=None, default_timezone=UTC)
+    until = fields.AwareDateTime(load_default=None, default_timezone=UTC)
     after = QueryInteger(load_default=0, validate=validate.Range(min=0, max=SEQ_MAX))
     limit = QueryInteger(load_default=100, validate=validate.Range(min=1, max=1000))

@@ -5,7 +5,14 @@ from __future__ import annotations
 from marshmallow import ValidationError, fields, validate, validates_schema
 
 from app.schemas import (
-    AgentSpecSchema, Identifier, RESERVED_ID_ERROR, QueryBoolean, QueryInteger, RESERVED_SANDBOX_IDS, StrictBoolean, StrictSchema,
+    RESERVED_ID_ERROR,
+    RESERVED_SANDBOX_IDS,
+    AgentSpecSchema,
+    Identifier,
+    QueryBoolean,
+    QueryInteger,
+    StrictBoolean,
+    StrictSchema,
     _identifier,
 )
 from app.services.managed import RESERVED_ENV

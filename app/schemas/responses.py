@@ -9,8 +9,8 @@ from __future__ import annotations
 from marshmallow import RAISE, Schema, fields, validate
 
 from app.models import EntryState, MessageStatus, SandboxStatus
-from app.services.dead_letters import REASONS as DEAD_LETTER_REASONS
 from app.schemas import MESSAGE_TYPES
+from app.services.dead_letters import REASONS as DEAD_LETTER_REASONS
 from app.services.policies import EFFECTS as POLICY_EFFECTS
 
 SANDBOX_STATUSES = (SandboxStatus.ONLINE, SandboxStatus.OFFLINE, SandboxStatus.UNREGISTERED)

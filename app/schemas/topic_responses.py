@@ -6,7 +6,13 @@ from __future__ import annotations
 from marshmallow import fields
 
 from app.schemas.responses import (
-    DeliverySchema, FreeObject, Int, MessageDeadLetterSchema, ResponseSchema, SkillSchema, Str, StoredMessageSchema,
+    DeliverySchema,
+    Int,
+    MessageDeadLetterSchema,
+    ResponseSchema,
+    SkillSchema,
+    StoredMessageSchema,
+    Str,
     Timestamp,
 )
 

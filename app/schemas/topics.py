@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timezone
+from datetime import UTC
 
 from marshmallow import ValidationError, fields, validate
 
@@ -53,5 +53,5 @@ class TraceListQuery(StrictSchema):
     """Filters of GET /api/v1/traces: a sandbox taking part, active since a time, how many (latest first)."""
 
     sandbox = Identifier(load_default=None)
-    since = fields.AwareDateTime(load_default=None, default_timezone=timezone.utc)
+    since = fields.AwareDateTime(load_default=None, default_timezone=UTC)
     limit = QueryInteger(load_default=50, validate=validate.Range(min=1, max=500))

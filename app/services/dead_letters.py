@@ -13,11 +13,22 @@ from sqlalchemy import func, select
 from app.db import Database
 from app.errors import NotFound
 from app.models import (
-    DeadLetter, EntryState, MailboxEntry, Message, MessageStatus, Sandbox, SandboxStatus, isoformat, utcnow,
+    DeadLetter,
+    EntryState,
+    MailboxEntry,
+    Message,
+    MessageStatus,
+    Sandbox,
+    SandboxStatus,
+    isoformat,
+    utcnow,
 )
 from app.services import audit
 from app.services.events import (
-    DEAD_LETTER_REPLAYED, MESSAGE_DEAD_LETTERED, event_notification, redelivery_notification,
+    DEAD_LETTER_REPLAYED,
+    MESSAGE_DEAD_LETTERED,
+    event_notification,
+    redelivery_notification,
 )
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,16 @@ from sqlalchemy import Boolean, DateTime, String, bindparam, case, literal, sele
 from app.db import Database
 from app.errors import UnknownMessage
 from app.models import (
-    ACK_REQUIRED_TYPES, ANY_CAPABLE, BROADCAST, EntryState, MailboxEntry, Message, MessageStatus, Sandbox, SandboxStatus, utcnow,
+    ACK_REQUIRED_TYPES,
+    ANY_CAPABLE,
+    BROADCAST,
+    EntryState,
+    MailboxEntry,
+    Message,
+    MessageStatus,
+    Sandbox,
+    SandboxStatus,
+    utcnow,
 )
 from app.services import audit, dead_letters, policies, skills, topics
 from app.services.events import entries_notification

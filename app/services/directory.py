@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Callable, Hashable, TypeVar
+from typing import TypeVar
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError

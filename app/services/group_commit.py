@@ -8,8 +8,8 @@ enqueued together (see `SendService`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from sqlalchemy.exc import IntegrityError
 

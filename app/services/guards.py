@@ -38,7 +38,7 @@ class GuardLimits:
     trace_message_budget: int = 0
 
     @classmethod
-    def from_settings(cls, settings) -> "GuardLimits":
+    def from_settings(cls, settings) -> GuardLimits:
         """The limits configured by MAX_TRACE_HOPS, PAIR_RATE_PER_MINUTE and TRACE_MESSAGE_BUDGET."""
         return cls(settings.max_trace_hops, settings.pair_rate_per_minute, settings.trace_message_budget)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
@@ -143,7 +143,7 @@ def _live(record: IdempotencyKey, now: datetime, window: int) -> bool:
     """True while `record` is younger than `window` seconds."""
     created = record.created_at
     if created.tzinfo is None:  # SQLite hands back naive datetimes, stored as UTC
-        created = created.replace(tzinfo=timezone.utc)
+        created = created.replace(tzinfo=UTC)
     return now - created < timedelta(seconds=window)
 
 

@@ -12,16 +12,22 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Callable
 
 from sqlalchemy import or_, select, update
 
 from app.db import Database
 from app.models import Sandbox, SandboxState, SandboxStatus, aware, utcnow
 from app.runtime import (
-    ContainerInfo, ContainerNotFound, ContainerRuntime, ContainerSpec, LABEL_INSTANCE, LABEL_SANDBOX, RuntimeFailure,
+    LABEL_INSTANCE,
+    LABEL_SANDBOX,
+    ContainerInfo,
+    ContainerNotFound,
+    ContainerRuntime,
+    ContainerSpec,
+    RuntimeFailure,
     labels_for,
 )
 from app.services import audit

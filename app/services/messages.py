@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 import json
+import logging
 import time
 import uuid
 from datetime import timedelta
@@ -12,9 +12,19 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from app.db import Database
-from app.services import audit, traces
 from app.errors import Conflict, NotFound, PayloadTooLarge, UnknownMessage, UnknownSandbox
-from app.models import ANY_CAPABLE, BROADCAST, DeadLetter, MailboxEntry, Message, MessageStatus, Sandbox, isoformat, utcnow
+from app.models import (
+    ANY_CAPABLE,
+    BROADCAST,
+    DeadLetter,
+    MailboxEntry,
+    Message,
+    MessageStatus,
+    Sandbox,
+    isoformat,
+    utcnow,
+)
+from app.services import audit, traces
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ workspace and skips recipients a deny rule matches (`denying_rule`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from sqlalchemy import select
 

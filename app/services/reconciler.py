@@ -12,8 +12,8 @@ One pass (`reconcile`):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from sqlalchemy import func, select
 

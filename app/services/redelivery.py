@@ -10,15 +10,25 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import bindparam, or_, select, tuple_, update
 
 from app.db import Database
 from app.errors import BusError, Conflict, NotFound
-from app.models import ANY_CAPABLE, BROADCAST, EntryState, MailboxEntry, Message, MessageStatus, Sandbox, SandboxStatus, utcnow
+from app.models import (
+    ANY_CAPABLE,
+    BROADCAST,
+    EntryState,
+    MailboxEntry,
+    Message,
+    MessageStatus,
+    Sandbox,
+    SandboxStatus,
+    utcnow,
+)
 from app.services import dead_letters
 from app.services.events import REQUEST_UNANSWERED, event_notification, redelivery_notification
 
@@ -38,7 +48,7 @@ class RedeliveryPolicy:
     stale_after: float = 0.0  # capability routing skips (and takes requests back from) agents silent this long
 
     @classmethod
-    def from_settings(cls, settings) -> "RedeliveryPolicy":
+    def from_settings(cls, settings) -> RedeliveryPolicy:
         """The policy configured by ACK_TIMEOUT, MAX_DELIVERY_ATTEMPTS, MAX_REDELIVERY_BACKOFF and HEARTBEAT_TIMEOUT."""
         return cls(settings.ack_timeout, settings.max_delivery_attempts, settings.max_redelivery_backoff,
                    stale_after=settings.heartbeat_timeout)
@@ -62,7 +72,7 @@ class SweepResult:
 
 
 def _as_utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def ack(db: Database, sandbox_id: str, seq: int, on_acked: Callable[[float], None] | None = None) -> str:
@@ -290,4 +300,4 @@ def expires_at(message: Message) -> datetime | None:
     """When the message's ttl runs out (None without a ttl)."""
     if message.ttl is None:
         return None
-    return datetime.fromtimestamp(message.timestamp + message.ttl, tz=timezone.utc)
+    return datetime.fromtimestamp(message.timestamp + message.ttl, tz=UTC)

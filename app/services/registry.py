@@ -11,9 +11,9 @@ from app.db import Database
 from app.errors import Conflict, UnknownSandbox
 from app.models import EntryState, MailboxEntry, Sandbox, SandboxState, SandboxStatus, isoformat, utcnow
 from app.services import audit, workspaces
-from app.services.managed import container_view
 from app.services.directory import mark_changed
 from app.services.events import SANDBOX_OFFLINE, SANDBOX_ONLINE, event_notification
+from app.services.managed import container_view
 
 
 def sandbox_to_dict(sandbox: Sandbox, settled_seq: int) -> dict:

@@ -18,9 +18,9 @@ from app.models import ANY_CAPABLE, BROADCAST, Message, Role
 from app.services import audit, dead_letters, messages, policies, skills
 from app.services.admission import Admission
 from app.services.directory import Directory
+from app.services.events import MESSAGE_ACCEPTED, MESSAGE_REFUSED, batched, event_notification
 from app.services.group_commit import GroupCommitter
 from app.services.guards import GuardLimits, SendGuards
-from app.services.events import MESSAGE_ACCEPTED, MESSAGE_REFUSED, batched, event_notification
 from app.services.idempotency import Accepted
 from app.services.ports import DeliveryQueue, Notifier
 
@@ -39,7 +39,7 @@ class Sender:
     actor: audit.Actor
 
     @classmethod
-    def of(cls, principal, actor: audit.Actor) -> "Sender":
+    def of(cls, principal, actor: audit.Actor) -> Sender:
         """The sender an authenticated principal (app.services.auth.Principal) and its actor stand for."""
         return cls(principal.sandbox_id if principal.is_sandbox else None, principal.role in PRIVILEGED_ROLES,
                    actor)

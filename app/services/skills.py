@@ -22,7 +22,16 @@ from sqlalchemy import func, or_, select
 from app.db import Database
 from app.errors import InvalidRequest, Unprocessable
 from app.models import (
-    ANY_CAPABLE, EntryState, MailboxEntry, Message, MessageStatus, Sandbox, SandboxStatus, aware, isoformat, utcnow,
+    ANY_CAPABLE,
+    EntryState,
+    MailboxEntry,
+    Message,
+    MessageStatus,
+    Sandbox,
+    SandboxStatus,
+    aware,
+    isoformat,
+    utcnow,
 )
 from app.services import policies
 from app.services.events import MESSAGE_REROUTED, event_notification

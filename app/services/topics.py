@@ -9,7 +9,7 @@ matching subscription; subscriptions are stored, so a subscriber that is offline
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from functools import cache, lru_cache
 
 from sqlalchemy import select
 
@@ -48,7 +48,7 @@ def _matcher(pattern: str):
     words = tuple(pattern.split("."))
 
     def match(topic: tuple[str, ...]) -> bool:
-        @lru_cache(maxsize=None)
+        @cache
         def at(i: int, j: int) -> bool:  # words[i:] against topic[j:]
             if i == len(words):
                 return j == len(topic)

@@ -7,11 +7,11 @@ import queue
 import threading
 import time
 from collections import defaultdict
-from typing import Callable
+from collections.abc import Callable
 
 from app.models import BROADCAST
-from app.services.events import MESSAGE_DELIVERED, unbatched
 from app.services.event_log import EventLog
+from app.services.events import MESSAGE_DELIVERED, unbatched
 
 CLOSE = object()  # sentinel pushed to a subscriber to end its stream
 RESYNC = object()  # sentinel pushed to a mailbox subscriber: read entries you may have missed from the database

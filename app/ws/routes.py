@@ -20,8 +20,15 @@ from app.auth import authenticate_frame, client_address, is_authenticated, refus
 from app.context import BusContext, bus
 from app.errors import BusError, InvalidRequest, TooManyRequests, Unauthorized
 from app.models import EntryState, SandboxStatus
-from app.schemas import (AckFrameSchema, EventsQuery, MailboxQuery, NackFrameSchema, load_or_raise,
-                         parse_json, query_args)
+from app.schemas import (
+    AckFrameSchema,
+    EventsQuery,
+    MailboxQuery,
+    NackFrameSchema,
+    load_or_raise,
+    parse_json,
+    query_args,
+)
 from app.services import mailbox, redelivery, registry, skills
 from app.services.events import SANDBOX_CONNECTED, SANDBOX_DISCONNECTED, event_notification
 from app.ws import frames

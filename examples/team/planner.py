@@ -17,9 +17,9 @@ import logging
 import os
 import sys
 
-from aintandem_agent_sdk import BaseAgent, BusError, CollaborationFailed, CollaborationTimeout, ContainerAgent
-
 from _common import connection
+
+from aintandem_agent_sdk import BaseAgent, BusError, CollaborationFailed, CollaborationTimeout, ContainerAgent
 
 
 async def plan(bus: ContainerAgent, topic: str, timeout: float) -> str:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import os
 
-from aintandem_agent_sdk import AgentMessage, BaseAgent, MessageType, Skill
-
 from _common import run_agent
+
+from aintandem_agent_sdk import AgentMessage, BaseAgent, MessageType, Skill
 
 RESEARCH = Skill(
     id="research", name="Research a topic", description="Looks a topic up and returns findings.",

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 
-from aintandem_agent_sdk import AgentMessage, BaseAgent, MessageType, Skill
-
 from _common import run_agent
+
+from aintandem_agent_sdk import AgentMessage, BaseAgent, MessageType, Skill
 
 WRITE = Skill(
     id="write", name="Write a report", description="Turns research findings into a short report.",

@@ -7,11 +7,10 @@ Revision ID: 0007
 Revises: 0006
 Create Date: 2026-12-05 09:00:00
 """
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0007'
 down_revision = '0006'
@@ -52,7 +51,7 @@ def upgrade() -> None:
                   "SELECT DISTINCT workspace FROM api_keys WHERE workspace IS NOT NULL",
                   "SELECT DISTINCT from_workspace FROM policies", "SELECT DISTINCT to_workspace FROM policies"):
         names.update(row[0] for row in bind.execute(sa.text(query)) if row[0] and row[0] != "*")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     op.bulk_insert(workspaces, [{'id': name, 'name': name, 'description': '', 'settings': {}, 'created_at': now,
                                  'updated_at': now} for name in sorted(names)])
 

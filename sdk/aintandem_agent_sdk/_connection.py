@@ -173,7 +173,7 @@ class Connection:
             return f"connection lost ({exc})"
         except InvalidStatus as exc:
             return await self._on_http_refusal(exc.response.status_code)
-        except (OSError, asyncio.TimeoutError, InvalidHandshake) as exc:
+        except (TimeoutError, OSError, InvalidHandshake) as exc:
             return f"cannot reach the bus ({type(exc).__name__}: {exc})"
 
     async def _read(self, ws: ClientConnection) -> None:

@@ -11,8 +11,9 @@ import math
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from aintandem_agent_sdk._files import write_json_atomically
 from aintandem_agent_sdk.errors import (
@@ -197,7 +198,7 @@ class Requests:
             return await asyncio.wait_for(step(waiter), timeout)
         except (asyncio.CancelledError, AgentStateError):
             raise
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if forget_on_timeout:
                 self.record.drop(correlation_id)
             raise CollaborationTimeout(target_sandbox, correlation_id, timeout) from None

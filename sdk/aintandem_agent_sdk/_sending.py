@@ -15,7 +15,6 @@ from aintandem_agent_sdk._trace import with_parent
 from aintandem_agent_sdk.errors import ConfigurationError
 from aintandem_agent_sdk.messages import AgentMessage, MessageType, SendResult
 
-
 ANY = "any"  # the sandbox that means "one online agent with the skill"
 
 

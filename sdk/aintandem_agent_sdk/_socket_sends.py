@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aintandem_agent_sdk.errors import AuthenticationError, BusRejected, PermissionDenied
 
@@ -34,7 +35,7 @@ class SocketSends:
             if not await send_frame(frame):
                 return None
             frame = await asyncio.wait_for(answer, self.timeout)
-        except (asyncio.TimeoutError, ConnectionError):
+        except (TimeoutError, ConnectionError):
             return None
         finally:
             self._waiting.pop(ref, None)

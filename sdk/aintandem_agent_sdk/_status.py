@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Awaitable, Callable
 from enum import Enum
-from typing import Awaitable, Callable, Union
 
 log = logging.getLogger("aintandem_agent_sdk")
 
@@ -19,7 +19,7 @@ class ConnectionStatus(str, Enum):
     DISCONNECTED = "disconnected"
 
 
-StatusCallback = Callable[[ConnectionStatus, str], Union[None, Awaitable[None]]]
+StatusCallback = Callable[[ConnectionStatus, str], None | Awaitable[None]]
 
 
 class StatusReporter:

@@ -7,9 +7,10 @@ handled message's id is the parent of every send, unless the caller put its own 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, Iterator
+from typing import Any
 
 _handled: ContextVar[str | None] = ContextVar("aintandem_handled_message_id", default=None)
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional
 
 from aintandem_agent_sdk.errors import ConfigurationError
 from aintandem_agent_sdk.messages import AgentMessage, MessageType
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 __all__ = ["BaseAgent", "Handler", "Skill"]
 
 HandlerResult = Optional[dict]
-Handler = Callable[[AgentMessage], Union[HandlerResult, Awaitable[HandlerResult]]]
+Handler = Callable[[AgentMessage], HandlerResult | Awaitable[HandlerResult]]
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,8 @@ class Skill:
     name: str = ""
     description: str = ""
     tags: tuple[str, ...] = ()
-    input_schema: Optional[dict] = None
-    output_schema: Optional[dict] = None
+    input_schema: dict | None = None
+    output_schema: dict | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:

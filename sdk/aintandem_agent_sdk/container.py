@@ -117,7 +117,7 @@ class ContainerAgent(Sending):
         self._running, self._closing = True, None
         try:
             await asyncio.wait_for(self._open_session(), self.config.connect_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self.stop()
             raise BusConnectionError(f"could not connect to the bus at {self.bus_url} within "
                                      f"{self.config.connect_timeout:g}s") from None

@@ -96,7 +96,7 @@ class SendResult:
         return self.error is None
 
     @classmethod
-    def from_answer(cls, item: dict[str, Any], chosen_id: str) -> "SendResult":
+    def from_answer(cls, item: dict[str, Any], chosen_id: str) -> SendResult:
         """The result for one item of the bus's batch answer; `chosen_id` is the id the SDK gave the message (a
         retried batch finds it taken by its own first attempt, which stored it)."""
         index = int(item["index"])

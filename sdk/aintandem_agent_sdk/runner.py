@@ -23,8 +23,9 @@ import importlib
 import json
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from aintandem_agent_sdk.agent import BaseAgent, Handler
 from aintandem_agent_sdk.container import ContainerAgent
