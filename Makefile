@@ -15,7 +15,7 @@ RUNTIME_LOCK := requirements/runtime.txt
 TEST_LOCK := requirements/test.txt
 PIP := $(BIN)/python -m pip
 
-.PHONY: run test install install-test lock test-deps bench sdk-wheel clean help ui ui-check
+.PHONY: run test install install-test lock test-deps lint bench sdk-wheel clean help ui ui-check
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -67,7 +67,11 @@ test-deps:  ## install the servers the tests start (redis-server, rabbitmq-serve
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-test: install-test test-deps ui-check  ## run the whole test suite (installs the test tools from requirements/test.txt)
+lint: install-test  ## ruff on every Python file (rules in pyproject.toml) and mypy --strict on the agent SDK
+	$(BIN)/ruff check --quiet .
+	$(BIN)/mypy sdk/aintandem_agent_sdk
+
+test: install-test test-deps lint ui-check  ## lint, then the GUI's checks, then every test (installs the test tools from requirements/test.txt)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ui/node_modules/.package-lock.json: ui/package-lock.json

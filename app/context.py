@@ -65,7 +65,8 @@ class BusContext:
     @cached_property
     def sending(self) -> SendService:
         """The send service every entry (REST, batch, socket, replay) accepts messages through."""
-        return SendService(self.db, self.directory, self.delivery, self.notifier, max_content_bytes=self.settings.max_content_bytes,
+        return SendService(self.db, self.directory, self.delivery, self.notifier,
+                           max_content_bytes=self.settings.max_content_bytes,
                            idempotency_window=self.settings.idempotency_window,
                            max_backlog=self.settings.max_delivery_backlog,
                            guards=GuardLimits.from_settings(self.settings))

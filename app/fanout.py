@@ -161,4 +161,5 @@ class FanoutListener(threading.Thread):
         try:
             self.handler(body)
         except Exception:
-            log.exception("fanout handler failed on a %s notification", body.get("kind") if isinstance(body, dict) else "?")
+            kind = body.get("kind") if isinstance(body, dict) else "?"
+            log.exception("fanout handler failed on a %s notification", kind)

@@ -57,7 +57,8 @@ def parse_args(argv=None):
     parser = make_parser("bench/fanout.py", __doc__, EPILOG)
     add_bus_options(parser)
     parser.add_argument("--sockets", default="1000", metavar="LIST",
-                        help='comma-separated receiver counts N, one socket each (default: %(default)s; e.g. "1000,10000")')
+                        help='comma-separated receiver counts N, one socket each '
+                             '(default: %(default)s; e.g. "1000,10000")')
     parser.add_argument("--runs", type=int, default=5, metavar="R", help="broadcasts per N (default: %(default)s)")
     parser.add_argument("--wait", type=float, default=30.0, metavar="S",
                         help="longest wait for one broadcast's receipts (default: %(default)s)")
@@ -96,7 +97,7 @@ async def bus_fanout(bus, receivers: int, runs: int, args) -> FanoutResult:
             content = frame.get("message", {}).get("content", {}) if frame.get("type") == "message" else None
             if isinstance(content, dict) and "fanout_run" in content:
                 arrivals.setdefault(content["fanout_run"], []).append(arrived)
-                await ws.send('{"type":"ack","seq":%d}' % frame["seq"])
+                await ws.send(f'{{"type":"ack","seq":{frame["seq"]:d}}}')
             else:
                 other["errors" if frame.get("type") == "error" else "frames"] += 1
 
@@ -173,11 +174,13 @@ def run(args) -> int:
     for name, results in (("bus", bus_results), ("PUBLISH", raw_results)):
         for receivers, r in results.items():
             print(f"{name} N={receivers} per run (received, first ms, last ms): " + "  ".join(
-                f"({got}, {fmt(first)}, {fmt(last)})" for got, first, last in zip(r.received, r.first_ms, r.last_ms)))
+                f"({got}, {fmt(first)}, {fmt(last)})"
+                for got, first, last in zip(r.received, r.first_ms, r.last_ms, strict=True)))
     return 0
 
 
-SUMMARY_COLUMNS = [("N", 6), ("runs", 5), ("got", 6), ("unacked", 7), ("first p50", 10), ("last p50", 9), ("last max", 9),
+SUMMARY_COLUMNS = [("N", 6), ("runs", 5), ("got", 6), ("unacked", 7), ("first p50", 10), ("last p50", 9),
+                   ("last max", 9),
                    ("target", 18), ("PUBLISH last p50", 17), ("x last", 7)]
 
 
@@ -188,7 +191,8 @@ def print_summary(bus_results: dict, raw_results: dict) -> None:
         last = [v for v in r.last_ms if v is not None]
         raw = raw_results.get(receivers)
         raw_last = percentile([v for v in raw.last_ms if v is not None], 50) if raw else None
-        rows.append([receivers, len(r.received), min(r.received), "-" if r.unacked is None else r.unacked, fmt(percentile(
+        unacked = "-" if r.unacked is None else r.unacked
+        rows.append([receivers, len(r.received), min(r.received), unacked, fmt(percentile(
             [v for v in r.first_ms if v is not None], 50)), fmt(percentile(last, 50)), fmt(max(last, default=None)),
             f"last <= {TARGET_MS:g} @ {TARGET_AT}", fmt(raw_last, 2), ratio(percentile(last, 50), raw_last, 1)])
     print_table(SUMMARY_COLUMNS, rows, "broadcast fan-out, ms from just before the POST to the receipts (one "

@@ -2,7 +2,7 @@
 """Run every benchmark script of bench/ one after the other, echo their output and write bench/results.md: the
 machine's description, then per script its command line, duration, exit code and output.
 
-The set: throughput, batch, latency, fanout, scaling, sockets, collaborate (bench/e2e.py is not part of it).
+The set: throughput, batch, latency, fanout, scaling, sockets, collaborate.
 Each script starts and stops its own servers; their progress lines (stderr) go to the terminal only.
 """
 

@@ -18,7 +18,8 @@ def _url() -> str:
 
 
 def run_offline() -> None:
-    context.configure(url=_url(), target_metadata=metadata, literal_binds=True, render_as_batch=_url().startswith("sqlite"))
+    context.configure(url=_url(), target_metadata=metadata, literal_binds=True,
+                      render_as_batch=_url().startswith("sqlite"))
     with context.begin_transaction():
         context.run_migrations()
 

@@ -130,7 +130,8 @@ class DockerEngine:
         subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(context / "wheels"),
                         str(REPO / "sdk")], check=True, timeout=600)
         (context / "Dockerfile").write_text(AGENT_DOCKERFILE)
-        built = subprocess.run(["docker", "-H", self.url, "build", "--network", "none", "-t", AGENT_IMAGE, str(context)],
+        built = subprocess.run(["docker", "-H", self.url, "build", "--network", "none", "-t", AGENT_IMAGE,
+                                str(context)],
                                capture_output=True, text=True, timeout=600, env={**os.environ, "DOCKER_BUILDKIT": "0"})
         if built.returncode != 0:
             raise RuntimeError(f"building {AGENT_IMAGE} failed: {built.stdout[-2000:]}{built.stderr[-2000:]}")

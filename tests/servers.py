@@ -158,7 +158,8 @@ class RabbitMQServer:
 
     def __init__(self):
         if not (self.SBIN / "rabbitmq-server").exists() or shutil.which("epmd") is None:
-            raise RuntimeError("rabbitmq-server is not installed: run `make test-deps` (apt-get install rabbitmq-server)")
+            raise RuntimeError("rabbitmq-server is not installed: "
+                               "run `make test-deps` (apt-get install rabbitmq-server)")
         self.dir = Path(tempfile.mkdtemp(prefix="rabbitmq-"))
         self.port, self.dist_port, self.epmd_port = free_ports(3)
         self.node = f"bus-test-{self.port}@localhost"

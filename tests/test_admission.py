@@ -47,7 +47,8 @@ def test_a_full_backlog_refuses_sends_with_retry_after_until_a_worker_drains_it(
             assert recv_json(ws)["type"] == "welcome"
             ws.send(json.dumps({"type": "send", "ref": "r", "message": body(alice, bob, 102)}))
             answer = recv_json(ws)
-            assert (answer["type"], answer["ref"], answer["status"], answer["code"]) == ("error", "r", 503, "overloaded")
+            assert (answer["type"], answer["ref"], answer["status"], answer["code"]) == \
+                ("error", "r", 503, "overloaded")
         assert http.get(f"/api/v1/sandboxes/{bob}").json()["head_seq"] == 0
 
         workerless_bus.start_worker()

@@ -92,7 +92,8 @@ def test_a_sandbox_token_sends_only_as_itself_in_a_batch(bus, client, unique):
     token = register(client, alice)["token"]
     register(client, bob)
     with bus_client(bus.url, token=token) as as_alice:
-        response = as_alice.post("/api/v1/messages/batch", json={"messages": [item(alice, bob, 0), item(bob, alice, 1)]})
+        response = as_alice.post("/api/v1/messages/batch",
+                                 json={"messages": [item(alice, bob, 0), item(bob, alice, 1)]})
     assert response.status_code == 207, response.text
     results = response.json()["results"]
     assert [r["status"] for r in results] == [202, 403]
@@ -113,7 +114,8 @@ def test_the_socket_send_frame_is_answered_with_accepted_and_delivered(bus, clie
         assert [a["ref"] for a in answers] == refs
         ws.send(json.dumps({"type": "send", "ref": "bad", "message": item(bob, alice, 9)}))
         refused = recv_json(ws)
-        assert (refused["type"], refused["ref"], refused["status"], refused["code"]) == ("error", "bad", 403, "sandbox_mismatch")
+        assert (refused["type"], refused["ref"], refused["status"], refused["code"]) == \
+            ("error", "bad", 403, "sandbox_mismatch")
         ws.send(json.dumps({"type": "send", "message": {"from_sandbox": alice}}))
         invalid = recv_json(ws)
         assert (invalid["type"], invalid["ref"], invalid["code"]) == ("error", None, "validation_error")

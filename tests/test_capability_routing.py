@@ -138,7 +138,8 @@ def test_content_failing_the_input_schema_is_refused_with_422_naming_the_path(ro
             "metadata": {"skill": "summarize"}}
     error = error_of(http.post("/api/v1/messages", json={**body, "content": {"text": 5}}), 422)
     assert error["code"] == "content_invalid" and error["details"]["path"] == "content.text"
-    error = error_of(http.post("/api/v1/messages", json={**body, "content": {"text": "x", "options": {"words": "many"}}}),
+    content = {"text": "x", "options": {"words": "many"}}
+    error = error_of(http.post("/api/v1/messages", json={**body, "content": content}),
                      422)
     assert error["details"]["path"] == "content.options.words" and error["details"]["skill"] == "summarize"
     error = error_of(http.post("/api/v1/messages", json={**body, "content": {}}), 422)
@@ -179,7 +180,9 @@ def test_a_request_is_rerouted_when_its_agent_goes_offline_before_the_ack(routin
         frame = json.loads(sockets[second].recv(timeout=20))
         assert frame["type"] == "message" and frame["message"]["message_id"] == message_id
         sockets[second].send(json.dumps({"type": "ack", "seq": frame["seq"]}))
-    states = lambda: {d["sandbox_id"]: d["state"] for d in http.get(f"/api/v1/messages/{message_id}").json()["deliveries"]}
+    def states() -> dict:
+        return {d["sandbox_id"]: d["state"] for d in http.get(f"/api/v1/messages/{message_id}").json()["deliveries"]}
+
     wait_for(lambda: states() == {first: "rerouted", second: "acked"}, 10, "the rerouted entry and the new one acked")
     # The first agent, back, is told its entry went elsewhere: a `rerouted` frame keeps its place in seq order.
     with ExitStack() as stack:

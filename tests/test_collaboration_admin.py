@@ -78,7 +78,8 @@ def test_disconnect_closes_the_sandboxs_sockets_on_every_node(two_nodes, unique)
         assert any("delivery" in queues for queues in status["workers"].values()), status["workers"]
         assert set(status["queues"]) == {"delivery", "lifecycle", "maintenance"}
 
-        answer = admin.post("/api/v1/collaboration/disconnect", json={"sandbox_id": sandbox_id, "reason": "maintenance"})
+        answer = admin.post("/api/v1/collaboration/disconnect",
+                            json={"sandbox_id": sandbox_id, "reason": "maintenance"})
         assert answer.status_code == 200 and answer.json()["status"] == "offline"
         for ws in sockets:
             with pytest.raises(ConnectionClosed) as closed:

@@ -138,7 +138,8 @@ def test_nack_dead_letters_at_once_and_replay_delivers_again(fast_bus, http, uni
         ws.send(json.dumps({"type": "nack", "seq": 1, "reason": "tool crashed: KeyError 'url'"}))
         dead = wait_dead_letter(http, message_id, "nacked")
         assert dead["last_error"] == "tool crashed: KeyError 'url'"
-        wait_for(lambda: (e := recv(events))["event"] == "message.dead_lettered" and e["data"]["message_id"] == message_id,
+        wait_for(lambda: (e := recv(events))["event"] == "message.dead_lettered"
+                 and e["data"]["message_id"] == message_id,
                  RECV_TIMEOUT, "the dead-letter event")
         bulk = http.post("/api/v1/dead-letters/replay", json={"message_id": message_id})
         assert bulk.status_code == 202 and bulk.json()["replayed"] == 1

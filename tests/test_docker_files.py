@@ -111,7 +111,8 @@ def server_env_names() -> set[str]:
 
 def agent_env_names() -> set[str]:
     names = set()
-    for path in [*sorted((ROOT / "sdk" / "aintandem_agent_sdk").glob("*.py")), *sorted((ROOT / "examples").glob("*.py"))]:
+    sources = [*sorted((ROOT / "sdk" / "aintandem_agent_sdk").glob("*.py")), *sorted((ROOT / "examples").glob("*.py"))]
+    for path in sources:
         names |= env_names_read_by(path)
     return names
 
@@ -121,7 +122,8 @@ def test_the_env_parser_finds_what_the_code_reads():
     server = server_env_names()
     assert {"DATABASE_URL", "REDIS_URL", "RABBITMQ_URL", "MESSAGE_BACKEND", "DATA_DIR", "AUTH_JWT_SECRET",
             "ADMIN_API_KEY", "EDITION", "LOG_LEVEL", "PORT", "ACK_TIMEOUT"} <= server
-    assert {"CELERY_PREFETCH_MULTIPLIER", "OUTBOX_SWEEP_INTERVAL", "REDELIVERY_SWEEP_INTERVAL"} <= server  # celeryconfig
+    # celeryconfig's settings
+    assert {"CELERY_PREFETCH_MULTIPLIER", "OUTBOX_SWEEP_INTERVAL", "REDELIVERY_SWEEP_INTERVAL"} <= server
     assert {"API_WORKERS", "API_THREADS", "TLS_CERTFILE"} <= server  # click envvar= in app/cli/run.py
     assert {"SANDBOX_ID", "COLLABORATION_BUS_URL", "BUS_TOKEN", "BUS_CURSOR_FILE", "RESEARCHER"} <= agent_env_names()
     assert all(_NAME.match(name) for name in server | agent_env_names())
@@ -307,7 +309,7 @@ def test_compose_structure(path: Path):
                 assert str(target) == str(env.get("PORT", "8000")), f"{where}: publishes {target}, listens elsewhere"
             for secret in ("AUTH_JWT_SECRET", "ADMIN_API_KEY"):
                 if secret in env:
-                    assert re.fullmatch(r"\$\{%s:\?[^}]+\}" % secret, env[secret]), \
+                    assert re.fullmatch(rf"\$\{{{secret}:\?[^}}]+\}}", env[secret]), \
                         f"{where}: {secret} must come from the environment as ${{{secret}:?message}}"
     assert sum(1 for s in services.values() if command_list(s)[:1] == ["beat"]) == 1, "exactly one beat"
     for service in services.values():

@@ -30,7 +30,8 @@ def send(client, sender: str, recipient: str, content: dict, **extra) -> str:
 
 
 def broadcast(client, sender: str, content: dict) -> str:
-    response = client.post("/api/v1/broadcast", json={"from_sandbox": sender, "from_agent": "agent", "content": content})
+    response = client.post("/api/v1/broadcast",
+                           json={"from_sandbox": sender, "from_agent": "agent", "content": content})
     assert response.status_code == 202, response.text
     return response.json()["message_id"]
 
@@ -114,7 +115,8 @@ def test_replay_of_a_long_backlog_then_live_without_gaps(bus, client, unique):
         assert recv_json(ws)["type"] == "welcome"
         more = [send(client, sender, receiver, {"i": i}) for i in range(40, 60)]
         frames = recv_messages(ws, 60)
-    # Mailbox order is delivery order (concurrent workers, priorities), not send order: contiguous, complete, no repeats.
+    # Mailbox order is delivery order (concurrent workers, priorities), not send order:
+    # contiguous, complete, no repeats.
     assert [f["seq"] for f in frames] == list(range(1, 61))
     assert sorted(f["message"]["message_id"] for f in frames) == sorted(ids + more)
 

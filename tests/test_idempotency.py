@@ -170,7 +170,8 @@ def test_after_the_window_the_key_is_reused_and_its_record_replaced(sandboxes):
     assert fresh.replayed is False and fresh.message.id != first.message.id
     assert records(db) == [("a", "key-1", fresh.message.id)]
     with db.read() as session:
-        assert session.get(IdempotencyKey, ("a", "key-1")).fingerprint == idempotency.fingerprint(make(content={"n": 2}))
+        stored = session.get(IdempotencyKey, ("a", "key-1")).fingerprint
+        assert stored == idempotency.fingerprint(make(content={"n": 2}))
     again = send(db, make(content={"n": 2}), window=60)
     assert again.replayed and again.message.id == fresh.message.id
     assert count(db, Message) == 2

@@ -38,7 +38,8 @@ def wait_state(http, sandbox_id: str, state: str, timeout: float = 20) -> dict:
     try:
         return wait_for(reached, timeout, f"sandbox {sandbox_id} to be {state}", interval=0.1)
     except TimeoutError:
-        raise AssertionError(f"{sandbox_id} not {state}: {http.get(f'/api/v1/sandboxes/{sandbox_id}/status').json()}")
+        raise AssertionError(f"{sandbox_id} not {state}: {http.get(f'/api/v1/sandboxes/{sandbox_id}/status').json()}") \
+            from None
 
 
 def containers_of(engine: DockerEngine, sandbox_id: str) -> list[dict]:
@@ -61,7 +62,8 @@ def test_create_run_logs_stop_start_delete(http, managed_bus, docker_engine, uni
     assert inspected["Config"]["Labels"][f"{LABEL}.sandbox"] == sandbox_id
     assert inspected["Config"]["Labels"][f"{LABEL}.workspace"] == "default"
     host = inspected["HostConfig"]
-    assert (host["Memory"], host["NanoCpus"], host["PidsLimit"], host["NetworkMode"]) == (64 << 20, 500_000_000, 64, "host")
+    assert (host["Memory"], host["NanoCpus"], host["PidsLimit"], host["NetworkMode"]) == \
+        (64 << 20, 500_000_000, 64, "host")
     token = env["BUS_TOKEN"]  # the container's credential works on the bus, for its own sandbox
     with bus_client(managed_bus.url, token=token) as agent:
         assert agent.post(f"/api/v1/sandboxes/{sandbox_id}/heartbeat").status_code == 200
@@ -117,7 +119,8 @@ def test_the_logs_socket_streams_until_the_container_stops(http, managed_bus, un
 
 def test_an_idle_sandbox_stops_and_a_message_wakes_it(http, unique):
     workspace, sandbox_id, poker = unique("sleepy"), unique("napper"), unique("poker")
-    assert http.post("/api/v1/workspaces", json={"id": workspace, "settings": {"idle_stop_minutes": 0.05}}).status_code == 201
+    workspace_body = {"id": workspace, "settings": {"idle_stop_minutes": 0.05}}
+    assert http.post("/api/v1/workspaces", json=workspace_body).status_code == 201
     http.post("/api/v1/sandboxes/register", json={"sandbox_id": poker, "workspace": workspace})
     create(http, sandbox_id, workspace=workspace)
     wait_state(http, sandbox_id, "running")

@@ -94,8 +94,9 @@ def test_a_worker_serves_its_own_metrics(redis_server):
         with bus_client(bus.url) as http:
             sandbox = f"solo-{uuid.uuid4().hex[:6]}"
             http.post("/api/v1/sandboxes/register", json={"sandbox_id": sandbox})
-            assert http.post("/api/v1/messages", json={"from_sandbox": "ops", "to_sandbox": sandbox, "from_agent": "a",
-                                                       "message_type": "notification", "content": {}}).status_code == 202
+            note = {"from_sandbox": "ops", "to_sandbox": sandbox, "from_agent": "a", "message_type": "notification",
+                    "content": {}}
+            assert http.post("/api/v1/messages", json=note).status_code == 202
         wait_for(lambda: value(scrape(worker_url), "collab_bus_entries_delivered_total",
                                message_type="notification") == before + 1, 20, "the worker's delivery counter")
         api = scrape(bus.url)
@@ -198,8 +199,9 @@ def test_an_operators_metrics_directory_serves_the_api_only(redis_server, tmp_pa
         with bus_client(bus.url) as http:
             sandbox = f"shared-{uuid.uuid4().hex[:6]}"
             http.post("/api/v1/sandboxes/register", json={"sandbox_id": sandbox})
-            assert http.post("/api/v1/messages", json={"from_sandbox": "ops", "to_sandbox": sandbox, "from_agent": "a",
-                                                       "message_type": "notification", "content": {}}).status_code == 202
+            note = {"from_sandbox": "ops", "to_sandbox": sandbox, "from_agent": "a", "message_type": "notification",
+                    "content": {}}
+            assert http.post("/api/v1/messages", json=note).status_code == 202
         wait_for(lambda: value(scrape(f"http://127.0.0.1:{port}"), "collab_bus_entries_delivered_total",
                                message_type="notification") == 1, 20, "the worker's own delivery counter")
         assert value(scrape(bus.url), "collab_bus_messages_accepted_total", message_type="notification") == 1

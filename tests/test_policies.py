@@ -36,7 +36,8 @@ def rule(db, effect: str, **selectors) -> dict:
 
 def refusal(db, sender: str, to: str, message_type: str = "request", privileged: bool = False) -> Forbidden:
     with pytest.raises(Forbidden) as err:
-        policies.check_send(directory(db), from_sandbox=sender, to_sandbox=to, message_type=message_type, privileged=privileged)
+        policies.check_send(directory(db), from_sandbox=sender, to_sandbox=to, message_type=message_type,
+                            privileged=privileged)
     assert err.value.code == "policy_denied"
     assert {k: err.value.details[k] for k in ("from_sandbox", "to_sandbox", "message_type")} == {
         "from_sandbox": sender, "to_sandbox": to, "message_type": message_type}
@@ -44,7 +45,8 @@ def refusal(db, sender: str, to: str, message_type: str = "request", privileged:
 
 
 def allowed(db, sender: str, to: str, message_type: str = "request", privileged: bool = False) -> bool:
-    policies.check_send(directory(db), from_sandbox=sender, to_sandbox=to, message_type=message_type, privileged=privileged)
+    policies.check_send(directory(db), from_sandbox=sender, to_sandbox=to, message_type=message_type,
+                        privileged=privileged)
     return True
 
 
@@ -79,7 +81,8 @@ def test_allow_rule_opens_cross_workspace_only_for_its_types(sandboxes):
     assert allowed(db, "a1", "b2", "request") and allowed(db, "a2", "b1", "response")
     assert refusal(db, "a1", "b1", "notification").details["reason"] == policies.DIFFERENT_WORKSPACES
     assert refusal(db, "b1", "a1", "request").details["rule"] is None  # one direction only
-    decision = policies.evaluate(directory(db), from_sandbox="a1", to_sandbox="b1", message_type="request", privileged=False)
+    decision = policies.evaluate(directory(db), from_sandbox="a1", to_sandbox="b1", message_type="request",
+                                 privileged=False)
     assert decision.to_dict() == {"allowed": True, "rule": grant, "reason": policies.ALLOWED_BY_RULE}
 
 

@@ -144,7 +144,7 @@ def test_simultaneous_registrations_of_one_new_id_all_succeed(pg_url):
             start = threading.Barrier(8)
             results, errors = [], []
 
-            def run(db: Database, i: int) -> None:
+            def run(db: Database, i: int, start=start, results=results, errors=errors, sandbox_id=sandbox_id) -> None:
                 try:
                     start.wait()
                     results.append(registry.register(db, sandbox_id, "default", [{"name": f"agent{i}"}], {}))

@@ -68,7 +68,8 @@ def test_unacked_request_is_pushed_again_then_dead_lettered_after_max_attempts(d
         pushes += [(n["sandbox_id"], n["seq"], n["attempt"]) for n in result.redeliveries]
     assert pushes == [("b", 1, 2), ("b", 1, 3)]
     result = redelivery.sweep_unacked(db, POLICY, now + timedelta(seconds=40))
-    assert result.redeliveries == [] and [n["event"]["data"]["reason"] for n in result.notifications] == ["max_attempts"]
+    assert result.redeliveries == []
+    assert [n["event"]["data"]["reason"] for n in result.notifications] == ["max_attempts"]
     assert state(db, message_id)["dead"] == [("max_attempts", "b")]
     assert state(db, message_id)["entry"]["state"] == "dead"
     with pytest.raises(Conflict):
@@ -275,7 +276,8 @@ def test_request_unanswered_before_its_ttl_is_reported_once(db):
     answered_id = request_from_a(db, ttl=5)
     respond(db, answered_id)
     later = utcnow() + timedelta(seconds=6)
-    events = [n for n in redelivery.sweep_expired(db, later).notifications if n["event"]["event"] == "request.unanswered"]
+    events = [n for n in redelivery.sweep_expired(db, later).notifications
+              if n["event"]["event"] == "request.unanswered"]
     assert [e["event"]["data"]["message_id"] for e in events] == [request_id]
     assert messages.report(db, request_id)["response_state"] == "unanswered"
     assert messages.report(db, answered_id)["response_state"] == "answered"

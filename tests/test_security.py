@@ -381,7 +381,8 @@ def test_up_serves_https_and_wss_with_a_certificate(tmp_path):
                     "-days", "1", "-subj", "/CN=127.0.0.1"], check=True, capture_output=True, timeout=60)
     bus = BusProcess("embedded", extra_env={"TLS_CERTFILE": str(cert), "TLS_KEYFILE": str(key)}, scheme="https")
     try:
-        with httpx.Client(base_url=bus.url, verify=False, headers={"Authorization": f"Bearer {TEST_ADMIN_KEY}"}) as http:
+        admin = {"Authorization": f"Bearer {TEST_ADMIN_KEY}"}
+        with httpx.Client(base_url=bus.url, verify=False, headers=admin) as http:
             assert http.get("/api/v1/sandboxes").status_code == 200
             http.post("/api/v1/sandboxes/register", json={"sandbox_id": "tls-sb"})
         import ssl

@@ -66,7 +66,8 @@ def test_workspace_crud(http):
     assert body["name"] == "research" and body["sandbox_count"] == 0
     assert body["settings"]["default_limits"] == {"memory_mb": 64, "pids": 64}
     changed = http.put("/api/v1/workspaces/research", json={"name": "Research", "description": ""}).get_json()
-    assert changed["name"] == "Research" and changed["description"] == "" and changed["settings"]["idle_stop_minutes"] == 30
+    assert changed["name"] == "Research" and changed["description"] == ""
+    assert changed["settings"]["idle_stop_minutes"] == 30
     assert http.get("/api/v1/workspaces/research").get_json()["name"] == "Research"
     assert http.delete("/api/v1/workspaces/research").status_code == 200
     error_of(http.get("/api/v1/workspaces/research"), 404)
@@ -112,7 +113,8 @@ def test_deleting_a_workspace_with_sandboxes_needs_force(app, http):
                                                    "image": "busybox:1"})
     assert managed.status_code == 202
     refused = error_of(http.delete("/api/v1/workspaces/crew"), 409)
-    assert refused["code"] == "workspace_not_empty" and sorted(refused["details"]["sandboxes"]) == ["crew-box", "crew-self"]
+    assert refused["code"] == "workspace_not_empty"
+    assert sorted(refused["details"]["sandboxes"]) == ["crew-box", "crew-self"]
     forced = http.delete("/api/v1/workspaces/crew?force=true")
     assert forced.status_code == 202 and forced.get_json()["deleting_sandboxes"] == ["crew-box"]
     assert ctx.lifecycle.converged[-1] == "crew-box"

@@ -26,12 +26,12 @@ def converge(self, sandbox_id: str) -> str | None:
         if self.request.retries >= LEASE_RETRIES:
             log.warning("sandbox %s: still held by another lifecycle task; the reconciler will converge it", sandbox_id)
             return None
-        raise self.retry(countdown=1)
+        raise self.retry(countdown=1) from None
     except RuntimeFailure as exc:  # transient: the engine cannot be reached
         if self.request.retries >= ENGINE_RETRIES:
             lifecycle.fail(ctx.db, sandbox_id, exc.message, ctx.notifier.publish)
             return "error"
         log.warning("sandbox %s: %s; retrying", sandbox_id, exc.message)
-        raise self.retry(countdown=min(30, 2 ** self.request.retries))
+        raise self.retry(countdown=min(30, 2 ** self.request.retries)) from exc
     log.info("sandbox %s: %s", sandbox_id, state)
     return state

@@ -3,7 +3,7 @@ source of truth."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
@@ -385,7 +385,8 @@ class DirectoryGeneration(Base):
 metadata = Base.metadata
 
 __all__ = [
-    "BROADCAST", "Base", "metadata", "Sandbox", "SandboxStatus", "SandboxState", "Workspace", "Message", "MessageStatus",
+    "BROADCAST", "Base", "metadata", "Sandbox", "SandboxStatus", "SandboxState", "Workspace", "Message",
+    "MessageStatus",
     "MailboxEntry", "EntryState", "ACK_REQUIRED_TYPES", "DeadLetter", "IdempotencyKey", "IDEMPOTENCY_KEY_LENGTH",
     "Role", "KEY_ROLES", "ApiKey", "AuditEvent", "Policy", "DirectoryGeneration",
     "utcnow", "isoformat", "aware",

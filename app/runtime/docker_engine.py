@@ -88,7 +88,8 @@ class DockerRuntime:
         status = state.get("Status", "unknown")
         return ContainerInfo(
             id=data["Id"], status=status, labels=(data.get("Config") or {}).get("Labels") or {},
-            exit_code=state.get("ExitCode") if status in _ENDED else None,  # the engine says 0 before it ends error=state.get("Error") or "", oom_killed=bool(state.get("OOMKilled")),
+            exit_code=state.get("ExitCode") if status in _ENDED else None,  # the engine says 0 before it ends
+            error=state.get("Error") or "", oom_killed=bool(state.get("OOMKilled")),
             started_at=_moment(state.get("StartedAt")), finished_at=_moment(state.get("FinishedAt")),
             created_at=_moment(data.get("Created")),
         )
@@ -120,7 +121,8 @@ def _engine_events(stream) -> Iterator[EngineEvent]:
             actor = raw.get("Actor") or {}
             attributes = dict(actor.get("Attributes") or {})
             exit_code = attributes.pop("exitCode", None)
-            yield EngineEvent(action=raw.get("Action") or raw.get("status") or "", container_id=actor.get("ID") or raw.get("id", ""),
+            yield EngineEvent(action=raw.get("Action") or raw.get("status") or "",
+                              container_id=actor.get("ID") or raw.get("id", ""),
                               labels=attributes, exit_code=int(exit_code) if exit_code is not None else None)
 
 

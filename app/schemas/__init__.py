@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import UTC, timezone
+from datetime import UTC
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
@@ -53,13 +53,15 @@ class AgentMessageSchema(StrictSchema):
         validate.Length(min=1, max=ID_LENGTH),
         validate.Regexp(r"^[^\x00-\x1f\x7f]*\Z", error="must not contain control characters"),
     ))
-    ttl = fields.Integer(strict=True, load_default=None, allow_none=True, validate=validate.Range(min=1, max=30 * 24 * 3600))
+    ttl = fields.Integer(strict=True, load_default=None, allow_none=True,
+                         validate=validate.Range(min=1, max=30 * 24 * 3600))
     metadata = fields.Dict(keys=fields.String(), load_default=dict)
 
     @validates_schema
     def _recipient_given(self, data, **kwargs):
         """to_sandbox may be left out only by a response that names its request's correlation_id."""
-        if data.get("to_sandbox") is None and not (data.get("message_type") == "response" and data.get("correlation_id")):
+        answers_a_request = data.get("message_type") == "response" and data.get("correlation_id")
+        if data.get("to_sandbox") is None and not answers_a_request:
             raise ValidationError("Missing data for required field (only a response with a correlation_id "
                                   "may leave it out: it then goes to the requester).", "to_sandbox")
 
@@ -67,7 +69,8 @@ class AgentMessageSchema(StrictSchema):
 class BroadcastSchema(AgentMessageSchema):
     """A broadcast: an AgentMessage whose to_sandbox is absent or "broadcast"."""
 
-    to_sandbox = fields.String(load_default=BROADCAST, validate=validate.Equal(BROADCAST, error='must be "broadcast" (or left out) for a broadcast'))
+    to_sandbox = fields.String(load_default=BROADCAST, validate=validate.Equal(
+        BROADCAST, error='must be "broadcast" (or left out) for a broadcast'))
     message_type = fields.String(load_default="notification", validate=validate.OneOf(MESSAGE_TYPES))
 
 
@@ -93,7 +96,8 @@ class AgentSpecSchema(StrictSchema):
     """One agent living in a sandbox: its name and what it can do."""
 
     name = Identifier(required=True)
-    capabilities = fields.List(fields.String(validate=validate.Length(min=1, max=ID_LENGTH)), load_default=list, validate=validate.Length(max=100))
+    capabilities = fields.List(fields.String(validate=validate.Length(min=1, max=ID_LENGTH)), load_default=list,
+                               validate=validate.Length(max=100))
     skills = fields.List(fields.Nested(SkillSpecSchema), load_default=list, validate=validate.Length(max=100),
                          metadata={"description": "What the agent can be asked to do: a message to sandbox "
                                                   '"any" with metadata.skill names one of these ids.'})

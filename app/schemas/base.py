@@ -11,7 +11,8 @@ from app.models import ID_LENGTH
 # Patterns end in \Z, not $: `$` also matches before a trailing "\n".
 _identifier = validate.And(
     validate.Length(min=1, max=ID_LENGTH),
-    validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*\Z", error="must start with a letter or digit and use only letters, digits and _ . : @ -"),
+    validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*\Z",
+                    error="must start with a letter or digit and use only letters, digits and _ . : @ -"),
 )
 
 

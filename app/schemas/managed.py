@@ -43,7 +43,8 @@ class WorkspaceSettingsSchema(StrictSchema):
 
     default_image = fields.String(validate=_image)
     default_limits = fields.Nested(LimitsSchema)
-    idle_stop_minutes = fields.Float(allow_none=True, allow_nan=False, validate=validate.Range(min=0.05, max=7 * 24 * 60))
+    idle_stop_minutes = fields.Float(allow_none=True, allow_nan=False,
+                                     validate=validate.Range(min=0.05, max=7 * 24 * 60))
 
 
 class WorkspaceCreateSchema(StrictSchema):
@@ -51,7 +52,8 @@ class WorkspaceCreateSchema(StrictSchema):
 
     id = Identifier(required=True)
     name = fields.String(load_default=None, validate=validate.And(validate.Length(min=1, max=128), _printable))
-    description = fields.String(load_default="", validate=validate.And(validate.Length(max=MAX_DESCRIPTION), _printable))
+    description = fields.String(load_default="",
+                                validate=validate.And(validate.Length(max=MAX_DESCRIPTION), _printable))
     settings = fields.Nested(WorkspaceSettingsSchema, load_default=dict)
 
 

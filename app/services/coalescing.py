@@ -84,7 +84,7 @@ class Coalescer(Generic[Item, Outcome]):
                 outcomes = [exc] * len(batch)
             finally:  # the next batch is written while this one finishes
                 self._hand_over()
-            for slot, outcome in zip(batch, outcomes):
+            for slot, outcome in zip(batch, outcomes, strict=True):
                 slot.outcome = outcome
             if self.after is not None:
                 try:

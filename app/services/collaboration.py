@@ -26,7 +26,8 @@ def traffic(db: Database) -> dict:
         for window in RATE_WINDOWS:
             since = now - timedelta(seconds=window)
             counts = {
-                "accepted": session.scalar(select(func.count()).select_from(Message).where(Message.created_at >= since)),
+                "accepted": session.scalar(
+                    select(func.count()).select_from(Message).where(Message.created_at >= since)),
                 "delivered": session.scalar(select(func.count()).select_from(MailboxEntry)
                                             .where(MailboxEntry.created_at >= since)),
                 "dead_lettered": session.scalar(select(func.count()).select_from(DeadLetter)

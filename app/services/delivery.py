@@ -27,6 +27,7 @@ from app.services.guards import GuardLimits, breach_at_delivery
 from app.services.redelivery import RedeliveryPolicy, expire_unrouted, expires_at, is_expired
 
 log = logging.getLogger(__name__)
+DEFAULT_POLICY = RedeliveryPolicy()
 
 _SANDBOXES = Sandbox.__table__
 _ROUTE_CHUNK = 5000  # recipients per statement (bound parameters: SQLite and PostgreSQL cap them)
@@ -77,7 +78,7 @@ class DeliveryResult:
         return [*out, *self.dead_letter_events]
 
 
-def deliver(db: Database, message_id: str, policy: RedeliveryPolicy = RedeliveryPolicy(),
+def deliver(db: Database, message_id: str, policy: RedeliveryPolicy = DEFAULT_POLICY,
             guards: GuardLimits | None = None) -> DeliveryResult:
     """Append `message_id` to each recipient's mailbox; running it again appends nothing new.
 
@@ -95,7 +96,7 @@ def deliver(db: Database, message_id: str, policy: RedeliveryPolicy = Redelivery
         return _deliver_in(session, message_id, policy, guards)
 
 
-def deliver_many(db: Database, message_ids: list[str], policy: RedeliveryPolicy = RedeliveryPolicy(),
+def deliver_many(db: Database, message_ids: list[str], policy: RedeliveryPolicy = DEFAULT_POLICY,
                  guards: GuardLimits | None = None) -> list[DeliveryResult]:
     """`deliver` each of `message_ids` in order, in one transaction: each mailbox gets its entries in the order
     of `message_ids`. Ids of messages that do not exist are skipped (logged). Running it again appends nothing.
@@ -143,7 +144,8 @@ def _deliver_in(session, message_id: str, policy: RedeliveryPolicy, guards: Guar
     if message.to_sandbox == ANY_CAPABLE:
         chosen = skills.choose(session, message, {row.sandbox_id for row in rows}, policy.stale_after)
         if chosen is None:  # waits, unrouted, for a capable agent (the outbox sweep retries; ttl: no_capable_agent)
-            log.debug("message %s waits for an online agent with skill %r", message_id, (message.meta or {}).get("skill"))
+            skill = (message.meta or {}).get("skill")
+            log.debug("message %s waits for an online agent with skill %r", message_id, skill)
             return result
         targets = [chosen]
     else:

@@ -60,7 +60,7 @@ class GroupCommitter:
     def _write(self, group: list[_Send]) -> list[Accepted | BaseException]:
         outcomes = self._write_together(group)
         return [self._accept_alone(send) if isinstance(outcome, _LostRace) else outcome
-                for send, outcome in zip(group, outcomes)]
+                for send, outcome in zip(group, outcomes, strict=True)]
 
     def _write_together(self, group: list[_Send]) -> list[Accepted | BaseException]:
         outcomes: list[Accepted | BaseException] = []

@@ -128,7 +128,8 @@ class _Steps:
     """The steps of one converge run; `sandbox` is the row as this run last wrote it."""
 
     def __init__(self, db, runtime, config, sandbox: _Sandbox, owner: str, emit):
-        self.db, self.runtime, self.config, self.sandbox, self.owner, self.emit = db, runtime, config, sandbox, owner, emit
+        self.db, self.runtime, self.config = db, runtime, config
+        self.sandbox, self.owner, self.emit = sandbox, owner, emit
 
     def run(self) -> None:
         desired = self.sandbox.desired

@@ -77,7 +77,8 @@ def create(db: Database, request: dict, limits: Limits, actor: audit.Actor) -> t
                             f"({count} exist); delete one or use the enterprise edition", code="edition_limit",
                             details={"edition": limits.edition, "limit": limits.cap, "in_use": count})
         sandbox = session.get(Sandbox, sandbox_id, with_for_update=True)
-        if sandbox is not None and (sandbox.is_registered or (sandbox.managed and sandbox.state != SandboxState.DELETED)):
+        managed_alive = sandbox is not None and sandbox.managed and sandbox.state != SandboxState.DELETED
+        if sandbox is not None and (sandbox.is_registered or managed_alive):
             raise Conflict(f"sandbox {sandbox_id!r} already exists", code="sandbox_exists",
                            details={"sandbox_id": sandbox_id})
         now = utcnow()

@@ -125,7 +125,8 @@ def denying_rule(rules: Sequence[dict], sender: Endpoint, recipient: Endpoint, m
                 None)
 
 
-def decide(rules: Sequence[dict], sender: Endpoint, recipient: Endpoint, message_type: str, privileged: bool) -> Decision:
+def decide(rules: Sequence[dict], sender: Endpoint, recipient: Endpoint, message_type: str,
+           privileged: bool) -> Decision:
     """Decide a direct send by `rules` (in id order): deny rule, then allow rule, then privilege, then the default.
 
     This is the one evaluation behind `check_send` and `evaluate`; it reads nothing and changes nothing.

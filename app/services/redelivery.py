@@ -157,7 +157,8 @@ def nack(db: Database, sandbox_id: str, seq: int, reason: str) -> dict:
         entry = _entry(session, sandbox_id, seq)
         if entry.state != EntryState.DELIVERED:
             raise Conflict(f"entry {seq} of {sandbox_id!r} is {entry.state}; only a delivered entry can be NACKed",
-                           code="entry_not_pending", details={"sandbox_id": sandbox_id, "seq": seq, "state": entry.state})
+                           code="entry_not_pending",
+                           details={"sandbox_id": sandbox_id, "seq": seq, "state": entry.state})
         entry.state = EntryState.DEAD
         entry.last_error = reason
         entry.next_attempt_at = None
@@ -192,7 +193,8 @@ def start_attempts(db: Database, sandbox_id: str, since: int, policy: Redelivery
                                                    MailboxEntry.seq > since).values(
             attempts=MailboxEntry.attempts + 1, updated_at=now))
         session.execute(update(MailboxEntry).where(
-            *awaiting_ack, MailboxEntry.seq <= since, MailboxEntry.next_attempt_at.is_(None)).values(next_attempt_at=now))
+            *awaiting_ack, MailboxEntry.seq <= since, MailboxEntry.next_attempt_at.is_(None),
+        ).values(next_attempt_at=now))
 
 
 def sweep_unacked(db: Database, policy: RedeliveryPolicy, now: datetime | None = None) -> SweepResult:

@@ -79,7 +79,8 @@ def _register(db: Database, sandbox_id: str, workspace: str, agents: list, metad
             session.add(sandbox)
         elif sandbox.is_registered and sandbox.workspace != workspace:
             raise Conflict(
-                f"sandbox {sandbox_id!r} is registered in workspace {sandbox.workspace!r}; unregister it first to move it",
+                f"sandbox {sandbox_id!r} is registered in workspace {sandbox.workspace!r}; "
+                "unregister it first to move it",
                 code="workspace_mismatch",
                 details={"sandbox_id": sandbox_id, "workspace": sandbox.workspace},
             )

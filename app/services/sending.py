@@ -24,6 +24,8 @@ from app.services.guards import GuardLimits, SendGuards
 from app.services.idempotency import Accepted
 from app.services.ports import DeliveryQueue, Notifier
 
+NO_GUARDS = GuardLimits(0, 0, 0)
+
 log = logging.getLogger(__name__)
 
 PRIVILEGED_ROLES = (Role.ADMIN, Role.OPERATOR)  # API keys that speak for the operators: policy defaults allow them
@@ -70,7 +72,8 @@ class SendService:
     """
 
     def __init__(self, db: Database, directory: Directory, delivery: DeliveryQueue, notifier: Notifier, *,
-                 max_content_bytes: int, idempotency_window: int, max_backlog: int = 0, guards: GuardLimits = GuardLimits(0, 0, 0)):
+                 max_content_bytes: int, idempotency_window: int, max_backlog: int = 0,
+                 guards: GuardLimits = NO_GUARDS):
         self.db = db
         self.directory = directory
         self.admission = Admission(db, max_backlog)

@@ -106,7 +106,9 @@ def is_fresh(sandbox: Sandbox, stale_after: float, now=None) -> bool:
     if sandbox.status != SandboxStatus.ONLINE:
         return False
     heartbeat = aware(sandbox.last_heartbeat)
-    return not stale_after or (heartbeat is not None and heartbeat >= (now or utcnow()) - timedelta(seconds=stale_after))
+    if not stale_after:
+        return True
+    return heartbeat is not None and heartbeat >= (now or utcnow()) - timedelta(seconds=stale_after)
 
 
 def agent_cards(db: Database, *, skill: str | None = None, tag: str | None = None, workspace: str | None = None,

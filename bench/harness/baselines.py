@@ -43,10 +43,10 @@ app = make_celery(Settings.from_env({"MESSAGE_BACKEND": "redis", "REDIS_URL": os
 counter = redis.Redis.from_url(os.environ["BENCH_REDIS_URL"])
 
 
-@app.task(name="%s")
+@app.task(name="{task}")
 def noop():
     counter.incr(os.environ["BENCH_COUNTER_KEY"])
-''' % NOOP_TASK
+'''.replace("{task}", NOOP_TASK)
 
 
 @dataclass

@@ -51,7 +51,7 @@ def print_table(columns: Sequence[tuple[str, int]], rows: Sequence[Sequence[obje
 
     def line(cells: Sequence[object]) -> str:
         out = []
-        for (_, width), cell in zip(columns, cells):
+        for (_, width), cell in zip(columns, cells, strict=True):
             text = str(cell)
             out.append(text.ljust(-width) if width < 0 else text.rjust(width))
         return " ".join(out).rstrip()

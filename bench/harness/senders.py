@@ -140,7 +140,7 @@ def _record_batch(log: SendLog, response: httpx.Response, batch: list[int], sent
         log.failed(kind, f"HTTP {response.status_code} for a batch of {len(batch)}: {response.text[:200]}")
         return
     log.answers[kind] += 1
-    for position, (index, item) in enumerate(zip(batch, items)):
+    for position, (index, item) in enumerate(zip(batch, items, strict=False)):
         if isinstance(item, dict) and isinstance(item.get("index"), int) and 0 <= item["index"] < len(batch):
             index = batch[item["index"]]
         if isinstance(item, dict) and "error" not in item and (item.get("message_id") or item.get("id")):
@@ -296,9 +296,10 @@ def _collect(out, kind: str, count: int, timeout: float, children) -> list:
             what, slot, value = out.get(timeout=0.5)
         except queue.Empty:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"sender processes: {len(items)}/{count} reported {kind!r} in {timeout:g}s")
+                raise TimeoutError(
+                    f"sender processes: {len(items)}/{count} reported {kind!r} in {timeout:g}s") from None
             if any(not c.is_alive() and c.exitcode for c in children):
-                raise RuntimeError("a sender process died")
+                raise RuntimeError("a sender process died") from None
             continue
         if what == "error":
             raise RuntimeError(f"sender process {slot} failed:\n{value}")

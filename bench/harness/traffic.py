@@ -104,7 +104,7 @@ class MailboxReceiver(threading.Thread):
                 self.other_frames += 1
             return
         if self.ack and isinstance(frame.get("seq"), int):
-            self.ws.send('{"type":"ack","seq":%d}' % frame["seq"])
+            self.ws.send(f'{{"type":"ack","seq":{frame["seq"]:d}}}')
         index = content["i"]
         with self.lock:
             if index in self.arrived:

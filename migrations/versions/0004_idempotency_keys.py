@@ -20,7 +20,8 @@ def upgrade() -> None:
     sa.Column('message_id', sa.String(length=128), nullable=False),
     sa.Column('fingerprint', sa.String(length=64), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
-    sa.ForeignKeyConstraint(['message_id'], ['messages.message_id'], name=op.f('fk_idempotency_keys_message_id_messages'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['message_id'], ['messages.message_id'],
+                            name=op.f('fk_idempotency_keys_message_id_messages'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('sandbox_id', 'key', name=op.f('pk_idempotency_keys'))
     )
     with op.batch_alter_table('idempotency_keys', schema=None) as batch_op:

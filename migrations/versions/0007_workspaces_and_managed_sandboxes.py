@@ -59,7 +59,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table('sandboxes', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_sandboxes_state'))
-        for column in ('last_activity_at', 'lease_expires_at', 'lease_owner', 'spec', 'container_created_at', 'container_id',
+        for column in ('last_activity_at', 'lease_expires_at', 'lease_owner', 'spec', 'container_created_at',
+                       'container_id',
                        'state_changed_at', 'state_reason', 'state', 'desired_state', 'managed',
                        'connected_address', 'connected_since', 'connected_node'):
             batch_op.drop_column(column)
