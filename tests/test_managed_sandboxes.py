@@ -223,3 +223,21 @@ def test_two_agents_collaborate_and_a_message_wakes_a_stopped_one(http, agent_im
              "the woken agent to handle the message from its mailbox")
     for sandbox_id in (asker, responder):
         http.delete(f"/api/v1/sandboxes/{sandbox_id}")
+
+
+def test_the_engines_view_keeps_a_failed_starts_error(docker_engine, unique):
+    """The adapter's inspect carries the engine's own error for a container that could not start (it was lost once:
+    the keyword arguments after a trailing comment never reached ContainerInfo). The container is made without an
+    init process, so the engine itself fails to run the missing program."""
+    from app.runtime.docker_engine import DockerRuntime
+
+    client = docker_engine.client()
+    container_id = client.create_container(BUSYBOX_IMAGE, command=["/no/such/program"],
+                                           labels={f"{LABEL}.test": unique("noexec")})["Id"]
+    try:
+        with pytest.raises(Exception, match="no/such/program"):
+            client.start(container_id)
+        info = DockerRuntime(docker_engine.url).inspect(container_id)
+        assert "/no/such/program" in info.error and info.oom_killed is False
+    finally:
+        client.remove_container(container_id, force=True)
