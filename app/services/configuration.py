@@ -8,16 +8,16 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from app.config import Settings
+from app.config_fields import env_names, secret_names
 
-SECRET_SETTINGS = frozenset({"auth_jwt_secret", "admin_api_key"})
+SECRET_SETTINGS = secret_names(Settings)
 HIDDEN = "********"
-# the settings whose environment variable is not their name in capitals
-_ENV_NAMES = {"broker_url_override": "BROKER_URL", "metrics_multiproc_dir": "PROMETHEUS_MULTIPROC_DIR"}
+_ENV_NAME_OF = env_names(Settings)
 
 
 def env_name(setting: str) -> str:
-    """The environment variable that sets `setting` (a Settings field)."""
-    return _ENV_NAMES.get(setting, setting.upper())
+    """The environment variable that sets `setting` (a Settings field), as its declaration in app.config names it."""
+    return _ENV_NAME_OF[setting]
 
 
 def describe(settings: Settings) -> list[dict]:
