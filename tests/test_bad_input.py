@@ -354,8 +354,11 @@ def test_max_content_bytes_setting_lowers_the_limit(make_app):
 def test_request_body_far_above_the_limit_is_413_json(make_app, env, body_bytes):
     app = make_app(**env)
     body = json.dumps(message(content={"blob": "x" * body_bytes}))
+    limit = int(env.get("MAX_CONTENT_BYTES", DEFAULT_LIMIT)) + 64 * 1024
     for path in POST_ENDPOINTS:
-        refused(app, "POST", path, 413, "payload_too_large", data=body, content_type="application/json")
+        error = refused(app, "POST", path, 413, "payload_too_large", data=body, content_type="application/json")
+        assert error["details"] == {"limit_bytes": limit, "body_bytes": len(body)}, error
+        assert f"the limit is {limit} bytes" in error["message"], error
 
 
 # --------------------------------------------------------------------------------------------- routing and state
@@ -423,7 +426,8 @@ def test_refused_sends_store_nothing_and_the_next_good_one_goes_through(app, htt
     pytest.param({"sandbox_id": "c", "agents": [{}]}, "agents", id="agent-without-name"),
     pytest.param({"sandbox_id": "c", "agents": [{"name": "bad name"}]}, "agents", id="agent-bad-name"),
     pytest.param({"sandbox_id": "c", "agents": [{"name": "x", "role": "y"}]}, "agents", id="agent-unknown-field"),
-    pytest.param({"sandbox_id": "c", "agents": [{"name": "x", "capabilities": "code"}]}, "agents", id="capabilities-string"),
+    pytest.param({"sandbox_id": "c", "agents": [{"name": "x", "capabilities": "code"}]}, "agents",
+                 id="capabilities-string"),
     pytest.param({"sandbox_id": "c", "agents": [{"name": "x", "capabilities": [1]}]}, "agents", id="capability-number"),
     pytest.param({"sandbox_id": "c", "agents": [{"name": "x", "capabilities": [""]}]}, "agents", id="capability-empty"),
     pytest.param({"sandbox_id": "c", "agents": [{"name": f"a{i}"} for i in range(101)]}, "agents", id="101-agents"),
@@ -526,7 +530,7 @@ def test_sandbox_list_filters_are_accepted(http):
 # --------------------------------------------------------------------------------------------- routes, methods, auth
 
 
-@pytest.mark.parametrize("path", ["/", "/nope", "/api/v1", "/api/v1/nope", "/api/v2/messages",
+@pytest.mark.parametrize("path", ["/nope", "/api/v1", "/api/v1/nope", "/api/v2/messages",
                                   "/api/v1/sandboxes/b/messages/1", "/healthz/extra"])
 def test_unknown_route_is_404_json(app, path):
     refused(app, "GET", path, 404, "not_found")
@@ -565,11 +569,37 @@ def test_a_bogus_bearer_token_is_401_everywhere_and_changes_nothing(app):
 # --------------------------------------------------------------------------------------------- real server
 
 
-def test_oversized_body_on_the_real_server_is_413_json(client):
-    response = client.post("/api/v1/messages", content=b"{" + b" " * (DEFAULT_LIMIT + 128 * 1024) + b"}",
-                           headers={"Content-Type": "application/json"})
-    assert response.status_code == 413
-    assert response.json()["error"]["code"] == "payload_too_large"
+BODY_LIMIT = DEFAULT_LIMIT + 64 * 1024  # MAX_CONTENT_BYTES and room for the envelope around the content
+BATCH_LIMIT = 4 * 1024 * 1024  # MAX_BATCH_BYTES
+
+
+def chunks(size: int, chunk: int = 64 * 1024):
+    """A JSON object of `size` bytes, sent chunked (no Content-Length: the server finds the size as it reads)."""
+    yield b"{"
+    for start in range(0, size - 2, chunk):
+        yield b" " * min(chunk, size - 2 - start)
+    yield b"}"
+
+
+@pytest.mark.parametrize("path, limit", [
+    ("/api/v1/messages", BODY_LIMIT), ("/api/v1/broadcast", BODY_LIMIT), ("/api/v1/sandboxes/register", BODY_LIMIT),
+    ("/api/v1/topics/news/messages", BODY_LIMIT), ("/api/v1/messages/batch", BATCH_LIMIT),
+])
+@pytest.mark.parametrize("size, chunked", [
+    pytest.param(None, False, id="just-over"), pytest.param(5 * 1024 * 1024, False, id="5MB"),
+    pytest.param(5 * 1024 * 1024, True, id="5MB-chunked"),
+])
+def test_oversized_body_on_the_real_server_is_413_json_naming_the_limit(client, path, limit, size, chunked):
+    """Whatever the size, and whether or not the client announced it: 413 with the limit in bytes."""
+    size = size or limit + 1
+    body = chunks(size) if chunked else b"{" + b" " * (size - 2) + b"}"
+    response = client.post(path, content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 413, response.text[:500]
+    error = response.json()["error"]
+    assert error["code"] == "payload_too_large", error
+    assert error["details"]["limit_bytes"] == limit and f"{limit} bytes" in error["message"], error
+    if not chunked:
+        assert error["details"]["body_bytes"] == size and str(size) in error["message"], error
 
 
 # --------------------------------------------------------------------------------------------- WebSockets
@@ -704,13 +734,14 @@ def test_numeric_looking_workspace_is_a_valid_filter(http):
 
 
 def test_broadcast_is_not_a_sandbox_id(app):
-    error = refused(app, "POST", "/api/v1/sandboxes/register", 400, "validation_error", json={"sandbox_id": "broadcast"})
+    error = refused(app, "POST", "/api/v1/sandboxes/register", 400, "validation_error",
+                    json={"sandbox_id": "broadcast"})
     assert "sandbox_id" in error["details"]
 
 
 def test_unreachable_database_is_503_json_not_500(tmp_path):
-    settings = Settings.from_env({"DATABASE_URL": f"sqlite:///{tmp_path}/missing/dir/bus.db", "MESSAGE_BACKEND": "memory",
-                                  "DATA_DIR": str(tmp_path)})
+    settings = Settings.from_env({"DATABASE_URL": f"sqlite:///{tmp_path}/missing/dir/bus.db",
+                                  "MESSAGE_BACKEND": "memory", "DATA_DIR": str(tmp_path)})
     app = create_app(settings, start_listener=False)
     response = app.test_client().get("/api/v1/sandboxes", headers=ADMIN_HEADERS)  # checking the key needs the database
     assert_error(response, 503, "database_unavailable")

@@ -66,8 +66,7 @@ def replay_dead_letter(dead_letter_id: int):
 def replay_dead_letters():
     """Replay every dead letter matching the body's filter (at most `limit` per call): 202 with the count."""
     require("dead_letters.manage")
-    raw = request.get_data(cache=True)
-    data = load_or_raise(BulkReplaySchema(), json_body() if raw.strip() else {})
+    data = load_or_raise(BulkReplaySchema(), json_body(optional=True))
     ctx = bus()
     ids = dead_letters.ids_matching(ctx.db, _filter(data), data["limit"])
     replayed = [_replay(ctx, dead_letter_id).to_dict() for dead_letter_id in ids]

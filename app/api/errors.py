@@ -1,4 +1,5 @@
-"""The one error handler: BusError and HTTP errors become `{"error": {"code", "message", "details"}}`."""
+"""The one error handler: BusError and HTTP errors become `{"error": {"code", "message", "details"}}`; a body over
+the limit is reported as the bus's own PayloadTooLarge (the limit named), whoever noticed it."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import logging
 
 from flask import Flask, jsonify
 from sqlalchemy.exc import OperationalError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from app.api.helpers import body_too_large
 from app.auth import audit_refusal
 from app.errors import BusError, Unavailable
 
@@ -34,6 +36,8 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
+        if isinstance(exc, RequestEntityTooLarge):  # werkzeug's, with no limit named: the bus's own instead
+            return _bus_error(body_too_large())
         if exc.code >= 500:
             log.error("request failed", exc_info=getattr(exc, "original_exception", None) or exc)
         body = {"error": {"code": _HTTP_CODES.get(exc.code, "http_error"), "message": exc.description, "details": {}}}

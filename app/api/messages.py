@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 
-from app.api.helpers import accepted_response, idempotency_key, json_body
+from app.api.helpers import accepted_response, idempotency_key, json_body, limit_body
 from app.auth import current_actor, require
 from app.context import bus
 from app.errors import InvalidRequest, PayloadTooLarge
@@ -33,7 +33,7 @@ def send_batch():
     the accepted ids and the per-item errors (not all-or-nothing)."""
     principal = require("messages.send")
     ctx = bus()
-    request.max_content_length = ctx.settings.max_batch_bytes
+    limit_body(ctx.settings.max_batch_bytes, "MAX_BATCH_BYTES")
     envelope = load_or_raise(BatchEnvelopeSchema(), json_body())
     items = envelope["messages"]
     if len(items) > ctx.settings.max_batch_messages:
@@ -48,7 +48,7 @@ def send_batch():
         except InvalidRequest as exc:
             results[index] = ItemResult(index, error=exc)
     stored = ctx.sending.send_batch([data for _, data in valid], Sender.of(principal, current_actor()))
-    for (index, _), outcome in zip(valid, stored):
+    for (index, _), outcome in zip(valid, stored, strict=True):
         results[index] = ItemResult(index, outcome.message, outcome.error)
     refused = sum(1 for r in results if not r.accepted)
     body = {"accepted": len(results) - refused, "refused": refused, "results": [_item(r) for r in results]}
