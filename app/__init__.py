@@ -8,7 +8,7 @@ patch_for_api_command()  # first: `collab-bus api` on gevent patches before Flas
 
 import logging  # noqa: E402
 
-from flask import Flask, jsonify  # noqa: E402
+from flask import Flask, jsonify, redirect, request  # noqa: E402
 
 from app.config import Settings  # noqa: E402
 
@@ -91,6 +91,11 @@ def create_app(settings: Settings | None = None, *, celery=None, start_listener:
     app.register_blueprint(ui_bp)
     sock.init_app(app)
     register_error_handlers(app)
+
+    @app.get("/")
+    def home():
+        """The bus's address, as a person types it: a redirect (302) to the web GUI."""
+        return redirect(f"{request.script_root}/ui/")
 
     @app.get("/healthz")
     def healthz():

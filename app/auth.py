@@ -26,20 +26,32 @@ from app.ui import is_ui_path
 
 log = logging.getLogger(__name__)
 
-OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/api/v1/openapi.json", "/api/docs")
+OPEN_PATHS = ("/", "/healthz", "/readyz", "/metrics", "/api/v1/openapi.json", "/api/docs")
+EXPECTED_AUTHORIZATION = "`Authorization: Bearer <key or token>`"
+# What a browser sends by itself, on socket handshakes too, for a proxy in front of the bus that asks for it
+BROWSER_SCHEMES = frozenset({"basic", "digest", "negotiate", "ntlm"})
 
 
 def bearer_token() -> str | None:
     """The token the request carries: `Authorization: Bearer …`, else, on a WebSocket handshake only (browsers
-    cannot set headers there), the `token` query parameter."""
-    header = request.headers.get("Authorization", "")
-    if header[:7].lower() == "bearer ":
-        return header[7:].strip() or None
-    if request.path.startswith("/ws/"):
+    cannot set headers there), the `token` query parameter.
+
+    An Authorization header of another form (`Token …`, a bare key, `Bearer` with nothing after it) is
+    Unauthorized with reason `malformed`, naming the form expected and never echoing the header; on a handshake
+    the schemes a browser adds by itself for a proxy (Basic, Digest, Negotiate, NTLM) are passed over.
+    """
+    parts = request.headers.get("Authorization", "").split(None, 1)
+    if len(parts) == 2 and parts[0].lower() == "bearer":
+        return parts[1].strip()
+    handshake = request.path.startswith("/ws/")
+    if parts and not (handshake and parts[0].lower() in BROWSER_SCHEMES):
+        raise Unauthorized(f"malformed Authorization header: expected {EXPECTED_AUTHORIZATION}",
+                           details={"reason": "malformed"})
+    if handshake:
         return request.args.get("token") or None
     if "token" in request.args:
         raise Unauthorized("a token in the query string is accepted on /ws/ handshakes only (URLs end up in logs): "
-                           "send `Authorization: Bearer <token>`", details={"reason": "token_in_query"})
+                           f"send {EXPECTED_AUTHORIZATION}", details={"reason": "token_in_query"})
     return None
 
 

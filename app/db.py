@@ -1,16 +1,23 @@
-"""Database access: one engine per process, short transactions through `Database.write()` / `read()`."""
+"""Database access: one engine per process, short transactions through `Database.write()` / `read()`. A SQLite
+database file the bus creates is readable by its owner only (it holds every message and the API keys' hashes)."""
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from pathlib import Path
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, make_url
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger(__name__)
 
 
 class Database:
@@ -31,13 +38,17 @@ class Database:
         kwargs: dict = {"echo": echo, "future": True}
         if self.is_sqlite:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            path = sqlite_file(url)
+            if path is not None and path.parent.is_dir():  # a missing directory stays an unreachable database
+                create_private_sqlite_file(path)
         else:
             kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
         self.engine: Engine = create_engine(url, **kwargs)
         if self.is_sqlite:
             _configure_sqlite(self.engine)
         self._read = sessionmaker(self.engine, expire_on_commit=False)
-        self._write = sessionmaker(self.engine.execution_options(sqlite_begin="BEGIN IMMEDIATE"), expire_on_commit=False)
+        self._write = sessionmaker(self.engine.execution_options(sqlite_begin="BEGIN IMMEDIATE"),
+                                   expire_on_commit=False)
         self._writer_lock = threading.Lock() if self.is_sqlite else nullcontext()
 
     @contextmanager
@@ -60,6 +71,27 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection (after fork, at shutdown)."""
         self.engine.dispose()
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite database URL; None for other databases, in-memory SQLite and `file:` URIs."""
+    database = make_url(url).database if url.startswith("sqlite") else None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def create_private_sqlite_file(path: Path) -> None:
+    """Create the SQLite database file `path` (in an existing directory), empty and readable by its owner only
+    (0600), unless it exists; SQLite gives the -wal and -shm files it makes next to it the same mode. An existing
+    file that others may read is left as it is, with a warning."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            log.warning("the database %s has mode %o: others may read every message and the API keys' hashes; "
+                        "`chmod 600` it (and its -wal and -shm files)", path, mode)
 
 
 def _configure_sqlite(engine: Engine) -> None:

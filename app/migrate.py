@@ -8,6 +8,7 @@ from alembic import command
 from alembic.config import Config
 
 from app.config import Settings
+from app.db import create_private_sqlite_file
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -21,10 +22,11 @@ def alembic_config(settings: Settings) -> Config:
 
 
 def prepare_storage(settings: Settings) -> None:
-    """Create the SQLite file's directory when the database is a local file."""
+    """When the database is a local SQLite file: create its directory, and the file readable by its owner only."""
     path = settings.sqlite_path
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        create_private_sqlite_file(path)
 
 
 def upgrade(settings: Settings, revision: str = "head") -> None:

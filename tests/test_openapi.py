@@ -75,8 +75,9 @@ def test_every_route_under_api_v1_is_documented(app, document):
     assert not stale, f"documented operations the app does not have: {sorted(stale)}"
     # the open pages outside /api/v1 (health, metrics, the docs page) are documented too, without security
     for method, path in flask_rules(app, prefix="/") - routes:
-        if path.startswith(("/ws/", "/static", "/ui")):
-            continue  # WebSockets are not HTTP operations (docs/protocol.md); Flask's static files; the web GUI's files
+        if path == "/" or path.startswith(("/ws/", "/static", "/ui")):
+            continue  # WebSockets are not HTTP operations (docs/protocol.md); Flask's static files; the web GUI's
+            # files, and `/`, which redirects to them
         assert (method, path) in documented(document), f"{method.upper()} {path} is not documented"
 
 
