@@ -11,6 +11,7 @@
     ├── Forbidden                 403 forbidden (and sandbox_mismatch, policy_denied, …)
     ├── TooManyRequests           429 too_many_requests (Retry-After)
     ├── Conflict                  409 conflict (duplicate_message_id, workspace_mismatch, idempotency_key_reused, …)
+    ├── Unprocessable             422 unprocessable (a skill's input does not match its schema)
     └── Unavailable               503 unavailable (database_unavailable, overloaded; Retry-After)
 
 The HTTP layer turns each into `{"error": {"code", "message", "details"}}`; services raise them

@@ -43,7 +43,8 @@ ERROR_DESCRIPTIONS = {
     403: "The caller may not do this: `forbidden` (role, another sandbox's resource), `sandbox_mismatch`, "
          "`policy_denied`, `edition_limit` (the edition's managed sandbox limit is reached).",
     404: "Not found: `unknown_sandbox`, `unknown_message`, `unknown_entry`, `unknown_dead_letter`, "
-         "`unknown_policy`, `unknown_correlation_id`, `unknown_workspace`, `unknown_subscription`, `unknown_trace`, or `not_found` "
+         "`unknown_policy`, `unknown_correlation_id`, `unknown_workspace`, `unknown_subscription`, `unknown_trace`, "
+         "or `not_found` "
          "for a path the API does not have.",
     409: "Conflicts with the current state: `duplicate_message_id`, `idempotency_key_reused`, "
          "`workspace_mismatch`, `entry_dead_lettered`, `entry_not_pending`, `workspace_exists`, "

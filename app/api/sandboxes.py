@@ -45,8 +45,8 @@ def register_sandbox():
     data = load_or_raise(RegisterSandboxSchema(), json_body())
     require("sandboxes.register", sandbox_id=data["sandbox_id"], workspace=data["workspace"])
     ctx = bus()
-    sandbox, created = registry.register(ctx.db, data["sandbox_id"], data["workspace"], data["agents"], data["metadata"],
-                                         actor=current_actor())
+    sandbox, created = registry.register(ctx.db, data["sandbox_id"], data["workspace"], data["agents"],
+                                         data["metadata"], actor=current_actor())
     issued = auth.rotate_sandbox_token(ctx.db, ctx.jwt_secret, sandbox["sandbox_id"], ctx.settings.sandbox_token_ttl,
                                        revoke_others=False)
     ctx.notifier.publish(event_notification(SANDBOX_REGISTERED, sandbox_id=sandbox["sandbox_id"],

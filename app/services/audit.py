@@ -18,7 +18,6 @@ from app.models import AuditEvent, isoformat, utcnow
 OK = "ok"
 REFUSED = "refused"  # authenticated (or not) but not allowed: 401/403/429
 FAILED = "failed"    # tried and went wrong (dead letters)
-OUTCOMES = (OK, REFUSED, FAILED)
 
 SYSTEM = "system"  # the actor of what workers do on their own
 

@@ -31,7 +31,6 @@ from app.token_format import looks_like_jwt
 KEY_PREFIX = "cbk_"
 JWT_ALGORITHM = "HS256"  # the only algorithm accepted: alg=none, RS*/ES* and other HS variants are refused
 JWT_ISSUER = "collab-bus"
-ALL_ROLES = (*KEY_ROLES, Role.SANDBOX)
 
 # permission -> roles that hold it. Sandbox tokens are further limited to their own sandbox (and workspace),
 # registrar keys to their workspace: see `authorize`.
@@ -261,16 +260,18 @@ def _sandbox_principal(directory: Directory, secret: str, token: str, leeway: fl
         claims = jwt.decode(token, secret, algorithms=[JWT_ALGORITHM], issuer=JWT_ISSUER, leeway=leeway,
                             options={"require": ["exp", "iat", "sub", "ver", "iss"]})
     except jwt.ExpiredSignatureError:
-        raise Unauthorized("the sandbox token has expired; refresh it before it does", details={"reason": "expired"})
+        raise Unauthorized("the sandbox token has expired; refresh it before it does",
+                           details={"reason": "expired"}) from None
     except jwt.ImmatureSignatureError:
         raise Unauthorized(f"the sandbox token was issued in the future (more than {leeway:g}s of clock skew "
-                           "between API nodes; see JWT_LEEWAY)", details={"reason": "not_yet_valid"})
+                           "between API nodes; see JWT_LEEWAY)", details={"reason": "not_yet_valid"}) from None
     except jwt.InvalidAlgorithmError:
-        raise Unauthorized(f"only {JWT_ALGORITHM} tokens are accepted", details={"reason": "algorithm_not_allowed"})
+        raise Unauthorized(f"only {JWT_ALGORITHM} tokens are accepted",
+                           details={"reason": "algorithm_not_allowed"}) from None
     except jwt.InvalidSignatureError:
-        raise Unauthorized("the token's signature does not verify", details={"reason": "invalid_signature"})
+        raise Unauthorized("the token's signature does not verify", details={"reason": "invalid_signature"}) from None
     except jwt.PyJWTError as exc:
-        raise Unauthorized(f"invalid token: {exc}", details={"reason": "invalid"})
+        raise Unauthorized(f"invalid token: {exc}", details={"reason": "invalid"}) from None
     if claims.get("role") != Role.SANDBOX:
         raise Unauthorized("not a sandbox token", details={"reason": "invalid"})
     sandbox = directory.sandbox(claims["sub"])

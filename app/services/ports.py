@@ -29,10 +29,3 @@ class Notifier(Protocol):
 
     def publish(self, notification: dict) -> None:
         """Send `notification` to every listener; best effort, never raises."""
-
-
-class NullNotifier:
-    """A notifier that drops everything: for plain-call tests and tools that need no live push."""
-
-    def publish(self, notification: dict) -> None:
-        """Drop the notification."""
