@@ -57,8 +57,8 @@ def check_content_size(data: dict, max_content_bytes: int) -> None:
     size = content_size(data["content"])
     if size > max_content_bytes:
         raise PayloadTooLarge(
-            f"content is {size} bytes; the limit is {max_content_bytes}",
-            details={"content_bytes": size, "limit": max_content_bytes},
+            f"content is {size} bytes; the limit is {max_content_bytes} bytes (MAX_CONTENT_BYTES)",
+            details={"content_bytes": size, "limit_bytes": max_content_bytes, "limit": max_content_bytes},
         )
 
 
