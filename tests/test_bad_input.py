@@ -342,7 +342,8 @@ def test_max_content_bytes_setting_lowers_the_limit(make_app):
     assert http.post("/api/v1/messages", json=message(content={"blob": "x" * (1024 - envelope)})).status_code == 202
     error = refused(app, "POST", "/api/v1/messages", 413, "payload_too_large",
                     json=message(content={"blob": "x" * (1024 - envelope + 1)}))
-    assert error["details"] == {"content_bytes": 1025, "limit": 1024}
+    assert error["details"] == {"content_bytes": 1025, "limit_bytes": 1024, "limit": 1024}
+    assert "the limit is 1024 bytes (MAX_CONTENT_BYTES)" in error["message"]
     # The limit counts UTF-8 bytes, not characters: 600 two-byte characters are 1200 bytes.
     refused(app, "POST", "/api/v1/messages", 413, "payload_too_large", json=message(content={"blob": "\u00e9" * 600}))
 
