@@ -2,8 +2,10 @@
 
     python examples/planner.py "vector databases" "agent protocols"
 
-Environment: SANDBOX_ID (default sb-planner), COLLABORATION_BUS_URL (default http://127.0.0.1:8000),
-RESEARCHER (the researcher's sandbox id, default sb-researcher). Start examples/researcher.py first.
+Environment: SANDBOX_ID (default sb-planner), COLLABORATION_BUS_URL (default http://127.0.0.1:8000), BUS_TOKEN
+(a registrar key for workspace "default", or the sandbox's token), RESEARCHER (the researcher's sandbox id, default
+sb-researcher). Start examples/researcher.py first, or at the same time: the planner waits up to --wait seconds for
+the researcher to register.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import logging
 import os
 import sys
+import time
 
 from aintandem_agent_sdk import (
     BaseAgent,
@@ -24,7 +27,19 @@ from aintandem_agent_sdk import (
 )
 
 
-async def plan(topics: list[str], timeout: float) -> int:
+async def ask(bus: ContainerAgent, researcher: str, topic: str, timeout: float, wait: float) -> dict:
+    """Ask `researcher` about `topic`; while it is not registered yet, try again for up to `wait` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return await bus.collaborate_with(researcher, topic, timeout=timeout)
+        except BusRejected as exc:
+            if exc.code != "unknown_sandbox" or time.monotonic() >= deadline:
+                raise
+        await asyncio.sleep(0.5)
+
+
+async def plan(topics: list[str], timeout: float, wait: float) -> int:
     """Ask about every topic in turn; return the number of topics that got no answer."""
     sandbox_id = os.environ.get("SANDBOX_ID", "sb-planner")
     bus_url = os.environ.get("COLLABORATION_BUS_URL", "http://127.0.0.1:8000")
@@ -34,7 +49,7 @@ async def plan(topics: list[str], timeout: float) -> int:
         for topic in topics:
             print(f"planner: asking {researcher} about {topic!r}", flush=True)
             try:
-                answer = await bus.collaborate_with(researcher, topic, timeout=timeout)
+                answer = await ask(bus, researcher, topic, timeout, wait)
             except BusRejected as exc:
                 if exc.code == "unknown_sandbox":
                     print(f"planner: {researcher} is not registered; start examples/researcher.py first",
@@ -55,10 +70,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Ask the researcher agent about topics, through the bus.")
     parser.add_argument("topics", nargs="+", help="what to ask about (one request per topic)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each answer (default 30)")
+    parser.add_argument("--wait", type=float, default=10.0,
+                        help="seconds to wait for the researcher to register (default 10)")
     args = parser.parse_args()
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
     try:
-        sys.exit(1 if asyncio.run(plan(args.topics, args.timeout)) else 0)
+        sys.exit(1 if asyncio.run(plan(args.topics, args.timeout, args.wait)) else 0)
     except BusError as exc:
         sys.exit(f"planner: {exc}")
 

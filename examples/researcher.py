@@ -44,4 +44,4 @@ if __name__ == "__main__":
     try:
         asyncio.run(main())
     except BusError as exc:
-        raise SystemExit(f"researcher: {exc}")
+        raise SystemExit(f"researcher: {exc}") from None

@@ -30,4 +30,4 @@ def run_agent(agent: BaseAgent, default_sandbox: str, subscribe: list[str] = ())
     try:
         asyncio.run(main())
     except BusError as exc:
-        raise SystemExit(f"{agent.name}: {exc}")
+        raise SystemExit(f"{agent.name}: {exc}") from None

@@ -4,9 +4,10 @@ topic `team.progress`. It does not know the other agents' sandbox ids: the bus r
 
     python examples/team/planner.py "vector databases" "agent protocols"
 
-Start examples/team/researcher.py (one or more) and examples/team/writer.py first. Environment: SANDBOX_ID
-(default sb-planner), COLLABORATION_BUS_URL (default http://127.0.0.1:8000), WORKSPACE (default team).
-Exits 1 when a topic got no report.
+Start examples/team/researcher.py (one or more) and examples/team/writer.py first, or at the same time: a request
+for a skill waits (up to --timeout) until an agent that declares it is online. Environment: SANDBOX_ID (default
+sb-team-planner), COLLABORATION_BUS_URL (default http://127.0.0.1:8000), WORKSPACE (default team), BUS_TOKEN (a
+registrar key for workspace "team", or the sandbox's token). Exits 1 when a topic got no report.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ async def plan(bus: ContainerAgent, topic: str, timeout: float) -> str:
 
 async def main(topics: list[str], timeout: float) -> int:
     failed = 0
-    async with connection(BaseAgent("planner", capabilities=["plan"]), "sb-planner") as bus:
+    async with connection(BaseAgent("planner", capabilities=["plan"]), "sb-team-planner") as bus:
         for topic in topics:
             try:
                 print(await plan(bus, topic, timeout), flush=True)

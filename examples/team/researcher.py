@@ -1,16 +1,15 @@
 """The researcher of the example team: declares the skill `research` and answers whoever the bus routes a research
 request to it, until stopped (Ctrl-C / SIGTERM). Start several: the planner's requests are spread over them.
 
-    SANDBOX_ID=sb-researcher-1 python examples/team/researcher.py
+    SANDBOX_ID=sb-team-researcher-1 python examples/team/researcher.py
 
-Environment: SANDBOX_ID (default sb-researcher), COLLABORATION_BUS_URL (default http://127.0.0.1:8000),
-WORKSPACE (default team).
+Environment: SANDBOX_ID (default sb-team-researcher), COLLABORATION_BUS_URL (default http://127.0.0.1:8000),
+WORKSPACE (default team), BUS_TOKEN.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 
 from _common import run_agent
 
@@ -38,4 +37,4 @@ async def research(message: AgentMessage) -> dict:
 
 
 if __name__ == "__main__":
-    run_agent(agent, default_sandbox=os.environ.get("SANDBOX_ID", "sb-researcher"))
+    run_agent(agent, default_sandbox="sb-team-researcher")

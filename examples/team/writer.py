@@ -3,13 +3,11 @@ progress on the topic `team.progress`, until stopped (Ctrl-C / SIGTERM).
 
     python examples/team/writer.py
 
-Environment: SANDBOX_ID (default sb-writer), COLLABORATION_BUS_URL (default http://127.0.0.1:8000),
-WORKSPACE (default team).
+Environment: SANDBOX_ID (default sb-team-writer), COLLABORATION_BUS_URL (default http://127.0.0.1:8000),
+WORKSPACE (default team), BUS_TOKEN.
 """
 
 from __future__ import annotations
-
-import os
 
 from _common import run_agent
 
@@ -42,4 +40,4 @@ async def progress(message: AgentMessage) -> None:
 
 
 if __name__ == "__main__":
-    run_agent(agent, default_sandbox=os.environ.get("SANDBOX_ID", "sb-writer"), subscribe=["team.#"])
+    run_agent(agent, default_sandbox="sb-team-writer", subscribe=["team.#"])
