@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -126,6 +127,7 @@ class FreshBus:
 
     def stop(self) -> None:
         end_process_group(self.proc)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def clean_env() -> dict[str, str]:
