@@ -22,7 +22,7 @@ def cli_env(bus) -> dict:
     env = dict(bus.env)
     for name in ("BUS_TOKEN", "COLLAB_BUS_URL", "COLLABORATION_BUS_URL"):
         env.pop(name, None)
-    return {**env, "COLLAB_BUS_URL": bus.url, "BUS_TOKEN": TEST_ADMIN_KEY, "DATA_DIR": str(bus.dir / "cli-data")}
+    return {**env, "COLLABORATION_BUS_URL": bus.url, "BUS_TOKEN": TEST_ADMIN_KEY, "DATA_DIR": str(bus.dir / "cli-data")}
 
 
 def run(bus, *args: str, timeout: float = 90) -> subprocess.CompletedProcess:
@@ -96,12 +96,12 @@ def test_create_logs_stop_start_status_rm_with_progress(managed_bus, http, docke
     assert started.returncode == 0, started.stderr
     assert states_printed(started.stderr, sandbox_id)[-1] == "running"
 
-    removed = run(managed_bus, "sandboxes", "rm", sandbox_id)
+    removed = run(managed_bus, "sandboxes", "rm", sandbox_id, "--yes")
     assert removed.returncode == 0 and removed.stdout == f"removed {sandbox_id}\n", removed.stderr
     assert states_printed(removed.stderr, sandbox_id)[-1] == "deleted"
     assert http.get(f"/api/v1/sandboxes/{sandbox_id}").status_code == 404
     assert docker_engine.client().containers(all=True, filters={"id": container}) == []
-    assert run(managed_bus, "workspaces", "rm", workspace).returncode == 0
+    assert run(managed_bus, "workspaces", "rm", workspace, "--yes").returncode == 0
 
 
 def test_logs_follow_ends_when_the_container_stops(managed_bus, unique):
@@ -113,7 +113,7 @@ def test_logs_follow_ends_when_the_container_stops(managed_bus, unique):
     assert followed.returncode == 0, followed.stderr
     assert followed.stdout == "one\ntwo\n" and time.monotonic() - started < 20
     assert "the log stream of" in followed.stderr
-    run(managed_bus, "sandboxes", "rm", sandbox_id, "--no-wait")
+    run(managed_bus, "sandboxes", "rm", sandbox_id, "--yes", "--no-wait")
 
 
 def test_logs_follow_stops_on_ctrl_c(managed_bus, unique):
@@ -130,7 +130,7 @@ def test_logs_follow_stops_on_ctrl_c(managed_bus, unique):
     finally:
         proc.kill()
         proc.wait()
-    run(managed_bus, "sandboxes", "rm", sandbox_id, "--no-wait")
+    run(managed_bus, "sandboxes", "rm", sandbox_id, "--yes", "--no-wait")
 
 
 def test_a_missing_image_fails_with_the_engines_message(managed_bus, unique):
@@ -140,7 +140,7 @@ def test_a_missing_image_fails_with_the_engines_message(managed_bus, unique):
     assert line.startswith(f"collab-bus: sandbox {sandbox_id} is in error: ") and "no-such-image" in line, line
     assert done.stdout == f"{sandbox_id}\n"
     assert states_printed(done.stderr, sandbox_id)[-1] == "error"
-    assert run(managed_bus, "sandboxes", "rm", sandbox_id).returncode == 0
+    assert run(managed_bus, "sandboxes", "rm", sandbox_id, "--yes").returncode == 0
 
 
 def test_no_wait_returns_at_once_and_a_bad_request_is_one_line(managed_bus, unique):
@@ -154,7 +154,7 @@ def test_no_wait_returns_at_once_and_a_bad_request_is_one_line(managed_bus, uniq
     assert "404" in one_line_error(run(managed_bus, "sandboxes", "stop", unique("nobody")))
     bad = run(managed_bus, "sandboxes", "create", "--env", "NOEQUALS")
     assert bad.returncode == 2 and "NAME=VALUE" in bad.stderr
-    assert run(managed_bus, "sandboxes", "rm", sandbox_id).returncode == 0
+    assert run(managed_bus, "sandboxes", "rm", sandbox_id, "--yes").returncode == 0
 
 
 def test_several_sandboxes_at_once_report_each(managed_bus, unique):
@@ -166,7 +166,7 @@ def test_several_sandboxes_at_once_report_each(managed_bus, unique):
     assert done.returncode == 1 and done.stdout == f"stopped {a}\nstopped {b}\n", done
     assert f"collab-bus: {missing}: the bus answered 404" in done.stderr
     assert done.stderr.strip().splitlines()[-1] == f"collab-bus: 1 of 3 sandboxes failed: {missing}"
-    assert run(managed_bus, "sandboxes", "rm", a, b).returncode == 0
+    assert run(managed_bus, "sandboxes", "rm", a, b, "--yes").returncode == 0
 
 
 def test_workspace_rm_force_removes_its_sandboxes(managed_bus, http, unique):
@@ -174,8 +174,9 @@ def test_workspace_rm_force_removes_its_sandboxes(managed_bus, http, unique):
     assert run(managed_bus, "workspaces", "create", workspace).returncode == 0
     assert run(managed_bus, "sandboxes", "create", sandbox_id, "--workspace", workspace, "--image", BUSYBOX_IMAGE,
                "--command", SERVE).returncode == 0
-    refused = one_line_error(run(managed_bus, "workspaces", "rm", workspace))
-    assert "409 workspace_not_empty" in refused
+    refused = one_line_error(run(managed_bus, "workspaces", "rm", workspace, "--yes"))
+    assert refused == f"collab-bus: workspace {workspace} still has 1 sandbox: remove it first, or pass --force to " \
+                      "remove it with the workspace"
     done = run(managed_bus, "workspaces", "rm", workspace, "--force", "--yes")
     assert done.returncode == 0 and done.stdout == f"removed workspace {workspace}\n", done.stderr
     assert states_printed(done.stderr, sandbox_id)[-1] == "deleted"

@@ -49,7 +49,7 @@ def cli_env(bus: BusProcess | None, token: str | None = TEST_ADMIN_KEY, **extra)
     for name in ("BUS_TOKEN", "COLLAB_BUS_URL", "COLLABORATION_BUS_URL"):
         env.pop(name, None)
     if bus:
-        env["COLLAB_BUS_URL"] = bus.url
+        env["COLLABORATION_BUS_URL"] = bus.url
     if token:
         env["BUS_TOKEN"] = token
     env["DATA_DIR"] = str(bus.dir / "cli-data") if bus else "/nonexistent-collab-bus-data"
@@ -290,10 +290,11 @@ def test_workspaces_create_list_show_update_rm(embedded):
     assert "idle stop:     never" in text and "limits:        memory_mb 256, cpus 1.5" in text
 
     register(embedded, uid("in-ws"), workspace=workspace)
-    assert "409 workspace_not_empty" in one_line_error(run(embedded, "workspaces", "rm", workspace))
-    declined = run(embedded, "workspaces", "rm", workspace, "--force", input="n\n")
-    assert declined.returncode == 1 and "Remove workspace" in declined.stdout and "1 sandbox?" in declined.stdout
-    removed = run(embedded, "workspaces", "rm", workspace, "--force", input="y\n")
+    line = one_line_error(run(embedded, "workspaces", "rm", workspace, "--yes"))
+    assert "still has 1 sandbox" in line and "--force" in line and "?force" not in line
+    unconfirmed = run(embedded, "workspaces", "rm", workspace, "--force", input="y\n")  # stdin is no terminal
+    assert unconfirmed.returncode == 2 and "pass --yes" in one_line_error(unconfirmed)
+    removed = run(embedded, "workspaces", "rm", workspace, "--force", "--yes")
     assert removed.returncode == 0 and removed.stdout.endswith(f"removed workspace {workspace}\n"), removed.stderr
     assert "404 unknown_workspace" in one_line_error(run(embedded, "workspaces", "show", workspace))
 
@@ -309,7 +310,7 @@ def test_workspaces_bad_input_is_one_line(embedded):
     assert nothing.returncode == 2 and "nothing to change" in nothing.stderr
     both = run(embedded, "workspaces", "update", workspace, "--idle-stop-minutes", "5", "--no-idle-stop")
     assert both.returncode == 2 and "contradict" in both.stderr
-    assert run(embedded, "workspaces", "rm", workspace).stdout == f"removed workspace {workspace}\n"
+    assert run(embedded, "workspaces", "rm", workspace, "-y").stdout == f"removed workspace {workspace}\n"
 
 
 # --- dead letters ---------------------------------------------------------------------------------------------------
@@ -342,8 +343,8 @@ def test_dlq_list_show_replay_purge(embedded):
 
     # Bulk replay by sandbox: asks first (refused on "n"), --yes does it.
     dead_letter(embedded, a, b, {"job": 2})
-    refused = run(embedded, "dlq", "replay", "--sandbox", b, input="n\n")
-    assert refused.returncode == 1 and "Replay 1 dead letter" in refused.stdout
+    refused = run(embedded, "dlq", "replay", "--sandbox", b, input="y\n")  # stdin is no terminal: --yes needed
+    assert refused.returncode == 2 and "not going to replay 1 dead letter" in one_line_error(refused)
     assert json.loads(run(embedded, "dlq", "list", "--sandbox", b, "--json").stdout)["total"] == 1
     done = run(embedded, "dlq", "replay", "--sandbox", b, "--yes")
     assert done.returncode == 0, done.stderr
@@ -356,8 +357,8 @@ def test_dlq_list_show_replay_purge(embedded):
     dead_letter(embedded, a, b, {"job": 3})
     dead_letter(embedded, a, b, {"job": 4})
     other = dead_letter(embedded, a, c, {"job": 5})
-    refused = run(embedded, "dlq", "purge", "--sandbox", b, input="n\n")
-    assert refused.returncode == 1 and "Purge 2 dead letters" in refused.stdout
+    refused = run(embedded, "dlq", "purge", "--sandbox", b, input="")
+    assert refused.returncode == 2 and "not going to purge 2 dead letters" in one_line_error(refused)
     done = run(embedded, "dlq", "purge", "--sandbox", b, "--yes")
     assert done.returncode == 0, done.stderr
     assert "purged 2 dead letters" in done.stdout

@@ -164,6 +164,9 @@ def test_python_dash_m_runs_every_command(tmp_path):
                                env=env, timeout=60).stdout
     for command in ("keys", "send", "tail", "sandboxes", "dlq", "status"):
         assert f"  {command} " in help_text, help_text
+    migrated = subprocess.run([sys.executable, "-m", "app.cli", "db", "upgrade"], capture_output=True, text=True,
+                              env=env, timeout=60)
+    assert migrated.returncode == 0, migrated.stderr  # `keys` opens an existing database only, never creates one
     created = subprocess.run([sys.executable, "-m", "app.cli", "keys", "create", "--role", "viewer", "--name", "ci"],
                              capture_output=True, text=True, env=env, timeout=60)
     assert created.returncode == 0, created.stderr

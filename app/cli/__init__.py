@@ -2,7 +2,8 @@
 
 Each module of this package owns its commands (or command group); this one builds the top-level group and adds
 them. Running the bus: `up`, `api`, `worker`, `beat` (app.cli.run); its database and keys, directly: `db`, `keys`;
-operating a running bus over its API: `send`, `tail`, `status`, `sandboxes`, `workspaces`, `dlq`.
+operating a running bus over its API: `send`, `tail`, `status`, `sandboxes`, `workspaces`, `dlq`. How every
+command fails (one line): app.cli.errors.
 """
 
 from __future__ import annotations
@@ -10,15 +11,23 @@ from __future__ import annotations
 import click
 
 from app.cli import db, dlq, keys, messages, run, sandboxes, status, workspaces
-from app.cli.process import BusGroup
+from app.cli.errors import BusGroup
+
+PACKAGE = "aintandem-collab-bus"
 
 
 @click.group(cls=BusGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name=PACKAGE, prog_name="collab-bus", message="%(prog)s %(version)s",
+                      help="Show the version of the installed bus and exit.")
 def main() -> None:
     """AInTandem Collaboration Bus.
 
-    Configuration comes from environment variables (DATABASE_URL, MESSAGE_BACKEND, REDIS_URL,
-    BROKER_URL, LOG_LEVEL, ...; see the README). Run `collab-bus COMMAND --help` for each command.
+    Configuration comes from environment variables (DATA_DIR, DATABASE_URL, MESSAGE_BACKEND, REDIS_URL,
+    BROKER_URL, LOG_LEVEL, ...; see the README). The commands that talk to a running bus find it at
+    COLLABORATION_BUS_URL (or --url). Run `collab-bus COMMAND --help` for each command.
+
+    Every failure is one line on stderr, `collab-bus: ...`: exit status 2 for a usage or configuration error,
+    1 for the rest.
     """
 
 

@@ -13,35 +13,18 @@ from urllib.parse import urlsplit, urlunsplit
 import click
 import httpx
 
+from app.cli.errors import Failure
 from app.config import ConfigError, Settings
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 EXIT_DOWN = 1  # the bus does not answer (status), or a call failed
 
 
-class OpsError(click.ClickException):
-    """A failure reported as one line, `collab-bus: MESSAGE`, with exit status 1."""
+class OpsError(Failure):
+    """A failure of an operator command: `collab-bus: MESSAGE`, exit status 1."""
 
-    exit_code = EXIT_DOWN
-
-    def show(self, file=None) -> None:
-        click.echo(f"collab-bus: {self.message}", err=True)
-
-
-def _guard(command):
-    """Report anything unexpected as one line (exit 1) instead of a traceback."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except (click.exceptions.Exit, click.Abort, click.ClickException, ConfigError, KeyboardInterrupt,
-                SystemExit):
-            raise
-        except Exception as exc:  # noqa: BLE001 - the operator gets one line, not a traceback
-            raise OpsError(f"unexpected error: {type(exc).__name__}: {exc}") from None
-
-    return wrapper
+    def __init__(self, message: str):
+        super().__init__(message, EXIT_DOWN)
 
 
 # --- connection options -------------------------------------------------------------------------------------------
@@ -152,8 +135,9 @@ def reason(exc: BaseException) -> str:
 
 
 BUS_OPTIONS = [
-    click.option("--url", envvar=["COLLAB_BUS_URL", "COLLABORATION_BUS_URL"], default=DEFAULT_URL,
-                 show_default=True, help="Base URL of the bus (env COLLAB_BUS_URL, else COLLABORATION_BUS_URL)."),
+    click.option("--url", envvar=["COLLABORATION_BUS_URL", "COLLAB_BUS_URL"], default=DEFAULT_URL,
+                 show_default=True, help="Base URL of the bus (env COLLABORATION_BUS_URL, as for the SDK and the "
+                                         "examples; COLLAB_BUS_URL is read too)."),
     click.option("--token", envvar="BUS_TOKEN", default=_default_token, show_default=False,
                  help="Bearer token: an API key or a sandbox token (env BUS_TOKEN; default: the admin key in "
                       "DATA_DIR/admin-api-key when that file exists, DATA_DIR read from the environment as the bus "
@@ -164,8 +148,8 @@ BUS_OPTIONS = [
 
 
 def bus_command(name: str | None = None, group: click.Group | None = None, **kwargs):
-    """A command (of `group`, when given) with the connection options, building `bus` (a Bus) from them, and
-    errors as one line."""
+    """A command (of `group`, when given) with the connection options, building `bus` (a Bus) from them (its
+    failures are one line, as every command's: app.cli.errors)."""
 
     def decorate(function):
         @functools.wraps(function)
@@ -176,7 +160,7 @@ def bus_command(name: str | None = None, group: click.Group | None = None, **kwa
             finally:
                 bus.http.close()
 
-        command = _guard(with_bus)
+        command = with_bus
         own = list(getattr(function, "__click_params__", []))
 
         def connection():

@@ -8,6 +8,7 @@ import sys
 import click
 
 from app.cli.client import Bus, OpsError, bus_command
+from app.cli.confirm import YES_OPTION, confirm
 from app.cli.output import endpoint, json_out, summary, table, when
 
 # The dead-letter reasons of the protocol (docs/protocol.md, `message.dead_lettered`); kept here so the command
@@ -117,13 +118,13 @@ Examples:
 @click.option("--all", "replay_all", is_flag=True, help="Replay every dead letter.")
 @REASON_OPTION
 @SANDBOX_OPTION
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@YES_OPTION
 def dlq_replay(bus: Bus, ids: tuple[int, ...], replay_all: bool, reason: str | None, sandbox_id: str | None,
                yes: bool) -> None:
     """Send dead letters back through delivery as a new attempt series (they leave the dead letters).
 
-    Give IDs, or select by --reason and/or --sandbox, or --all. A selection is counted and confirmed first
-    (unless --yes) and replayed page by page with a progress bar.
+    Give IDs, or select by --reason and/or --sandbox, or --all. A selection (or several IDs) is counted and
+    confirmed first, unless --yes, and replayed page by page with a progress bar.
     """
     where = _filter(reason, sandbox_id)
     if ids and (where or replay_all):
@@ -131,28 +132,13 @@ def dlq_replay(bus: Bus, ids: tuple[int, ...], replay_all: bool, reason: str | N
     if not ids and not where and not replay_all:
         raise click.UsageError("say which: dead-letter IDs, --reason, --sandbox or --all")
     if ids:
-        if len(ids) > 1 and not yes:
-            click.confirm(f"Replay {len(ids)} dead letters?", abort=True)
-        failed = 0
-        for dead_letter_id in ids:
-            response = bus.request("POST", f"/api/v1/dead-letters/{dead_letter_id}/replay", allow=(404, 409))
-            if response.status_code >= 400:
-                failed += 1
-                click.echo(f"collab-bus: dead letter {dead_letter_id}: {bus.describe_error(response)}", err=True)
-                continue
-            outcome = response.json()
-            click.echo(f"replayed dead letter {dead_letter_id} (message {outcome['message_id']} to "
-                       f"{outcome.get('sandbox_id') or 'broadcast'}, {outcome.get('redelivery')})")
-        if failed:
-            raise OpsError(f"{failed} of {len(ids)} dead letters not replayed")
+        _replay_ids(bus, ids, yes)
         return
     total = count(bus, where)
     if total == 0:
         click.echo(f"no dead letters to replay ({_describe_filter(where)})")
         return
-    if not yes:
-        click.confirm(f"Replay {total} dead letter{'s' if total != 1 else ''} ({_describe_filter(where)})?",
-                      abort=True)
+    confirm(f"replay {total} dead letter{'s' if total != 1 else ''} ({_describe_filter(where)})", yes)
     done = 0
     with click.progressbar(length=total, label="replaying", file=sys.stderr) as bar:
         while done < total:  # bounded: letters that die again at once match the filter again
@@ -165,6 +151,27 @@ def dlq_replay(bus: Bus, ids: tuple[int, ...], replay_all: bool, reason: str | N
     click.echo(f"replayed {done} dead letter{'s' if done != 1 else ''}")
 
 
+def _replay_ids(bus: Bus, ids: tuple[int, ...], yes: bool) -> None:
+    """Replay these dead letters (several: confirmed first); each failure one line, then OpsError if any failed
+    (one id: its failure is the one line)."""
+    if len(ids) > 1:
+        confirm(f"replay {len(ids)} dead letters", yes)
+    failed = 0
+    for dead_letter_id in ids:
+        response = bus.request("POST", f"/api/v1/dead-letters/{dead_letter_id}/replay", allow=(404, 409))
+        if response.status_code >= 400:
+            if len(ids) == 1:
+                raise OpsError(f"dead letter {dead_letter_id}: {bus.describe_error(response)}")
+            failed += 1
+            click.echo(f"collab-bus: dead letter {dead_letter_id}: {bus.describe_error(response)}", err=True)
+            continue
+        outcome = response.json()
+        click.echo(f"replayed dead letter {dead_letter_id} (message {outcome['message_id']} to "
+                   f"{outcome.get('sandbox_id') or 'broadcast'}, {outcome.get('redelivery')})")
+    if failed:
+        raise OpsError(f"{failed} of {len(ids)} dead letters not replayed")
+
+
 @bus_command("purge", group=dlq, epilog="""\b
 Examples:
   collab-bus dlq purge --reason expired          # asks first
@@ -174,11 +181,12 @@ Examples:
 @click.option("--all", "purge_all", is_flag=True, help="Purge every dead letter.")
 @REASON_OPTION
 @SANDBOX_OPTION
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@YES_OPTION
 def dlq_purge(bus: Bus, purge_all: bool, reason: str | None, sandbox_id: str | None, yes: bool) -> None:
     """Delete dead letters for good (their messages stay): those of --reason and/or --sandbox, or --all.
 
-    The matching dead letters are counted and the purge confirmed first, unless --yes.
+    The matching dead letters are counted and the purge confirmed first, unless --yes (needed when stdin is not
+    a terminal).
     """
     where = _filter(reason, sandbox_id)
     if not where and not purge_all:
@@ -189,9 +197,7 @@ def dlq_purge(bus: Bus, purge_all: bool, reason: str | None, sandbox_id: str | N
     if total == 0:
         click.echo(f"no dead letters to purge ({_describe_filter(where)})")
         return
-    if not yes:
-        click.confirm(f"Purge {total} dead letter{'s' if total != 1 else ''} ({_describe_filter(where)})? "
-                      "This cannot be undone", abort=True)
+    confirm(f"purge {total} dead letter{'s' if total != 1 else ''} ({_describe_filter(where)}) for good", yes)
     params = where if where else {"all": "true"}
     purged = bus.request("DELETE", "/api/v1/dead-letters", params=params).json()["purged"]
     click.echo(f"purged {purged} dead letter{'s' if purged != 1 else ''}")

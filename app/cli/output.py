@@ -32,7 +32,7 @@ def table(headers: list[str], rows: list[list], empty: str) -> None:
         return
     cells = [[str(c) for c in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
-    fmt = lambda row: "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()  # noqa: E731
+    fmt = lambda row: "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()  # noqa: E731
     click.echo(fmt(headers))
     for row in cells:
         click.echo(fmt(row))

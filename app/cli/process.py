@@ -1,42 +1,15 @@
 """What the commands that run the bus or open its database share: Settings from the environment (with their
-options written back), logging, the migrated database, and one-line reports of configuration and database errors."""
+options written back), logging, which database they mean, and the existing, migrated database of the management
+commands (which never create one: only `db upgrade`, `up` and `api` do)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import sys
 
-import click
-from sqlalchemy.exc import DBAPIError
-
+from app.cli.errors import EXIT_USAGE, Failure
 from app.config import ConfigError, Settings
-
-
-class BusGroup(click.Group):
-    """A click group that reports configuration errors as one line and exit code 2."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except ConfigError as exc:
-            click.echo(f"collab-bus: configuration error: {exc}", err=True)
-            sys.exit(2)
-        except DBAPIError as exc:
-            click.echo(f"collab-bus: database error: {str(exc.orig).splitlines()[0]} ({_safe_url(exc)})", err=True)
-            sys.exit(1)
-        except OSError as exc:  # e.g. a DATA_DIR that cannot be created, a port taken
-            where = f" ({exc.filename})" if exc.filename else ""
-            click.echo(f"collab-bus: error: {exc.strerror or exc}{where}", err=True)
-            sys.exit(1)
-
-
-def _safe_url(exc: DBAPIError) -> str:
-    """The failing database URL without its password, for error messages."""
-    try:
-        return Settings.from_env().database_url.split("@")[-1]
-    except ConfigError:
-        return "DATABASE_URL"
 
 
 def settings(**overrides) -> Settings:
@@ -53,17 +26,53 @@ def settings(**overrides) -> Settings:
     return found
 
 
-class database:  # noqa: N801 - used as `with database() as db:`
-    """The configured database, migrated, as a context manager (for the management commands)."""
+def describe_database(configured: Settings) -> str:
+    """The database as an operator can find it again: a SQLite file's absolute URL, another database's URL without
+    its password."""
+    path = configured.sqlite_path
+    if path is not None:
+        return f"sqlite:///{path.resolve()}"
+    from sqlalchemy.engine import make_url
 
-    def __enter__(self):
-        from app.db import Database
-        from app.migrate import upgrade
+    return make_url(configured.database_url).render_as_string(hide_password=True)
 
-        configured = settings()
-        upgrade(configured)
-        self.database = Database(configured.database_url)
-        return self.database
 
-    def __exit__(self, *exc_info) -> None:
-        self.database.dispose()
+def database_in_use() -> str:
+    """`describe_database` of the environment's settings, or `DATABASE_URL` when they do not load."""
+    try:
+        return describe_database(Settings.from_env())
+    except ConfigError:
+        return "DATABASE_URL"
+
+
+def require_database(configured: Settings) -> None:
+    """Refuse (one line, exit status 2) a SQLite database file that does not exist, naming the file and how to
+    point at the bus's: a command run without the bus's DATA_DIR must not write to a new database nobody reads."""
+    path = configured.sqlite_path
+    if path is None or path.exists():
+        return
+    if os.environ.get("DATABASE_URL"):
+        origin = "DATABASE_URL"
+    elif os.environ.get("DATA_DIR"):
+        origin = f"DATA_DIR={os.environ['DATA_DIR']}"
+    else:
+        origin = "DATA_DIR unset: ./data"
+    raise Failure(f"no database at {path.resolve()} ({origin}); point at the bus's with DATA_DIR=<its data "
+                  "directory> or DATABASE_URL=<its database> (`collab-bus db upgrade` creates a new one)", EXIT_USAGE)
+
+
+@contextlib.contextmanager
+def database():
+    """The configured database, which must exist (`require_database`), migrated: yields (Database, its
+    description for messages)."""
+    from app.db import Database
+    from app.migrate import upgrade
+
+    configured = settings()
+    require_database(configured)
+    upgrade(configured)
+    opened = Database(configured.database_url)
+    try:
+        yield opened, describe_database(configured)
+    finally:
+        opened.dispose()

@@ -16,6 +16,7 @@ from urllib.parse import quote
 import click
 
 from app.cli.client import Bus, OpsError, bus_command
+from app.cli.confirm import YES_OPTION, confirm
 from app.cli.output import json_out, table, when
 
 NETWORK_MODES = ("host", "none", "bridge")
@@ -180,13 +181,14 @@ def sandboxes_create(bus: Bus, sandbox_id: str | None, workspace: str, image: st
         json_out(sandbox)
 
 
-def _lifecycle_command(name: str, verb: str, target: str, method: str, suffix: str, help_text: str, examples: str):
-    """`sandboxes start|stop|rm SANDBOX...`: ask for each, then follow each to `target`."""
+def _lifecycle_command(name: str, verb: str, target: str, method: str, suffix: str, help_text: str, examples: str,
+                       asks: str | None = None):
+    """`sandboxes start|stop|rm SANDBOX...`: ask the bus for each, then follow each to `target`. With `asks` (a
+    verb: "remove"), the command confirms first (and takes --yes)."""
 
-    @bus_command(name, group=sandboxes, help=help_text, epilog=examples)
-    @click.argument("sandbox_ids", metavar="SANDBOX...", nargs=-1, required=True)
-    @_with_wait
-    def command(bus: Bus, sandbox_ids: tuple[str, ...], wait: bool, wait_timeout: float) -> None:
+    def command(bus: Bus, sandbox_ids: tuple[str, ...], wait: bool, wait_timeout: float, yes: bool = True) -> None:
+        if asks:
+            confirm(f"{asks} sandbox{'es' if len(sandbox_ids) > 1 else ''} {', '.join(sandbox_ids)}", yes)
         failed = []
         for sandbox_id in sandbox_ids:
             try:
@@ -202,7 +204,10 @@ def _lifecycle_command(name: str, verb: str, target: str, method: str, suffix: s
         if failed:
             raise OpsError(f"{len(failed)} of {len(sandbox_ids)} sandboxes failed: {', '.join(failed)}")
 
-    return command
+    if asks:
+        command = YES_OPTION(command)
+    command = click.argument("sandbox_ids", metavar="SANDBOX...", nargs=-1, required=True)(_with_wait(command))
+    return bus_command(name, group=sandboxes, help=help_text, epilog=examples)(command)
 
 
 sandboxes_start = _lifecycle_command(
@@ -216,9 +221,11 @@ sandboxes_stop = _lifecycle_command(
     "\b\nExamples:\n  collab-bus sandboxes stop researcher\n  collab-bus sandboxes stop a b --wait-timeout 30\n")
 sandboxes_rm = _lifecycle_command(
     "rm", "removed", "deleted", "DELETE", "",
-    "Remove sandboxes: a managed one's container is stopped and removed, then it is unregistered; a "
-    "self-registered one is unregistered (its mailbox is kept for a later registration under the same id).",
-    "\b\nExamples:\n  collab-bus sandboxes rm researcher\n  collab-bus sandboxes rm a b --no-wait\n")
+    "Remove sandboxes, after asking (unless --yes): a managed one's container is stopped and removed, then it is "
+    "unregistered; a self-registered one is unregistered (its mailbox is kept for a later registration under the "
+    "same id).",
+    "\b\nExamples:\n  collab-bus sandboxes rm researcher\n  collab-bus sandboxes rm a b --yes --no-wait\n",
+    asks="remove")
 
 
 @bus_command("status", group=sandboxes, epilog="""\b
@@ -230,7 +237,10 @@ Examples:
 @click.option("--json", "as_json", is_flag=True, help="Print the bus's answer as JSON.")
 def sandboxes_status(bus: Bus, sandbox_id: str, as_json: bool) -> None:
     """A managed sandbox: asked-for and recorded state, its container as the engine reports it, what it runs."""
-    found = bus.get(_path(sandbox_id, "/status"))
+    response = bus.request("GET", _path(sandbox_id, "/status"), allow=(404,))
+    if response.status_code == 404:
+        raise _not_managed(bus, sandbox_id) or OpsError(bus.describe_error(response))
+    found = response.json()
     if as_json:
         json_out(found)
         return
@@ -253,6 +263,18 @@ def sandboxes_status(bus: Bus, sandbox_id: str, as_json: bool) -> None:
         rows.append(("engine", f"unknown: {found['engine_error']}"))
     for label, value in rows:
         click.echo(f"{label + ':':<12}{value}")
+
+
+def _not_managed(bus: Bus, sandbox_id: str) -> OpsError | None:
+    """The failure to report for a sandbox that is registered but not managed by the bus, or None when there is
+    no such registration either."""
+    registration = bus.request("GET", _path(sandbox_id), allow=(404,))
+    if registration.status_code == 404:
+        return None
+    found = registration.json()
+    return OpsError(f"sandbox {sandbox_id} is registered (workspace {found.get('workspace')}, status "
+                    f"{found.get('status')}) but not managed by the bus: it registered itself, and the bus runs no "
+                    "container for it (`collab-bus sandboxes list` shows it)")
 
 
 def _since(ctx, param, value: str | None) -> int | None:

@@ -7,7 +7,8 @@ from urllib.parse import quote
 
 import click
 
-from app.cli.client import Bus, bus_command
+from app.cli.client import Bus, OpsError, bus_command
+from app.cli.confirm import YES_OPTION, confirm
 from app.cli.output import json_out, table, when
 from app.cli.sandboxes import follow_state
 
@@ -164,29 +165,51 @@ def workspaces_update(bus: Bus, workspace_id: str, name: str | None, description
 
 @bus_command("rm", group=workspaces, epilog="""\b
 Examples:
-  collab-bus workspaces rm team-a               # refused while it has sandboxes
-  collab-bus workspaces rm team-a --force       # asks, then removes its sandboxes too
+  collab-bus workspaces rm team-a                  # asks first; refused while it has sandboxes
+  collab-bus workspaces rm team-a --force          # asks first, then removes its sandboxes too
   collab-bus workspaces rm team-a --force --yes --no-wait
 """)
 @click.argument("workspace_id", metavar="WORKSPACE")
-@click.option("--force", is_flag=True, help="Also unregister its sandboxes and stop and remove its managed ones.")
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (with --force).")
+@click.option("--force", is_flag=True,
+              help="Remove it even though it still has sandboxes: unregister them, and stop and remove the "
+                   "managed ones. Without it a workspace with sandboxes is refused.")
+@YES_OPTION
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="With --force: follow its managed sandboxes until they are removed.")
 @click.option("--wait-timeout", type=click.FloatRange(min=0.1), default=120.0, show_default=True, metavar="S",
               help="Seconds --wait follows each.")
 def workspaces_rm(bus: Bus, workspace_id: str, force: bool, yes: bool, wait: bool, wait_timeout: float) -> None:
-    """Remove a workspace. One with sandboxes is refused unless --force, which removes them with it."""
-    if force and not yes:
-        count = bus.get(_path(workspace_id))["sandbox_count"]
-        if count:
-            click.confirm(f"Remove workspace {workspace_id} and its {count} sandbox{'es' if count != 1 else ''}?",
-                          abort=True)
-    answer = bus.request("DELETE", _path(workspace_id), params={"force": "true"} if force else {}).json()
-    removing = answer.get("deleting_sandboxes") or []
+    """Remove a workspace, after asking (unless --yes). One with sandboxes is refused unless --force, which
+    removes them with it."""
+    count = bus.get(_path(workspace_id))["sandbox_count"]
+    if count and not force:
+        raise _still_has_sandboxes(workspace_id, count)
+    confirm(f"remove workspace {workspace_id}" + (f" and its {_sandboxes(count)}" if count else ""), yes)
+    removing = _delete(bus, workspace_id, force)
     if wait:
         for sandbox_id in removing:
             follow_state(bus, sandbox_id, "deleted", wait_timeout)
     elif removing:
         click.echo(f"removing {len(removing)} managed sandbox(es) in the background: {', '.join(removing)}", err=True)
     click.echo(f"removed workspace {workspace_id}")
+
+
+def _delete(bus: Bus, workspace_id: str, force: bool) -> list[str]:
+    """Delete the workspace; the managed sandboxes now being removed with it."""
+    response = bus.request("DELETE", _path(workspace_id), params={"force": "true"} if force else {}, allow=(409,))
+    if response.status_code == 409:
+        details = response.json().get("error", {}).get("details") or {}
+        if "sandboxes" in details:  # a sandbox registered since it was counted
+            raise _still_has_sandboxes(workspace_id, len(details["sandboxes"]))
+        raise OpsError(bus.describe_error(response))
+    return response.json().get("deleting_sandboxes") or []
+
+
+def _sandboxes(count: int) -> str:
+    return f"{count} sandbox{'es' if count != 1 else ''}"
+
+
+def _still_has_sandboxes(workspace_id: str, count: int) -> OpsError:
+    them = "them" if count != 1 else "it"
+    return OpsError(f"workspace {workspace_id} still has {_sandboxes(count)}: remove {them} first, or pass --force "
+                    f"to remove {them} with the workspace")
