@@ -6,10 +6,14 @@ import logging
 import threading
 import time
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from celery import Celery
 
 from app.config import Settings
+
+if TYPE_CHECKING:
+    from app.redis_layout import LayoutUpgrade
 
 log = logging.getLogger(__name__)
 
@@ -233,37 +237,33 @@ def _redis_report(settings: Settings, timeout: float) -> dict:
                     pipe.llen(key)
                 sizes = pipe.execute()
             depths[queue] = {"messages": sum(sizes),
-                             "by_priority_step": {str(step): n for step, n in zip(steps, sizes) if n}}
+                             "by_priority_step": {str(step): n for step, n in zip(steps, sizes, strict=True) if n}}
         return {"queues": depths, "unacked": client.hlen(prefix + "unacked")}
     finally:
         client.close()
 
 
-def upgrade_redis_layout(settings: Settings, timeout: float = 5.0) -> None:
-    """On Redis, bring keys left by an earlier bus (":" separator) to Kombu's layout: tasks still waiting under
-    `delivery:3` etc. move to their current lists, and binding members are rewritten; log what changed. Never
-    raises: with Redis unreachable it logs a WARNING (the next start does it; the outbox sweep re-enqueues the
-    messages of stranded tasks meanwhile)."""
-    if settings.broker_kind != "redis":
-        return
+def upgrade_redis_layout(settings: Settings, timeout: float = 5.0) -> LayoutUpgrade:
+    """Bring the keys an earlier bus left in Redis (":" separator) to Kombu's layout: tasks still waiting under
+    `delivery:3` etc. move to their current lists, binding members are rewritten; return what changed (a
+    redis_layout.LayoutUpgrade). Run by `collab-bus db upgrade` on a Redis broker. Unavailable (one line) when
+    Redis cannot be reached."""
+    from redis.exceptions import RedisError
+
+    from app.errors import Unavailable
     from app.redis_layout import upgrade_former_layout
 
     options = transport_options(settings)
     try:
         client = _redis_client(settings, timeout)
         try:
-            done = upgrade_former_layout(client, BUS_QUEUES, options["priority_steps"],
+            return upgrade_former_layout(client, BUS_QUEUES, options["priority_steps"],
                                          options.get("global_keyprefix", ""))
         finally:
             client.close()
-    except Exception as exc:
-        log.warning("could not upgrade the Redis key layout (%s: %s); the next start will try again",
-                    type(exc).__name__, exc)
-        return
-    if done.changed:
-        where = ", ".join(f"{key}: {n}" for key, n in done.moved.items()) or "none"
-        log.info("Redis key layout upgraded: moved %d task(s) queued under the former ':' names (%s), "
-                 "rewrote %d binding(s)", sum(done.moved.values()), where, done.bindings)
+    except RedisError as exc:
+        raise Unavailable(f"cannot upgrade the Redis key layout (the broker of REDIS_URL or BROKER_URL): {exc}",
+                          code="broker_unavailable") from None
 
 
 def _rabbitmq_report(settings: Settings, timeout: float) -> dict:
@@ -294,5 +294,6 @@ def broker_reachable(settings: Settings, timeout: float = 2.0) -> None:
         return
     from kombu import Connection
 
-    with Connection(settings.broker_url, connect_timeout=timeout, transport_options=transport_options(settings)) as conn:
+    options = transport_options(settings)
+    with Connection(settings.broker_url, connect_timeout=timeout, transport_options=options) as conn:
         conn.ensure_connection(max_retries=1, timeout=timeout)

@@ -1,5 +1,5 @@
 """Names of the bus's keys in Redis (Kombu's transport, default separator) and the one-shot upgrade from the layout
-of earlier versions.
+of earlier versions (run by `collab-bus db upgrade`, app.broker.upgrade_redis_layout).
 
 The bus uses Kombu's own separator (`\\x06\\x16`), so Flower, `celery inspect` and `celery events`, started with
 the broker URL alone, read and write the same keys as the bus. Earlier versions set it to ":". That separator
@@ -54,6 +54,14 @@ class LayoutUpgrade:
     @property
     def changed(self) -> bool:
         return bool(self.moved or self.bindings)
+
+    def summary(self) -> str:
+        """One line for the operator: what was moved and rewritten, or that nothing was left to upgrade."""
+        if not self.changed:
+            return "Redis key layout up to date (nothing left under the former ':' names)"
+        where = ", ".join(f"{key}: {n}" for key, n in self.moved.items()) or "none"
+        return (f"Redis key layout upgraded: moved {sum(self.moved.values())} task(s) queued under the former ':' "
+                f"names ({where}), rewrote {self.bindings} binding(s)")
 
 
 def upgrade_former_layout(client, queues, steps, prefix: str = "", batch: int = 1000) -> LayoutUpgrade:

@@ -7,7 +7,7 @@ import sys
 
 from celery.signals import after_setup_logger, after_setup_task_logger, worker_ready
 
-from app.broker import make_celery, upgrade_redis_layout
+from app.broker import make_celery
 from app.config import Settings
 from workers.kombu_redis import close_redis_channels_when_the_broker_is_gone
 
@@ -34,12 +34,6 @@ if settings.broker_kind == "redis":
     close_redis_channels_when_the_broker_is_gone()  # KombuMismatch (one line) on a kombu it was not checked on
 celery_app = make_celery(settings, name="collab_bus")
 celery_app.conf.include = ["workers.delivery", "workers.lifecycle", "workers.maintenance", "workers.engine_events"]
-
-
-@worker_ready.connect
-def upgrade_broker_keys(**_) -> None:
-    """Move tasks an earlier bus queued under the former Redis key names to the current ones (before "ready")."""
-    upgrade_redis_layout(settings)
 
 
 @worker_ready.connect

@@ -1,25 +1,37 @@
-"""`collab-bus db`: the database schema's migrations (Alembic)."""
+"""`collab-bus db`: the database schema's migrations (Alembic), and with a Redis broker the one-off upgrade of the
+key layout earlier versions left in Redis."""
 
 from __future__ import annotations
 
 import click
 
+from app.cli.process import describe_database, require_database
 from app.cli.process import settings as _settings
 
 
 @click.group()
 def db() -> None:
-    """Database schema migrations (Alembic) on DATABASE_URL."""
+    """Database schema migrations (Alembic) on DATABASE_URL (default: DATA_DIR/collab-bus.db)."""
 
 
 @db.command("upgrade")
 @click.argument("revision", default="head")
 def db_upgrade(revision: str) -> None:
-    """Migrate the database up to REVISION (default: head)."""
+    """Migrate the database up to REVISION (default: head), creating it when it does not exist yet.
+
+    With MESSAGE_BACKEND=redis, also bring the keys an earlier bus left in Redis (the ':' separator) to the
+    current layout: tasks still queued under the former names are moved, in order. Run it once per upgrade,
+    before starting the new version's API nodes and workers.
+    """
     from app.migrate import upgrade
 
-    upgrade(_settings(), revision)
-    click.echo(f"database at {revision}")
+    configured = _settings()
+    upgrade(configured, revision)
+    click.echo(f"database {describe_database(configured)} at {revision}")
+    if configured.broker_kind == "redis":
+        from app.broker import upgrade_redis_layout
+
+        click.echo(upgrade_redis_layout(configured).summary())
 
 
 @db.command("downgrade", context_settings={"ignore_unknown_options": True})
@@ -28,8 +40,10 @@ def db_downgrade(revision: str) -> None:
     """Migrate the database down to REVISION (`base` drops every table)."""
     from app.migrate import downgrade
 
-    downgrade(_settings(), revision)
-    click.echo(f"database at {revision}")
+    configured = _settings()
+    require_database(configured)
+    downgrade(configured, revision)
+    click.echo(f"database {describe_database(configured)} at {revision}")
 
 
 @db.command("current")
@@ -37,5 +51,6 @@ def db_current() -> None:
     """Show the database's current revision."""
     from app.migrate import current
 
-    current(_settings())
-
+    configured = _settings()
+    require_database(configured)
+    current(configured)
