@@ -7,6 +7,8 @@ import sys
 
 import click
 
+from app.cli.banner import check_listen, host_port, print_banner
+from app.cli.process import describe_database
 from app.cli.process import settings as _settings
 from app.config import ConfigError, Settings
 from app.multiprocess_metrics import keep_single_process
@@ -15,7 +17,16 @@ EPILOG_UP = """\b
 Examples:
   collab-bus up                                  # http://127.0.0.1:8000, data in ./data
   collab-bus up --port 9000 --data-dir /tmp/bus
+  HOST=0.0.0.0 PORT=9000 DATA_DIR=/tmp/bus collab-bus up     # what `make run PORT=9000 ...` runs
+\b
+Started off the defaults, it prints the `export ...` line that lets another shell's collab-bus, SDK and
+examples find it.
 """
+
+HOST_OPTION = click.option("--host", default=None, show_default="127.0.0.1",
+                           help="Address to listen on (env HOST; 0.0.0.0: every address).")
+PORT_OPTION = click.option("--port", default=None, metavar="PORT", show_default="8000",
+                           help="Port to listen on (env PORT).")
 
 
 def _tls(certfile: str | None, keyfile: str | None) -> tuple[str, str] | None:
@@ -36,16 +47,16 @@ def _tls(certfile: str | None, keyfile: str | None) -> tuple[str, str] | None:
     return certfile, keyfile
 
 
-def _bootstrap_admin_key(settings: Settings) -> None:
+def _bootstrap_admin_key(settings: Settings) -> str:
     """Create the first admin API key when none exists (print it once, keep it 0600 in DATA_DIR), or register
-    ADMIN_API_KEY; warn loudly when authentication is off."""
+    ADMIN_API_KEY; warn loudly when authentication is off. Return where the admin key is, for the banner."""
     if not settings.auth_enabled:
         click.echo("collab-bus: WARNING: AUTH_ENABLED=false: every caller is an admin. Local trials only.", err=True)
-        return
+        return "none: AUTH_ENABLED=false"
     from app.db import Database
     from app.services.auth import ensure_admin_key
 
-    key_file = settings.data_dir / "admin-api-key"
+    key_file = (settings.data_dir / "admin-api-key").resolve()
     database = Database(settings.database_url)
     try:
         secret = ensure_admin_key(database, settings.admin_api_key, key_file)
@@ -55,6 +66,12 @@ def _bootstrap_admin_key(settings: Settings) -> None:
         click.echo(f"collab-bus: created the first admin API key (shown once; also in {key_file}, mode 0600):\n"
                    f"  {secret}\n"
                    "  use it as `Authorization: Bearer <key>`; `collab-bus keys create` makes more keys")
+    if settings.admin_api_key:
+        return "ADMIN_API_KEY, as set in the environment"
+    if key_file.exists():
+        return str(key_file)
+    return (f"not in {key_file} (an admin key exists; `collab-bus keys create --role admin --name NAME` "
+            "makes another)")
 
 
 TLS_OPTIONS = [
@@ -71,19 +88,19 @@ def _with_tls(command):
     return command
 
 
-
 @click.command(epilog=EPILOG_UP)
-@click.option("--host", envvar="HOST", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", envvar="PORT", default=8000, type=int, show_default=True, help="Port to listen on.")
+@HOST_OPTION
+@PORT_OPTION
 @click.option("--data-dir", envvar="DATA_DIR", default="data", show_default=True,
-              help="Directory for the SQLite database and beat schedule.")
+              help="Directory for the SQLite database, the admin key and the beat schedule (env DATA_DIR).")
 @click.option("--worker-threads", default=4, show_default=True, type=click.IntRange(min=1),
               help="Delivery threads of the embedded worker.")
 @_with_tls
-def up(host: str, port: int, data_dir: str, worker_threads: int, certfile: str | None, keyfile: str | None) -> None:
+def up(host: str | None, port: str | None, data_dir: str, worker_threads: int, certfile: str | None,
+       keyfile: str | None) -> None:
     """Run API, worker and beat in one process (in-memory broker, SQLite): no server to install.
 
-    Migrates the database first. Stop with Ctrl-C.
+    Migrates the database first (creating it on the first start). Stop with Ctrl-C.
     """
     settings = _settings(HOST=host, PORT=port, DATA_DIR=data_dir)
     keep_single_process()  # one process: its metrics stay in memory
@@ -91,44 +108,52 @@ def up(host: str, port: int, data_dir: str, worker_threads: int, certfile: str |
         raise ConfigError("`collab-bus up` runs on the in-memory broker; use `collab-bus api` and `collab-bus worker` "
                           f"for {settings.broker_kind}")
     tls = _tls(certfile, keyfile)
+    check_listen(settings.host, settings.port)
     from app.embedded import EmbeddedBus
 
     bus = EmbeddedBus(settings, worker_threads=worker_threads, ssl_context=tls)
-    _bootstrap_admin_key(settings)
-    click.echo(f"Collaboration Bus listening on {bus.url}  (database {settings.database_url}; Ctrl-C stops)")
+    admin_key = _bootstrap_admin_key(settings)
+    print_banner(f"Collaboration Bus listening on {bus.url}  (database {describe_database(settings)}; Ctrl-C stops)",
+                 settings, bus.scheme, admin_key)
     bus.serve_until_signal()
 
 
 @click.command()
-@click.option("--host", envvar="HOST", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", envvar="PORT", default=8000, type=int, show_default=True, help="Port to listen on.")
+@HOST_OPTION
+@PORT_OPTION
 @click.option("--workers", "processes", envvar="API_WORKERS", default=1, show_default=True, type=click.IntRange(min=1),
               help="gunicorn worker processes.")
 @click.option("--threads", envvar="API_THREADS", default=100, show_default=True, type=click.IntRange(min=1),
               help="Threads per process with API_WORKER_CLASS=gthread (each open WebSocket holds one).")
-@click.option("--migrate/--no-migrate", default=True, show_default=True, help="Upgrade the database schema first.")
+@click.option("--migrate/--no-migrate", default=True, show_default=True,
+              help="Upgrade the database schema first (creating the database when there is none).")
 @_with_tls
-def api(host: str, port: int, processes: int, threads: int, migrate: bool, certfile: str | None,
+def api(host: str | None, port: str | None, processes: int, threads: int, migrate: bool, certfile: str | None,
         keyfile: str | None) -> None:
     """Run the REST + WebSocket API under gunicorn (gevent worker), for a Redis or RabbitMQ broker.
 
     \b
     Example:
       MESSAGE_BACKEND=redis REDIS_URL=redis://127.0.0.1:6379/0 collab-bus api --port 8000
+    \b
+    Upgrading from an earlier version on Redis: run `collab-bus db upgrade` once first (it also moves the tasks
+    the earlier version left under its former Redis key names).
     """
     settings = _settings(HOST=host, PORT=port)
     if settings.broker_kind == "memory":
         raise ConfigError("`collab-bus api` needs a shared broker (MESSAGE_BACKEND=redis or rabbitmq); "
                           "for a single process use `collab-bus up`")
+    tls = _tls(certfile, keyfile)
+    check_listen(settings.host, settings.port)
     if migrate:
         from app.migrate import upgrade
 
         upgrade(settings)
-    from app.broker import upgrade_redis_layout
-
-    upgrade_redis_layout(settings)  # tasks an earlier bus left under the former Redis key names (":")
-    tls = _tls(certfile, keyfile)
-    _bootstrap_admin_key(settings)
+    admin_key = _bootstrap_admin_key(settings)
+    scheme = "https" if tls else "http"
+    print_banner(f"Collaboration Bus API starting on {scheme}://{host_port(settings.host, settings.port)}  (database "
+                 f"{describe_database(settings)}; broker {settings.broker_kind}; {processes} process(es))",
+                 settings, scheme, admin_key)
     from app.server import serve
 
     serve(settings, processes=processes, threads=threads, tls=tls)
