@@ -1,6 +1,7 @@
-"""Durable collaborate_with, against a real bus (embedded, and on Redis and RabbitMQ brokers): a requester that is stopped before its response arrives
-and starts again (same sandbox id, same cursor file) lists the request in pending_requests() and gets the response
-with wait_for_response(correlation_id), or with collaborate_with and the same idempotency_key."""
+"""Durable collaborate_with, against a real bus (embedded, and on Redis and RabbitMQ brokers): a requester that is
+stopped before its response arrives and starts again (same sandbox id, same cursor file) lists the request in
+pending_requests() and gets the response with wait_for_response(correlation_id), or with collaborate_with and the same
+idempotency_key."""
 
 from __future__ import annotations
 

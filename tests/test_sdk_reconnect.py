@@ -67,7 +67,11 @@ def test_the_mailbox_skips_rerouted_entries_and_starts_over_on_a_reset_mailbox()
             await asyncio.sleep(0.01)
         handler.cancel()
         assert frames == [{"type": "ack", "seq": 1}]
-        assert mailbox.on_welcome(5) and not mailbox.on_welcome(1)  # the bus's mailbox ends before our cursor
+        assert mailbox.on_welcome({"head_seq": 5})
+        assert not mailbox.on_welcome({"head_seq": 1})  # an older bus's mailbox ends before our cursor: reconnect
         assert mailbox.position == 0
+        mailbox.cursor.reset(7)
+        ahead = {"head_seq": 4, "resumed_from": 3, "cursor_ahead": True}  # a bus that says so: resume where it does
+        assert mailbox.on_welcome(ahead) and mailbox.position == 3
 
     asyncio.run(scenario())

@@ -112,11 +112,6 @@ class Hub:
         with self._lock:
             return len(self._mailboxes.get(sandbox_id, ()))
 
-    def socket_count(self) -> int:
-        """How many sockets of this process are subscribed."""
-        with self._lock:
-            return len(self._broadcast) + len(self._events) + sum(len(s) for s in self._mailboxes.values())
-
     def resync(self) -> None:
         """Notifications may have been lost (the fanout listener was reconnecting): every open mailbox socket
         reads the entries it has not sent yet from the database."""
@@ -165,7 +160,7 @@ class Hub:
             for sub in subs:
                 sub.push((seq, message_json))
         if broadcast:
-            frame = '{"type":"message","message":%s}' % message_json
+            frame = f'{{"type":"message","message":{message_json}}}'
             for sub in broadcast:
                 sub.push(frame)
         self._to_events({

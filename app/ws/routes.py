@@ -5,7 +5,6 @@ Frames are JSON objects with a `type`; docs/protocol.md describes each with exam
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -19,7 +18,7 @@ from simple_websocket import ConnectionClosed
 from app.auth import authenticate_frame, client_address, is_authenticated, refuse_credentials, require
 from app.context import BusContext, bus
 from app.errors import BusError, InvalidRequest, TooManyRequests, Unauthorized
-from app.models import EntryState, SandboxStatus
+from app.models import SandboxStatus
 from app.schemas import (
     AckFrameSchema,
     EventsQuery,
@@ -29,87 +28,23 @@ from app.schemas import (
     parse_json,
     query_args,
 )
-from app.services import mailbox, redelivery, registry, skills
+from app.services import redelivery, registry, skills
 from app.services.events import SANDBOX_CONNECTED, SANDBOX_DISCONNECTED, event_notification
 from app.ws import frames
 from app.ws.connections import Connection
-from app.ws.hub import CLOSE, RESYNC, Subscriber
+from app.ws.hub import CLOSE
+from app.ws.stream import MailboxStream, resume_point, welcome_frame
 
 log = logging.getLogger(__name__)
 
 sock = Sock()
 
-REPLAY_BATCH = 500
 CLOSE_POLICY = 1008
 PING_TYPES = ("ping", "heartbeat")
 CLOSE_REPLY_WAIT = 2.0  # seconds a refused socket waits for the client's closing reply
 RECEIVE_POLL = 5.0  # seconds between checks that the socket's reader thread is still alive
 ACK_RUN = 500  # most ack frames already received that are recorded in one transaction
 DISCONNECTED = 4000  # close code of a mailbox socket an operator disconnected (POST /api/v1/collaboration/disconnect)
-
-
-def _message_frame(seq: int, message_json: str, attempt: int | None = None) -> str:
-    if attempt is None:
-        return '{"type":"message","seq":%d,"message":%s}' % (seq, message_json)
-    return '{"type":"message","seq":%d,"redelivered":true,"attempt":%d,"message":%s}' % (seq, attempt, message_json)
-
-
-def _rerouted_frame(seq: int, message_id: str) -> str:
-    return json.dumps({"type": "rerouted", "seq": seq, "message_id": message_id}, separators=(",", ":"))
-
-
-class MailboxStream:
-    """Streams one sandbox's mailbox to one socket: every entry after `since`, in seq order, then live.
-
-    Entries are never skipped: a live entry that arrives ahead of its predecessors (several workers)
-    makes the stream read the gap from the database first; entries already sent are dropped.
-    """
-
-    def __init__(self, ctx: BusContext, sender: Connection, sandbox_id: str, since: int, subscriber: Subscriber):
-        self.ctx = ctx
-        self.sender = sender
-        self.sandbox_id = sandbox_id
-        self.last_sent = since
-        self.subscriber = subscriber
-
-    def run(self) -> None:
-        """Replay, then forward live entries until the subscriber is closed or the socket drops."""
-        try:
-            self._send_from_database(until=None)
-            while True:
-                item = self.subscriber.items.get()
-                if item is CLOSE:
-                    return
-                if item is RESYNC:
-                    self._send_from_database(until=None)
-                    continue
-                seq, message_json = item[0], item[1]
-                if len(item) == 3 and seq <= self.last_sent:  # an unacknowledged entry pushed again
-                    self.sender.send(_message_frame(seq, message_json, attempt=item[2]))
-                    continue
-                if seq > self.last_sent + 1:
-                    self._send_from_database(until=seq - 1)
-                if seq == self.last_sent + 1:
-                    self.sender.send(_message_frame(seq, message_json))
-                    self.last_sent = seq
-        except ConnectionClosed:
-            return
-        except Exception:
-            log.exception("mailbox stream of %s failed", self.sandbox_id)
-
-    def _send_from_database(self, until: int | None) -> None:
-        while until is None or self.last_sent < until:
-            entries = mailbox.entries_after(self.ctx.db, self.sandbox_id, self.last_sent, REPLAY_BATCH)
-            for entry in entries:
-                if until is not None and entry.seq > until:
-                    return
-                if entry.state == EntryState.REROUTED:  # another agent has it: the client skips it, keeping its place
-                    self.sender.send(_rerouted_frame(entry.seq, entry.message["message_id"]))
-                else:
-                    self.sender.send(_message_frame(entry.seq, json.dumps(entry.message, separators=(",", ":"))))
-                self.last_sent = entry.seq
-            if len(entries) < REPLAY_BATCH:
-                return
 
 
 def node_name() -> str:
@@ -130,7 +65,8 @@ def opened_socket(ws):
 
 @sock.route("/ws/sandboxes/<sandbox_id>")
 def mailbox_socket(ws, sandbox_id: str):
-    """A sandbox's mailbox: `welcome`, replay of entries after `since`, live entries; the client sends `ack`."""
+    """A sandbox's mailbox: `welcome`, replay of entries after `since` (after the settled seq when `since` is beyond
+    the head: the welcome says `cursor_ahead`), live entries; the client sends `ack`."""
     with opened_socket(ws) as sender:
         _serve_mailbox(bus(), ws, sender, sandbox_id)
 
@@ -150,10 +86,11 @@ def _serve_mailbox(ctx: BusContext, ws, sender: Connection, sandbox_id: str) -> 
         return
     subscriber = ctx.hub.subscribe_mailbox(sandbox_id, on_disconnect=lambda reason: sender.close(DISCONNECTED, reason))
     _set_presence(ctx, sandbox_id, SandboxStatus.ONLINE, SANDBOX_CONNECTED)
+    since, cursor_ahead = resume_point(sandbox, since)
     redelivery.start_attempts(ctx.db, sandbox_id, since, ctx.policy)
     _route_waiting(ctx, sandbox)
     stream = MailboxStream(ctx, sender, sandbox_id, since, subscriber)
-    sender.send_json({"type": "welcome", "sandbox_id": sandbox_id, "head_seq": sandbox["head_seq"], "resumed_from": since})
+    sender.send_json(welcome_frame(ctx, sandbox, since, cursor_ahead))
     streamer = threading.Thread(target=stream.run, name=f"ws-mailbox-{sandbox_id}", daemon=True)
     streamer.start()
     try:

@@ -30,6 +30,7 @@ from aintandem_agent_sdk.errors import (
     CollaborationFailed,
     CollaborationTimeout,
     ConfigurationError,
+    NoHandler,
     PermissionDenied,
     UnknownCorrelationId,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "ContainerAgentConfig",
     "Handler",
     "MessageType",
+    "NoHandler",
     "PendingRequest",
     "PermissionDenied",
     "RetryPolicy",

@@ -18,6 +18,7 @@ from urllib.parse import quote, urlsplit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from aintandem_agent_sdk._limits import encode_frame
 from aintandem_agent_sdk._session import Session
 from aintandem_agent_sdk._socket_sends import SocketSends
 from aintandem_agent_sdk._status import ConnectionStatus, StatusReporter
@@ -65,6 +66,11 @@ class ReconnectState:
     reregistered: bool = False  # registered again after "unknown_sandbox" since the last welcome
     refusal: dict[str, Any] = field(default_factory=dict)  # the last error frame: it explains a following 1008
     fatal: BusError | None = None  # why the phase is FAILED
+
+    @property
+    def failed(self) -> bool:
+        """Whether the bus refused the sandbox for good (the phase is FAILED)."""
+        return self.phase is Phase.FAILED
 
     def _move(self, phase: Phase) -> None:
         if phase not in _MOVES[self.phase]:
@@ -118,9 +124,10 @@ class ReconnectState:
 class FrameHandler(Protocol):
     """What the connection hands the mailbox's frames to (the mailbox)."""
 
-    position: int
+    @property
+    def position(self) -> int: ...
 
-    def on_welcome(self, head_seq: int) -> bool: ...
+    def on_welcome(self, welcome: dict[str, Any]) -> bool: ...
 
     async def on_message(self, message: AgentMessage) -> None: ...
 
@@ -146,11 +153,11 @@ class Connection:
 
     async def run(self) -> None:
         """Connect, read, reconnect; return when the bus refused the sandbox for good."""
-        while self.state.phase is not Phase.FAILED:
+        while not self.state.failed:
             problem = await self._attempt()
             if problem is None:
                 self.state.retry_now()
-            elif self.state.phase is not Phase.FAILED:
+            elif not self.state.failed:
                 await self._back_off(problem)
 
     async def _attempt(self) -> str | None:
@@ -163,13 +170,15 @@ class Connection:
                                open_timeout=self.config.request_timeout, close_timeout=2) as ws:
                 await self._read(ws)
             if self._welcomed and ws.close_code == GOING_AWAY:
-                return await self._going_away()
+                await self._going_away()
+                return None
             return "the bus closed the connection"
         except ConnectionClosed as exc:
             if exc.rcvd is not None and exc.rcvd.code == REFUSED:
                 return await self._on_refused(exc.rcvd.reason)
             if self._welcomed and exc.rcvd is not None and exc.rcvd.code == GOING_AWAY:
-                return await self._going_away()
+                await self._going_away()
+                return None
             return f"connection lost ({exc})"
         except InvalidStatus as exc:
             return await self._on_http_refusal(exc.response.status_code)
@@ -196,12 +205,11 @@ class Connection:
         await asyncio.sleep(delay)
         self.state.waited()
 
-    async def _going_away(self) -> None:  # None: connect again now
-        """The bus node closed a working socket with 1001 (a planned stop): reconnect without back-off (another
-        node, or the restarted one, takes it); if that fails, the usual back-off follows."""
+    async def _going_away(self) -> None:
+        """The bus node closed a working socket with 1001 (a planned stop): say so; the caller reconnects without
+        back-off (another node, or the restarted one, takes it); if that fails, the usual back-off follows."""
         log.info("the bus is going away (a restart); reconnecting now")
         await self.status.set(ConnectionStatus.RECONNECTING, "the bus is going away; reconnecting now")
-        return None
 
     async def _on_refused(self, code: str) -> str | None:
         """The bus refused the socket (close 1008): re-register once if it forgot us; else give up for good."""
@@ -245,7 +253,7 @@ class Connection:
             return
         kind = frame.get("type")
         if kind == "welcome":
-            await self._on_welcome(ws, int(frame.get("head_seq") or 0))
+            await self._on_welcome(ws, frame)
         elif kind == "message":
             await self.mailbox.on_message(AgentMessage.from_frame(frame))
         elif kind == "rerouted" and isinstance(frame.get("seq"), int):
@@ -257,10 +265,12 @@ class Connection:
                                   "details": frame.get("details")}
             log.warning("the bus reported %s: %s", frame.get("code"), frame.get("message"))
 
-    async def _on_welcome(self, ws: ClientConnection, head_seq: int) -> None:
-        if not self.mailbox.on_welcome(head_seq):
+    async def _on_welcome(self, ws: ClientConnection, welcome: dict[str, Any]) -> None:
+        self.sends.limits.learn(welcome)
+        if not self.mailbox.on_welcome(welcome):
             await ws.close()
             return
+        head_seq = int(welcome.get("head_seq") or 0)
         self.state.welcomed()
         self.connected.set()
         log.info("connected to %s as %s (resuming after seq %d; mailbox head %d)", self.session.bus_url,
@@ -274,13 +284,14 @@ class Connection:
             if self.connected.is_set():
                 await self.send_frame({"type": "heartbeat"})
 
-    async def send_frame(self, frame: dict[str, Any]) -> bool:
-        """Send `frame` on the socket; False when there is none or it closed meanwhile."""
+    async def send_frame(self, frame: dict[str, Any] | str) -> bool:
+        """Send `frame` (or a frame `encode_frame` encoded) on the socket; False when there is none or it closed
+        meanwhile."""
         ws = self._ws
         if ws is None:
             return False
         try:
-            await ws.send(json.dumps(frame))
+            await ws.send(frame if isinstance(frame, str) else encode_frame(frame))
             return True
         except ConnectionClosed:
             return False

@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 from aintandem_agent_sdk._trace import handling
 from aintandem_agent_sdk.cursor import Cursor
-from aintandem_agent_sdk.errors import BusError, BusRejected
+from aintandem_agent_sdk.errors import BusError, BusRejected, NoHandler
 from aintandem_agent_sdk.messages import AgentMessage, MessageType
 
 log = logging.getLogger("aintandem_agent_sdk")
@@ -52,16 +52,29 @@ class Mailbox:
         """After registering: what the bus reports settled counts as processed (it matters without a cursor file)."""
         self.cursor.advance_to(int(registration.get("settled_seq") or 0))
 
-    def on_welcome(self, head_seq: int) -> bool:
-        """Whether the socket may go on; False when the bus's mailbox ends before our cursor (it was reset: start
-        again from its beginning, on a new socket)."""
-        if head_seq >= self.cursor.position:
+    def on_welcome(self, welcome: dict[str, Any]) -> bool:
+        """Whether the socket may go on. When our cursor is beyond the bus's mailbox (it was reset, or the cursor comes
+        from elsewhere) the bus says `cursor_ahead` and resumes after its settled seq: so do we, on this socket. An
+        older bus does not say it: its head before our cursor means the same, and we start again from the beginning
+        on a new socket (False)."""
+        head_seq, position = int(welcome.get("head_seq") or 0), self.cursor.position
+        if welcome.get("cursor_ahead"):
+            resumed_from = int(welcome.get("resumed_from") or 0)
+            log.warning("the bus's mailbox for %s ends at seq %d but this agent's cursor is at seq %d (the mailbox was "
+                        "reset, or the cursor comes from elsewhere); resuming after seq %d, up to which the bus says "
+                        "every entry is settled", self.sandbox_id, head_seq, position, resumed_from)
+            self._restart_at(resumed_from)
+            return True
+        if head_seq >= position:
             return True
         log.warning("the bus's mailbox for %s ends at seq %d but this agent processed up to seq %d: the mailbox was "
-                    "reset; starting again from its beginning", self.sandbox_id, head_seq, self.cursor.position)
-        self.cursor.reset()
-        self._in_flight.clear()
+                    "reset; starting again from its beginning", self.sandbox_id, head_seq, position)
+        self._restart_at(0)
         return False
+
+    def _restart_at(self, seq: int) -> None:
+        self.cursor.reset(seq)
+        self._in_flight.clear()
 
     async def on_message(self, message: AgentMessage) -> None:
         """A pushed entry: queue it for the handlers, unless in flight, processed before, or a claimed response."""
@@ -96,12 +109,15 @@ class Mailbox:
                 result = await self.agent.handle(message)
             if result is not None and not isinstance(result, dict):
                 raise TypeError(f"handle() must return a dict or None, not {type(result).__name__}")
+        except NoHandler as exc:
+            log.warning("%s: %s %s from %s (seq %s) is refused; register one with @agent.on(MessageType.REQUEST)",
+                        exc, message.message_type.value, message.message_id, message.from_sandbox, message.seq)
+            await self._failed(message, exc)
+            return
         except Exception as exc:
             log.exception("the handler failed on seq %s (%s %s from %s)", message.seq, message.message_type.value,
                           message.message_id, message.from_sandbox)
-            if message.message_type is MessageType.REQUEST and message.requires_response:
-                await self._report_failure(message, exc)
-            await self.settle(message, ok=False, reason=f"{type(exc).__name__}: {exc}")
+            await self._failed(message, exc)
             return
         if message.message_type is MessageType.REQUEST and result is not None:
             try:
@@ -111,6 +127,12 @@ class Mailbox:
                 await self.settle(message, ok=False, reason=f"could not send the response: {exc}")
                 return
         await self.settle(message, ok=True)
+
+    async def _failed(self, message: AgentMessage, exc: Exception) -> None:
+        """The entry could not be handled: tell a requester waiting for a response, then NACK it with the error."""
+        if message.message_type is MessageType.REQUEST and message.requires_response:
+            await self._report_failure(message, exc)
+        await self.settle(message, ok=False, reason=f"{type(exc).__name__}: {exc}")
 
     async def _report_failure(self, request: AgentMessage, exc: Exception) -> None:
         try:

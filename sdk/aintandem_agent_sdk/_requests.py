@@ -46,7 +46,7 @@ class Answer:
                    response.is_error_response, durable)
 
     def result(self) -> dict[str, Any]:
-        """The response's content; CollaborationFailed when the other agent's handler raised."""
+        """The response's content; CollaborationFailed when the other agent's handler raised (or it had none)."""
         if self.failed:
             raise CollaborationFailed(self.target_sandbox, self.correlation_id, self.content.get("error") or {})
         return self.content

@@ -10,8 +10,10 @@ import uuid
 from typing import Any
 from urllib.parse import quote
 
+from aintandem_agent_sdk._socket_sends import SocketSends
 from aintandem_agent_sdk._status import ConnectionStatus
 from aintandem_agent_sdk._trace import with_parent
+from aintandem_agent_sdk.agent import BaseAgent
 from aintandem_agent_sdk.errors import ConfigurationError
 from aintandem_agent_sdk.messages import AgentMessage, MessageType, SendResult
 
@@ -24,6 +26,21 @@ class Sending:
     A send made while the agent handles a message (in its handler, or anything the handler awaits) follows from
     that message: its ``metadata["trace"]`` names it as parent, unless the caller put a ``trace`` of its own.
     """
+
+    # What ContainerAgent provides (see the module's docstring):
+    sandbox_id: str
+    agent: BaseAgent
+    _socket_sends: SocketSends
+
+    @property
+    def _status(self) -> ConnectionStatus:
+        raise NotImplementedError
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def _send_frame(self, frame: dict[str, Any] | str) -> bool:
+        raise NotImplementedError
 
     async def send_message(self, target_sandbox: str, content: dict[str, Any],
                            message_type: MessageType | str = MessageType.REQUEST, *, to_agent: str = "any",
@@ -38,8 +55,9 @@ class Sending:
         To send to whichever online agent of the workspace has a skill, address sandbox ``"any"`` with
         ``skill="summarize"`` (it goes in ``metadata["skill"]``); ConfigurationError for a skill with another
         target, or ``"any"`` without a skill.
-        Raises BusRejected when the bus refuses it (e.g. ``unknown_sandbox``, ``validation_error``) and
-        BusConnectionError / BusServerError when the retry policy is used up.
+        Raises BusRejected when the bus refuses it (e.g. ``unknown_sandbox``, ``validation_error``; at once, without
+        sending, ``payload_too_large`` for content over the limit the bus stated) and BusConnectionError /
+        BusServerError when the retry policy is used up.
         """
         body = self._envelope(content, message_type, priority=priority, ttl=ttl,
                               metadata=skill_metadata(target_sandbox, skill, metadata),
@@ -97,8 +115,10 @@ class Sending:
         return {**body, "message_id": message_id_for(self.sandbox_id, key)}
 
     async def _post_message(self, path: str, body: dict[str, Any], idempotency_key: str | None) -> str:
-        """Send over the mailbox socket when connected, else (or when the socket cannot tell) over REST; both
-        carry one Idempotency-Key, so the bus stores the message once."""
+        """Send over the mailbox socket when connected, else (or when the socket cannot tell, or would not take the
+        frame) over REST; both carry one Idempotency-Key, so the bus stores the message once. Content over the bus's
+        limit is refused at once (BusRejected 413), never sent."""
+        self._socket_sends.limits.check_content(body["content"])
         key = idempotency_key or uuid.uuid4().hex
         if self._status is ConnectionStatus.CONNECTED:
             message_id = await self._socket_sends.send(self._send_frame, body, key)
@@ -115,6 +135,7 @@ class Sending:
         this workspace subscribed to a matching pattern gets it in its mailbox. Returns its message_id
         (`idempotency_key` as in `send_message`)."""
         body = self._envelope(content, message_type, priority=priority, ttl=ttl, metadata=metadata)
+        self._socket_sends.limits.check_content(content)
         answer = await self._request("POST", f"/api/v1/topics/{quote(topic, safe='')}/messages", json=body,
                                      idempotency_key=idempotency_key or uuid.uuid4().hex)
         return str(answer["message_id"])

@@ -5,9 +5,9 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
-from aintandem_agent_sdk.errors import ConfigurationError
+from aintandem_agent_sdk.errors import ConfigurationError, NoHandler
 from aintandem_agent_sdk.messages import AgentMessage, MessageType
 
 if TYPE_CHECKING:
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BaseAgent", "Handler", "Skill"]
 
-HandlerResult = Optional[dict]
+HandlerResult = dict[str, Any] | None
 Handler = Callable[[AgentMessage], HandlerResult | Awaitable[HandlerResult]]
 
 
@@ -33,8 +33,8 @@ class Skill:
     name: str = ""
     description: str = ""
     tags: tuple[str, ...] = ()
-    input_schema: dict | None = None
-    output_schema: dict | None = None
+    input_schema: dict[str, Any] | None = None
+    output_schema: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
@@ -79,7 +79,8 @@ class BaseAgent:
 
     For a REQUEST, whatever `handle` returns (a dict) is sent back as the RESPONSE; returning None
     sends nothing. If `handle` raises, the entry is NACKed with the error (and a requester waiting in
-    `collaborate_with` gets `CollaborationFailed`). `bus` is the ContainerAgent running this agent.
+    `collaborate_with` gets `CollaborationFailed`); so is a REQUEST no handler takes (`NoHandler`: the agent
+    logs a warning and the requester learns at once). `bus` is the ContainerAgent running this agent.
     `skills` (Skill objects or dicts) are declared at registration, for capability routing.
     """
 
@@ -99,7 +100,7 @@ class BaseAgent:
 
     def on(self, *message_types: MessageType | str) -> Callable[[Handler], Handler]:
         """Decorator: call the function for messages of these types (no types: every type without its own)."""
-        types = [MessageType(t) for t in message_types] or [None]
+        types: list[MessageType | None] = [MessageType(t) for t in message_types] or [None]
 
         def register(handler: Handler) -> Handler:
             for message_type in types:
@@ -109,8 +110,11 @@ class BaseAgent:
         return register
 
     async def handle(self, message: AgentMessage) -> dict[str, Any] | None:
-        """Handle one received message; for a REQUEST the returned dict becomes the RESPONSE content."""
+        """Handle one received message; for a REQUEST the returned dict becomes the RESPONSE content. A message no
+        registered handler takes is ignored (None), except a REQUEST: NoHandler, someone is waiting for it."""
         handler = self._handlers.get(message.message_type) or self._handlers.get(None)
+        if handler is None and message.message_type is MessageType.REQUEST:
+            raise NoHandler(self.name, message.message_type.value)
         if handler is None:
             return None
         result = handler(message)

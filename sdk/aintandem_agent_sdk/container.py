@@ -70,7 +70,7 @@ class ContainerAgent(Sending):
                                   late_grace=self.config.request_timeout)
         self._mailbox: Mailbox | None = None
         self._connection: Connection | None = None
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._running = False
         self._closing: asyncio.Future[None] | None = None
 
@@ -229,7 +229,8 @@ class ContainerAgent(Sending):
         `task` is sent as ``{"task": task}`` (a dict is sent as it is) in a REQUEST with a fresh correlation
         id and a ttl of `timeout` (nobody waits for the answer after that). Raises CollaborationTimeout when
         no response arrives within `timeout` seconds, CollaborationFailed when the other agent's handler
-        raised, and BusRejected when the bus refuses the request (e.g. unknown sandbox).
+        raised (or it has no REQUEST handler), and BusRejected when the bus refuses the request (e.g. unknown
+        sandbox; at once, without sending, content over the bus's limit: 413 ``payload_too_large``).
 
         The request is one of `pending_requests()` until its response arrives: when the call is cancelled or the
         agent stops (or dies, with a cursor file) first, `wait_for_response` gets the response later. With an
@@ -268,7 +269,7 @@ class ContainerAgent(Sending):
     def _socket_url(self) -> str:
         return socket_url(self.bus_url, self.sandbox_id, self.last_seq)
 
-    async def _send_frame(self, frame: dict[str, Any]) -> bool:
+    async def _send_frame(self, frame: dict[str, Any] | str) -> bool:
         return await self._connection.send_frame(frame) if self._connection is not None else False
 
 

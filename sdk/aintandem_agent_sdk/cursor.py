@@ -24,7 +24,7 @@ class Cursor:
     every change) so a restarted container resumes too.
     """
 
-    def __init__(self, sandbox_id: str, path: str | os.PathLike | None = None):
+    def __init__(self, sandbox_id: str, path: str | os.PathLike[str] | None = None):
         self.sandbox_id = sandbox_id
         self.path = Path(path) if path else None
         self.position = 0
@@ -70,9 +70,10 @@ class Cursor:
             self._above.discard(self.position)
         self._save()
 
-    def reset(self) -> None:
-        """Forget everything (the bus's mailbox was reset: its seqs start again from 1)."""
-        self.position, self._above = 0, set()
+    def reset(self, seq: int = 0) -> None:
+        """Forget everything, and count every entry up to `seq` as processed (the bus's mailbox was reset, or ends
+        before this cursor: resume where the bus says)."""
+        self.position, self._above = seq, set()
         self._save()
 
     def _save(self) -> None:

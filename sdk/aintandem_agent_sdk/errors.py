@@ -10,7 +10,8 @@
     │   └── PermissionDenied      403: the credentials may not do this (role, other sandbox, policy)
     ├── BusTimeoutError           something did not happen in time
     │   └── CollaborationTimeout  collaborate_with got no response within its timeout
-    ├── CollaborationFailed       the other agent's handler raised while answering collaborate_with
+    ├── CollaborationFailed       the other agent's handler raised while answering collaborate_with (or it has none)
+    ├── NoHandler                 BaseAgent.handle got a REQUEST no handler of the agent takes
     └── UnknownCorrelationId      wait_for_response for a request that is neither pending nor answered
 
 Catch `BusError` to handle every failure of the bus; catch a subclass for one kind.
@@ -18,6 +19,7 @@ Catch `BusError` to handle every failure of the bus; catch a subclass for one ki
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 __all__ = [
@@ -31,6 +33,7 @@ __all__ = [
     "CollaborationFailed",
     "CollaborationTimeout",
     "ConfigurationError",
+    "NoHandler",
     "PermissionDenied",
     "UnknownCorrelationId",
 ]
@@ -66,23 +69,46 @@ class BusServerError(BusError):
         self.retry_after = retry_after
 
 
+MAX_DETAILS_CHARS = 500  # how much of a refusal's details its text shows
+TOKEN_HINT = ("set BUS_TOKEN or pass ContainerAgentConfig(token=...): a registrar or operator API key (e.g. "
+              "`collab-bus keys create --role registrar --workspace default --name my-agent`) or this sandbox's token")
+
+
 class BusRejected(BusError):
     """The bus refused the request (HTTP 4xx or a refused WebSocket). Retrying the same request will not help.
 
     `code` is the server's stable error code (e.g. ``unknown_sandbox``, ``validation_error``), `details` its
-    details object and `status` the HTTP status (1008 for a refused WebSocket).
+    details object and `status` the HTTP status (1008 for a refused WebSocket). The text shows all three, the
+    details as compact JSON (cut after MAX_DETAILS_CHARS characters).
     """
 
     def __init__(self, status: int, code: str, message: str, details: dict[str, Any] | None = None):
-        super().__init__(f"bus rejected the request ({status} {code}): {message}")
         self.status = status
         self.code = code
         self.message = message
         self.details = details or {}
+        super().__init__(self._describe(message))
+
+    def _describe(self, message: str) -> str:
+        """The exception's text: status, code, `message` and the details."""
+        details = json.dumps(self.details, separators=(",", ":"), sort_keys=True, default=str) if self.details else ""
+        if len(details) > MAX_DETAILS_CHARS:
+            details = details[:MAX_DETAILS_CHARS] + "…"
+        return f"bus rejected the request ({self.status} {self.code}): {message}" + (
+            f" (details: {details})" if details else "")
 
 
 class AuthenticationError(BusRejected):
-    """The bus refused the credentials (401): missing, invalid, expired or revoked. Check BUS_TOKEN."""
+    """The bus refused the credentials (401): missing, invalid, expired or revoked.
+
+    Its text says how to give the agent credentials: BUS_TOKEN or ``ContainerAgentConfig(token=…)``; when none were
+    sent it says so, not the bus's own hint (which is for REST callers). `message` stays the bus's.
+    """
+
+    def _describe(self, message: str) -> str:
+        if self.details.get("reason") == "missing":
+            message = "no credentials were sent"
+        return f"{super()._describe(message)}; {TOKEN_HINT}"
 
 
 class PermissionDenied(BusRejected):
@@ -113,6 +139,16 @@ class CollaborationFailed(BusError):
         self.target_sandbox = target_sandbox
         self.correlation_id = correlation_id
         self.error = error
+
+
+class NoHandler(BusError):
+    """`BaseAgent.handle` got a REQUEST that no handler registered with `BaseAgent.on` takes. The agent answers the
+    requester with a failure (its `collaborate_with` raises CollaborationFailed) instead of leaving it waiting."""
+
+    def __init__(self, agent_name: str, message_type: str):
+        super().__init__(f"no handler for {message_type} messages in agent {agent_name!r}")
+        self.agent_name = agent_name
+        self.message_type = message_type
 
 
 class UnknownCorrelationId(BusError):

@@ -69,7 +69,8 @@ class BusHttp:
                 continue
             if response.status_code >= 400:
                 raise _rejected(response)
-            return response.json()
+            answer: dict[str, Any] = response.json()
+            return answer
         raise failure
 
     def _pause(self, retry: int, failure: Exception) -> float:

@@ -86,9 +86,12 @@ def _load_handler(spec: str) -> Handler:
     if not module_name or not attribute:
         raise ConfigurationError(f"AGENT_HANDLER must look like package.module:function, got {spec!r}")
     try:
-        return getattr(importlib.import_module(module_name), attribute)
+        handler: Handler = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as exc:
         raise ConfigurationError(f"AGENT_HANDLER {spec!r}: {exc}") from None
+    if not callable(handler):
+        raise ConfigurationError(f"AGENT_HANDLER {spec!r} is not a function")
+    return handler
 
 
 def _echo(agent: BaseAgent, sandbox_id: str) -> Handler:

@@ -1,0 +1,107 @@
+"""A mailbox socket's outgoing side: the `welcome` frame (where the stream resumes, the limits of the client's sends),
+then every entry after that point in seq order, then live entries."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from simple_websocket import ConnectionClosed
+
+from app.context import BusContext
+from app.models import EntryState
+from app.services import mailbox
+from app.ws.connections import Connection
+from app.ws.hub import CLOSE, RESYNC, Subscriber
+
+log = logging.getLogger(__name__)
+
+REPLAY_BATCH = 500
+
+
+def resume_point(sandbox: dict, since: int) -> tuple[int, bool]:
+    """Where a mailbox socket asking for the entries after `since` resumes, and whether `since` lies beyond the
+    mailbox's head (a cursor from before a data reset, or from elsewhere): then it resumes after the mailbox's
+    settled seq (every entry up to it acknowledged or dead), so nothing unsettled is skipped."""
+    if since > sandbox["head_seq"]:
+        return sandbox["settled_seq"], True
+    return since, False
+
+
+def welcome_frame(ctx: BusContext, sandbox: dict, resumed_from: int, cursor_ahead: bool) -> dict:
+    """The first frame of a mailbox socket: the sandbox, its mailbox's head, where the stream resumes
+    (`cursor_ahead` when not where the client asked), and the limits its sends must keep: `max_content_bytes`
+    (a message's content as compact UTF-8 JSON, else 413) and `max_frame_bytes` (a larger frame closes the socket
+    with 1009)."""
+    frame = {"type": "welcome", "sandbox_id": sandbox["sandbox_id"], "head_seq": sandbox["head_seq"],
+             "resumed_from": resumed_from, "max_content_bytes": ctx.settings.max_content_bytes,
+             "max_frame_bytes": ctx.settings.ws_frame_limit}
+    if cursor_ahead:
+        frame["cursor_ahead"] = True
+    return frame
+
+
+def message_frame(seq: int, message_json: str, attempt: int | None = None) -> str:
+    """A `message` frame for entry `seq` (`redelivered` with its `attempt` when pushed again)."""
+    if attempt is None:
+        return f'{{"type":"message","seq":{seq},"message":{message_json}}}'
+    return f'{{"type":"message","seq":{seq},"redelivered":true,"attempt":{attempt},"message":{message_json}}}'
+
+
+def rerouted_frame(seq: int, message_id: str) -> str:
+    """A `rerouted` frame: entry `seq` went to another capable agent (the client keeps its place, handles nothing)."""
+    return json.dumps({"type": "rerouted", "seq": seq, "message_id": message_id}, separators=(",", ":"))
+
+
+class MailboxStream:
+    """Streams one sandbox's mailbox to one socket: every entry after `since`, in seq order, then live.
+
+    Entries are never skipped: a live entry that arrives ahead of its predecessors (several workers)
+    makes the stream read the gap from the database first; entries already sent are dropped.
+    """
+
+    def __init__(self, ctx: BusContext, sender: Connection, sandbox_id: str, since: int, subscriber: Subscriber):
+        self.ctx = ctx
+        self.sender = sender
+        self.sandbox_id = sandbox_id
+        self.last_sent = since
+        self.subscriber = subscriber
+
+    def run(self) -> None:
+        """Replay, then forward live entries until the subscriber is closed or the socket drops."""
+        try:
+            self._send_from_database(until=None)
+            while True:
+                item = self.subscriber.items.get()
+                if item is CLOSE:
+                    return
+                if item is RESYNC:
+                    self._send_from_database(until=None)
+                    continue
+                seq, message_json = item[0], item[1]
+                if len(item) == 3 and seq <= self.last_sent:  # an unacknowledged entry pushed again
+                    self.sender.send(message_frame(seq, message_json, attempt=item[2]))
+                    continue
+                if seq > self.last_sent + 1:
+                    self._send_from_database(until=seq - 1)
+                if seq == self.last_sent + 1:
+                    self.sender.send(message_frame(seq, message_json))
+                    self.last_sent = seq
+        except ConnectionClosed:
+            return
+        except Exception:
+            log.exception("mailbox stream of %s failed", self.sandbox_id)
+
+    def _send_from_database(self, until: int | None) -> None:
+        while until is None or self.last_sent < until:
+            entries = mailbox.entries_after(self.ctx.db, self.sandbox_id, self.last_sent, REPLAY_BATCH)
+            for entry in entries:
+                if until is not None and entry.seq > until:
+                    return
+                if entry.state == EntryState.REROUTED:  # another agent has it: the client skips it, keeping its place
+                    self.sender.send(rerouted_frame(entry.seq, entry.message["message_id"]))
+                else:
+                    self.sender.send(message_frame(entry.seq, json.dumps(entry.message, separators=(",", ":"))))
+                self.last_sent = entry.seq
+            if len(entries) < REPLAY_BATCH:
+                return
