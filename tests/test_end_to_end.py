@@ -68,7 +68,8 @@ def test_direct_broadcast_disconnect_and_resume(bus, client, unique):
 
     with mailbox_socket(bus, bob, since=0) as ws:
         welcome = recv_json(ws)
-        assert welcome == {"type": "welcome", "sandbox_id": bob, "head_seq": 0, "resumed_from": 0}
+        assert welcome == {"type": "welcome", "sandbox_id": bob, "head_seq": 0, "resumed_from": 0,
+                           "max_content_bytes": 262144, "max_frame_bytes": 327680}
         first = send(client, alice, bob, {"n": 1})
         frame = recv_messages(ws, 1)[0]
         assert frame["seq"] == 1
