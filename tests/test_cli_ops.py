@@ -240,6 +240,26 @@ def test_tail_json_ack_and_since(embedded):
                 proc.wait()
 
 
+def test_tail_with_a_cursor_beyond_the_head_says_so_and_resumes_from_the_bus(embedded):
+    """A --since past the mailbox's head (a cursor kept across a data reset) is named on stderr, and tail goes on
+    from where the bus resumed it: the next entry is printed."""
+    a, b = uid("ops-a"), uid("ops-b")
+    register(embedded, a, b)
+    proc = subprocess.Popen([str(CLI), "tail", b, "--since", "50"], env=cli_env(embedded), cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = Lines(proc)
+        lines.wait_for("is beyond the mailbox's head seq 0", stream="err")
+        assert run(embedded, "send", "--from", a, "--to", b, '{"after": "reset"}').returncode == 0
+        lines.wait_for('{"after": "reset"}')
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_tail_refusals_are_one_line(embedded):
     line = one_line_error(run(embedded, "tail", "nobody-here"))
     assert "unknown_sandbox" in line and "nobody-here" in line

@@ -124,7 +124,8 @@ def test_a_key_revoked_by_the_cli_on_the_database_is_refused_by_both_nodes_at_on
     key = created.stdout.strip().splitlines()[-1]
     for node in (node_a, node_b):
         assert as_token(node, key, "GET", "/api/v1/sandboxes").status_code == 200
-    revoked = subprocess.run([CLI, "keys", "revoke", name], env=env, capture_output=True, text=True, timeout=60)
+    revoked = subprocess.run([CLI, "keys", "revoke", name, "--yes"], env=env, capture_output=True, text=True,
+                             timeout=60)
     assert revoked.returncode == 0, revoked.stderr
     for node in (node_a, node_b):
         refused = as_token(node, key, "GET", "/api/v1/sandboxes")

@@ -162,7 +162,7 @@ def test_a_revoked_api_key_is_401(secure_bus, admin):
     with client(secure_bus, key) as operator:
         assert operator.get("/api/v1/dead-letters").status_code == 200
         prefix = key[:12]
-        assert "revoked" in cli(secure_bus, "keys", "revoke", prefix)
+        assert "revoked" in cli(secure_bus, "keys", "revoke", prefix, "--yes")
         assert_error(operator.get("/api/v1/dead-letters"), 401, "unauthorized", "revoked")
     listing = cli(secure_bus, "keys", "list")
     assert prefix in listing and "admin (ADMIN_API_KEY)" in listing

@@ -23,7 +23,7 @@ def main() -> None:
     """AInTandem Collaboration Bus.
 
     Configuration comes from environment variables (DATA_DIR, DATABASE_URL, MESSAGE_BACKEND, REDIS_URL,
-    BROKER_URL, LOG_LEVEL, ...; see the README). The commands that talk to a running bus find it at
+    BROKER_URL, LOG_LEVEL, ...; see docs/configuration.md). The commands that talk to a running bus find it at
     COLLABORATION_BUS_URL (or --url). Run `collab-bus COMMAND --help` for each command.
 
     Every failure is one line on stderr, `collab-bus: ...`: exit status 2 for a usage or configuration error,

@@ -34,7 +34,7 @@ def _nonblank(ctx, param, value: str) -> str:
 
 @keys.command("create", epilog=EPILOG_KEYS)
 @click.option("--role", required=True, type=click.Choice(["admin", "operator", "viewer", "registrar"]),
-              help="What the key may do (see the README's permission table).")
+              help="What the key may do (the permission table is in docs/security.md).")
 @click.option("--name", required=True, callback=_nonblank,
               help="Who or what holds the key (shown in listings and the audit trail); unique among active keys.")
 @click.option("--workspace", default=None,

@@ -175,6 +175,11 @@ def tail(bus: Bus, sandbox: str, since: int, ack: bool, as_json: bool) -> None:
                         kind = frame.get("type")
                         if kind == "welcome":
                             connected_once, welcomed, delay = True, True, 0.5
+                            if frame.get("cursor_ahead"):
+                                click.echo(f"collab-bus: seq {last_seq} is beyond the mailbox's head seq "
+                                           f"{frame.get('head_seq')} (was the bus's data reset?); resuming after "
+                                           f"seq {frame.get('resumed_from')}", err=True)
+                                last_seq = frame.get("resumed_from", 0)
                             click.echo(f"tailing mailbox {sandbox} at {bus.url} after seq {last_seq} "
                                        f"(head seq {frame.get('head_seq')}; Ctrl-C stops)", err=True)
                         if as_json:
