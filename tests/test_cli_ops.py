@@ -4,6 +4,7 @@ bus: an embedded one (`collab-bus up`) and, for broker status, queue depths and 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -118,6 +119,26 @@ class Lines:
             raise AssertionError(f"{text!r} not seen; stdout={self.out} stderr={self.err}") from None
 
 
+@contextlib.contextmanager
+def tailing(embedded, *args: str):
+    """`collab-bus tail ARGS` running against `embedded`, its output lines read as they come; killed if the test
+    leaves it running."""
+    proc = subprocess.Popen([str(CLI), "tail", *args], env=cli_env(embedded), cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        yield Lines(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def interrupted(lines: Lines) -> int:
+    """Ctrl-C the tail behind `lines`; its exit status."""
+    lines.proc.send_signal(signal.SIGINT)
+    return lines.proc.wait(10)
+
+
 # --- help -----------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("command", [
@@ -183,10 +204,7 @@ def test_tail_follows_a_mailbox_live_and_ctrl_c_exits_0(embedded):
     a, b = uid("ops-a"), uid("ops-b")
     register(embedded, a, b)
     assert run(embedded, "send", "--from", a, "--to", b, '{"before": "tail"}').returncode == 0
-    proc = subprocess.Popen([str(CLI), "tail", b], env=cli_env(embedded), cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        lines = Lines(proc)
+    with tailing(embedded, b) as lines:
         lines.wait_for(f"tailing mailbox {b}", stream="err")
         lines.wait_for('{"before": "tail"}')  # the replay
         sent = run(embedded, "send", "--from", a, "--to", b, "--agent", "planner", "--type", "request",
@@ -197,13 +215,8 @@ def test_tail_follows_a_mailbox_live_and_ctrl_c_exits_0(embedded):
         assert block[0].startswith("#2  ")
         assert f"{a}/planner → {b}" in block[0] and "request" in block[0] and sent.stdout.strip() in block[0]
         assert block[1] == '    {"task": "live one"}'
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(10) == 0
+        assert interrupted(lines) == 0
         assert not any("Traceback" in line for line in lines.err)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_tail_json_ack_and_since(embedded):
@@ -221,10 +234,7 @@ def test_tail_json_ack_and_since(embedded):
 
         entries = wait_for(both_delivered, 10, "both messages in the mailbox")
         at_seq_2 = next(e["message"]["message_id"] for e in entries if e["seq"] == 2)
-        proc = subprocess.Popen([str(CLI), "tail", b, "--since", "1", "--json", "--ack"], env=cli_env(embedded),
-                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            lines = Lines(proc)
+        with tailing(embedded, b, "--since", "1", "--json", "--ack") as lines:
             lines.wait_for(at_seq_2)
             frames = [json.loads(line) for line in lines.out]
             assert frames[0]["type"] == "welcome" and frames[0]["resumed_from"] == 1
@@ -232,12 +242,7 @@ def test_tail_json_ack_and_since(embedded):
             assert [(f["seq"], f["message"]["message_id"]) for f in replayed] == [(2, at_seq_2)]
             wait_for(lambda: http.get(f"/api/v1/messages/{at_seq_2}").json()["deliveries"][0]["state"] == "acked",
                      10, "tail --ack to acknowledge seq 2")
-            proc.send_signal(signal.SIGINT)
-            assert proc.wait(10) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            assert interrupted(lines) == 0
 
 
 def test_tail_with_a_cursor_beyond_the_head_says_so_and_resumes_from_the_bus(embedded):
@@ -245,19 +250,11 @@ def test_tail_with_a_cursor_beyond_the_head_says_so_and_resumes_from_the_bus(emb
     from where the bus resumed it: the next entry is printed."""
     a, b = uid("ops-a"), uid("ops-b")
     register(embedded, a, b)
-    proc = subprocess.Popen([str(CLI), "tail", b, "--since", "50"], env=cli_env(embedded), cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        lines = Lines(proc)
+    with tailing(embedded, b, "--since", "50") as lines:
         lines.wait_for("is beyond the mailbox's head seq 0", stream="err")
         assert run(embedded, "send", "--from", a, "--to", b, '{"after": "reset"}').returncode == 0
         lines.wait_for('{"after": "reset"}')
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert interrupted(lines) == 0
 
 
 def test_tail_refusals_are_one_line(embedded):
@@ -499,10 +496,7 @@ def test_celery_inspect_ping_answers_pong(redis_bus):
 def test_tail_reconnects_when_the_bus_restarts(embedded):
     a, b = uid("ops-a"), uid("ops-b")
     register(embedded, a, b)
-    proc = subprocess.Popen([str(CLI), "tail", b], env=cli_env(embedded), cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        lines = Lines(proc)
+    with tailing(embedded, b) as lines:
         lines.wait_for(f"tailing mailbox {b}", stream="err")
         assert run(embedded, "send", "--from", a, "--to", b, '{"n": 1}').returncode == 0
         lines.wait_for('{"n": 1}')
@@ -513,9 +507,4 @@ def test_tail_reconnects_when_the_bus_restarts(embedded):
         assert run(embedded, "send", "--from", a, "--to", b, '{"n": 2}').returncode == 0
         lines.wait_for('{"n": 2}')
         assert [line.split()[0] for line in lines.out if line.startswith("#")] == ["#1", "#2"]  # no replay twice
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert interrupted(lines) == 0
