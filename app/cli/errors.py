@@ -38,9 +38,6 @@ class Failure(click.ClickException):
 class BusGroup(click.Group):
     """The root group: every failure of every subcommand leaves as one line (see `report`)."""
 
-    def invoke(self, ctx: click.Context) -> None:
-        super().invoke(ctx)  # exit statuses travel in exceptions (Exit, SystemExit), never in return values
-
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         """click's main, with every exception reported by `report` when standalone (the normal case)."""
         if not standalone_mode:
