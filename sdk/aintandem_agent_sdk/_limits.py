@@ -48,8 +48,8 @@ class SendLimits:
             return
         size = content_size(content)
         if size > limit:
-            raise BusRejected(413, "payload_too_large", f"content is {size} bytes; the limit is {limit}",
-                              {"content_bytes": size, "limit": limit})
+            raise BusRejected(413, "payload_too_large", f"content is {size} bytes; the limit is {limit} bytes",
+                              {"content_bytes": size, "limit_bytes": limit, "limit": limit})
 
     def fits_frame(self, encoded: str) -> bool:
         """Whether the socket takes this frame (`encode_frame`'s text); a larger one the bus closes it for (1009)."""
