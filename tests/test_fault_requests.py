@@ -113,24 +113,36 @@ def test_every_request_across_a_worker_kill_and_a_redis_restart_gets_an_answer(r
         bus.start_worker("worker")
         wait_for(lambda: senders.accepted_count >= 300, 60, "300 accepted messages")
         redis_aof.stop()
+        # One send surely falls in the outage and one after it, however fast the senders are done: the API's log
+        # then has the loss and the recovery to show.
+        marks = [_note(http, sender, recipient, "during the outage")]
         time.sleep(2)  # sends go on meanwhile
         redis_aof.start()
         outcome = senders.join()
+        marks.append(_note(http, sender, recipient, "after the outage"))
         time.sleep(2 * POLL_EVERY)  # polls after the faults, on the same connection
         poller.stop()
-        entries = wait_for(lambda: _complete(mailbox(http, recipient), 600), 120,
-                           "the 600 notifications in the recipient's mailbox")
+        entries = wait_for(lambda: _complete(mailbox(http, recipient), 602), 120,
+                           "the 602 notifications in the recipient's mailbox")
     print(f"\n[requests across faults] sends accepted={len(outcome.accepted)} failed={len(outcome.failed)}; "
           f"polls answered={len(poller.statuses)} failed={len(poller.errors)} connections={poller.connections}")
     transport_failures = {mid: why for mid, why in outcome.failed.items() if not why.startswith(HTTP_ANSWERS)}
     assert not transport_failures, transport_failures
     assert not poller.errors, poller.errors
     assert poller.statuses and set(poller.statuses) == {200}, poller.statuses
-    assert sorted(mid for _, mid, _ in entries) == sorted(outcome.accepted)
+    assert sorted(mid for _, mid, _ in entries) == sorted([*outcome.accepted, *marks])
     assert len(outcome.accepted) == 600
     # What happened is in the API's log: the lost broker, and that it came back.
     for what in ("broker connection lost", "broker connection restored", "fanout listener reconnected"):
         assert log_lines(bus, "api", what), f"no {what!r} in the API log"
+
+
+def _note(http, sender: str, recipient: str, when: str) -> str:
+    """Send one notification (202 even with the broker down: the outbox sweep enqueues it); its message id."""
+    answer = http.post("/api/v1/messages", json={"from_sandbox": sender, "to_sandbox": recipient, "from_agent": "t",
+                                                 "message_type": "notification", "content": {"sent": when}})
+    assert answer.status_code == 202, answer.text
+    return answer.json()["message_id"]
 
 
 def _complete(entries: list, count: int) -> list | None:
