@@ -18,6 +18,7 @@ from app.models import ANY_CAPABLE, BROADCAST, Message, Role
 from app.services import audit, dead_letters, messages, policies, skills
 from app.services.admission import Admission
 from app.services.directory import Directory
+from app.services.enqueue_retry import EnqueueRetry
 from app.services.events import MESSAGE_ACCEPTED, MESSAGE_REFUSED, batched, event_notification
 from app.services.group_commit import GroupCommitter
 from app.services.guards import GuardLimits, SendGuards
@@ -78,6 +79,7 @@ class SendService:
         self.directory = directory
         self.admission = Admission(db, max_backlog)
         self.delivery = delivery
+        self.retry = EnqueueRetry(delivery)
         self.notifier = notifier
         self.max_content_bytes = max_content_bytes
         self.idempotency_window = idempotency_window
@@ -235,5 +237,7 @@ class SendService:
                 self.delivery.enqueue_many(message_ids, priority)
             else:
                 self.delivery.enqueue(message_ids, priority, expires_at)
-        except Exception as exc:  # durable already: the outbox sweep enqueues it later
-            log.warning("message(s) %s accepted but not enqueued (%s); the outbox sweep will retry", message_ids, exc)
+        except Exception as exc:  # durable already: enqueued again once the broker is back (else by the sweep)
+            log.warning("message(s) %s accepted but not enqueued (%s); enqueued again as soon as the broker is back",
+                        message_ids, exc)
+            self.retry.add(message_ids if isinstance(message_ids, list) else [message_ids], priority, expires_at)
