@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None, *, celery=None, start_listener:
     from app.api import BLUEPRINT_MODULES
     from app.api.errors import register_error_handlers
     from app.auth import authenticate_request, release_unauthenticated_socket
-    from app.broker import CeleryDeliveryQueue, CeleryLifecycleQueue, make_celery, transport_options
+    from app.broker import CeleryDeliveryQueue, CeleryLifecycleQueue, make_celery
     from app.context import BusContext
     from app.db import Database
     from app.fanout import FanoutListener, KombuNotifier
@@ -58,13 +58,12 @@ def create_app(settings: Settings | None = None, *, celery=None, start_listener:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)
 
     celery = celery or make_celery(settings)
-    options = transport_options(settings)
+    broker = settings.broker
     ctx = BusContext(
         settings=settings,
         db=Database(settings.database_url),
-        delivery=CeleryDeliveryQueue(celery, settings.broker_kind),
-        notifier=MetricsNotifier(KombuNotifier(settings.broker_url, settings.fanout_exchange, options,
-                                               settings.broker_kind)),
+        delivery=CeleryDeliveryQueue(celery, broker),
+        notifier=MetricsNotifier(KombuNotifier(broker, settings.fanout_exchange)),
         hub=Hub(on_change=OPEN_WEBSOCKETS.inc),
         lifecycle=CeleryLifecycleQueue(celery),
         policy=RedeliveryPolicy.from_settings(settings),
@@ -79,8 +78,7 @@ def create_app(settings: Settings | None = None, *, celery=None, start_listener:
         log.warning("AUTH_ENABLED=false: EVERY CALLER IS AN ADMIN. Use this for local trials only, never on a network.")
     app.extensions["bus"] = ctx
     if start_listener:
-        listener = FanoutListener(settings.broker_url, settings.fanout_exchange, ctx.hub.dispatch, options,
-                                  on_subscribed=ctx.hub.resync)
+        listener = FanoutListener(broker, settings.fanout_exchange, ctx.hub.dispatch, on_subscribed=ctx.hub.resync)
         listener.start()
         ctx.background.append(listener)
 
@@ -128,8 +126,6 @@ def _readiness(ctx) -> dict[str, str]:
     """"ok", or what went wrong, for the database and the broker."""
     from sqlalchemy import text
 
-    from app.broker import broker_reachable
-
     checks = {}
     try:
         with ctx.db.read() as session:
@@ -138,7 +134,7 @@ def _readiness(ctx) -> dict[str, str]:
     except Exception as exc:
         checks["database"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
     try:
-        broker_reachable(ctx.settings)
+        ctx.settings.broker.reachable()
         checks["broker"] = "ok"
     except Exception as exc:
         checks["broker"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
@@ -153,12 +149,11 @@ def _readiness(ctx) -> dict[str, str]:
 
 def _gauges(ctx) -> dict:
     """The gauges /metrics reads at scrape time: sandboxes by status, queue depths."""
-    from app.broker import queue_depths
     from app.services import registry
 
     gauges = {"collab_bus_sandboxes": ("Sandboxes by status.", registry.status_counts(ctx.db), "status")}
     try:
-        depths = queue_depths(ctx.settings)
+        depths = ctx.settings.broker.queue_depths()
     except Exception as exc:
         log.warning("could not read queue depths: %s", exc)
         depths = {}

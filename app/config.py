@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.brokers import NAMES, Broker, broker_for, kind_for_url, kind_named, known_schemes
 from app.config_fields import (
     ADDRESS,
     DELIVERY,
@@ -32,12 +33,9 @@ from app.config_fields import (
 from app.green import WORKER_CLASSES as API_WORKER_CLASSES
 from app.token_format import looks_like_jwt
 
-BACKENDS = ("memory", "redis", "rabbitmq")
 EDITIONS = ("community", "enterprise")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("text", "json")
-BROKER_SCHEMES = {"redis": "redis", "rediss": "redis", "redis+socket": "redis", "amqp": "rabbitmq",
-                  "amqps": "rabbitmq", "pyamqp": "rabbitmq", "memory": "memory"}
 MIN_ADMIN_KEY_LENGTH = 24
 MIN_JWT_SECRET_LENGTH = 32
 MAX_TRUSTED_PROXIES = 5
@@ -80,7 +78,7 @@ class Settings:
         help="SQLAlchemy URL of the database: SQLite (WAL mode; one machine) or PostgreSQL "
              "(`postgresql+psycopg://…`; needed by several API nodes).")
     message_backend: str = STORAGE.setting(
-        "memory", Choice(BACKENDS), envvar="MESSAGE_BACKEND",
+        "memory", Choice(NAMES), envvar="MESSAGE_BACKEND",
         help="The broker: `memory` (one process: `collab-bus up`), or `redis` or `rabbitmq` for `collab-bus api`, "
              "`worker` and `beat` as separate processes.")
     redis_url: str = STORAGE.setting(
@@ -300,11 +298,9 @@ class Settings:
                               "check sandbox tokens with the same secret")
         if self.admin_api_key is not None:
             _check_admin_key(self.admin_api_key)
-        scheme = self.broker_url.split("://", 1)[0] if "://" in self.broker_url else None
-        if scheme not in BROKER_SCHEMES:
-            name = "BROKER_URL" if self.broker_url_override else {"redis": "REDIS_URL", "rabbitmq": "RABBITMQ_URL",
-                                                                  "memory": "BROKER_URL"}[self.message_backend]
-            raise ConfigError(f"{name} must be a broker URL ({', '.join(s + '://' for s in BROKER_SCHEMES)}), "
+        if kind_for_url(self.broker_url) is None:
+            name = "BROKER_URL" if self.broker_url_override else kind_named(self.message_backend).url_setting
+            raise ConfigError(f"{name} must be a broker URL ({', '.join(s + '://' for s in known_schemes())}), "
                               f"got {self.broker_url!r}")
 
     @property
@@ -323,15 +319,12 @@ class Settings:
     @property
     def broker_url(self) -> str:
         """The Kombu URL of the broker: BROKER_URL when set, else the one implied by MESSAGE_BACKEND."""
-        if self.broker_url_override:
-            return self.broker_url_override
-        implied = {"memory": "memory://localhost/", "redis": self.redis_url, "rabbitmq": self.rabbitmq_url}
-        return implied[self.message_backend]
+        return self.broker_url_override or kind_named(self.message_backend).implied_url(self)
 
     @property
-    def broker_kind(self) -> str:
-        """Which kind of broker `broker_url` points at: memory, redis or rabbitmq."""
-        return BROKER_SCHEMES[self.broker_url.split("://", 1)[0]]
+    def broker(self) -> Broker:
+        """The kind of broker `broker_url` points at, as the object that answers for it (app/brokers/)."""
+        return broker_for(self)
 
     @property
     def ws_frame_limit(self) -> int:

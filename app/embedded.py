@@ -6,7 +6,7 @@ import logging
 import signal
 import threading
 
-from app.broker import BUS_QUEUES
+from app.brokers import BUS_QUEUES
 from app.config import Settings
 
 log = logging.getLogger(__name__)

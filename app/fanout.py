@@ -14,11 +14,15 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from kombu import Connection, Exchange, Queue
+from kombu import Exchange, Queue
 from kombu.pools import ProducerPool
 
 from app.services.events import MESSAGE_DEAD_LETTERED, unbatched
+
+if TYPE_CHECKING:
+    from app.brokers import Broker
 
 log = logging.getLogger(__name__)
 
@@ -31,19 +35,17 @@ PUBLISH_POOL_LIMIT = 200  # producers (each with its broker connection, opened w
 PUBLISH_WAIT = 15.0  # seconds a publisher waits for a free producer before the notification is dropped (logged)
 
 DEAD_LETTER_EXCHANGE = "collab.dead_letters"
-DEAD_LETTER_QUEUE_LENGTH = 10_000
 
 
-def dead_letter_queue(broker_kind: str) -> Queue | None:
-    """The capped queue where RabbitMQ keeps the latest dead-letter records for broker-side tools.
+def dead_letter_exchange() -> Exchange:
+    """The topic exchange `collab.dead_letters` that carries a record of each dead letter, routed by reason."""
+    return Exchange(DEAD_LETTER_EXCHANGE, type="topic", durable=True)
 
-    Other brokers get no queue (Redis cannot cap one): tools bind their own to the exchange.
-    """
-    if broker_kind != "rabbitmq":
-        return None
-    exchange = Exchange(DEAD_LETTER_EXCHANGE, type="topic", durable=True)
-    return Queue(DEAD_LETTER_EXCHANGE, exchange, routing_key="#", durable=True,
-                 queue_arguments={"x-max-length": DEAD_LETTER_QUEUE_LENGTH, "x-overflow": "drop-head"})
+
+def dead_letter_queue(broker: Broker) -> Queue | None:
+    """The queue where `broker` keeps the latest dead-letter records for broker-side tools (RabbitMQ caps one);
+    None when it keeps none (tools bind their own to the exchange)."""
+    return broker.dead_letter_queue(dead_letter_exchange())
 
 
 class KombuNotifier:
@@ -53,15 +55,14 @@ class KombuNotifier:
     `collab.dead_letters`, so broker-side tools see them.
     """
 
-    def __init__(self, broker_url: str, exchange_name: str, transport_options: dict | None = None,
-                 broker_kind: str = "memory"):
-        self.connection = Connection(broker_url, transport_options=transport_options or {})
+    def __init__(self, broker: Broker, exchange_name: str):
+        self.connection = broker.connection()
         # Our own pool, wider than kombu's global one (10): a gevent API process publishes from hundreds of
         # greenlets at once when sockets come and go, and kombu's raised LimitExceeded after its wait.
         self._producers = ProducerPool(self.connection.Pool(limit=PUBLISH_POOL_LIMIT), limit=PUBLISH_POOL_LIMIT)
         self.exchange = _exchange(exchange_name)
-        self.dead_letter_exchange = Exchange(DEAD_LETTER_EXCHANGE, type="topic", durable=True)
-        queue = dead_letter_queue(broker_kind)
+        self.dead_letter_exchange = dead_letter_exchange()
+        queue = dead_letter_queue(broker)
         self._dead_letter_declare = [self.dead_letter_exchange, *([queue] if queue else [])]
 
     def publish(self, notification: dict) -> None:
@@ -99,11 +100,10 @@ class FanoutListener(threading.Thread):
     (the hub then has open sockets read what they missed from the database).
     """
 
-    def __init__(self, broker_url: str, exchange_name: str, handler: Callable[[dict], None],
-                 transport_options: dict | None = None, on_subscribed: Callable[[], None] | None = None):
+    def __init__(self, broker: Broker, exchange_name: str, handler: Callable[[dict], None],
+                 on_subscribed: Callable[[], None] | None = None):
         super().__init__(name="fanout-listener", daemon=True)
-        self.broker_url = broker_url
-        self.transport_options = transport_options or {}
+        self.broker = broker
         self.exchange = _exchange(exchange_name)
         self.handler = handler
         self.on_subscribed = on_subscribed
@@ -131,7 +131,7 @@ class FanoutListener(threading.Thread):
 
     def _consume(self) -> None:
         queue = Queue(self.queue_name, self.exchange, routing_key="", exclusive=True, auto_delete=True, durable=False)
-        with Connection(self.broker_url, transport_options=self.transport_options) as conn:
+        with self.broker.connection() as conn:
             with conn.Consumer(queue, callbacks=[self._on_message], accept=["json"], no_ack=True):
                 self.ready.set()
                 self._backoff = 0.2

@@ -1,5 +1,5 @@
 """Names of the bus's keys in Redis (Kombu's transport, default separator) and the one-shot upgrade from the layout
-of earlier versions (run by `collab-bus db upgrade`, app.broker.upgrade_redis_layout).
+of earlier versions (run by `collab-bus db upgrade`, app.brokers.redis.RedisBroker.upgrade).
 
 The bus uses Kombu's own separator (`\\x06\\x16`), so Flower, `celery inspect` and `celery events`, started with
 the broker URL alone, read and write the same keys as the bus. Earlier versions set it to ":". That separator

@@ -19,7 +19,7 @@ CLI = str(Path(sys.executable).parent / "collab-bus")
 def test_defaults_follow_the_architecture_document():
     settings = Settings.from_env({})
     assert settings.database_url == "sqlite:///data/collab-bus.db"
-    assert settings.message_backend == "memory" and settings.broker_kind == "memory"
+    assert settings.message_backend == "memory" and settings.broker.name == "memory"
     assert (settings.host, settings.port, settings.max_content_bytes) == ("127.0.0.1", 8000, 256 * 1024)
 
 
@@ -36,11 +36,11 @@ def test_data_dir_moves_the_default_database():
 
 def test_broker_url_comes_from_backend_unless_overridden():
     redis = Settings.from_env({"MESSAGE_BACKEND": "redis", "REDIS_URL": "redis://h:1/2"})
-    assert redis.broker_url == "redis://h:1/2" and redis.broker_kind == "redis"
+    assert redis.broker_url == "redis://h:1/2" and redis.broker.name == "redis"
     rabbit = Settings.from_env({"MESSAGE_BACKEND": "rabbitmq"})
-    assert rabbit.broker_kind == "rabbitmq"
+    assert rabbit.broker.name == "rabbitmq"
     override = Settings.from_env({"MESSAGE_BACKEND": "redis", "BROKER_URL": "amqp://x//"})
-    assert override.broker_url == "amqp://x//" and override.broker_kind == "rabbitmq"
+    assert override.broker_url == "amqp://x//" and override.broker.name == "rabbitmq"
 
 
 @pytest.mark.parametrize("env, mentions", [

@@ -247,6 +247,7 @@ def test_dead_letters_reach_the_brokers_dead_letter_exchange(request, unique):
     from amqp.exceptions import NotFound
     from kombu import Connection
 
+    from app.config import Settings
     from app.fanout import dead_letter_queue
 
     rabbitmq = request.getfixturevalue("rabbitmq_server")
@@ -259,12 +260,13 @@ def test_dead_letters_reach_the_brokers_dead_letter_exchange(request, unique):
                 assert recv(ws)["seq"] == 1
                 ws.send(json.dumps({"type": "nack", "seq": 1, "reason": "cannot parse"}))
                 wait_dead_letter(http, message_id, "nacked")
+        broker = Settings.from_env({"MESSAGE_BACKEND": "rabbitmq", "RABBITMQ_URL": bus.env["RABBITMQ_URL"]}).broker
         with Connection(bus.env["RABBITMQ_URL"]) as conn:
             def fetch():
                 # The API publishes right after committing the dead letter: the queue (declared by that first
                 # publish) may not exist yet when the test looks.
                 try:
-                    return dead_letter_queue("rabbitmq")(conn.channel()).get(no_ack=True)
+                    return dead_letter_queue(broker)(conn.channel()).get(no_ack=True)
                 except NotFound:
                     return None
 

@@ -12,7 +12,8 @@ import threading
 import pytest
 import redis
 
-from app.broker import BUS_QUEUES, CeleryDeliveryQueue, make_celery, transport_options
+from app.broker import CeleryDeliveryQueue, make_celery
+from app.brokers import BUS_QUEUES
 from app.config import Settings
 from app.db import Database
 from app.redis_layout import BINDING_SETS, BINDINGS, SEP, queue_key, upgrade_former_layout
@@ -23,23 +24,23 @@ STEPS = list(range(10))
 UPGRADED = "Redis key layout upgraded"
 
 
-def former_bus_celery(redis_url: str):
+def former_bus_celery(settings: Settings):
     """A Celery client configured as an earlier bus configured its own: Kombu's separator set to ":"."""
-    settings = Settings.from_env({"MESSAGE_BACKEND": "redis", "REDIS_URL": redis_url})
     celery = make_celery(settings, name="former_bus")
-    celery.conf.broker_transport_options = {**transport_options(settings), "sep": ":"}
+    celery.conf.broker_transport_options = {**settings.broker.transport_options(), "sep": ":"}
     return celery
 
 
 def leave_former_state(redis_url: str, database: Database, sender: str, receiver: str, priorities) -> list[str]:
     """What an earlier bus leaves in Redis: its queues declared, a reply queue of `celery inspect`, and one deliver
     task per message (accepted in the database, never routed) waiting under the former list names."""
-    celery = former_bus_celery(redis_url)
+    settings = Settings.from_env({"MESSAGE_BACKEND": "redis", "REDIS_URL": redis_url})
+    celery = former_bus_celery(settings)
     with celery.connection_for_write() as connection:
         for queue in celery.amqp.queues.values():
             queue.bind(connection.default_channel).declare()
     celery.control.ping(timeout=0.2)  # no worker runs: nobody answers, the reply binding stays
-    queue = CeleryDeliveryQueue(celery, "redis")
+    queue = CeleryDeliveryQueue(celery, settings.broker)
     ids = []
     for priority in priorities:
         message = messages.accept(database, {

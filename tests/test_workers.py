@@ -6,16 +6,18 @@ import logging
 
 import pytest
 
-from app.broker import broker_priority, make_celery
+from app.broker import make_celery
 from app.config import Settings
 from tests.servers import bus_client, wait_for
 
 
 def test_protocol_priority_maps_onto_each_broker():
     # Celery on Redis pops 0 first: protocol 9 (highest) must become 0.
-    assert [broker_priority("redis", p) for p in (0, 5, 9)] == [9, 4, 0]
-    assert [broker_priority("rabbitmq", p) for p in (0, 5, 9)] == [0, 5, 9]
-    assert broker_priority("redis", 42) == 0 and broker_priority("redis", -3) == 9
+    redis = Settings.from_env({"MESSAGE_BACKEND": "redis"}).broker
+    rabbitmq = Settings.from_env({"MESSAGE_BACKEND": "rabbitmq"}).broker
+    assert [redis.priority(p) for p in (0, 5, 9)] == [9, 4, 0]
+    assert [rabbitmq.priority(p) for p in (0, 5, 9)] == [0, 5, 9]
+    assert redis.priority(42) == 0 and redis.priority(-3) == 9
 
 
 @pytest.mark.parametrize("bus", ["redis"], indirect=True)

@@ -9,7 +9,6 @@ from celery.signals import after_setup_logger, after_setup_task_logger, worker_r
 
 from app.broker import make_celery
 from app.config import Settings
-from workers.kombu_redis import close_redis_channels_when_the_broker_is_gone
 
 
 class QuietRoutineSweeps(logging.Filter):
@@ -30,8 +29,7 @@ settings = Settings.from_env()
 if settings.log_level != "DEBUG":  # LOG_LEVEL=DEBUG shows every line
     for _name in ("celery.beat", "celery.worker.strategy", "celery.app.trace"):
         logging.getLogger(_name).addFilter(QuietRoutineSweeps())
-if settings.broker_kind == "redis":
-    close_redis_channels_when_the_broker_is_gone()  # KombuMismatch (one line) on a kombu it was not checked on
+settings.broker.prepare_worker()  # e.g. the kombu workaround on Redis; ConfigError (one line) when it cannot be
 celery_app = make_celery(settings, name="collab_bus")
 celery_app.conf.include = ["workers.delivery", "workers.lifecycle", "workers.maintenance", "workers.engine_events"]
 

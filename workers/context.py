@@ -6,7 +6,7 @@ import threading
 from dataclasses import dataclass
 from functools import cached_property
 
-from app.broker import CeleryDeliveryQueue, CeleryLifecycleQueue, transport_options
+from app.broker import CeleryDeliveryQueue, CeleryLifecycleQueue
 from app.db import Database
 from app.fanout import KombuNotifier
 from app.metrics import MetricsNotifier
@@ -71,9 +71,8 @@ def worker_context() -> WorkerContext:
         if _context is None:
             _context = WorkerContext(
                 db=Database(settings.database_url),
-                notifier=MetricsNotifier(KombuNotifier(settings.broker_url, settings.fanout_exchange,
-                                                       transport_options(settings), settings.broker_kind)),
-                delivery=CeleryDeliveryQueue(celery_app, settings.broker_kind),
+                notifier=MetricsNotifier(KombuNotifier(settings.broker, settings.fanout_exchange)),
+                delivery=CeleryDeliveryQueue(celery_app, settings.broker),
                 policy=RedeliveryPolicy.from_settings(settings),
                 lifecycle_queue=CeleryLifecycleQueue(celery_app),
                 guards=GuardLimits.from_settings(settings),

@@ -9,7 +9,7 @@ from flask import Blueprint, jsonify, request
 
 from app.api.helpers import json_body
 from app.auth import current_actor, require
-from app.broker import queue_depths, workers_seen
+from app.broker import workers_seen
 from app.context import bus
 from app.schemas import load_or_raise, query_args
 from app.schemas.managed import CollaborationSandboxesQuery, DisconnectSchema
@@ -25,15 +25,15 @@ def status():
     that answer Celery's remote control (`null` where the broker cannot tell, with the reason in `unavailable`)."""
     require("collaboration.read")
     ctx = bus()
-    body, unavailable = collaboration.traffic(ctx.db), {}
+    body, unavailable, broker = collaboration.traffic(ctx.db), {}, ctx.settings.broker
     try:
-        body["queues"] = queue_depths(ctx.settings)
+        body["queues"] = broker.queue_depths()
     except Exception as exc:
         body["queues"], unavailable["queues"] = None, f"{type(exc).__name__}: {exc}"
     try:
-        body["workers"] = workers_seen(ctx.celery)
+        body["workers"] = workers_seen(ctx.celery, broker)
         if body["workers"] is None:
-            unavailable["workers"] = "the in-memory broker has no remote control (embedded mode)"
+            unavailable["workers"] = broker.no_remote_control
     except Exception as exc:
         body["workers"], unavailable["workers"] = None, f"{type(exc).__name__}: {exc}"
     return jsonify({**body, "unavailable": unavailable})

@@ -19,5 +19,5 @@ def get_configuration():
     in URLs are hidden."""
     require("configuration.read")
     ctx = bus()
-    return jsonify({"edition": ctx.settings.edition, "broker": ctx.settings.broker_kind,
+    return jsonify({"edition": ctx.settings.edition, "broker": ctx.settings.broker.name,
                     "settings": configuration.describe(ctx.settings)})

@@ -28,10 +28,9 @@ def db_upgrade(revision: str) -> None:
     configured = _settings()
     upgrade(configured, revision)
     click.echo(f"database {describe_database(configured)} at {revision}")
-    if configured.broker_kind == "redis":
-        from app.broker import upgrade_redis_layout
-
-        click.echo(upgrade_redis_layout(configured).summary())
+    upgraded = configured.broker.upgrade()  # Redis: the key layout of earlier versions
+    if upgraded:
+        click.echo(upgraded)
 
 
 @db.command("downgrade", context_settings={"ignore_unknown_options": True})

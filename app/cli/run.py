@@ -104,9 +104,9 @@ def up(host: str | None, port: str | None, data_dir: str, worker_threads: int, c
     """
     settings = _settings(HOST=host, PORT=port, DATA_DIR=data_dir)
     keep_single_process()  # one process: its metrics stay in memory
-    if settings.broker_kind != "memory":
+    if settings.broker.shared:
         raise ConfigError("`collab-bus up` runs on the in-memory broker; use `collab-bus api` and `collab-bus worker` "
-                          f"for {settings.broker_kind}")
+                          f"for {settings.broker.name}")
     tls = _tls(certfile, keyfile)
     check_listen(settings.host, settings.port)
     from app.embedded import EmbeddedBus
@@ -140,7 +140,7 @@ def api(host: str | None, port: str | None, processes: int, threads: int, migrat
     the earlier version left under its former Redis key names).
     """
     settings = _settings(HOST=host, PORT=port)
-    if settings.broker_kind == "memory":
+    if not settings.broker.shared:
         raise ConfigError("`collab-bus api` needs a shared broker (MESSAGE_BACKEND=redis or rabbitmq); "
                           "for a single process use `collab-bus up`")
     tls = _tls(certfile, keyfile)
@@ -152,7 +152,7 @@ def api(host: str | None, port: str | None, processes: int, threads: int, migrat
     admin_key = _bootstrap_admin_key(settings)
     scheme = "https" if tls else "http"
     print_banner(f"Collaboration Bus API starting on {scheme}://{host_port(settings.host, settings.port)}  (database "
-                 f"{describe_database(settings)}; broker {settings.broker_kind}; {processes} process(es))",
+                 f"{describe_database(settings)}; broker {settings.broker.name}; {processes} process(es))",
                  settings, scheme, admin_key)
     from app.server import serve
 

@@ -116,25 +116,23 @@ def status(bus: Bus, inspect_timeout: float, as_json: bool) -> None:
         problems.append("dead letters")
 
     # The broker and workers of the environment.
-    from app.broker import broker_reachable, queue_report
-
-    settings = Settings.from_env()
-    kind = settings.broker_kind
-    report["broker"] = {"kind": kind, "url": _safe_broker_url(settings.broker_url)}
-    if kind == "memory":
-        lines.append(("broker", "in-memory (MESSAGE_BACKEND=memory): embedded worker (in the API process)"))
+    broker = Settings.from_env().broker
+    kind = broker.name
+    report["broker"] = {"kind": kind, "url": _safe_broker_url(broker.url)}
+    if not broker.shared:
+        lines.append(("broker", f"{broker.describe()}: embedded worker (in the API process)"))
         report["workers"] = "embedded"
     else:
         try:
-            broker_reachable(settings, inspect_timeout)
+            broker.reachable(inspect_timeout)
         except Exception as exc:  # noqa: BLE001 - any failure to connect is reported as one line
             report["broker"]["reachable"] = False
             report["broker"]["error"] = reason(exc)
-            lines.append(("broker", f"{kind} {_safe_broker_url(settings.broker_url)} UNREACHABLE: {reason(exc)}"))
+            lines.append(("broker", f"{kind} {_safe_broker_url(broker.url)} UNREACHABLE: {reason(exc)}"))
             problems.append("broker")
         else:
             report["broker"]["reachable"] = True
-            lines.append(("broker", f"{kind} {_safe_broker_url(settings.broker_url)} reachable"))
+            lines.append(("broker", f"{kind} {_safe_broker_url(broker.url)} reachable"))
             try:
                 workers = _workers(inspect_timeout)
             except Exception as exc:  # noqa: BLE001
@@ -149,7 +147,7 @@ def status(bus: Bus, inspect_timeout: float, as_json: bool) -> None:
                 lines.append(("workers", f"NONE answered ping within {inspect_timeout:g} s"))
                 problems.append("workers")
             try:
-                depths = queue_report(settings, inspect_timeout)
+                depths = broker.queue_report(inspect_timeout)
                 report["queue_depths"] = depths
                 for queue, depth in depths["queues"].items():
                     if depth is None:

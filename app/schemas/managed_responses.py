@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from marshmallow import fields, validate
 
+from app.brokers import NAMES
 from app.models import SandboxState
 from app.schemas.responses import SANDBOX_STATUSES, FreeObject, Int, ResponseSchema, Str, Timestamp
 
@@ -164,5 +165,5 @@ class ConfigurationSchema(ResponseSchema):
     """The answering API node's settings, by environment variable, with secrets hidden."""
 
     edition = Str(validate=validate.OneOf(("community", "enterprise")))
-    broker = Str(validate=validate.OneOf(("memory", "redis", "rabbitmq")))
+    broker = Str(validate=validate.OneOf(NAMES))
     settings = fields.List(fields.Nested(_SettingSchema), required=True)

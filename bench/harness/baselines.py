@@ -118,7 +118,7 @@ def _wait_for_count(client: redis.Redis, key: str, target: int, timeout: float, 
 def bench_celery(redis_server, count: int, workers: int = 1, pool: str = "threads", concurrency: int = 4,
                  timeout: float = 120.0) -> CeleryResult:
     """The no-op task through Celery on `redis_server` (a Redis database no bus uses) with `workers` processes."""
-    from app.broker import broker_priority, make_celery
+    from app.broker import make_celery
     from app.config import Settings
 
     database = BusProcess._claim_redis_database()
@@ -126,8 +126,9 @@ def bench_celery(redis_server, count: int, workers: int = 1, pool: str = "thread
     key = f"bench:noop:{uuid.uuid4().hex[:8]}"
     label = f"{workers} worker{'s' if workers > 1 else ''} -P {pool}" + (f" -c {concurrency}" if pool != "solo" else "")
     client = redis.Redis.from_url(redis_url)
-    producer = make_celery(Settings.from_env({"MESSAGE_BACKEND": "redis", "REDIS_URL": redis_url}), name="bench_noop")
-    priority = broker_priority("redis", PROTOCOL_PRIORITY)
+    settings = Settings.from_env({"MESSAGE_BACKEND": "redis", "REDIS_URL": redis_url})
+    producer = make_celery(settings, name="bench_noop")
+    priority = settings.broker.priority(PROTOCOL_PRIORITY)
 
     def send(n: int) -> float:
         start = time.perf_counter()
