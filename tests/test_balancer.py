@@ -33,7 +33,7 @@ from aintandem_agent_sdk import (
     ContainerAgentConfig,
     MessageType,
 )
-from tests.balancer import HAProxy
+from tests.balancer import BACKEND, HAProxy
 from tests.servers import TEST_ADMIN_KEY, BusProcess, RedisServer, bus_client, wait_for, ws_connect
 
 NODES = {"api-1": "api", "api-2": "api2"}  # the shipped file's server name -> the BusProcess's API process
@@ -191,6 +191,24 @@ def _idle(ws, seconds: float) -> float | None:
         except ConnectionClosed:
             return time.monotonic() - started
     return None
+
+
+def test_the_bus_sees_the_address_haproxy_saw_not_one_the_client_claims(cluster):
+    """`option forwardfor` with TRUSTED_PROXIES=1: a client on 127.0.0.2 that sends its own X-Forwarded-For is
+    audited (a failed authentication) under 127.0.0.2, the address HAProxy saw; not under the one it claimed, nor
+    under HAProxy's own 127.0.0.1."""
+    target = f"/api/v1/sandboxes/xff-{uuid.uuid4().hex[:6]}"
+    transport = httpx.HTTPTransport(local_address="127.0.0.2")
+    with httpx.Client(base_url=cluster.haproxy.url, transport=transport, timeout=10) as anonymous:
+        answer = anonymous.get(target, headers={"X-Forwarded-For": "203.0.113.9"})
+    assert answer.status_code == 401, answer.text
+    with bus_client(cluster.haproxy.url) as admin:
+        def audited() -> list[str]:
+            page = admin.get("/api/v1/audit", params={"action": "auth.failed", "limit": 1000}).json()
+            return [event["remote_addr"] for event in page["events"] if event["target"] == target]
+
+        addresses = wait_for(audited, 10, f"the failed authentication on {target} in the audit trail")
+    assert addresses == ["127.0.0.2"], addresses
 
 
 # ------------------------------------------------------------------------------------- b, c: faults under load
@@ -352,12 +370,43 @@ async def _eventually(predicate, what: str, timeout: float = EVENTUALLY) -> None
         await asyncio.sleep(0.05)
 
 
-def _balancer_notes(haproxy: HAProxy) -> list[str]:
-    servers = haproxy.servers()
-    lines = ["HAProxy per node: " + ", ".join(
-        f"{name} sessions={row['stot']} 5xx={row['hrsp_5xx']} srv_abrt={row['srv_abrt']} status={row['status']}"
-        for name, row in servers.items()) + f"; backend 5xx={haproxy.backend()['hrsp_5xx']}"]
-    return lines + [f"HAProxy logged: {line}" for line in haproxy.log_lines(" 50", " 502 ", " 503 ", " 504 ")[-10:]]
+COUNTERS = ("hrsp_5xx", "econ", "eresp", "wretr", "wredis", "cli_abrt", "srv_abrt")
+
+
+class BalancerWatch:
+    """What HAProxy saw from here on: its backend's counters (5xx it answered, connection and response errors,
+    retries, redispatches, aborts) and the log lines of failed requests."""
+
+    def __init__(self, haproxy: HAProxy):
+        self.haproxy = haproxy
+        self.before = self._counters()
+        self.log_offset = len(haproxy.logs())
+
+    def _counters(self) -> dict[str, int]:
+        backend = self.haproxy.backend()
+        return {name: int(backend[name] or 0) for name in COUNTERS}
+
+    def counts(self) -> dict[str, int]:
+        return {name: value - self.before[name] for name, value in self._counters().items()}
+
+    def requests(self) -> list[tuple[int, str, str]]:
+        """(status, termination state, line) of each request HAProxy logged from here on (status -1: none)."""
+        found = []
+        for line in self.haproxy.logs()[self.log_offset:].splitlines():
+            match = re.search(r"\] bus \S+ \S+ (-?\d+) \d+ - - (\S{4}) ", line)
+            if match:
+                found.append((int(match.group(1)), match.group(2), line))
+        return found
+
+    def failed_requests(self) -> list[str]:
+        """Log lines of requests HAProxy answered 5xx, or ended with no answer at all."""
+        return [line for status, _, line in self.requests() if status >= 500 or status < 0]
+
+    def notes(self) -> list[str]:
+        unusual = [line for status, state, line in self.requests() if status >= 500 or status < 0
+                   or (status != 101 and state != "----")]  # sockets (101) end closed by either side
+        return [f"HAProxy backend counters during the run: {self.counts()}",
+                *(f"HAProxy logged: {line}" for line in unusual[:12])]
 
 
 def test_kill_9_of_the_node_holding_the_receivers_socket(cluster):
@@ -374,37 +423,54 @@ def test_kill_9_of_the_node_holding_the_receivers_socket(cluster):
         await asyncio.sleep(3)  # traffic goes on on the survivor
         return [f"killed {node}; HAProxy had it DOWN after {time.monotonic() - killed_at - 3:.1f}s + 3 s of traffic"]
 
-    started = time.monotonic()
+    started, watch = time.monotonic(), BalancerWatch(haproxy)
     try:
         traffic, notes = asyncio.run(asyncio.wait_for(_run(cluster, "kill -9", kill), 150))
     finally:
         _restore(cluster)
-    traffic.report("kill -9 node", time.monotonic() - started, *notes, *_balancer_notes(haproxy))
+    traffic.report("kill -9 node", time.monotonic() - started, *notes, *watch.notes())
     traffic.assert_exactly_once()
     assert traffic.reconnects[traffic.receiver_agent.sandbox_id] >= 1  # it was on the killed node
 
 
-def test_rolling_restart_with_sigterm(cluster):
+@pytest.mark.parametrize("drain", [False, True], ids=["sigterm", "drain-then-sigterm"])
+def test_rolling_restart(cluster, drain):
     """Each node in turn is stopped with SIGTERM (gunicorn's graceful stop), started again, and waited for until
-    HAProxy has it UP, under the same traffic: nothing lost, nothing handled twice, every request answered."""
+    HAProxy has it UP, under the same traffic: nothing lost, nothing handled twice, every request answered. With
+    `drain`, the shipped file's gentlest procedure: the node is first set to drain through the runtime API (no new
+    connection goes to it) and back to ready after its restart; then HAProxy answers no request with an error."""
     bus, haproxy = cluster.bus, cluster.haproxy
 
     async def rolling(traffic: Traffic, node: str) -> list[str]:
         notes = []
         for server, name in NODES.items():
             stopped_at = time.monotonic()
-            await asyncio.to_thread(bus.restart_api, name, signal.SIGTERM)
-            await asyncio.to_thread(haproxy.wait_status, server, "UP")
-            notes.append(f"{name}: SIGTERM to UP again in HAProxy {time.monotonic() - stopped_at:.1f}s")
+            await asyncio.to_thread(_restart_node, haproxy, bus, server, name, drain)
+            notes.append(f"{name}: {'drain, ' if drain else ''}SIGTERM to UP again in HAProxy "
+                         f"{time.monotonic() - stopped_at:.1f}s")
         return notes
 
-    started = time.monotonic()
+    what = f"rolling restart{', drained first' if drain else ''}"
+    started, watch = time.monotonic(), BalancerWatch(haproxy)
     try:
-        traffic, notes = asyncio.run(asyncio.wait_for(_run(cluster, "rolling restart", rolling), 150))
+        traffic, notes = asyncio.run(asyncio.wait_for(_run(cluster, what, rolling), 150))
     finally:
         _restore(cluster)
-    traffic.report("rolling restart", time.monotonic() - started, *notes, *_balancer_notes(haproxy))
+    traffic.report(what, time.monotonic() - started, *notes, *watch.notes())
     traffic.assert_exactly_once()
+    if drain:
+        assert watch.counts()["hrsp_5xx"] == 0 and not watch.failed_requests(), watch.notes()
+
+
+def _restart_node(haproxy: HAProxy, bus: BusProcess, server: str, node: str, drain: bool) -> None:
+    """SIGTERM API process `node` and start it again; wait until HAProxy has it UP. With `drain`, set it to drain
+    first and back to ready after the restart."""
+    if drain:
+        haproxy.runtime(f"set server {BACKEND}/{server} state drain")
+    bus.restart_api(node, signal.SIGTERM)
+    if drain:
+        haproxy.runtime(f"set server {BACKEND}/{server} state ready")
+    haproxy.wait_status(server, "UP")
 
 
 def _restore(cluster: Cluster) -> None:
