@@ -148,15 +148,17 @@ def _readiness(ctx) -> dict[str, str]:
 
 
 def _gauges(ctx) -> dict:
-    """The gauges /metrics reads at scrape time: sandboxes by status, queue depths."""
+    """The gauges /metrics reads at scrape time: sandboxes by status, queue depths, whether the broker answered."""
     from app.services import registry
 
     gauges = {"collab_bus_sandboxes": ("Sandboxes by status.", registry.status_counts(ctx.db), "status")}
     try:
-        depths = ctx.settings.broker.queue_depths()
+        depths, reached = ctx.settings.broker.queue_depths(), 1
     except Exception as exc:
         log.warning("could not read queue depths: %s", exc)
-        depths = {}
+        depths, reached = {}, 0
+    gauges["collab_bus_broker_up"] = ("1 when this API node reached the broker at this scrape, else 0.",
+                                      {None: reached}, None)
     if depths:
         gauges["collab_bus_queue_depth"] = ("Tasks waiting in each Celery queue.", depths, "queue")
     return gauges

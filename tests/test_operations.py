@@ -28,14 +28,16 @@ def value(samples: dict, name: str, **labels) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def test_readyz_names_the_broker_while_redis_is_down_and_recovers():
+def test_readyz_and_the_broker_gauge_name_the_broker_while_redis_is_down_and_recover():
     redis = RedisServer()
     bus = BusProcess("redis", redis_url=redis.url)
     try:
         ready = httpx.get(f"{bus.url}/readyz", timeout=10)
         assert ready.status_code == 200 and ready.json() == {"status": "ready",
                                                              "checks": {"database": "ok", "broker": "ok"}}
+        assert value(scrape(bus.url), "collab_bus_broker_up") == 1
         redis.stop()
+        assert value(scrape(bus.url), "collab_bus_broker_up") == 0  # what CollabBusBrokerUnreachable watches
         down = httpx.get(f"{bus.url}/readyz", timeout=30)
         assert down.status_code == 503, down.text
         error = down.json()["error"]
@@ -44,6 +46,7 @@ def test_readyz_names_the_broker_while_redis_is_down_and_recovers():
         assert httpx.get(f"{bus.url}/healthz", timeout=10).status_code == 200  # alive, just not ready
         redis.start()
         wait_for(lambda: httpx.get(f"{bus.url}/readyz", timeout=10).status_code == 200, 30, "ready again")
+        assert value(scrape(bus.url), "collab_bus_broker_up") == 1
     finally:
         bus.cleanup()
         redis.cleanup()
