@@ -80,8 +80,14 @@ def close_sockets_on_sigterm(worker) -> None:
 
 def _stop_accepting_gevent() -> None:
     """Stop this gevent worker's servers accepting, so reconnecting clients land on another worker (after a
-    SIGHUP reload: the new ones) rather than on this stopping one. gunicorn keeps its StreamServers in a local
-    of its run loop, so they are found among the live objects (once, at the stop). Never blocks."""
+    SIGHUP reload: the new ones) or, behind a balancer, on another node, rather than on this stopping one.
+
+    The connections the kernel already queued on the listening socket are taken and served, then this process's
+    copy of the socket is closed at once, with no pause between the two: once the master and every worker have
+    closed theirs (gunicorn's master closes its own first), the kernel refuses new connections, which a balancer
+    retries elsewhere, instead of queueing them for a worker that never accepts them and resetting them when it
+    exits (a 502 for a request the balancer had already sent). gunicorn keeps its StreamServers in a local of its
+    run loop, so they are found among the live objects (once, at the stop). Never blocks."""
     import gc
 
     from gevent.server import StreamServer
@@ -89,6 +95,25 @@ def _stop_accepting_gevent() -> None:
     for candidate in gc.get_objects():
         if isinstance(candidate, StreamServer):
             candidate.stop_accepting()
+            _serve_queued_and_close(candidate)
+
+
+def _serve_queued_and_close(server) -> None:
+    """Accept and hand to `server`'s handler every connection already queued on its listening socket, then close
+    this process's copy of that socket."""
+    try:
+        while not server.full():
+            try:
+                accepted = server.do_read()
+            except BlockingIOError:
+                break
+            if not accepted:
+                break
+            server.do_handle(*accepted)
+    except OSError as exc:  # the socket is gone already: nothing was queued for this worker
+        log.debug("taking the queued connections at stop: %s", exc)
+    finally:
+        server.socket.close()
 
 
 def raise_open_files_limit(wanted: int) -> int:
