@@ -10,20 +10,26 @@ from tests.servers import BusProcess, RedisServer, bus_client, wait_for
 SWEEP = {"OUTBOX_SWEEP_INTERVAL": "0.5", "OUTBOX_SWEEP_AFTER": "0.5"}
 
 
+def send_during_outage(http, redis: RedisServer, unique, message_type: str) -> tuple[str, list[str]]:
+    """Register a sender and a recipient, stop Redis and send five messages (each answered 202); the recipient and
+    the accepted message ids. Redis stays stopped."""
+    a, b = unique("a"), unique("b")
+    for sandbox in (a, b):
+        assert http.post("/api/v1/sandboxes/register", json={"sandbox_id": sandbox}).status_code == 201
+    redis.stop()
+    answers = [http.post("/api/v1/messages", json={
+        "from_sandbox": a, "to_sandbox": b, "from_agent": "x", "message_type": message_type,
+        "content": {"i": i}}) for i in range(5)]
+    assert [r.status_code for r in answers] == [202] * 5, [r.text for r in answers]
+    return b, [r.json()["message_id"] for r in answers]
+
+
 def test_sends_during_a_redis_outage_are_accepted_and_delivered_after(unique):
     redis = RedisServer()
     bus = BusProcess("redis", redis_url=redis.url, with_beat=True, extra_env=SWEEP)
     try:
         with bus_client(bus.url, timeout=30) as http:
-            a, b = unique("a"), unique("b")
-            for sandbox in (a, b):
-                assert http.post("/api/v1/sandboxes/register", json={"sandbox_id": sandbox}).status_code == 201
-            redis.stop()
-            answers = [http.post("/api/v1/messages", json={
-                "from_sandbox": a, "to_sandbox": b, "from_agent": "x", "message_type": "request",
-                "content": {"i": i}}) for i in range(5)]
-            assert [r.status_code for r in answers] == [202] * 5, [r.text for r in answers]
-            accepted = [r.json()["message_id"] for r in answers]
+            b, accepted = send_during_outage(http, redis, unique, "request")
             assert all(http.get(f"/api/v1/messages/{m}").json()["status"] == "accepted" for m in accepted)
 
             redis.start()
@@ -46,15 +52,7 @@ def test_a_node_enqueues_what_the_broker_missed_as_soon_as_it_is_back(unique):
     bus = BusProcess("redis", redis_url=redis.url, with_beat=True, extra_env={"OUTBOX_SWEEP_AFTER": "3600"})
     try:
         with bus_client(bus.url, timeout=30) as http:
-            a, b = unique("a"), unique("b")
-            for sandbox in (a, b):
-                assert http.post("/api/v1/sandboxes/register", json={"sandbox_id": sandbox}).status_code == 201
-            redis.stop()
-            answers = [http.post("/api/v1/messages", json={
-                "from_sandbox": a, "to_sandbox": b, "from_agent": "x", "message_type": "notification",
-                "content": {"i": i}}) for i in range(5)]
-            assert [r.status_code for r in answers] == [202] * 5, [r.text for r in answers]
-            accepted = [r.json()["message_id"] for r in answers]
+            b, accepted = send_during_outage(http, redis, unique, "notification")
             time.sleep(1)
             redis.start()
             back = time.monotonic()
