@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None, *, celery=None, start_listener:
         db=Database(settings.database_url),
         delivery=CeleryDeliveryQueue(celery, broker),
         notifier=MetricsNotifier(KombuNotifier(broker, settings.fanout_exchange)),
-        hub=Hub(on_change=OPEN_WEBSOCKETS.inc),
+        hub=Hub(on_change=OPEN_WEBSOCKETS.inc, event_log=broker.event_log()),
         lifecycle=CeleryLifecycleQueue(celery),
         policy=RedeliveryPolicy.from_settings(settings),
         jwt_secret=auth.jwt_secret(settings.auth_jwt_secret, settings.data_dir / "jwt-secret"),

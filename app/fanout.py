@@ -57,6 +57,7 @@ class KombuNotifier:
 
     def __init__(self, broker: Broker, exchange_name: str):
         self.connection = broker.connection()
+        self.event_log = broker.event_log()  # a shared one stamps each event with its id before it is published
         # Our own pool, wider than kombu's global one (10): a gevent API process publishes from hundreds of
         # greenlets at once when sockets come and go, and kombu's raised LimitExceeded after its wait.
         self._producers = ProducerPool(self.connection.Pool(limit=PUBLISH_POOL_LIMIT), limit=PUBLISH_POOL_LIMIT)
@@ -66,7 +67,9 @@ class KombuNotifier:
         self._dead_letter_declare = [self.dead_letter_exchange, *([queue] if queue else [])]
 
     def publish(self, notification: dict) -> None:
-        """Send `notification` to every listening API process (best effort)."""
+        """Send `notification` to every listening API process (best effort); a shared event log first gives the
+        events it carries their ids."""
+        notification = self.event_log.stamp(notification)
         self._send(notification, self.exchange, "", [self.exchange], delivery_mode="transient")
         for item in unbatched(notification):
             event = item.get("event") if item.get("kind") == "event" else None

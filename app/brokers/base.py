@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from kombu import Connection, Exchange, Queue
 
     from app.config import Settings
+    from app.services.event_log import EventLogPort
 
 PROTOCOL_MAX_PRIORITY = 9  # the protocol's priorities run 0-9, 9 highest
 BUS_QUEUES = ("delivery", "lifecycle", "maintenance")  # the Celery queues of the bus (celeryconfig.task_queues)
@@ -98,6 +99,14 @@ class Broker:
         for broker-side tools, declared with the exchange by whoever publishes; None: no such queue (tools bind
         their own to the exchange)."""
         return None
+
+    def event_log(self) -> EventLogPort:
+        """The log of system events for the events sockets (`/ws/events?since=`) and for publishers to stamp
+        events in. Here: one per process (`EventLog`), so an events socket resumes only on the API process that
+        served it, within that process's life."""
+        from app.services.event_log import EventLog
+
+        return EventLog()
 
     def prepare_worker(self) -> None:
         """Make this process fit to run a Celery worker on the broker (workers/celery_app.py calls it first); raise

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from app.brokers.base import BUS_QUEUES, PROTOCOL_MAX_PRIORITY, Broker
 
 if TYPE_CHECKING:
+    from app.brokers.redis_events import RedisEventLog
     from app.config import Settings
 
 
@@ -54,6 +55,14 @@ class RedisBroker(Broker):
             return {"queues": depths, "unacked": client.hlen(prefix + "unacked")}
         finally:
             client.close()
+
+    def event_log(self) -> RedisEventLog:
+        """One Redis stream every node shares, `<key prefix><FANOUT_EXCHANGE>.events` in the broker's database,
+        bounded to about the last 10,000 events: an events socket resumes on any API node, and after a restart."""
+        from app.brokers.redis_events import RedisEventLog
+
+        prefix = self._layout()[1]
+        return RedisEventLog(lambda: self._client(2.0), f"{prefix}{self.settings.fanout_exchange}.events")
 
     def prepare_worker(self) -> None:
         """Apply the workaround for kombu's Redis transport (workers/kombu_redis.py); KombuMismatch (one line) on a

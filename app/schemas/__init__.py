@@ -144,7 +144,7 @@ class EventsQuery(StrictSchema):
     """Where an events socket resumes: after the event `since` (an `id` of an earlier `event` frame)."""
 
     since = fields.String(load_default=None, validate=validate.Regexp(
-        EVENT_ID, error="must be the id of an event frame (`<12 hex digits>-<number>`)"))
+        EVENT_ID, error="must be the id of an event frame (`<12 hex digits>-<number>` or `<number>-<number>`)"))
 
 
 class AckSchema(StrictSchema):

@@ -1,5 +1,11 @@
-"""The recent system events of one API process, numbered, so an events socket that reconnects can resume from the
-last event it saw instead of losing what passed while it was away."""
+"""The log of recent system events the events sockets serve, so an events socket that reconnects can resume from
+the last event it saw instead of losing what passed while it was away.
+
+Two kinds of log answer the same questions (the hub, app/ws/hub.py, does not know which it has): `EventLog` here
+keeps the events of one API process and numbers them as they reach it; a shared log (the Redis stream of
+app/brokers/redis_events.py) gives each event its id once, where it is published, so every API process sends it
+with that id and resumes from it. The broker kind picks one (`Broker.event_log`).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,36 @@ import json
 import re
 import uuid
 from collections import deque
+from typing import Protocol
 
 EVENTS_KEPT = 10_000
-EVENT_ID = re.compile(r"^(?P<epoch>[0-9a-f]{12})-(?P<number>[0-9]{1,18})$")
+EVENT_ID = re.compile(r"^(?:(?P<epoch>[0-9a-f]{12})-(?P<number>[0-9]{1,18})|[0-9]{1,20}-[0-9]{1,20})$")
+"""An event id: `<epoch>-<n>` of a per-process log, or a Redis stream id `<ms>-<seq>` of a shared one."""
+
+
+class EventLogPort(Protocol):
+    """What the hub and the publishers (app/fanout.py's KombuNotifier) ask of an event log."""
+
+    def stamp(self, notification: dict) -> dict:
+        """`notification`, its events given their ids when the log is shared (before it is published)."""
+
+    @property
+    def last_id(self) -> str | None:
+        """The id of the newest event, None before any."""
+
+    def record(self, event: dict, event_id: str | None = None) -> str | None:
+        """Note `event` (which reached this API process with the id its publisher stamped) and return its id."""
+
+    def frame(self, event_id: str | None, event: dict) -> str:
+        """The `event` frame of `event` with id `event_id`."""
+
+    def replay(self, event_id: str) -> tuple[list[tuple[str, str]], str | None]:
+        """The events after `event_id` as `(id, frame)` in order, and None; or none and why (the `missed` text)."""
+
+
+def event_frame(event_id: str | None, event: dict) -> str:
+    """The `event` frame of `event` (`{"event", "data", "timestamp"}`) with id `event_id`, as sent on the socket."""
+    return json.dumps({"type": "event", "id": event_id, **event}, separators=(",", ":"))
 
 
 class EventLog:
@@ -22,10 +55,19 @@ class EventLog:
         self._count = 0
         self._recent: deque[tuple[int, dict]] = deque(maxlen=kept)
 
+    def stamp(self, notification: dict) -> dict:
+        """`notification` as it is: the API processes number the events themselves (`record`)."""
+        return notification
+
     @property
     def last_id(self) -> str | None:
         """The id of the newest event, or None before the first."""
         return f"{self.epoch}-{self._count}" if self._count else None
+
+    def record(self, event: dict, event_id: str | None = None) -> str:
+        """Keep `event`, which just reached this process, and return its id (a publisher's `event_id` is never
+        given to a per-process log: ignored)."""
+        return self.append(event)
 
     def append(self, event: dict) -> str:
         """Number `event` (`{"event", "data", "timestamp"}`) and keep it; its frame is made only when asked."""
@@ -33,25 +75,26 @@ class EventLog:
         self._recent.append((self._count, event))
         return f"{self.epoch}-{self._count}"
 
-    def frame(self, number: int, event: dict) -> str:
-        """The `event` frame of event `number`, as sent on the socket."""
-        return json.dumps({"type": "event", "id": f"{self.epoch}-{number}", **event}, separators=(",", ":"))
-
-    def newest_frame(self) -> str:
-        """The frame of the event appended last."""
-        number, event = self._recent[-1]
-        return self.frame(number, event)
+    def frame(self, event_id: str | None, event: dict) -> str:
+        """The `event` frame of `event` with id `event_id`, as sent on the socket."""
+        return event_frame(event_id, event)
 
     def after(self, event_id: str) -> tuple[list[str], str | None]:
         """The frames of the events after `event_id`, and None; or no frames and why they cannot be given (the id
         is from another process or life of it, or older than what is kept). `event_id` must match EVENT_ID."""
+        frames, missed = self.replay(event_id)
+        return [frame for _, frame in frames], missed
+
+    def replay(self, event_id: str) -> tuple[list[tuple[str, str]], str | None]:
+        """As `after`, each frame with its event's id."""
         found = EVENT_ID.match(event_id)
-        epoch, number = found["epoch"], int(found["number"])
-        if epoch != self.epoch:
+        if found is None or found["epoch"] != self.epoch:
             return [], "the event id is from another API process, or from before this one restarted"
+        number = int(found["number"])
         if number > self._count:
             return [], "the event id is newer than any event of this process"
         oldest = self._recent[0][0] if self._recent else self._count + 1
         if number < oldest - 1:
             return [], f"the events after it are no longer kept (the last {self._recent.maxlen} are)"
-        return [self.frame(n, event) for n, event in self._recent if n > number], None
+        return [(f"{self.epoch}-{n}", self.frame(f"{self.epoch}-{n}", event))
+                for n, event in self._recent if n > number], None

@@ -20,12 +20,37 @@ REQUEST_UNANSWERED = "request.unanswered"
 SANDBOX_WAKING = "sandbox.waking"  # a message arrived for a stopped managed sandbox: it is being started
 SANDBOX_STATE_CHANGED = "sandbox.state_changed"  # a managed sandbox's container moved (creating, running, error, ...)
 
+MAX_RECIPIENTS_IN_EVENT = 100  # recipients listed in a message.delivered event (recipient_count has them all)
 BATCH_SIZE = 100  # notifications per fanout publish (a redelivery carries its message: keep publishes moderate)
 
 
 def event_notification(name: str, **data) -> dict:
     """A notification that carries one system event to the /ws/events sockets of every API process."""
     return {"kind": "event", "event": {"event": name, "data": data, "timestamp": time.time()}}
+
+
+def delivered_event(message: dict, recipients: list) -> dict:
+    """The message.delivered event of an entries notification: `message` now sits in the mailboxes of
+    `recipients` (`[sandbox_id, seq]` pairs)."""
+    return {"event": MESSAGE_DELIVERED,
+            "data": {"message_id": message["message_id"], "to_sandbox": message["to_sandbox"],
+                     "recipient_count": len(recipients),
+                     "recipients": [r[0] for r in recipients[:MAX_RECIPIENTS_IN_EVENT]]},
+            "timestamp": time.time()}
+
+
+def event_of(notification: dict) -> dict | None:
+    """The system event one (unbatched) notification carries for the events sockets, None when it carries none:
+    an event notification's own, and an entries notification's message.delivered (made once: kept in it under
+    `event`, so every API process sends the same)."""
+    kind = notification.get("kind")
+    if kind == "event":
+        return notification["event"]
+    if kind == "entries":
+        if notification.get("event") is None:
+            notification["event"] = delivered_event(notification["message"], notification["recipients"])
+        return notification["event"]
+    return None
 
 
 def disconnect_notification(sandbox_id: str, reason: str) -> dict:

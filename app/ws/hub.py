@@ -5,18 +5,15 @@ from __future__ import annotations
 import json
 import queue
 import threading
-import time
 from collections import defaultdict
 from collections.abc import Callable
 
 from app.models import BROADCAST
-from app.services.event_log import EventLog
-from app.services.events import MESSAGE_DELIVERED, unbatched
+from app.services.event_log import EventLog, EventLogPort
+from app.services.events import event_of, unbatched
 
 CLOSE = object()  # sentinel pushed to a subscriber to end its stream
 RESYNC = object()  # sentinel pushed to a mailbox subscriber: read entries you may have missed from the database
-
-MAX_RECIPIENTS_IN_EVENT = 100
 
 
 class Subscriber:
@@ -25,6 +22,7 @@ class Subscriber:
     def __init__(self, on_disconnect: Callable[[str], None] | None = None) -> None:
         self.items: queue.SimpleQueue = queue.SimpleQueue()
         self.on_disconnect = on_disconnect  # closes the socket when an operator disconnects its sandbox
+        self.replayed: frozenset[str] = frozenset()  # ids of the events replayed to an events socket: not sent again
 
     def push(self, item) -> None:
         """Queue `item` for the socket (never blocks)."""
@@ -41,16 +39,17 @@ class Hub:
     Mailbox sockets receive `(seq, message_json)` tuples for their sandbox, and `(seq, message_json,
     attempt)` when an unacknowledged entry is pushed again; broadcast and event sockets receive
     ready-made JSON text frames. `on_change` is called with +1 when a socket subscribes and -1 when it
-    unsubscribes (the open-sockets gauge).
+    unsubscribes (the open-sockets gauge). `event_log` keeps the events for `/ws/events?since=` (by default
+    this process's own; the broker kind's `event_log()` may share one between API processes).
     """
 
-    def __init__(self, on_change: Callable[[int], None] | None = None) -> None:
+    def __init__(self, on_change: Callable[[int], None] | None = None, event_log: EventLogPort | None = None) -> None:
         self._on_change = on_change or (lambda delta: None)
         self._lock = threading.Lock()
         self._mailboxes: dict[str, set[Subscriber]] = defaultdict(set)
         self._broadcast: set[Subscriber] = set()
         self._events: set[Subscriber] = set()
-        self._event_log = EventLog()
+        self._event_log = event_log or EventLog()
 
     def subscribe_mailbox(self, sandbox_id: str, on_disconnect: Callable[[str], None] | None = None) -> Subscriber:
         """A new subscriber to `sandbox_id`'s new mailbox entries; `on_disconnect(reason)` closes its socket."""
@@ -66,15 +65,17 @@ class Hub:
 
     def subscribe_events(self, since: str | None = None) -> tuple[Subscriber, dict]:
         """A new subscriber to system events, and what its welcome frame says: the id of the newest event
-        (`last_event_id`), and with `since` (an id an events socket of this process gave) whether the events after
-        it are replayed first (`resumed`), or why not (`missed`): then the client must assume it missed some."""
+        (`last_event_id`), and with `since` (an id an events socket gave) whether the events after it are replayed
+        first (`resumed`), or why not (`missed`): then the client must assume it missed some. A replayed event
+        that also reaches this process live afterwards (a shared log) is not sent again."""
         sub = Subscriber()
         with self._lock:  # replayed before any newer event can be pushed to it, and none twice
             welcome = {"last_event_id": self._event_log.last_id}
             if since is not None:
-                frames, missed = self._event_log.after(since)
-                for frame in frames:
+                frames, missed = self._event_log.replay(since)
+                for _, frame in frames:
                     sub.push(frame)
+                sub.replayed = frozenset(event_id for event_id, _ in frames)
                 welcome.update({"resumed": missed is None, "replayed": len(frames)},
                                **({"missed": missed} if missed else {}))
             self._events.add(sub)
@@ -133,8 +134,8 @@ class Hub:
             self._redeliver(notification)
         elif kind == "disconnect":
             self._disconnect(notification["sandbox_id"], notification.get("reason") or "disconnected")
-        elif kind == "event":
-            self._to_events(notification["event"])
+        if kind in ("entries", "event"):
+            self._to_events(event_of(notification), notification.get("event_id"))
 
     def _disconnect(self, sandbox_id: str, reason: str) -> None:
         with self._lock:
@@ -163,22 +164,15 @@ class Hub:
             frame = f'{{"type":"message","message":{message_json}}}'
             for sub in broadcast:
                 sub.push(frame)
-        self._to_events({
-            "event": MESSAGE_DELIVERED,
-            "data": {
-                "message_id": message["message_id"],
-                "to_sandbox": message["to_sandbox"],
-                "recipient_count": len(recipients),
-                "recipients": [r[0] for r in recipients[:MAX_RECIPIENTS_IN_EVENT]],
-            },
-            "timestamp": time.time(),
-        })
 
-    def _to_events(self, event: dict) -> None:
+    def _to_events(self, event: dict, event_id: str | None) -> None:
+        """Record `event` (stamped `event_id` by its publisher when the log is shared) and send it to every events
+        socket that has not had it replayed."""
         with self._lock:
-            self._event_log.append(event)
+            event_id = self._event_log.record(event, event_id)
             if not self._events:
                 return
-            frame = self._event_log.newest_frame()
+            frame = self._event_log.frame(event_id, event)
             for sub in self._events:  # under the lock: a socket subscribing meanwhile gets it once, in order
-                sub.push(frame)
+                if event_id not in sub.replayed:
+                    sub.push(frame)
