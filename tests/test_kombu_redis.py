@@ -1,4 +1,4 @@
-"""The guard of the kombu Redis-transport workaround (workers/kombu_redis.py).
+"""The guard of the kombu Redis-transport workaround (app/brokers/kombu_redis.py).
 
 The workaround replaces a private kombu method; on a kombu release it was not checked on, or one whose patched
 methods changed, the bus must refuse to start with one line rather than run a patch that may no longer fit.
@@ -19,7 +19,7 @@ import pytest
 from kombu.transport import redis as kombu_redis
 from packaging.requirements import Requirement
 
-from workers.kombu_redis import KOMBU_CHECKED, KombuMismatch, check_kombu_redis
+from app.brokers.kombu_redis import KOMBU_CHECKED, KombuMismatch, check_kombu_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 # What kombu ships, whether or not this process has applied the workaround already.
@@ -106,7 +106,7 @@ def test_collab_bus_refuses_to_start_in_one_line(tmp_path, alteration, command):
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2, done.stderr
     assert len(lines) == 1 and lines[0].startswith("collab-bus: "), done.stderr
-    assert "kombu" in lines[0] and "workers/kombu_redis.py" in lines[0]
+    assert "kombu" in lines[0] and "app/brokers/kombu_redis.py" in lines[0]
 
 
 def test_collab_bus_worker_applies_the_workaround_on_the_checked_kombu(tmp_path):

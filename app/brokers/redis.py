@@ -65,9 +65,9 @@ class RedisBroker(Broker):
         return RedisEventLog(lambda: self._client(2.0), f"{prefix}{self.settings.fanout_exchange}.events")
 
     def prepare_worker(self) -> None:
-        """Apply the workaround for kombu's Redis transport (workers/kombu_redis.py); KombuMismatch (one line) on a
+        """Apply the workaround for kombu's Redis transport (app/brokers/kombu_redis.py); KombuMismatch (one line) on a
         kombu it was not checked on."""
-        from workers.kombu_redis import close_redis_channels_when_the_broker_is_gone
+        from app.brokers.kombu_redis import close_redis_channels_when_the_broker_is_gone
 
         close_redis_channels_when_the_broker_is_gone()
 

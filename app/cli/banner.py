@@ -11,8 +11,8 @@ import socket
 
 import click
 
+from app.cli.database_name import describe_database
 from app.cli.errors import EXIT_FAILED, EXIT_USAGE, Failure
-from app.cli.process import describe_database
 from app.config import Settings
 
 WILDCARDS = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}  # listening everywhere: reach it on loopback

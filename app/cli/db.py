@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import click
 
-from app.cli.process import describe_database, require_database
+from app.cli.database_name import describe_database
+from app.cli.process import require_database
 from app.cli.process import settings as _settings
 
 

@@ -110,7 +110,7 @@ def _bus_error(exc: BusError) -> tuple[str, int]:
 
 
 def _database_error(exc) -> tuple[str, int]:
-    from app.cli.process import database_in_use
+    from app.cli.database_name import database_in_use
 
     return f"database error: {str(exc.orig).splitlines()[0]} ({database_in_use()})", EXIT_FAILED
 

@@ -8,7 +8,7 @@ import sys
 import click
 
 from app.cli.banner import check_listen, host_port, print_banner
-from app.cli.process import describe_database
+from app.cli.database_name import describe_database
 from app.cli.process import settings as _settings
 from app.config import ConfigError, Settings
 from app.multiprocess_metrics import keep_single_process

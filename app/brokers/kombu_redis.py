@@ -13,7 +13,7 @@ import hashlib
 import inspect
 import textwrap
 
-from app.config import ConfigError
+from app.config_fields import ConfigError
 
 # The kombu releases the workaround was checked on; pyproject.toml pins `kombu[redis]` to the same range.
 KOMBU_CHECKED = ">=5.7.0,<5.8"
@@ -25,7 +25,8 @@ CHECKED_SOURCES = {
     "_brpop_read": {"f073dbcb18d71759b81a2ddefaeb09111dc3d9c02a85cba70499432f3d6449c4"},
 }
 
-_ADVICE = "install the locked versions (requirements/runtime.txt) or re-check the workaround in workers/kombu_redis.py"
+_ADVICE = ("install the locked versions (requirements/runtime.txt) or re-check the workaround in "
+           "app/brokers/kombu_redis.py")
 
 
 class KombuMismatch(ConfigError):
