@@ -10,11 +10,10 @@ import logging  # noqa: E402
 
 from flask import Flask, jsonify, redirect, request  # noqa: E402
 
-from app.config import Settings  # noqa: E402
+from app.config import BODY_OVERHEAD_BYTES, Settings  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-BODY_OVERHEAD_BYTES = 64 * 1024  # room for the envelope around the largest allowed content
 
 
 def create_app(settings: Settings | None = None, *, celery=None, start_listener: bool = True) -> Flask:

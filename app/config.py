@@ -39,6 +39,7 @@ LOG_FORMATS = ("text", "json")
 MIN_ADMIN_KEY_LENGTH = 24
 MIN_JWT_SECRET_LENGTH = 32
 MAX_TRUSTED_PROXIES = 5
+BODY_OVERHEAD_BYTES = 64 * 1024  # room for the envelope around the largest allowed content (a body, a frame)
 
 
 def _sqlite_in_data_dir(values: dict) -> str:
@@ -329,7 +330,7 @@ class Settings:
     @property
     def ws_frame_limit(self) -> int:
         """The largest WebSocket frame a client may send: MAX_WS_FRAME_BYTES, by default the body limit."""
-        return self.max_ws_frame_bytes or self.max_content_bytes + 64 * 1024
+        return self.max_ws_frame_bytes or self.max_content_bytes + BODY_OVERHEAD_BYTES
 
     @property
     def sqlite_path(self) -> Path | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from flask import g, jsonify, request
 
+from app.config import BODY_OVERHEAD_BYTES
 from app.context import bus
 from app.errors import InvalidRequest, PayloadTooLarge
 from app.schemas import IDEMPOTENCY_KEY_HEADER, IdempotencyKeyHeaderSchema, load_or_raise, parse_json
@@ -22,8 +23,6 @@ def limit_body(limit: int, setting: str) -> None:
 def body_too_large() -> PayloadTooLarge:
     """The refusal of a request body over the request's limit: the limit in bytes (`details.limit_bytes`), where
     it comes from, and the body's size when the client announced it (`details.body_bytes`)."""
-    from app import BODY_OVERHEAD_BYTES
-
     limit = request.max_content_length
     origin = g.get("body_limit_setting") or (f"MAX_CONTENT_BYTES={bus().settings.max_content_bytes} for the content "
                                              f"and {BODY_OVERHEAD_BYTES} for the rest of the request")
