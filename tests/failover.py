@@ -1,0 +1,436 @@
+"""Failover under SDK traffic, in the spirit of Jepsen's RabbitMQ harness: shared by tests/test_balancer.py and
+bench/failover.py.
+
+A `Cluster` is the bus behind the balancer it ships: Debian's HAProxy running `docker/haproxy.cfg` (tests/balancer.py)
+in front of two `collab-bus api` nodes on one PostgreSQL database and one Redis, with two workers and beat. A
+`Fault` is a name and a coroutine `inject(cluster, traffic) -> notes`, run once a quarter of the traffic was
+accepted; the faults themselves are in tests/failover_faults.py. `run_fault` drives SDK agents through the balancer
+(`Traffic`: one receiver, a few senders of notifications with idempotency keys and `collaborate_with` requests),
+injects the fault, waits until every send was handled and gives a `Result`: sent, handled, lost, handled twice,
+recovered (needed more than one attempt, handled exactly once), answered, the longest stall between two handled
+messages and how long it took. Nothing here asserts a timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import httpx
+
+from aintandem_agent_sdk import (
+    AgentMessage,
+    BaseAgent,
+    BusConnectionError,
+    BusServerError,
+    ConnectionStatus,
+    ContainerAgent,
+    ContainerAgentConfig,
+    MessageType,
+)
+from tests.balancer import HAProxy
+from tests.servers import TEST_ADMIN_KEY, BusProcess, RedisServer
+
+NODES = {"api-1": "api", "api-2": "api2"}  # the shipped file's server name -> the BusProcess's API process
+WORKERS = ("worker", "worker2")
+VISIBILITY_TIMEOUT = 5  # s: Redis gives a killed worker's unacknowledged tasks to another one after this (3600 s
+# by default); small here so a worker kill resolves within the run
+CLUSTER_ENV = {
+    "TRUSTED_PROXIES": "1",  # as the shipped haproxy.cfg says
+    "OUTBOX_SWEEP_AFTER": "2", "OUTBOX_SWEEP_INTERVAL": "1",  # a send committed by a node (or a task lost with a
+    # worker or Redis) before it was enqueued is enqueued by beat's outbox sweep 2 s later
+    "REDIS_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT),
+}
+REQUEST_TIMEOUT = 40
+EVENTUALLY = 60  # s to wait, after the senders are done, for every send to be handled
+SEND_ATTEMPTS = 10  # a sender's own tries of one send, each after the SDK's retries are used up
+
+
+@dataclass(frozen=True)
+class Load:
+    """The traffic: `senders` agents each sending at least `per_sender` notifications `pause` s apart (going on
+    until the fault is over), every `request_every`-th also a `collaborate_with` request (0: none)."""
+
+    senders: int = 4
+    per_sender: int = 50
+    request_every: int = 10
+    pause: float = 0.1
+
+
+class Cluster:
+    """HAProxy in front of API nodes `api` and `api2` on one PostgreSQL database (from `postgres`, a
+    tests/postgres.py PostgresServer) and one broker server (`redis`; default a fresh RedisServer, stopped by
+    `cleanup()`), with workers `worker` and `worker2` and beat. `redis` may be any server object with `url` and
+    `cleanup()` that BusProcess("redis") takes: a fault reaches it as `cluster.redis`."""
+
+    def __init__(self, postgres, redis=None, extra_env: dict | None = None):
+        self.postgres = postgres
+        self.redis = redis or RedisServer()
+        self.database = postgres.create_database()
+        self.bus: BusProcess | None = None
+        self.haproxy: HAProxy | None = None
+        try:
+            self.bus = BusProcess("redis", redis_url=self.redis.url, with_beat=True,
+                                  extra_env={"DATABASE_URL": self.database, **CLUSTER_ENV, **(extra_env or {})})
+            for worker in WORKERS[1:]:
+                self.bus.start_worker(worker)
+            self.bus.start_api("api2")
+            self.haproxy = HAProxy({server: self.bus.api_ports[node] for server, node in NODES.items()})
+            for server in NODES:
+                self.haproxy.wait_status(server, "UP")
+        except BaseException:
+            self.cleanup()
+            raise
+
+    @property
+    def url(self) -> str:
+        """The balancer's URL: the only one the agents use."""
+        return self.haproxy.url
+
+    @staticmethod
+    def server(node: str) -> str:
+        """HAProxy's name for API process `node`."""
+        return next(server for server, name in NODES.items() if name == node)
+
+    def restore(self) -> None:
+        """Every API node running and UP in HAProxy and every worker running, for what runs next."""
+        for worker in WORKERS:
+            if worker not in self.bus.workers:
+                self.bus.start_worker(worker)
+        for server, node in NODES.items():
+            if node not in self.bus.apis:
+                self.bus.start_api(node)
+            self.haproxy.wait_status(server, "UP")
+
+    def cleanup(self) -> None:
+        try:
+            if self.haproxy is not None:
+                self.haproxy.cleanup()
+            if self.bus is not None:
+                self.bus.cleanup()
+        finally:
+            self.redis.cleanup()
+            self.postgres.drop_database(self.database)
+
+
+def metric(url: str, name: str) -> float:
+    """The sum of metric `name`'s samples in a node's /metrics."""
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if re.match(rf"{re.escape(name)}(\{{|\s)", line))
+
+
+def per_node(bus: BusProcess, name: str) -> dict[str, float]:
+    """Metric `name` on each running API node."""
+    return {node: metric(bus.api_url(node), name) for node in NODES.values() if node in bus.apis}
+
+
+class Receiver(BaseAgent):
+    """Handles every message once per call, recording its key and when; answers requests with their key."""
+
+    def __init__(self, name: str):
+        super().__init__(name, capabilities=["receive"])
+        self.handled: Counter[str] = Counter()
+        self.times: list[float] = []
+        self.first_handled: dict[str, float] = {}
+
+    async def handle(self, message: AgentMessage) -> dict | None:
+        key, now = message.content["key"], time.monotonic()
+        self.handled[key] += 1
+        self.times.append(now)
+        self.first_handled.setdefault(key, now)
+        return {"answer": key} if message.message_type is MessageType.REQUEST else None
+
+
+@dataclass
+class Tally:
+    """What the senders did: notification keys accepted, request keys asked and answered, failures seen, and the
+    attempts each key's send took (socket frames and REST POSTs, the SDK's retries and the senders' own)."""
+
+    sent: set[str] = field(default_factory=set)
+    asked: set[str] = field(default_factory=set)
+    answered: set[str] = field(default_factory=set)
+    attempts: Counter[str] = field(default_factory=Counter)
+    first_try: dict[str, float] = field(default_factory=dict)  # key -> when its first send began
+    send_failures: list[str] = field(default_factory=list)  # sends that raised after the SDK's retries
+    request_failures: list[str] = field(default_factory=list)
+
+
+class Traffic:
+    """SDK agents on both ends, all through the balancer at `url`: one receiver and `load.senders` senders, sending
+    notifications with idempotency keys (and `collaborate_with` requests) until `fault_over` is set and at least
+    `load.per_sender` each. A send that fails after the SDK's own retries (BusConnectionError, BusServerError) is
+    sent again with its key, up to SEND_ATTEMPTS times."""
+
+    def __init__(self, url: str, load: Load, tag: str | None = None):
+        self.url, self.load = url, load
+        self.tag = tag or uuid.uuid4().hex[:6]
+        self.tally = Tally()
+        self.reconnects: Counter[str] = Counter()
+        self.receiver = Receiver(f"recv-{self.tag}")
+        self.receiver_agent = self._agent(f"recv-{self.tag}", self.receiver)
+        self.senders = [self._agent(f"send{i}-{self.tag}", BaseAgent(f"send{i}-{self.tag}"))
+                        for i in range(load.senders)]
+        self.fault_over = asyncio.Event()
+        self.receiver_node = ""  # the API node the receiver's socket landed on, known before the fault
+        self.sending_since = 0.0
+        self._requests: list[asyncio.Task] = []
+
+    def _agent(self, sandbox: str, agent: BaseAgent) -> ContainerAgent:
+        bus = ContainerAgent(sandbox, self.url, agent, ContainerAgentConfig(token=TEST_ADMIN_KEY))
+
+        def count(status: ConnectionStatus, detail: str) -> None:
+            if status is ConnectionStatus.RECONNECTING:
+                self.reconnects[sandbox] += 1
+
+        bus.add_status_listener(count)
+        self._count_attempts(bus)
+        return bus
+
+    def _count_attempts(self, bus: ContainerAgent) -> None:
+        """Count every attempt at a send by its idempotency key: each REST POST (the SDK's own retries included)
+        and each `send` frame on the mailbox socket (a frame left unanswered is sent again over REST). Reads the
+        SDK's private parts, as tests/test_sdk_sends.py does."""
+        attempts = self.tally.attempts
+
+        async def rest(request: httpx.Request) -> None:
+            if request.method == "POST" and (key := request.headers.get("Idempotency-Key")):
+                attempts[key] += 1
+
+        bus._client().client.event_hooks["request"].append(rest)
+        frames = bus._socket_sends
+        send_frame = frames.send
+
+        async def socket(send, message, key):
+            attempts[key] += 1
+            return await send_frame(send, message, key)
+
+        frames.send = socket
+
+    @property
+    def accepted(self) -> int:
+        return len(self.tally.sent)
+
+    async def send_all(self) -> None:
+        """Run every sender to its end and wait for every request's answer (or failure)."""
+        self.sending_since = time.monotonic()
+        await asyncio.gather(*(self._sender(agent, i) for i, agent in enumerate(self.senders)))
+        await asyncio.gather(*self._requests)
+
+    async def _sender(self, agent: ContainerAgent, index: int) -> None:
+        n, load = 0, self.load
+        while n < load.per_sender or not self.fault_over.is_set():
+            key = f"{self.tag}-{index}-{n:05d}"
+            if load.request_every and n % load.request_every == 0:
+                self._requests.append(asyncio.create_task(self._ask(agent, f"{key}-req")))
+            await self._notify(agent, key)
+            n += 1
+            await asyncio.sleep(load.pause)
+
+    async def _notify(self, agent: ContainerAgent, key: str) -> None:
+        self.tally.first_try[key] = time.monotonic()
+        for _ in range(SEND_ATTEMPTS):
+            try:
+                await agent.send_message(self.receiver_agent.sandbox_id, {"key": key}, MessageType.NOTIFICATION,
+                                         idempotency_key=key)
+                self.tally.sent.add(key)
+                return
+            except (BusConnectionError, BusServerError) as exc:
+                self.tally.send_failures.append(f"{key}: {type(exc).__name__}: {exc}")
+        raise AssertionError(f"{key}: {SEND_ATTEMPTS} sends failed: {self.tally.send_failures[-3:]}")
+
+    async def _ask(self, agent: ContainerAgent, key: str) -> None:
+        """Ask with `key`; asked again with the same key after a send that failed (the bus stores it once)."""
+        self.tally.asked.add(key)
+        self.tally.first_try[key] = time.monotonic()
+        for _ in range(SEND_ATTEMPTS):
+            try:
+                answer = await agent.collaborate_with(self.receiver_agent.sandbox_id, {"key": key},
+                                                      timeout=REQUEST_TIMEOUT, idempotency_key=key)
+                if answer == {"answer": key}:
+                    self.tally.answered.add(key)
+                return
+            except (BusConnectionError, BusServerError) as exc:
+                self.tally.send_failures.append(f"{key}: {type(exc).__name__}: {exc}")
+            except Exception as exc:  # counted and reported: every request must be answered
+                self.tally.request_failures.append(f"{key}: {type(exc).__name__}: {exc}")
+                return
+
+    def lost(self) -> set[str]:
+        return (self.tally.sent | self.tally.asked) - set(self.receiver.handled)
+
+    def twice(self) -> dict[str, int]:
+        return {key: count for key, count in self.receiver.handled.items() if count > 1}
+
+    def retried(self) -> set[str]:
+        """Keys whose send took more than one attempt."""
+        return {key for key, count in self.tally.attempts.items() if count > 1}
+
+    def recovered(self) -> set[str]:
+        """Keys whose send took more than one attempt and that were nevertheless handled exactly once (a request:
+        and answered)."""
+        return {key for key in self.retried() & (self.tally.sent | self.tally.asked)
+                if self.receiver.handled[key] == 1 and (key in self.tally.sent or key in self.tally.answered)}
+
+    def longest_stall(self) -> float:
+        """The longest gap between two messages handled one after the other."""
+        times = sorted(self.receiver.times)
+        return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
+
+    def delays(self) -> list[float]:
+        """Per message handled, the seconds from the start of its first send to its first handling."""
+        handled, tried = self.receiver.first_handled, self.tally.first_try
+        return [handled[key] - tried[key] for key in handled.keys() & tried.keys()]
+
+
+@dataclass
+class Result:
+    """What one run under a fault came to; `line()` and `row()` print it."""
+
+    fault: str
+    traffic: Traffic
+    took: float
+    notes: list[str]
+    watch: BalancerWatch
+
+    def counts(self) -> dict[str, int | float]:
+        t, tally = self.traffic, self.traffic.tally
+        return {"sent": len(tally.sent) + len(tally.asked), "handled": len(t.receiver.handled),
+                "lost": len(t.lost()), "twice": len(t.twice()), "recovered": len(t.recovered()),
+                "answered": len(tally.answered), "asked": len(tally.asked), "stall": t.longest_stall(),
+                "took": self.took}
+
+    def lines(self) -> list[str]:
+        """The counts, the reconnects, the notes and the first failures, each line tagged with the fault."""
+        c, t, tally = self.counts(), self.traffic, self.traffic.tally
+        receiver, delays = t.reconnects[t.receiver_agent.sandbox_id], t.delays()
+        head = (f"sent={len(tally.sent)} notifications + {c['asked']} requests, handled={c['handled']} "
+                f"lost={c['lost']} handled_twice={c['twice']} recovered={c['recovered']}/{len(t.retried())} retried "
+                f"answered={c['answered']}/{c['asked']} send_failures={len(tally.send_failures)} "
+                f"longest_stall={c['stall']:.2f}s took={c['took']:.1f}s")
+        found = [head, f"reconnects: receiver {receiver}, senders {sum(t.reconnects.values()) - receiver}; "
+                       f"send attempts {sum(tally.attempts[key] for key in tally.first_try)} for "
+                       f"{len(tally.first_try)} sends; send to handled: slowest {max(delays, default=0):.2f}s, "
+                       f"{sum(d > 1 for d in delays)} over 1 s",
+                 *self.notes, *tally.send_failures[:5], *tally.request_failures[:5]]
+        return [f"[{self.fault}] {line}" for line in found]
+
+    def print(self) -> None:
+        print("\n" + "\n".join(self.lines()), flush=True)
+
+    def assert_exactly_once(self) -> None:
+        t = self.traffic
+        assert not t.lost(), f"lost: {sorted(t.lost())[:20]}"
+        assert not t.twice(), f"handled twice: {t.twice()}"
+        assert t.tally.answered == t.tally.asked, t.tally.request_failures[:10]
+        assert len(t.tally.sent) >= t.load.senders * t.load.per_sender
+
+
+Inject = Callable[[Cluster, Traffic], Awaitable[list[str]]]
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A fault: its name and the coroutine `inject(cluster, traffic)` that does it while the traffic runs (the
+    receiver's node is `traffic.receiver_node`) and returns notes to print. `broker` names the kind of broker
+    server the cluster needs (bench/failover.py starts one cluster per kind)."""
+
+    name: str
+    inject: Inject
+    broker: str = "redis"
+
+
+async def nothing(cluster: Cluster, traffic: Traffic) -> list[str]:
+    return []
+
+
+NO_FAULT = Fault("no-fault", nothing)
+
+
+def run_fault(cluster: Cluster, fault: Fault, load: Load = Load(), timeout: float = 240) -> Result:
+    """Run `load` through the balancer, inject `fault` once a quarter of it was accepted, wait until every send
+    was handled (at most EVENTUALLY s after the senders are done), restore the cluster and return the counts,
+    with what HAProxy saw during the run among the notes."""
+    started, watch = time.monotonic(), BalancerWatch(cluster.haproxy)
+    try:
+        traffic, notes = asyncio.run(asyncio.wait_for(_run(cluster, fault, load), timeout))
+    finally:
+        cluster.restore()
+    return Result(fault.name, traffic, time.monotonic() - started, [*notes, *watch.notes()], watch)
+
+
+async def _run(cluster: Cluster, fault: Fault, load: Load) -> tuple[Traffic, list[str]]:
+    bus = cluster.bus
+    traffic = Traffic(cluster.url, load)
+    before = await asyncio.to_thread(per_node, bus, "collab_bus_open_websockets")
+    await traffic.receiver_agent.start()
+    after = await asyncio.to_thread(per_node, bus, "collab_bus_open_websockets")
+    traffic.receiver_node = max(after, key=lambda node: after[node] - before[node])
+    for agent in traffic.senders:
+        await agent.start()
+    try:
+        sending = asyncio.create_task(traffic.send_all())
+        quarter = load.senders * load.per_sender // 4
+        await eventually(lambda: traffic.accepted >= quarter or sending.done(), "a quarter sent")
+        notes = await fault.inject(cluster, traffic)
+        traffic.fault_over.set()
+        await sending
+        await eventually(lambda: not traffic.lost(), "every sent message to be handled")
+    finally:
+        for agent in (*traffic.senders, traffic.receiver_agent):
+            await agent.stop()
+    return traffic, [f"receiver's socket was on {traffic.receiver_node}", *notes]
+
+
+async def eventually(predicate, what: str, timeout: float = EVENTUALLY) -> None:
+    """Wait until `predicate()`; give up quietly after `timeout` s (the counts and assertions say what is
+    missing)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return
+        await asyncio.sleep(0.05)
+
+
+COUNTERS = ("hrsp_5xx", "econ", "eresp", "wretr", "wredis", "cli_abrt", "srv_abrt")
+
+
+class BalancerWatch:
+    """What HAProxy saw from here on: its backend's counters (5xx it answered, connection and response errors,
+    retries, redispatches, aborts) and the log lines of failed requests."""
+
+    def __init__(self, haproxy: HAProxy):
+        self.haproxy = haproxy
+        self.before = self._counters()
+        self.log_offset = len(haproxy.logs())
+
+    def _counters(self) -> dict[str, int]:
+        backend = self.haproxy.backend()
+        return {name: int(backend[name] or 0) for name in COUNTERS}
+
+    def counts(self) -> dict[str, int]:
+        return {name: value - self.before[name] for name, value in self._counters().items()}
+
+    def requests(self) -> list[tuple[int, str, str]]:
+        """(status, termination state, line) of each request HAProxy logged from here on (status -1: none)."""
+        found = []
+        for line in self.haproxy.logs()[self.log_offset:].splitlines():
+            match = re.search(r"\] bus \S+ \S+ (-?\d+) \d+ - - (\S{4}) ", line)
+            if match:
+                found.append((int(match.group(1)), match.group(2), line))
+        return found
+
+    def failed_requests(self) -> list[str]:
+        """Log lines of requests HAProxy answered 5xx, or ended with no answer at all."""
+        return [line for status, _, line in self.requests() if status >= 500 or status < 0]
+
+    def notes(self) -> list[str]:
+        unusual = [line for status, state, line in self.requests() if status >= 500 or status < 0
+                   or (status != 101 and state != "----")]  # sockets (101) end closed by either side
+        return [f"HAProxy backend counters during the run: {self.counts()}",
+                *(f"HAProxy logged: {line}" for line in unusual[:12])]
