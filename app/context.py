@@ -1,4 +1,5 @@
-"""The per-process objects the HTTP and WebSocket layers share, reachable as `bus()` inside a request."""
+"""The per-process objects the HTTP and WebSocket layers share, reachable as `bus()` inside a request (built by
+app.composition)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from flask import current_app
 from app import metrics
 from app.config import Settings
 from app.db import Database
+from app.runtime import ContainerRuntime
 from app.services import redelivery
 from app.services.coalescing import Coalescer
 from app.services.directory import Directory
@@ -24,8 +26,9 @@ from app.ws.hub import Hub
 
 @dataclass
 class BusContext:
-    """Settings, database, delivery and lifecycle queues, notifier, socket hub, open sockets and redelivery policy
-    of one API process, plus its security state: the sandbox-token signing key and rate limiters."""
+    """Settings, database, delivery and lifecycle queues, notifier, container engine, socket hub, open sockets,
+    redelivery policy and runaway guards of one API process, plus its security state: the sandbox-token signing key
+    and rate limiters."""
 
     settings: Settings
     db: Database
@@ -33,7 +36,9 @@ class BusContext:
     notifier: Notifier
     hub: Hub
     lifecycle: LifecycleQueue
+    runtime: ContainerRuntime  # the container engine of managed sandboxes, for their logs and status
     policy: RedeliveryPolicy = field(default_factory=RedeliveryPolicy)
+    guards: GuardLimits = field(default_factory=GuardLimits)
     background: list = field(default_factory=list)
     jwt_secret: str = ""
     rate_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(50.0, 100))
@@ -49,13 +54,6 @@ class BusContext:
         return Directory(self.db)
 
     @cached_property
-    def runtime(self):
-        """The container engine of managed sandboxes (DOCKER_HOST), for their logs and status."""
-        from app.runtime.docker_engine import DockerRuntime
-
-        return DockerRuntime(self.settings.docker_host)
-
-    @cached_property
     def acks(self) -> Coalescer:
         """Records the ACK runs of every mailbox socket of this process, those that arrive together in one
         transaction: `acks.submit((sandbox_id, seqs))` gives each seq's message id or refusal."""
@@ -69,7 +67,7 @@ class BusContext:
                            max_content_bytes=self.settings.max_content_bytes,
                            idempotency_window=self.settings.idempotency_window,
                            max_backlog=self.settings.max_delivery_backlog,
-                           guards=GuardLimits.from_settings(self.settings))
+                           guards=self.guards)
 
 
 def bus() -> BusContext:

@@ -20,7 +20,7 @@ class EmbeddedBus:
     def __init__(self, settings: Settings, *, worker_threads: int = 4, ssl_context: tuple[str, str] | None = None):
         from werkzeug.serving import make_server
 
-        from app import create_app
+        from app.composition import create_app
         from app.migrate import upgrade
         from workers.celery_app import celery_app
 

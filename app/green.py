@@ -1,8 +1,9 @@
 """gevent monkey-patching for `collab-bus api` under gunicorn's gevent worker (API_WORKER_CLASS=gevent).
 
-It must run before anything imports ssl, socket, threading or select (the app package imports Flask, which
-imports ssl), so `app/__init__.py` calls `patch_for_api_command()` first thing, and this module imports only
-the standard library modules it needs to decide.
+It must run before anything imports ssl, socket, threading or select (Flask imports ssl), so the command's entry
+module, app/cli/__init__.py (the console script `collab-bus` and `python -m app.cli` both load it first), calls
+`patch_for_api_command()` before it imports anything else; the `app` package module imports nothing, and this
+module only the standard library modules it needs to decide. No other process is patched.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The production API server: gunicorn running `app.wsgi:app`, configured from Settings."""
+"""The production API server: gunicorn running the bus's Flask app, configured from Settings."""
 
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ GOING_AWAY_WAIT = 3.0  # seconds of the graceful timeout given to sockets closed
 
 
 class _Gunicorn(BaseApplication):
+    """gunicorn serving the Flask app `create_app(settings)` builds in each worker process, after the fork: the
+    workers run on the Settings the master was given (they inherit the object), never on the environment again."""
+
     def __init__(self, settings: Settings, processes: int, threads: int, tls: tuple[str, str] | None):
         self.settings = settings
         self.processes = processes
@@ -50,9 +53,9 @@ class _Gunicorn(BaseApplication):
             self.cfg.set("keyfile", self.tls[1])
 
     def load(self):
-        from app.wsgi import app
+        from app.composition import create_app  # in the worker: after the metrics directory is exported
 
-        return app
+        return create_app(self.settings)
 
 
 def close_sockets_on_sigterm(worker) -> None:

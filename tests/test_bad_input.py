@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 from websockets.exceptions import ConnectionClosed
 
-from app import create_app
+from app.composition import create_app
 from app.config import Settings
 from app.migrate import upgrade
 from app.models import Base
@@ -62,11 +62,11 @@ def make_app(tmp_path, migrated_db):
         settings = Settings.from_env({"DATA_DIR": str(data_dir), "MESSAGE_BACKEND": "memory", **env})
         data_dir.mkdir()
         shutil.copyfile(migrated_db, settings.sqlite_path)
-        app = create_app(settings, start_listener=False)
+        recorder = Recorder()
+        app = create_app(settings, start_listener=False, delivery=recorder, notifier=recorder)
         authenticate_test_app(app)
         app.testing = False  # errors must go through the app's handlers, as in production
         ctx = app.extensions["bus"]
-        ctx.delivery = ctx.notifier = Recorder()
         apps.append(app)
         http = app.test_client()
         for sandbox_id in ("a", "b"):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from app import create_app
+from app.composition import create_app
 from app.config import Settings
 from app.migrate import upgrade
 from app.services import auth

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from app import create_app
+from app.composition import create_app
 from app.config import Settings
 from app.migrate import upgrade
 from app.services import delivery, messages, redelivery, registry
@@ -31,10 +31,10 @@ class Recorder:
 def app(tmp_path):
     settings = Settings.from_env({"DATA_DIR": str(tmp_path), "MESSAGE_BACKEND": "memory"})
     upgrade(settings)
-    application = create_app(settings, start_listener=False)
+    recorder = Recorder()
+    application = create_app(settings, start_listener=False, delivery=recorder, notifier=recorder)
     authenticate_test_app(application)
     ctx = application.extensions["bus"]
-    ctx.delivery = ctx.notifier = Recorder()
     for sandbox in ("a", "b", "c"):
         registry.register(ctx.db, sandbox, "default", [], {})
     yield application

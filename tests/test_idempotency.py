@@ -10,7 +10,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select, update
 
-from app import create_app
+from app.composition import create_app
 from app.config import Settings
 from app.db import Database
 from app.errors import Conflict, NotFound, PayloadTooLarge, UnknownSandbox
@@ -274,11 +274,11 @@ class Recorder:
 def app(tmp_path):
     settings = Settings.from_env({"DATA_DIR": str(tmp_path), "MESSAGE_BACKEND": "memory"})
     upgrade(settings)
-    app = create_app(settings, start_listener=False)
+    recorder = Recorder()
+    app = create_app(settings, start_listener=False, delivery=recorder, notifier=recorder)
     authenticate_test_app(app)
     app.testing = False
     ctx = app.extensions["bus"]
-    ctx.delivery = ctx.notifier = Recorder()
     http = app.test_client()
     for sandbox_id in ("a", "b"):
         assert http.post("/api/v1/sandboxes/register", json={"sandbox_id": sandbox_id}).status_code == 201

@@ -15,7 +15,7 @@ from pathlib import Path
 import jsonschema_rs
 import pytest
 
-from app import create_app
+from app.composition import create_app
 from app.config import Settings
 from tests.servers import TEST_ADMIN_KEY, TEST_JWT_SECRET, BusProcess, bus_client
 

@@ -7,7 +7,7 @@ import functools
 
 import pytest
 
-from app import create_app
+from app.composition import create_app
 from app.config import Settings
 from app.errors import Forbidden, NotFound
 from app.migrate import upgrade
@@ -236,9 +236,9 @@ class Recorder:
 def build_app(tmp_path, **env):
     settings = Settings.from_env({"DATA_DIR": str(tmp_path), "MESSAGE_BACKEND": "memory", **env})
     upgrade(settings)
-    application = create_app(settings, start_listener=False)
+    recorder = Recorder()
+    application = create_app(settings, start_listener=False, delivery=recorder, notifier=recorder)
     ctx = application.extensions["bus"]
-    ctx.delivery = ctx.notifier = Recorder()
     register(ctx.db, "ws1", "a1", "a2")
     register(ctx.db, "ws2", "b1")
     return application

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from app import create_app, ui
+from app import ui
+from app.composition import create_app
 from app.config import Settings
 from tests.servers import TEST_JWT_SECRET
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from app import create_app
+from app.composition import create_app
 from app.config import Settings
 from app.migrate import upgrade
 from app.services import registry
@@ -34,10 +34,8 @@ def build_app(tmp_path, **env):
     settings = Settings.from_env({"DATA_DIR": str(tmp_path), "MESSAGE_BACKEND": "memory", "AUTH_ENABLED": "false",
                                   "MANAGED_SANDBOXES": "true", **env})
     upgrade(settings)
-    application = create_app(settings, start_listener=False)
-    ctx = application.extensions["bus"]
-    ctx.delivery = ctx.notifier = ctx.lifecycle = Recorder()
-    return application
+    recorder = Recorder()
+    return create_app(settings, start_listener=False, delivery=recorder, notifier=recorder, lifecycle=recorder)
 
 
 @pytest.fixture

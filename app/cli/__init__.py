@@ -8,10 +8,14 @@ command fails (one line): app.cli.errors.
 
 from __future__ import annotations
 
-import click
+from app.green import patch_for_api_command
 
-from app.cli import db, dlq, keys, messages, run, sandboxes, status, workspaces
-from app.cli.errors import BusGroup
+patch_for_api_command()  # first: `collab-bus api` on gevent patches before anything imports ssl (app/green.py)
+
+import click  # noqa: E402
+
+from app.cli import db, dlq, keys, messages, run, sandboxes, status, workspaces  # noqa: E402
+from app.cli.errors import BusGroup  # noqa: E402
 
 PACKAGE = "aintandem-collab-bus"
 
