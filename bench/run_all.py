@@ -2,7 +2,7 @@
 """Run every benchmark script of bench/ one after the other, echo their output and write bench/results.md: the
 machine's description, then per script its command line, duration, exit code and output.
 
-The set: throughput, batch, latency, fanout, scaling, sockets, collaborate.
+The set: throughput, batch, latency, fanout, scaling, sockets, collaborate, failover.
 Each script starts and stops its own servers; their progress lines (stderr) go to the terminal only.
 """
 
@@ -30,6 +30,7 @@ SCRIPTS = {
     "scaling": ["--messages", "300", "--worker-counts", "1,2", "--api-counts", "1"],
     "sockets": ["--sockets", "1000", "--hold", "1", "--rest-requests", "50"],
     "collaborate": ["--calls", "100", "--warmup", "10"],
+    "failover": ["--quick"],
 }
 # name -> the full run's arguments where they differ from the script's defaults
 FULL = {
@@ -39,7 +40,7 @@ FULL = {
 
 EPILOG = """\
 Scripts, in order (each with its defaults and the full-run arguments below, or with --quick with small sizes,
-the whole quick set in ~5 min on 2 cores):
+the whole quick set in ~7 min on 2 cores):
 {scripts}
 Full-run arguments: {full}
 results.md: a header (CPU model and count, RAM, kernel, Python, redis-server and PostgreSQL versions, date, git
@@ -59,7 +60,7 @@ def parse_args(argv=None):
     """Command-line options."""
     parser = argparse.ArgumentParser(prog="bench/run_all.py", description=__doc__.strip().split("\n\n")[0],
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small sizes for every script (~5 min in all)")
+    parser.add_argument("--quick", action="store_true", help="small sizes for every script (~7 min in all)")
     parser.add_argument("--only", default=",".join(SCRIPTS), metavar="LIST",
                         help="comma-separated scripts to run, in the set's order (default: all)")
     parser.add_argument("--output", type=Path, default=BENCH / "results.md", metavar="PATH",
