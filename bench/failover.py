@@ -23,8 +23,9 @@ from harness.cpu import tree_cpu_seconds
 from harness.report import add_list_option, fmt, make_parser, parse_list, print_table, progress, ratio, run_main
 from harness.servers import postgres_pids, redis_pids
 
-from tests.failover import NO_FAULT, VISIBILITY_TIMEOUT, Cluster, Load, Result, run_fault
+from tests.failover import NO_FAULT, VISIBILITY_TIMEOUT, Cluster, Result, run_fault
 from tests.failover_faults import FAULTS
+from tests.failover_traffic import Load
 from tests.servers import RedisServer
 
 CPU_KINDS = ("api", "worker", "postgres", "redis", "client")

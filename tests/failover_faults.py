@@ -18,7 +18,8 @@ import time
 import redis
 
 from tests.balancer import BACKEND
-from tests.failover import VISIBILITY_TIMEOUT, WORKERS, Cluster, Fault, Traffic
+from tests.failover import NODES, VISIBILITY_TIMEOUT, WORKERS, Cluster, Fault
+from tests.failover_traffic import Traffic
 
 TRAFFIC_AFTER = 3  # s of traffic on what survived a fault before the cluster is whole again
 HUNG = 1  # s a worker hangs (SIGSTOP) before it is killed
@@ -42,7 +43,7 @@ def rolling_restart(drain: bool):
 
     async def restart(cluster: Cluster, traffic: Traffic) -> list[str]:
         notes = []
-        for server, node in (("api-1", "api"), ("api-2", "api2")):
+        for server, node in NODES.items():
             stopped_at = time.monotonic()
             await asyncio.to_thread(_restart_node, cluster, server, node, drain)
             notes.append(f"{node}: {'drain, ' if drain else ''}SIGTERM to UP again in HAProxy "
