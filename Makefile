@@ -52,7 +52,7 @@ lock:  ## refresh requirements/*.txt from pyproject.toml (newest versions it all
 run: install  ## run the bus (API + worker + beat, in-memory broker, SQLite) on http://$(HOST):$(PORT), runtime only
 	HOST=$(HOST) PORT=$(PORT) DATA_DIR=$(DATA_DIR) $(BIN)/collab-bus up
 
-test-deps:  ## install the servers the tests start (redis-server, rabbitmq-server, postgresql, docker.io, busybox-static and mmdebstrap for managed sandboxes, chromium for the GUI's browser tests, prometheus for promtool, haproxy for the balancer tests) when missing
+test-deps:  ## install the servers the tests start (redis-server, rabbitmq-server, postgresql, docker.io, busybox-static and mmdebstrap for managed sandboxes, docker-compose for the Compose files, chromium for the GUI's browser tests, prometheus for promtool, haproxy for the balancer tests) when missing
 	@missing=; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	test -x /usr/lib/rabbitmq/bin/rabbitmq-server || missing="$$missing rabbitmq-server"; \
@@ -60,6 +60,7 @@ test-deps:  ## install the servers the tests start (redis-server, rabbitmq-serve
 	command -v dockerd >/dev/null 2>&1 || missing="$$missing docker.io"; \
 	test -x /bin/busybox || missing="$$missing busybox-static"; \
 	command -v mmdebstrap >/dev/null 2>&1 || missing="$$missing mmdebstrap"; \
+	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
 	test -x /usr/lib/chromium/chromium || missing="$$missing chromium"; \
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	command -v haproxy >/dev/null 2>&1 || test -x /usr/sbin/haproxy || missing="$$missing haproxy"; \
