@@ -83,7 +83,18 @@ class Settings:
         help="The broker: `memory` (one process: `collab-bus up`), or `redis` or `rabbitmq` for `collab-bus api`, "
              "`worker` and `beat` as separate processes.")
     redis_url: str = STORAGE.setting(
-        "redis://127.0.0.1:6379/0", URL, envvar="REDIS_URL", help="The broker when `MESSAGE_BACKEND=redis`.")
+        "redis://127.0.0.1:6379/0", URL, envvar="REDIS_URL",
+        help="The broker when `MESSAGE_BACKEND=redis`: `redis://…`, or `sentinel://…` for Redis behind Sentinel "
+             "(see REDIS_SENTINEL_MASTER).")
+    redis_sentinel_master: str = STORAGE.setting(
+        "mymaster", envvar="REDIS_SENTINEL_MASTER",
+        help="With a Sentinel REDIS_URL (`sentinel://h1:26379;sentinel://h2:26379;…`, one per sentinel; a password "
+             "and database of the master go in the first: `sentinel://:pw@h1:26379/0;…`): the name the sentinels "
+             "monitor the master by. The bus asks them for the master whenever it connects, so it follows a "
+             "failover.")
+    redis_sentinel_password: str | None = STORAGE.setting(
+        None, envvar="REDIS_SENTINEL_PASSWORD", secret=True,
+        help="The sentinels' own password (their `requirepass`), when they have one.")
     rabbitmq_url: str = STORAGE.setting(
         "amqp://guest:guest@127.0.0.1:5672//", URL, envvar="RABBITMQ_URL",
         help="The broker when `MESSAGE_BACKEND=rabbitmq`.")

@@ -33,6 +33,7 @@ def _exchange(name: str) -> Exchange:
 
 PUBLISH_POOL_LIMIT = 200  # producers (each with its broker connection, opened when first needed) per process
 PUBLISH_WAIT = 15.0  # seconds a publisher waits for a free producer before the notification is dropped (logged)
+MAX_RECONNECT_WAIT = 0.5  # seconds, at most, between the listener's attempts to reach a lost broker (0.2, 0.4, 0.5 …)
 
 DEAD_LETTER_EXCHANGE = "collab.dead_letters"
 
@@ -127,10 +128,12 @@ class FanoutListener(threading.Thread):
                 self._consume()
             except Exception as exc:
                 self.ready.clear()
+                first = self._lost_at is None
                 self._lost_at = self._lost_at or time.monotonic()
-                log.warning("fanout listener lost the broker (%s); retrying in %.1fs", exc, self._backoff)
+                log.log(logging.WARNING if first else logging.DEBUG,
+                        "fanout listener lost the broker (%s); retrying every %.1fs at most", exc, MAX_RECONNECT_WAIT)
                 self._stopping.wait(self._backoff)
-                self._backoff = min(self._backoff * 2, 5.0)
+                self._backoff = min(self._backoff * 2, MAX_RECONNECT_WAIT)
 
     def _consume(self) -> None:
         queue = Queue(self.queue_name, self.exchange, routing_key="", exclusive=True, auto_delete=True, durable=False)

@@ -100,12 +100,13 @@ def _port_open(port: int) -> bool:
 class RedisServer:
     """A redis-server on a free loopback port in its own directory; `stop()` shuts it down."""
 
-    def __init__(self, appendonly: bool = False):
+    def __init__(self, appendonly: bool = False, extra_args: tuple[str, ...] = ()):
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server is not installed: run `make test-deps` (apt-get install redis-server)")
         self.dir = Path(tempfile.mkdtemp(prefix="redis-"))
         self.port = free_port()
         self.appendonly = appendonly
+        self.extra_args = extra_args  # more redis-server options, e.g. ("--replicaof", "127.0.0.1", "6379")
         self.start()
 
     @property
@@ -118,7 +119,7 @@ class RedisServer:
         subprocess.run(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--daemonize", "yes",
              "--dir", str(self.dir), "--pidfile", str(self.dir / "redis.pid"), "--logfile", str(self.dir / "redis.log"),
-             "--save", "", "--appendonly", "yes" if self.appendonly else "no"],
+             "--save", "", "--appendonly", "yes" if self.appendonly else "no", *self.extra_args],
             check=True,
         )
         wait_for(lambda: _port_open(self.port), 10, f"redis-server on port {self.port}")
@@ -282,6 +283,13 @@ def end_process_group(proc: subprocess.Popen, grace: float = 10) -> None:
             continue
 
 
+def _on_database(redis_url: str, database: int) -> str:
+    """`redis_url` pointed at Redis database `database`; for a Sentinel URL (`sentinel://h:p/0;sentinel://…`),
+    its first part carries the database."""
+    first, *rest = redis_url.split(";")
+    return ";".join([f"{first.rsplit('/', 1)[0] if first.count('/') > 2 else first}/{database}", *rest])
+
+
 class BusProcess:
     """The bus started as real processes: `embedded` (collab-bus up), `redis` or `rabbitmq` (collab-bus api + worker).
 
@@ -340,7 +348,7 @@ class BusProcess:
         try:
             if mode == "redis":
                 self.redis_database = database = self._claim_redis_database()
-                self.env.update(MESSAGE_BACKEND="redis", REDIS_URL=f"{redis_url.rsplit('/', 1)[0]}/{database}")
+                self.env.update(MESSAGE_BACKEND="redis", REDIS_URL=_on_database(redis_url, database))
             elif mode == "rabbitmq":
                 vhost_url = rabbitmq.add_vhost(f"bus-{self.port}")
                 self.vhost = f"bus-{self.port}"

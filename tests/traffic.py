@@ -155,6 +155,7 @@ class MailboxReader(threading.Thread):
         self.resent = 0  # entries sent again after a reconnect with a lagging since (deduped by seq)
         self.redelivered = 0  # frames marked redelivered (an unacknowledged entry pushed again)
         self.acks_sent = 0
+        self.arrivals: list[float] = []  # when each new entry arrived
         self.violations: list[str] = []
         self.lock = threading.Lock()
         self._ws = None
@@ -267,14 +268,20 @@ class MailboxReader(threading.Thread):
                             self.violations.append(f"seq {seq} was {self.entries[seq]}, now {message['message_id']}")
                     else:
                         self.entries[seq] = message["message_id"]
+                        self.arrivals.append(time.monotonic())
                         self.last_seq = max(self.last_seq, seq)
             if message["message_type"] in ACK_TYPES:
                 ws.send(json.dumps({"type": "ack", "seq": seq}))
                 self.acks_sent += 1
 
+    def longest_gap(self) -> float:
+        """The longest time, in seconds, between two new entries arriving (a delivery stall, while traffic ran)."""
+        return max((b - a for a, b in zip(self.arrivals, self.arrivals[1:], strict=False)), default=0.0)
+
     def summary(self) -> str:
         return (f"{self.sandbox}: {len(self.entries)} entries, {self.connections} connections, {self.drops} drops, "
-                f"{self.failed_connects} failed connects, {self.resent} resent, {self.redelivered} redelivered")
+                f"{self.failed_connects} failed connects, {self.resent} resent, {self.redelivered} redelivered, "
+                f"longest gap between new entries {self.longest_gap():.2f}s")
 
 
 # ------------------------------------------------------------------------------------------------- the account

@@ -16,6 +16,7 @@ from app.brokers.base import BUS_QUEUES, PROTOCOL_MAX_PRIORITY, Broker
 from app.brokers.memory import MemoryBroker
 from app.brokers.rabbitmq import RabbitMQBroker
 from app.brokers.redis import RedisBroker
+from app.brokers.redis_sentinel import RedisSentinelBroker
 
 if TYPE_CHECKING:
     from app.config import Settings
@@ -23,9 +24,10 @@ if TYPE_CHECKING:
 __all__ = ["BUS_QUEUES", "KINDS", "NAMES", "PROTOCOL_MAX_PRIORITY", "Broker", "broker_for", "kind_for_url",
            "kind_named", "known_schemes"]
 
-KINDS: tuple[type[Broker], ...] = (MemoryBroker, RedisBroker, RabbitMQBroker)
+KINDS: tuple[type[Broker], ...] = (MemoryBroker, RedisBroker, RedisSentinelBroker, RabbitMQBroker)
 """Every kind, in the order MESSAGE_BACKEND lists them."""
-NAMES = tuple(kind.name for kind in KINDS)
+NAMES = tuple(kind.name for kind in KINDS if kind.selectable)
+"""The kinds MESSAGE_BACKEND may name."""
 _BY_NAME = {kind.name: kind for kind in KINDS}
 _BY_SCHEME = {scheme: kind for kind in KINDS for scheme in kind.schemes}
 

@@ -19,6 +19,11 @@ if TYPE_CHECKING:
     from app.services.event_log import EventLogPort
 
 PROTOCOL_MAX_PRIORITY = 9  # the protocol's priorities run 0-9, 9 highest
+RECONNECT_WAITS = {"interval_start": 0.2, "interval_step": 0.2, "interval_max": 0.5}
+"""Seconds between rounds of attempts to reach a lost broker: 0.2, 0.4, then 0.5 (Kombu's defaults: 2, 4, 6 … 30,
+which would leave a process idle for seconds after a broker blip or a failover ended). Kombu reads them from the
+transport options when it (re)connects a connection's default channel; the worker's consumer applies them to its
+own reconnection (workers/consumer.py)."""
 BUS_QUEUES = ("delivery", "lifecycle", "maintenance")  # the Celery queues of the bus (celeryconfig.task_queues)
 
 
@@ -40,6 +45,9 @@ class Broker:
     shared: ClassVar[bool] = True
     """Separate processes (`collab-bus api`, `worker`, `beat`, on several machines) reach the same broker. False:
     the broker lives inside one process, which runs API, worker and beat together (`collab-bus up`)."""
+    selectable: ClassVar[bool] = True
+    """MESSAGE_BACKEND may name this kind. False: a kind another kind's URL setting leads to by its scheme (Redis
+    Sentinel: MESSAGE_BACKEND=redis with a `sentinel://` REDIS_URL)."""
     no_remote_control: ClassVar[str | None] = None
     """Why Celery's remote control (`celery inspect`: the workers that answer) does not work on this kind; None
     when it does."""
@@ -57,14 +65,19 @@ class Broker:
         """The kind as one phrase for people (`collab-bus status`)."""
         return self.name
 
+    def shown_url(self) -> str:
+        """The broker URL as it may be shown (status, logs): its password masked."""
+        return masked_url(self.url)
+
     def priority(self, priority: int) -> int:
         """The broker's form of protocol `priority` (0-9, 9 highest; values outside are clamped). Here: the same
         number, higher is more urgent."""
         return max(0, min(PROTOCOL_MAX_PRIORITY, int(priority)))
 
     def transport_options(self) -> dict:
-        """Kombu's transport options for this broker (Celery's `broker_transport_options`, every connection)."""
-        return {}
+        """Kombu's transport options for this broker (Celery's `broker_transport_options`, every connection). Here:
+        RECONNECT_WAITS, so a process is back within about half a second of its broker's return."""
+        return dict(RECONNECT_WAITS)
 
     def celery_settings(self) -> dict:
         """The Celery settings of this broker: its URL and transport options, and what else the kind needs."""
@@ -117,3 +130,14 @@ class Broker:
         upgrade`); return one line saying what changed, None when the kind keeps nothing to upgrade. Raises
         Unavailable when the broker cannot be reached."""
         return None
+
+
+def masked_url(url: str) -> str:
+    """`url` with its password, if any, replaced by `***`."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=netloc).geturl()

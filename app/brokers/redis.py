@@ -30,9 +30,10 @@ class RedisBroker(Broker):
         return PROTOCOL_MAX_PRIORITY - super().priority(priority)
 
     def transport_options(self) -> dict:
-        """One list per priority step, and REDIS_VISIBILITY_TIMEOUT with its restore period (`_restore_options`)."""
-        return {"priority_steps": list(range(PROTOCOL_MAX_PRIORITY + 1)), "queue_order_strategy": "priority",
-                **_restore_options(self.settings.redis_visibility_timeout)}
+        """The reconnection waits, one list per priority step, and REDIS_VISIBILITY_TIMEOUT with its restore period
+        (`_restore_options`)."""
+        return {**super().transport_options(), "priority_steps": list(range(PROTOCOL_MAX_PRIORITY + 1)),
+                "queue_order_strategy": "priority", **_restore_options(self.settings.redis_visibility_timeout)}
 
     def queue_report(self, timeout: float = 2.0) -> dict:
         """`{"queues": {queue: {"messages", "by_priority_step"}}, "unacked": n}`: Kombu keeps priority step N of
