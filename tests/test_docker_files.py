@@ -1,6 +1,7 @@
 """The Docker image and Compose files (docker/): well-formed, and consistent with what the code reads.
 
-- `docker compose config` accepts both Compose files when a Compose CLI is installed (skipped otherwise);
+- `docker compose config` (or Debian's docker-compose v1, which `make test-deps` installs) accepts both Compose
+  files (skipped without a Compose CLI); tests/test_compose_up.py runs them;
 - always: a structural check with pyyaml (services, images, real `collab-bus` commands and options, ports,
   volumes, depends_on), every environment variable a Compose file sets is one the bus, the SDK, the examples
   or the official third-party image reads, and the Dockerfiles install the package and run real commands (the
@@ -30,6 +31,8 @@ COMMUNITY = DOCKER / "compose.yaml"
 ENTERPRISE = DOCKER / "compose.enterprise.yaml"
 MANAGED = DOCKER / "compose.managed.yaml"  # an override of COMMUNITY
 COMPOSE_FILES = [COMMUNITY, ENTERPRISE]
+SENTINEL_CONF = DOCKER / "redis" / "sentinel.conf"  # the enterprise file's sentinels start from it
+HAPROXY_CFG = DOCKER / "haproxy.cfg"  # the enterprise file's balancer runs it as shipped
 BUS_DOCKERFILE = DOCKER / "Dockerfile"
 AGENT_DOCKERFILE = DOCKER / "Dockerfile.agent"
 
@@ -38,15 +41,16 @@ REQUIRED_ENV = {
     "ADMIN_API_KEY": "cbk_" + "0123456789abcdef" * 3,
     "AUTH_JWT_SECRET": "0123456789abcdef" * 4,
     "POSTGRES_PASSWORD": "pg0123456789abcdef",
-    "RABBITMQ_PASSWORD": "mq0123456789abcdef",
 }
 
 # Variables documented by the official images the Compose files use (not read by our code).
 IMAGE_ENV = {
     "postgres": {"POSTGRES_PASSWORD", "POSTGRES_USER", "POSTGRES_DB", "POSTGRES_INITDB_ARGS", "PGDATA"},
-    "rabbitmq": {"RABBITMQ_DEFAULT_USER", "RABBITMQ_DEFAULT_PASS", "RABBITMQ_DEFAULT_VHOST", "RABBITMQ_ERLANG_COOKIE"},
     "redis": set(),
+    "haproxy": set(),
 }
+# `${VAR:-default}`: a value the user may override from the shell, with what it is otherwise.
+DEFAULTED = re.compile(r"\$\{([A-Z_][A-Z0-9_]*):-([^}]*)\}")
 
 DEPENDS_CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 
@@ -147,6 +151,11 @@ def environment(service: dict) -> dict[str, str]:
     return {str(key): ("" if value is None else str(value)) for key, value in env.items()}
 
 
+def with_defaults(value) -> str:
+    """`value` as Compose resolves it when no variable is set: each `${VAR:-default}` is its default."""
+    return DEFAULTED.sub(lambda match: match.group(2), str(value))
+
+
 def command_list(service: dict) -> list[str]:
     command = service.get("command")
     if command is None:
@@ -173,6 +182,9 @@ def kind(path: Path, service: dict) -> str:
         return "agent"
     assert dockerfile is None, f"unknown Dockerfile {dockerfile}"
     image = str(service.get("image", ""))
+    # A variable may name another image (a mirror, a local build), but Compose must find one without it.
+    assert "${" not in image or DEFAULTED.fullmatch(image), f"image {image!r}: a variable needs a default (:-)"
+    image = with_defaults(image)
     name = image.split("/")[-1].split(":")[0].split("@")[0]
     assert name in IMAGE_ENV, f"image {image!r} is neither ours nor a known official image"
     return name
@@ -209,7 +221,8 @@ def check_port(entry, where: str) -> None:
     if isinstance(entry, dict):
         assert int(entry["target"]) > 0 and str(entry.get("published", "1")).replace("-", "").isdigit(), where
         return
-    match = re.fullmatch(r"(?:(\d{1,3}(?:\.\d{1,3}){3}):)?(?:(\d+(?:-\d+)?):)?(\d+)(?:/(tcp|udp))?", str(entry))
+    match = re.fullmatch(r"(?:(\d{1,3}(?:\.\d{1,3}){3}):)?(?:(\d+(?:-\d+)?):)?(\d+)(?:/(tcp|udp))?",
+                         with_defaults(entry))
     assert match, f"{where}: malformed port {entry!r}"
     for part in (match.group(2) or "").split("-") + [match.group(3)]:
         if part:
@@ -329,7 +342,7 @@ def test_community_compose_shares_the_sqlite_database():
         mounts = {target: source for source, target in
                   (check_volume(v, set(load(COMMUNITY)["volumes"]), COMMUNITY, name) for v in service["volumes"])}
         assert mounts.get("/data") == "bus-data", f"{name}: the shared database volume is not at DATA_DIR"
-    assert "8000:8000" in services["api"]["ports"]
+    assert [with_defaults(port) for port in services["api"]["ports"]] == ["8000:8000"]
     agents = [s for s in services.values() if kind(COMMUNITY, s) == "agent"]
     assert len(agents) == 2
     for agent in agents:
@@ -341,7 +354,7 @@ def test_community_compose_shares_the_sqlite_database():
 
 def test_enterprise_compose_migrates_once_before_the_apis():
     services = load(ENTERPRISE)["services"]
-    assert {"rabbitmq", "postgres", "migrate", "worker", "beat"} <= set(services)
+    assert {"postgres", "migrate", "haproxy", "worker", "beat"} <= set(services)
     assert command_list(services["migrate"]) == ["db", "upgrade"]
     apis = [name for name, s in services.items() if command_list(s)[:1] == ["api"]]
     replicas = sum((services[name].get("deploy") or {}).get("replicas", 1) for name in apis)
@@ -350,16 +363,71 @@ def test_enterprise_compose_migrates_once_before_the_apis():
     for name in [*apis, "worker", "beat"]:
         service = services[name]
         env = environment(service)
-        assert env["MESSAGE_BACKEND"] == "rabbitmq" and env["RABBITMQ_URL"].startswith("amqp://")
+        assert env["MESSAGE_BACKEND"] == "redis" and env["REDIS_URL"].startswith("sentinel://")
         assert env["DATABASE_URL"].startswith("postgresql+psycopg://")
         assert "${POSTGRES_PASSWORD:?" in env["DATABASE_URL"]
         assert env["AUTH_JWT_SECRET"].startswith("${AUTH_JWT_SECRET:?")  # required with a shared database
         assert service["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     for name in apis:
         assert "--no-migrate" in command_list(services[name]), f"{name} would race the migrations"
-    published = [str(p).split(":")[-2] for name in apis for p in services[name].get("ports", [])]
-    assert len(published) == len(set(published)) == 2, f"APIs need distinct host ports, got {published}"
     assert environment(services["postgres"])["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+
+
+def test_enterprise_compose_puts_the_api_nodes_behind_haproxy():
+    """HAProxy runs docker/haproxy.cfg as shipped: its `server` lines are exactly the API services, at the port they
+    listen on; it alone publishes a port (its `bind`), and the nodes believe its X-Forwarded-For."""
+    services = load(ENTERPRISE)["services"]
+    apis = sorted(name for name, s in services.items() if command_list(s)[:1] == ["api"])
+    cfg = HAPROXY_CFG.read_text()
+    servers = dict(re.findall(r"^\s*server (\S+) (\S+)", cfg, flags=re.M))
+    assert sorted(servers) == apis and all(servers[name] == f"{name}:8000" for name in apis), servers
+    for name in apis:
+        assert "--port" in command_list(services[name]) and "8000" in command_list(services[name]), name
+        assert not services[name].get("ports"), f"{name}: clients go through HAProxy, not to a node's port"
+        assert environment(services[name])["TRUSTED_PROXIES"] == "1"  # haproxy.cfg's `option forwardfor`
+    haproxy = services["haproxy"]
+    assert kind(ENTERPRISE, haproxy) == "haproxy"
+    bind = re.search(r"^\s*bind \*:(\d+)$", cfg, flags=re.M).group(1)
+    assert [with_defaults(port).split(":")[-1] for port in haproxy["ports"]] == [bind]
+    assert "./haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro" in haproxy["volumes"]  # the official image's path
+    admin_socket = re.search(r"^\s*stats socket (\S+)", cfg, flags=re.M).group(1)
+    assert str(Path(admin_socket).parent) in haproxy["tmpfs"], "the runtime API's directory must exist"
+    assert set(haproxy["depends_on"]) == set(apis)
+    published = [name for name, s in services.items() if s.get("ports")]
+    assert published == ["haproxy"], f"only the balancer publishes a port, not {published}"
+
+
+def test_enterprise_compose_reaches_redis_through_three_sentinels():
+    """A Redis master, its replica and three sentinels that monitor it under the name the bus asks for
+    (REDIS_SENTINEL_MASTER), each sentinel in the bus's REDIS_URL, each keeping its own state on its own volume."""
+    services = load(ENTERPRISE)["services"]
+    sentinels = sorted(name for name in services if name.startswith("sentinel-"))
+    assert len(sentinels) == 3
+    conf = SENTINEL_CONF.read_text()
+    master, host, port, quorum = re.search(r"^sentinel monitor (\S+) (\S+) (\d+) (\d+)$", conf, flags=re.M).groups()
+    assert host == "redis" and port == "6379" and len(sentinels) // 2 < int(quorum) <= len(sentinels)
+    assert conf.index("resolve-hostnames yes") < conf.index("sentinel monitor")  # `redis` is a name, not an address
+    assert command_list(services["redis-replica"])[:1] == ["redis-server"]
+    assert " --replicaof redis 6379 " in f" {' '.join(command_list(services['redis-replica']))} "
+    for name in ("redis", "redis-replica"):  # each node gives the sentinels (and so the bus) its service name
+        args = command_list(services[name])
+        assert args[args.index("--replica-announce-ip") + 1] == name
+    volumes = set()
+    for name in sentinels:
+        sentinel = services[name]
+        assert kind(ENTERPRISE, sentinel) == "redis" and "--sentinel" in " ".join(command_list(sentinel))
+        mounts = dict(reversed(str(v).split(":")[:2]) for v in sentinel["volumes"])
+        assert mounts["/etc/collab-bus/sentinel.conf"] == "./redis/sentinel.conf"
+        volumes.add(mounts["/data"])  # where the sentinel rewrites its copy of the file
+        assert "26379" in sentinel["healthcheck"]["test"]
+    assert len(volumes) == 3, "each sentinel needs a volume of its own"
+    for name in ("api-1", "api-2", "worker", "beat", "migrate"):
+        env = environment(services[name])
+        urls = env["REDIS_URL"].split(";")
+        assert sorted(urls) == [f"sentinel://{sentinel}:26379" for sentinel in sentinels], name
+        assert env["REDIS_SENTINEL_MASTER"] == master
+        if name != "migrate":
+            assert set(sentinels) <= set(services[name]["depends_on"]), name
 
 
 def test_managed_override_gives_the_api_and_worker_the_engine():
@@ -377,13 +445,14 @@ def test_managed_override_gives_the_api_and_worker_the_engine():
     env = environment(override["api"])
     agent_images = {s["image"] for s in base.values() if kind(COMMUNITY, s) == "agent"}
     assert env["DEFAULT_SANDBOX_IMAGE"] in agent_images
-    published = {str(p).split(":")[0] for p in base["api"]["ports"]}
-    assert env["BUS_PUBLIC_URL"].rsplit(":", 1)[-1] in published
+    published = {with_defaults(p).split(":")[0] for p in base["api"]["ports"]}
+    assert with_defaults(env["BUS_PUBLIC_URL"]).rsplit(":", 1)[-1] in published
+    assert env["BUS_PUBLIC_URL"].endswith(":${BUS_PORT:-8000}"), "follow compose.yaml's BUS_PORT"
     unread = [f"{name}: {v}" for name, s in override.items() for v in environment(s) if v not in server_env_names()]
     assert not unread, unread
     readme = (DOCKER / "README.md").read_text()
     referenced = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", MANAGED.read_text()))
-    assert referenced == {"DOCKER_GID"} and "`DOCKER_GID`" in readme and "compose.managed.yaml" in readme
+    assert referenced == {"DOCKER_GID", "BUS_PORT"} and "`DOCKER_GID`" in readme and "compose.managed.yaml" in readme
 
 
 @pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda p: p.name)
