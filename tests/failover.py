@@ -41,9 +41,10 @@ EVENTUALLY = 60  # s to wait, after the senders are done, for every send to be h
 
 class Cluster:
     """HAProxy in front of API nodes `api` and `api2` on one PostgreSQL database (from `postgres`, a
-    tests/postgres.py PostgresServer) and one broker server (`redis`; default a fresh RedisServer, stopped by
-    `cleanup()`), with workers `worker` and `worker2` and beat. `redis` may be any server object with `url` and
-    `cleanup()` that BusProcess("redis") takes: a fault reaches it as `cluster.redis`."""
+    tests/postgres.py PostgresServer) and one broker server (`redis`; default a fresh RedisServer), with workers
+    `worker` and `worker2` and beat. `redis` may be any server object whose `url` BusProcess("redis") takes, with
+    `cleanup()` or `stop()` (called by `cleanup()`) and optionally `environment`, more settings for the bus (e.g.
+    tests/sentinel.py's SentinelCluster and its REDIS_SENTINEL_MASTER); a fault reaches it as `cluster.redis`."""
 
     def __init__(self, postgres, redis=None, extra_env: dict | None = None):
         self.postgres = postgres
@@ -52,8 +53,9 @@ class Cluster:
         self.bus: BusProcess | None = None
         self.haproxy: HAProxy | None = None
         try:
-            self.bus = BusProcess("redis", redis_url=self.redis.url, with_beat=True,
-                                  extra_env={"DATABASE_URL": self.database, **CLUSTER_ENV, **(extra_env or {})})
+            env = {**getattr(self.redis, "environment", {}), "DATABASE_URL": self.database, **CLUSTER_ENV,
+                   **(extra_env or {})}
+            self.bus = BusProcess("redis", redis_url=self.redis.url, with_beat=True, extra_env=env)
             for worker in WORKERS[1:]:
                 self.bus.start_worker(worker)
             self.bus.start_api("api2")
@@ -91,7 +93,7 @@ class Cluster:
             if self.bus is not None:
                 self.bus.cleanup()
         finally:
-            self.redis.cleanup()
+            (getattr(self.redis, "cleanup", None) or self.redis.stop)()
             self.postgres.drop_database(self.database)
 
 
