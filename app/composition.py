@@ -1,11 +1,16 @@
 """The composition root: the one place where a process of the bus is put together, from the Settings it is given.
 
-A process makes one `Components` from its Settings and builds what it runs on them: `create_app(settings)` builds
-the Flask app of `collab-bus api` in each gunicorn worker process (app.server's loader holds the Settings the
-command read; nothing is read from the environment again) and of the embedded bus.
+Each process makes one `Components` from its Settings and builds what it runs on them:
+
+- `collab-bus api`: each gunicorn worker process calls `create_app(settings)` with the Settings the command read
+  (app.server's loader holds them; nothing is read from the environment again);
+- `collab-bus worker` and `beat`: `workers.bootstrap.celery_init_app(Components(settings))`;
+- `collab-bus up` (app.embedded): one Components for its API and its worker, so the process has one database
+  engine and one notifier;
+- the stock Celery tools (`celery -A workers.celery_app ...`): workers/celery_app.py, from the environment.
 
 Nothing imports this module back: blueprints and socket handlers reach the process's objects through
-`app.context.bus()`.
+`app.context.bus()`, tasks through `workers.context.worker_context(task.app)`.
 """
 
 from __future__ import annotations
@@ -43,8 +48,6 @@ from app.ws.routes import sock
 
 log = logging.getLogger(__name__)
 
-PORTS = ("celery", "db", "delivery", "notifier", "lifecycle", "runtime")  # what Components(...) accepts in place
-
 
 class Components:
     """The objects one process of the bus shares, made from `settings`, each once and on first use: the Celery client
@@ -53,9 +56,10 @@ class Components:
     /metrics), the container engine of managed sandboxes (`runtime`), the sandbox-token signing key (`jwt_secret`),
     the redelivery policy (`policy`) and the runaway guards (`guards`).
 
-    Any of the ports (`PORTS`) can be given to the constructor instead, and is then used as given (tests give
-    recorders, an engine of their own...). Made on first use, so a process that forks before using them (Celery's
-    prefork pool) makes its own in each child; made once even when threads ask at the same moment.
+    The ports (`celery`, `db`, `delivery`, `notifier`, `lifecycle`, `runtime`) can be given to the constructor
+    instead, and are then used as given (tests give recorders, an engine of their own...). Made on first use, so a
+    process that forks before using them (Celery's prefork pool) makes its own in each child; made once even when
+    threads ask at the same moment.
     """
 
     def __init__(self, settings: Settings, *, celery: Celery | None = None, db: Database | None = None,

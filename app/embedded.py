@@ -18,21 +18,23 @@ class EmbeddedBus:
     """The whole bus in one process: `start()` brings up worker, beat and HTTP server; `stop()` ends them."""
 
     def __init__(self, settings: Settings, *, worker_threads: int = 4, ssl_context: tuple[str, str] | None = None):
+        """Migrate the database and build API, worker and beat on one Components of `settings` (app.composition):
+        one database engine, one notifier and one Celery app for the whole process."""
         from werkzeug.serving import make_server
 
-        from app.composition import create_app
+        from app.composition import Components, create_app
         from app.migrate import upgrade
-        from workers.celery_app import celery_app
+        from workers.bootstrap import celery_init_app
 
         self.settings = settings
         upgrade(settings)
-        self.celery = celery_app
-        # Celery's worker threads find "the current app" through a thread-local that only the main thread has
-        # set; elsewhere they fall back to the default app (amqp://localhost). A task's retry is sent through it,
-        # so it must be this app, or retries fail to publish and the task is rejected.
-        self.celery.set_default()
+        self.components = components = Components(settings)
+        # celery_init_app also makes it the default app: Celery's worker threads find "the current app" through a
+        # thread-local that only the main thread has set, and elsewhere fall back to the default app; a task's
+        # retry is sent through it, so it must be this app, or retries fail to publish and the task is rejected.
+        self.celery = celery_init_app(components)
         self.celery.loader.import_default_modules()
-        self.app = create_app(settings, celery=self.celery)
+        self.app = create_app(components)
         self.server = make_server(settings.host, settings.port, self.app, threaded=True, ssl_context=ssl_context)
         self.scheme = "https" if ssl_context else "http"
         self.worker = self.celery.WorkController(

@@ -97,6 +97,6 @@ def test_outbox_sweep_delivers_a_message_that_was_never_enqueued(unique):
     (logging.INFO, "Task workers.delivery.deliver[1f] received", True),
 ])
 def test_routine_sweep_lines_are_quiet_and_the_rest_is_logged(level, text, shown):
-    from workers.celery_app import QuietRoutineSweeps
+    from workers.bootstrap import QuietRoutineSweeps
     record = logging.LogRecord("celery.app.trace", level, __file__, 1, text, None, None)
     assert QuietRoutineSweeps().filter(record) is shown

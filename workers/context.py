@@ -1,55 +1,77 @@
-"""What tasks need, built once per worker process on first use (after any fork)."""
+"""What tasks need: the WorkerContext of the Celery app running them, on the Components of their process."""
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass
 from functools import cached_property
 
-from app.broker import CeleryDeliveryQueue, CeleryLifecycleQueue
+from celery import Celery
+
+from app.composition import Components
+from app.config import Settings
 from app.db import Database
-from app.fanout import KombuNotifier
-from app.metrics import MetricsNotifier
 from app.models import BROADCAST
-from app.runtime.docker_engine import DockerRuntime
-from app.services import auth, managed
+from app.runtime import ContainerRuntime
+from app.services import managed
 from app.services.events import batched
 from app.services.guards import GuardLimits
 from app.services.lifecycle import LifecycleConfig
+from app.services.ports import DeliveryQueue, LifecycleQueue, Notifier
 from app.services.redelivery import RedeliveryPolicy
-from workers.celery_app import celery_app, settings
+
+ATTRIBUTE = "collab_bus_worker_context"  # where `celery_init_app` keeps the context on the Celery app
 
 
-@dataclass
 class WorkerContext:
-    """The database, notifier, delivery and lifecycle queues, redelivery policy, runaway guards and container runtime
-    shared by the tasks of one worker process."""
+    """The settings, database, notifier, delivery and lifecycle queues, redelivery policy, runaway guards and
+    container runtime shared by the tasks of one worker process: those of its Components (app.composition), each
+    made on first use, so a prefork child makes its own after the fork."""
 
-    db: Database
-    notifier: MetricsNotifier
-    delivery: CeleryDeliveryQueue
-    policy: RedeliveryPolicy
-    lifecycle_queue: CeleryLifecycleQueue
-    guards: GuardLimits
+    def __init__(self, components: Components):
+        self.components = components
+        self.settings: Settings = components.settings
 
-    @cached_property
-    def runtime(self) -> DockerRuntime:
+    @property
+    def db(self) -> Database:
+        return self.components.db
+
+    @property
+    def notifier(self) -> Notifier:
+        return self.components.notifier
+
+    @property
+    def delivery(self) -> DeliveryQueue:
+        return self.components.delivery
+
+    @property
+    def lifecycle_queue(self) -> LifecycleQueue:
+        return self.components.lifecycle
+
+    @property
+    def policy(self) -> RedeliveryPolicy:
+        return self.components.policy
+
+    @property
+    def guards(self) -> GuardLimits:
+        return self.components.guards
+
+    @property
+    def runtime(self) -> ContainerRuntime:
         """The container engine managed sandboxes run on (DOCKER_HOST)."""
-        return DockerRuntime(settings.docker_host)
+        return self.components.runtime
 
     @cached_property
     def lifecycle(self) -> LifecycleConfig:
         """What lifecycle tasks need to start containers: this bus's label, address and token signing key."""
+        settings = self.settings
         return LifecycleConfig(
-            instance=settings.bus_instance, public_url=settings.public_url,
-            jwt_secret=auth.jwt_secret(settings.auth_jwt_secret, settings.data_dir / "jwt-secret"),
+            instance=settings.bus_instance, public_url=settings.public_url, jwt_secret=self.components.jwt_secret,
             token_ttl=settings.sandbox_token_ttl, lease_seconds=settings.lifecycle_lease_seconds,
             stop_timeout=settings.container_stop_timeout,
         )
 
     def wake(self, results) -> None:
         """Start the stopped managed sandboxes that just received a direct message (wake on message)."""
-        if not settings.managed_sandboxes:
+        if not self.settings.managed_sandboxes:
             return
         recipients = [sandbox for r in results if r.message["to_sandbox"] != BROADCAST for sandbox in r.new_recipients]
         managed.converge_later(self.lifecycle_queue, managed.wake(self.db, recipients, self.notifier.publish))
@@ -60,21 +82,15 @@ class WorkerContext:
             self.notifier.publish(notification)
 
 
-_lock = threading.Lock()
-_context: WorkerContext | None = None
+def attach(celery: Celery, context: WorkerContext) -> None:
+    """Make `context` the one the tasks `celery` runs use (workers.bootstrap.celery_init_app does)."""
+    setattr(celery, ATTRIBUTE, context)
 
 
-def worker_context() -> WorkerContext:
-    """This process's WorkerContext, created on first call."""
-    global _context
-    with _lock:
-        if _context is None:
-            _context = WorkerContext(
-                db=Database(settings.database_url),
-                notifier=MetricsNotifier(KombuNotifier(settings.broker, settings.fanout_exchange)),
-                delivery=CeleryDeliveryQueue(celery_app, settings.broker),
-                policy=RedeliveryPolicy.from_settings(settings),
-                lifecycle_queue=CeleryLifecycleQueue(celery_app),
-                guards=GuardLimits.from_settings(settings),
-            )
-        return _context
+def worker_context(celery: Celery) -> WorkerContext:
+    """The WorkerContext of the Celery app `celery` (a task's `self.app`); RuntimeError when no
+    `celery_init_app` prepared that app to run the bus's tasks."""
+    context = getattr(celery, ATTRIBUTE, None)
+    if context is None:
+        raise RuntimeError(f"Celery app {celery.main!r} runs the bus's tasks without workers.bootstrap.celery_init_app")
+    return context

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import logging
 
-from celery import Task
+from celery import Task, shared_task
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.errors import UnknownMessage
 from app.services import delivery
-from workers.celery_app import celery_app
 from workers.context import worker_context
 
 log = logging.getLogger(__name__)
@@ -33,16 +32,16 @@ class DeliverTask(Task):
         first = args[0] if args else kwargs.get("message_id", kwargs.get("message_ids"))
         for message_id in first if isinstance(first, list) else [first]:
             try:
-                ctx = worker_context()
+                ctx = worker_context(self.app)
                 ctx.announce(delivery.give_up(ctx.db, message_id, f"{type(exc).__name__}: {exc}"))
             except Exception:  # the database itself may be what fails; the outbox sweep retries later
                 log.exception("deliver: could not dead-letter message %s after %r", message_id, exc)
 
 
-@celery_app.task(name="workers.delivery.deliver", base=DeliverTask)
-def deliver(message_id: str) -> int:
+@shared_task(name="workers.delivery.deliver", base=DeliverTask, bind=True)
+def deliver(self, message_id: str) -> int:
     """Deliver `message_id`; safe to run more than once. Returns how many new mailbox entries it made."""
-    ctx = worker_context()
+    ctx = worker_context(self.app)
     try:
         result = delivery.deliver(ctx.db, message_id, ctx.policy, ctx.guards)
     except UnknownMessage:
@@ -55,11 +54,11 @@ def deliver(message_id: str) -> int:
     return len(result.new_recipients)
 
 
-@celery_app.task(name="workers.delivery.deliver_batch", base=DeliverTask)
-def deliver_batch(message_ids: list[str]) -> int:
+@shared_task(name="workers.delivery.deliver_batch", base=DeliverTask, bind=True)
+def deliver_batch(self, message_ids: list[str]) -> int:
     """Deliver `message_ids` in their order, in one transaction, announced in one fanout message; safe to run more
     than once. Returns how many new mailbox entries it made."""
-    ctx = worker_context()
+    ctx = worker_context(self.app)
     results = delivery.deliver_many(ctx.db, message_ids, ctx.policy, ctx.guards)
     ctx.announce([notification for result in results for notification in result.notifications()])
     ctx.wake(results)

@@ -11,7 +11,6 @@ from celery.signals import worker_ready
 
 from app.runtime import LABEL_INSTANCE, LABEL_SANDBOX, RuntimeFailure
 from app.services import reconciler
-from workers.celery_app import settings
 from workers.context import worker_context
 
 log = logging.getLogger(__name__)
@@ -21,10 +20,11 @@ RECONNECT_AFTER = 2.0  # seconds between attempts while the engine cannot be rea
 
 
 @worker_ready.connect
-def follow_engine_events(**_) -> None:
-    """With managed sandboxes, follow the container engine's events in this worker."""
-    if settings.managed_sandboxes:
-        watch_engine(worker_context(), settings.bus_instance)
+def follow_engine_events(sender=None, **_) -> None:
+    """With managed sandboxes, follow the container engine's events in this worker (`sender`: its consumer)."""
+    ctx = worker_context(sender.app)
+    if ctx.settings.managed_sandboxes:
+        watch_engine(ctx, ctx.settings.bus_instance)
 
 
 def watch_engine(ctx, instance: str) -> threading.Thread:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 
+from celery import shared_task
+
 from app.runtime import RuntimeFailure
 from app.services import lifecycle
-from workers.celery_app import celery_app
 from workers.context import worker_context
 
 log = logging.getLogger(__name__)
@@ -15,10 +16,10 @@ ENGINE_RETRIES = 8  # an unreachable engine is retried with backoff (1, 2, 4 …
 LEASE_RETRIES = 120  # another task holds the sandbox: ask again every second, up to about two leases
 
 
-@celery_app.task(name="workers.lifecycle.converge", bind=True, acks_late=True, max_retries=None)
+@shared_task(name="workers.lifecycle.converge", bind=True, acks_late=True, max_retries=None)
 def converge(self, sandbox_id: str) -> str | None:
     """Bring one managed sandbox's container to its desired state; the state reached."""
-    ctx = worker_context()
+    ctx = worker_context(self.app)
     try:
         state = lifecycle.converge(ctx.db, ctx.runtime, ctx.lifecycle, sandbox_id, owner=self.request.id,
                                    emit=ctx.notifier.publish)

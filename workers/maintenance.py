@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import logging
 
+from celery import shared_task
+
 from app.runtime import RuntimeFailure
 from app.services import idempotency, messages, reconciler, redelivery, registry, skills
-from workers.celery_app import celery_app, settings
 from workers.context import worker_context
 
 log = logging.getLogger(__name__)
 
 
-@celery_app.task(name="workers.maintenance.sweep_outbox")
-def sweep_outbox() -> int:
-    """Enqueue delivery again for messages accepted more than OUTBOX_SWEEP_AFTER seconds ago but not routed."""
-    ctx = worker_context()
-    stale = messages.unrouted(ctx.db, older_than=settings.outbox_sweep_after)
+@shared_task(name="workers.maintenance.sweep_outbox", bind=True)
+def sweep_outbox(self, older_than: float | None = None) -> int:
+    """Enqueue delivery again for messages accepted more than `older_than` seconds ago (default:
+    OUTBOX_SWEEP_AFTER) but not routed."""
+    ctx = worker_context(self.app)
+    after = ctx.settings.outbox_sweep_after if older_than is None else older_than
+    stale = messages.unrouted(ctx.db, older_than=after)
     for message_id, priority in stale:
         ctx.delivery.enqueue(message_id, priority)
     if stale:
@@ -25,11 +28,11 @@ def sweep_outbox() -> int:
     return len(stale)
 
 
-@celery_app.task(name="workers.maintenance.sweep_unacked")
-def sweep_unacked() -> int:
+@shared_task(name="workers.maintenance.sweep_unacked", bind=True)
+def sweep_unacked(self) -> int:
     """Push again the due, unacknowledged entries of connected recipients; dead-letter those out of attempts; route
     again the capability-routed requests of agents that went offline before their ACK."""
-    ctx = worker_context()
+    ctx = worker_context(self.app)
     result = redelivery.sweep_unacked(ctx.db, ctx.policy)
     ctx.announce(result.all_notifications())
     rerouted, events = skills.reroute_orphaned(ctx.db, ctx.policy.stale_after)
@@ -44,10 +47,10 @@ def sweep_unacked() -> int:
     return len(result.redeliveries)
 
 
-@celery_app.task(name="workers.maintenance.sweep_expired")
-def sweep_expired() -> int:
+@shared_task(name="workers.maintenance.sweep_expired", bind=True)
+def sweep_expired(self) -> int:
     """Dead-letter `expired` what outlived its ttl without an ACK (or without being routed)."""
-    ctx = worker_context()
+    ctx = worker_context(self.app)
     result = redelivery.sweep_expired(ctx.db)
     ctx.announce(result.notifications)
     if result.notifications:
@@ -55,32 +58,33 @@ def sweep_expired() -> int:
     return len(result.notifications)
 
 
-@celery_app.task(name="workers.maintenance.sweep_heartbeats")
-def sweep_heartbeats() -> int:
+@shared_task(name="workers.maintenance.sweep_heartbeats", bind=True)
+def sweep_heartbeats(self) -> int:
     """Mark offline the sandboxes silent for HEARTBEAT_TIMEOUT; their entries wait without using attempts."""
-    ctx = worker_context()
-    events = registry.sweep_silent(ctx.db, settings.heartbeat_timeout)
+    ctx = worker_context(self.app)
+    events = registry.sweep_silent(ctx.db, ctx.settings.heartbeat_timeout)
     ctx.announce(events)
     if events:
         log.info("heartbeat sweep: %d sandbox(es) offline", len(events))
     return len(events)
 
 
-@celery_app.task(name="workers.maintenance.purge_idempotency_keys")
-def purge_idempotency_keys() -> int:
+@shared_task(name="workers.maintenance.purge_idempotency_keys", bind=True)
+def purge_idempotency_keys(self) -> int:
     """Delete the Idempotency-Key records older than IDEMPOTENCY_WINDOW; their keys may already be reused."""
-    ctx = worker_context()
-    purged = idempotency.purge_expired(ctx.db, settings.idempotency_window)
+    ctx = worker_context(self.app)
+    purged = idempotency.purge_expired(ctx.db, ctx.settings.idempotency_window)
     if purged:
         log.info("idempotency purge: %d expired key(s) deleted", purged)
     return purged
 
 
-@celery_app.task(name="workers.maintenance.reconcile_sandboxes")
-def reconcile_sandboxes() -> int:
+@shared_task(name="workers.maintenance.reconcile_sandboxes", bind=True)
+def reconcile_sandboxes(self) -> int:
     """Compare managed sandboxes with the engine's containers (app.services.reconciler); enqueue what needs
     converging. Returns how many sandboxes or containers it acted on."""
-    ctx = worker_context()
+    ctx = worker_context(self.app)
+    settings = ctx.settings
     config = reconciler.ReconcileConfig(settings.bus_instance, settings.lifecycle_state_timeout,
                                         settings.orphan_grace_seconds)
     try:

@@ -17,9 +17,21 @@ def describe_database(configured: Settings) -> str:
     return make_url(configured.database_url).render_as_string(hide_password=True)
 
 
+_command_settings: Settings | None = None  # the Settings the running command read (its options included)
+
+
+def read_by_command(configured: Settings) -> Settings:
+    """Note `configured` as the Settings the running command works on (app.cli.process.settings does), so that
+    `database_in_use` names their database, options included; return them."""
+    global _command_settings
+    _command_settings = configured
+    return configured
+
+
 def database_in_use() -> str:
-    """`describe_database` of the environment's settings, or `DATABASE_URL` when they do not load."""
+    """`describe_database` of the Settings the running command read, else of the environment's, or `DATABASE_URL`
+    when they do not load."""
     try:
-        return describe_database(Settings.from_env())
+        return describe_database(_command_settings or Settings.from_env())
     except ConfigError:
         return "DATABASE_URL"

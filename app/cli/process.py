@@ -1,6 +1,6 @@
-"""What the commands that run the bus or open its database share: Settings from the environment (with their
-options written back), logging, which database they mean, and the existing, migrated database of the management
-commands (which never create one: only `db upgrade`, `up` and `api` do)."""
+"""What the commands that run the bus or open its database share: Settings from the environment and their options,
+logging, which database they mean, and the existing, migrated database of the management commands (which never
+create one: only `db upgrade`, `up` and `api` do)."""
 
 from __future__ import annotations
 
@@ -8,23 +8,27 @@ import contextlib
 import logging
 import os
 
-from app.cli.database_name import describe_database
+from app.cli.database_name import describe_database, read_by_command
 from app.cli.errors import EXIT_USAGE, Failure
 from app.config import Settings
 
 
-def settings(**overrides) -> Settings:
-    """Settings from the environment, with CLI options written back so every component agrees."""
-    for name, value in overrides.items():
-        if value is not None:
-            os.environ[name] = str(value)
-    found = Settings.from_env()
+def settings(**options) -> Settings:
+    """Settings from the environment, with the command's `options` (named by their variable: PORT=..., None when
+    not given) in place of those variables; logging configured from them.
+
+    The options are read as their variables are (the same checks and one-line messages, and what follows from
+    them: DATABASE_URL's default from DATA_DIR), and go no further than the Settings returned: the environment is
+    left as it was. The command hands those Settings to whatever it starts (app.server's gunicorn loader, the
+    Celery app of workers.bootstrap, the embedded bus)."""
+    given = {name: str(value) for name, value in options.items() if value is not None}
+    found = Settings.from_env({**os.environ, **given})
     from app.logs import configure
 
     configure(found.log_level, found.log_format)
     if found.log_level != "DEBUG":
         logging.getLogger("alembic").setLevel(logging.WARNING)
-    return found
+    return read_by_command(found)
 
 
 def require_database(configured: Settings) -> None:

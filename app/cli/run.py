@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
@@ -12,6 +13,9 @@ from app.cli.database_name import describe_database
 from app.cli.process import settings as _settings
 from app.config import ConfigError, Settings
 from app.multiprocess_metrics import keep_single_process
+
+if TYPE_CHECKING:
+    from app.db import Database
 
 EPILOG_UP = """\b
 Examples:
@@ -47,9 +51,12 @@ def _tls(certfile: str | None, keyfile: str | None) -> tuple[str, str] | None:
     return certfile, keyfile
 
 
-def _bootstrap_admin_key(settings: Settings) -> str:
+def _bootstrap_admin_key(settings: Settings, database: Database | None = None) -> str:
     """Create the first admin API key when none exists (print it once, keep it 0600 in DATA_DIR), or register
-    ADMIN_API_KEY; warn loudly when authentication is off. Return where the admin key is, for the banner."""
+    ADMIN_API_KEY; warn loudly when authentication is off. Return where the admin key is, for the banner.
+
+    On `database` when given (the embedded bus's own), else on a Database of its own, closed before returning (the
+    API's master process forks its workers after this: they must not share its connections)."""
     if not settings.auth_enabled:
         click.echo("collab-bus: WARNING: AUTH_ENABLED=false: every caller is an admin. Local trials only.", err=True)
         return "none: AUTH_ENABLED=false"
@@ -57,11 +64,13 @@ def _bootstrap_admin_key(settings: Settings) -> str:
     from app.services.auth import ensure_admin_key
 
     key_file = (settings.data_dir / "admin-api-key").resolve()
-    database = Database(settings.database_url)
+    own = database is None
+    database = Database(settings.database_url) if own else database
     try:
         secret = ensure_admin_key(database, settings.admin_api_key, key_file)
     finally:
-        database.dispose()
+        if own:
+            database.dispose()
     if secret:
         click.echo(f"collab-bus: created the first admin API key (shown once; also in {key_file}, mode 0600):\n"
                    f"  {secret}\n"
@@ -112,7 +121,7 @@ def up(host: str | None, port: str | None, data_dir: str, worker_threads: int, c
     from app.embedded import EmbeddedBus
 
     bus = EmbeddedBus(settings, worker_threads=worker_threads, ssl_context=tls)
-    admin_key = _bootstrap_admin_key(settings)
+    admin_key = _bootstrap_admin_key(settings, bus.components.db)
     print_banner(f"Collaboration Bus listening on {bus.url}  (database {describe_database(settings)}; Ctrl-C stops)",
                  settings, bus.scheme, admin_key)
     bus.serve_until_signal()
@@ -169,7 +178,7 @@ def api(host: str | None, port: str | None, processes: int, threads: int, migrat
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 def worker(queues: str, concurrency: int, metrics_port: int | None, metrics_host: str | None,
            celery_args: tuple[str, ...]) -> None:
-    """Run a Celery worker (a thin wrapper over `celery -A workers.celery_app worker`).
+    """Run a Celery worker (a thin wrapper over `celery -A workers.celery_app worker`, on the settings read here).
 
     Extra arguments go to `celery worker` unchanged.
 
@@ -179,18 +188,37 @@ def worker(queues: str, concurrency: int, metrics_port: int | None, metrics_host
     """
     settings = _settings(WORKER_METRICS_HOST=metrics_host)
     keep_single_process()  # one process: its metrics stay in memory
-    from celery.bin.celery import celery as celery_command
-
-    import workers.celery_app  # noqa: F401 - loaded here, not by Celery's CLI, so its refusals are one line
+    celery = _celery_app(settings)  # before Celery's CLI, so its refusals are one line
     if metrics_port:
         _serve_worker_metrics(settings.worker_metrics_host, metrics_port)
 
-    # Not celery_app.worker_main(): it drops the exit status, and a worker stopped by an unrecoverable error
+    # Not celery.worker_main(): it drops the exit status, and a worker stopped by an unrecoverable error
     # must not exit 0 (a supervisor restarting failed workers would leave it dead).
-    status = celery_command.main(["-A", "workers.celery_app:celery_app", "worker", "-Q", queues, "-P", "threads",
-                                  "-c", str(concurrency), "-l", settings.log_level, *celery_args],
-                                 standalone_mode=False)
+    status = _run_celery(celery, ["worker", "-Q", queues, "-P", "threads", "-c", str(concurrency),
+                                  "-l", settings.log_level, *celery_args])
     sys.exit(status if isinstance(status, int) else 0)
+
+
+def _celery_app(settings: Settings):
+    """The Celery app of a worker or beat process, initialised from `settings` (workers.bootstrap)."""
+    from app.composition import Components
+    from workers.bootstrap import celery_init_app
+
+    return celery_init_app(Components(settings))
+
+
+def _run_celery(celery, argv: list[str]):
+    """Run Celery's command line on the app object `celery`, given as the default of its -A option as
+    `Celery.start` does, but returning the command's exit status (`-A workers.celery_app` would read the settings
+    from the environment again). Prefork children, if asked for, inherit the app with the fork."""
+    from celery.bin.celery import celery as celery_command
+
+    app_option = next(option for option in celery_command.params if option.name == "app")  # -A/--app
+    app_option.default = celery
+    try:
+        return celery_command.main(argv, standalone_mode=False)
+    finally:
+        app_option.default = None
 
 
 def _serve_worker_metrics(host: str, port: int) -> None:
@@ -213,8 +241,7 @@ def beat(celery_args: tuple[str, ...]) -> None:
     settings = _settings()
     keep_single_process()  # one process: its metrics stay in memory
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    from workers.celery_app import celery_app
-
-    celery_app.start(["beat", "-l", settings.log_level, "-s", str(settings.data_dir / "celerybeat-schedule"),
-                      *celery_args])
+    celery = _celery_app(settings)
+    celery.start(["beat", "-l", settings.log_level, "-s", str(settings.data_dir / "celerybeat-schedule"),
+                  *celery_args])
 

@@ -35,15 +35,16 @@ def _safe_broker_url(url: str) -> str:
     return url
 
 
-def _workers(timeout: float) -> dict:
-    """Celery workers answering ping within `timeout`, with the queues each consumes."""
-    from workers.celery_app import celery_app
+def _workers(settings: Settings, timeout: float) -> dict:
+    """Celery workers of the broker of `settings` answering ping within `timeout`, with the queues each consumes."""
+    from app.broker import make_celery
 
-    pongs = celery_app.control.inspect(timeout=timeout).ping() or {}
+    celery = make_celery(settings)
+    pongs = celery.control.inspect(timeout=timeout).ping() or {}
     queues = {}
     if pongs:  # ask exactly those: the answer comes as soon as each has replied
-        queues = celery_app.control.inspect(timeout=timeout, destination=list(pongs), limit=len(pongs)
-                                            ).active_queues() or {}
+        queues = celery.control.inspect(timeout=timeout, destination=list(pongs), limit=len(pongs)
+                                        ).active_queues() or {}
     return {name: sorted(q["name"] for q in queues.get(name, [])) for name in sorted(pongs)}
 
 
@@ -116,7 +117,8 @@ def status(bus: Bus, inspect_timeout: float, as_json: bool) -> None:
         problems.append("dead letters")
 
     # The broker and workers of the environment.
-    broker = Settings.from_env().broker
+    settings = Settings.from_env()
+    broker = settings.broker
     kind = broker.name
     report["broker"] = {"kind": kind, "url": _safe_broker_url(broker.url)}
     if not broker.shared:
@@ -134,7 +136,7 @@ def status(bus: Bus, inspect_timeout: float, as_json: bool) -> None:
             report["broker"]["reachable"] = True
             lines.append(("broker", f"{kind} {_safe_broker_url(broker.url)} reachable"))
             try:
-                workers = _workers(inspect_timeout)
+                workers = _workers(settings, inspect_timeout)
             except Exception as exc:  # noqa: BLE001
                 workers = {}
                 lines.append(("workers", f"inspect failed: {reason(exc)}"))
