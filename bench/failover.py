@@ -26,13 +26,14 @@ from harness.servers import postgres_pids, redis_pids
 from tests.failover import NO_FAULT, VISIBILITY_TIMEOUT, Cluster, Result, run_fault
 from tests.failover_faults import FAULTS
 from tests.failover_traffic import Load
+from tests.sentinel import SentinelCluster
 from tests.servers import RedisServer
 
 CPU_KINDS = ("api", "worker", "postgres", "redis", "client")
 WARMUP_SHARE = 0.1  # the first 10 % handled are left out of the steady rate (a node just restarted warms up)
 
 # The broker server each kind of fault needs (Fault.broker): one cluster is started per kind in use.
-BROKERS = {"redis": RedisServer}
+BROKERS = {"redis": RedisServer, "sentinel": SentinelCluster}
 
 EPILOG = f"""\
 Faults (--faults, in this order; tests/failover_faults.py), each under its own traffic on the same cluster, which
@@ -44,6 +45,9 @@ is made whole again (every node UP, every worker running) before the next:
                            REDIS_VISIBILITY_TIMEOUT is {VISIBILITY_TIMEOUT} s in the cluster (3600 s by default), the
                            outbox sweep runs every 1 s for messages accepted 2 s ago and not yet routed
   redis-restart            Redis shut down for 1 s and started again (no persistence: its queues are lost)
+  sentinel-master-kill     (a second cluster, on Redis behind Sentinel: master, replica, three sentinels) SIGKILL
+                           of the master; the sentinels promote the replica; the killed one returns as a replica
+  sentinel-switch          a manual SENTINEL FAILOVER; the former master lives on until the sentinels convert it
 Traffic per fault: one receiver and --senders senders, each sending at least --per-sender notifications
 --pause s apart (going on until the fault is over) with idempotency keys, every 10th also a collaborate_with
 request; a send that fails after the SDK's retries is sent again with its key.

@@ -140,10 +140,35 @@ async def restart_redis(cluster: Cluster, traffic: Traffic) -> list[str]:
     return [f"Redis down {down:.1f}s (no persistence: queues lost), then {TRAFFIC_AFTER} s of traffic"]
 
 
+async def kill_sentinel_master(cluster: Cluster, traffic: Traffic) -> list[str]:
+    """SIGKILL of the Redis master behind Sentinel (tests/sentinel.py): the sentinels find it down (2 s) and promote
+    the replica; every process asks them again and reconnects to it. Tasks the master had not yet replicated are
+    gone with it: a worker that reconnects has the outbox swept at once. The killed server comes back as a
+    replica."""
+    killed, elected = await asyncio.to_thread(cluster.redis.kill_master)
+    await asyncio.sleep(TRAFFIC_AFTER)
+    await asyncio.to_thread(cluster.redis.restart, killed)
+    return [f"master :{killed.port} killed; the sentinels named the replica after {elected:.1f}s; "
+            f"{TRAFFIC_AFTER} s of traffic on it, then :{killed.port} back as its replica"]
+
+
+async def switch_sentinel_master(cluster: Cluster, traffic: Traffic) -> list[str]:
+    """A manual `SENTINEL FAILOVER`: the replica is promoted while the master lives on, a second master until the
+    sentinels convert it to a replica (about 10 s later, closing its clients' connections)."""
+    former = await asyncio.to_thread(cluster.redis.master_port)
+    promoted, took = await asyncio.to_thread(cluster.redis.failover)
+    converted = await asyncio.to_thread(cluster.redis.wait_demoted, former)
+    await asyncio.sleep(TRAFFIC_AFTER)
+    return [f"manual failover from :{former} to :{promoted} in {took:.1f}s; :{former} converted to a replica "
+            f"{converted:.1f}s later"]
+
+
 FAULTS = {fault.name: fault for fault in (
     Fault("api-node-kill", kill_api_node),
     Fault("rolling-restart", rolling_restart(drain=False)),
     Fault("rolling-restart-drained", rolling_restart(drain=True)),
     Fault("worker-kill", kill_worker),
     Fault("redis-restart", restart_redis),
+    Fault("sentinel-master-kill", kill_sentinel_master, broker="sentinel"),
+    Fault("sentinel-switch", switch_sentinel_master, broker="sentinel"),
 )}

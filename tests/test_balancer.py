@@ -22,6 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from tests.balancer import HAProxy
 from tests.failover import NODES, Cluster, per_node, run_fault
 from tests.failover_faults import FAULTS
+from tests.sentinel import SentinelCluster
 from tests.servers import bus_client, wait_for, ws_connect
 
 
@@ -30,6 +31,17 @@ def cluster(postgres_server):
     """HAProxy in front of API nodes `api` and `api2` (TRUSTED_PROXIES=1, as the shipped file says), two workers and
     beat, on a PostgreSQL database of its own and a Redis of its own."""
     made = Cluster(postgres_server)
+    try:
+        yield made
+    finally:
+        made.cleanup()
+
+
+@pytest.fixture(scope="module")
+def sentinel_cluster(postgres_server):
+    """The same cluster on Redis behind Sentinel (tests/sentinel.py: a master, a replica, three sentinels): every
+    bus process reaches Redis through `REDIS_URL=sentinel://…`."""
+    made = Cluster(postgres_server, SentinelCluster())
     try:
         yield made
     finally:
@@ -199,5 +211,16 @@ def test_plain_redis_restart(cluster):
     without a balancer is tests/test_broker_outage.py's): the nodes keep accepting into PostgreSQL, what the queue
     lost is enqueued again. Nothing lost, nothing handled twice, every request answered."""
     result = run_fault(cluster, FAULTS["redis-restart"])
+    result.print()
+    result.assert_exactly_once()
+
+
+@pytest.mark.parametrize("fault", ["sentinel-master-kill", "sentinel-switch"], ids=["kill-master", "manual-failover"])
+def test_sentinel_failover(sentinel_cluster, fault):
+    """The Redis master behind Sentinel is killed (SIGKILL), or switched over by hand (`SENTINEL FAILOVER`, the
+    former master alive until the sentinels convert it), under the same traffic through the balancer: every node,
+    worker and beat follows the sentinels to the new master. Nothing lost, nothing handled twice, every request
+    answered."""
+    result = run_fault(sentinel_cluster, FAULTS[fault])
     result.print()
     result.assert_exactly_once()
