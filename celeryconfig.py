@@ -33,6 +33,8 @@ accept_content = ["json"]
 result_serializer = "json"
 task_default_priority = 4  # protocol priority 5 on Redis' 0-highest scale
 broker_connection_retry_on_startup = True
+# Reconnects within about a second of the broker's return, then sweeps the outbox at once (workers/consumer.py).
+worker_consumer = "workers.consumer:QuickReconnectConsumer"
 worker_hijack_root_logger = False
 enable_utc = True
 timezone = "UTC"

@@ -81,7 +81,7 @@ class SentinelCluster:
         goes on as a master until the sentinels convert it (`wait_demoted`)."""
         old = self.master_port()
         started = time.monotonic()
-        redis.Redis(port=self.sentinel_ports[0], socket_timeout=2).execute_command("SENTINEL", "FAILOVER", MASTER_NAME)
+        wait_for(self._start_failover, 30, "a sentinel to start the manual failover")
         wait_for(lambda: self.master_port() != old, 30, "the manual failover")
         return self.master_port(), time.monotonic() - started
 
@@ -100,6 +100,8 @@ class SentinelCluster:
             wait_for(lambda: self._role(server.port) == ("slave", master), 30,
                      f"redis :{server.port} to become a replica of :{master}")
             self._wait_replicating(server)
+            wait_for(lambda: self._sentinels_see_good_replica(server.port), 30,
+                     f"every sentinel to see redis :{server.port} as a replica fit to promote")
 
     def role(self, server: RedisServer) -> str:
         return self._role(server.port)[0]
@@ -142,6 +144,32 @@ class SentinelCluster:
                 if not redis.Redis(port=port, socket_timeout=1).sentinel_slaves(MASTER_NAME):
                     return False
             except redis.RedisError:
+                return False
+        return True
+
+    def _start_failover(self) -> bool:
+        """Ask the first sentinel for a manual failover; False while it finds no replica fit to promote yet (a
+        replica just restarted is not one until the sentinel has refreshed what it knows of it)."""
+        try:
+            redis.Redis(port=self.sentinel_ports[0], socket_timeout=2).execute_command("SENTINEL", "FAILOVER",
+                                                                                      MASTER_NAME)
+            return True
+        except redis.ResponseError as exc:
+            if "NOGOODSLAVE" in str(exc):
+                time.sleep(0.5)
+                return False
+            raise
+
+    def _sentinels_see_good_replica(self, port: int) -> bool:
+        """Every sentinel lists the replica on `port` as up, linked to its master (a failover promotes no other)."""
+        for sentinel_port in self.sentinel_ports:
+            try:
+                replicas = redis.Redis(port=sentinel_port, socket_timeout=1).sentinel_slaves(MASTER_NAME)
+            except redis.RedisError:
+                return False
+            fit = [r for r in replicas if int(r["port"]) == port and r.get("master-link-status") == "ok"
+                   and not (r["is_sdown"] or r["is_odown"] or r["is_disconnected"])]
+            if not fit:
                 return False
         return True
 

@@ -122,7 +122,7 @@ class Broker:
         return EventLog()
 
     def prepare_worker(self) -> None:
-        """Make this process fit to run a Celery worker on the broker (workers/celery_app.py calls it first); raise
+        """Make this process fit to run a Celery worker on the broker (workers/bootstrap.py calls it first); raise
         ConfigError (one line) when it cannot be."""
 
     def upgrade(self, timeout: float = 5.0) -> str | None:

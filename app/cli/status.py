@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from urllib.parse import urlsplit, urlunsplit
 
 import click
 
@@ -25,14 +24,6 @@ Examples:
 Exit status: 0 all is well; 1 the bus does not answer; 3 the bus answers but is not ready, a call was
 refused, the broker is unreachable or no worker answered.
 """
-
-
-def _safe_broker_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-    return url
 
 
 def _workers(settings: Settings, timeout: float) -> dict:
@@ -120,7 +111,7 @@ def status(bus: Bus, inspect_timeout: float, as_json: bool) -> None:
     settings = Settings.from_env()
     broker = settings.broker
     kind = broker.name
-    report["broker"] = {"kind": kind, "url": _safe_broker_url(broker.url)}
+    report["broker"] = {"kind": kind, "url": broker.shown_url()}
     if not broker.shared:
         lines.append(("broker", f"{broker.describe()}: embedded worker (in the API process)"))
         report["workers"] = "embedded"
@@ -130,11 +121,11 @@ def status(bus: Bus, inspect_timeout: float, as_json: bool) -> None:
         except Exception as exc:  # noqa: BLE001 - any failure to connect is reported as one line
             report["broker"]["reachable"] = False
             report["broker"]["error"] = reason(exc)
-            lines.append(("broker", f"{kind} {_safe_broker_url(broker.url)} UNREACHABLE: {reason(exc)}"))
+            lines.append(("broker", f"{kind} {broker.shown_url()} UNREACHABLE: {reason(exc)}"))
             problems.append("broker")
         else:
             report["broker"]["reachable"] = True
-            lines.append(("broker", f"{kind} {_safe_broker_url(broker.url)} reachable"))
+            lines.append(("broker", f"{kind} {broker.shown_url()} reachable"))
             try:
                 workers = _workers(settings, inspect_timeout)
             except Exception as exc:  # noqa: BLE001
