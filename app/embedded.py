@@ -22,7 +22,8 @@ class EmbeddedBus:
         one database engine, one notifier and one Celery app for the whole process."""
         from werkzeug.serving import make_server
 
-        from app.composition import Components, create_app
+        from app.components import Components
+        from app.composition import create_app
         from app.migrate import upgrade
         from workers.bootstrap import celery_init_app
 

@@ -11,7 +11,7 @@ import sys
 from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger, worker_ready
 
-from app.composition import Components
+from app.components import Components
 from workers.context import WorkerContext, attach
 
 TASK_MODULES = ["workers.delivery", "workers.lifecycle", "workers.maintenance", "workers.engine_events"]

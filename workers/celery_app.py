@@ -8,7 +8,7 @@ from the Settings the command read: workers.bootstrap.celery_init_app).
 
 from __future__ import annotations
 
-from app.composition import Components
+from app.components import Components
 from app.config import Settings
 from workers.bootstrap import celery_init_app
 

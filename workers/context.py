@@ -6,7 +6,7 @@ from functools import cached_property
 
 from celery import Celery
 
-from app.composition import Components
+from app.components import Components
 from app.config import Settings
 from app.db import Database
 from app.models import BROADCAST

@@ -201,7 +201,7 @@ def worker(queues: str, concurrency: int, metrics_port: int | None, metrics_host
 
 def _celery_app(settings: Settings):
     """The Celery app of a worker or beat process, initialised from `settings` (workers.bootstrap)."""
-    from app.composition import Components
+    from app.components import Components
     from workers.bootstrap import celery_init_app
 
     return celery_init_app(Components(settings))
