@@ -7,9 +7,13 @@ locally (no registry is reachable).
 Networking on such an engine (measured with dockerd 20.10): user-defined bridge networks work, Compose's default
 network included (containers reach each other by service name through the engine's DNS at 127.0.0.11), and so do
 published ports (`-p`: the engine's userland docker-proxy forwards from the host); only traffic beyond the machine
-is cut (no IP forwarding, no masquerading). Image builds run with `--network none`: a build container on the host's
-network does reach PyPI, but through a TLS proxy only this machine trusts, so what the Dockerfiles pip-install comes
-from wheels downloaded on this machine (DockerEngine.build_wheelhouse_image).
+is cut (no IP forwarding, no masquerading). So a name the engine's DNS does not hold (a stopped container's) is
+forwarded to the machine's resolver, which containers cannot reach: the lookup fails only after 20 s, unless the
+container has the `ndots:0` DNS option (`dns_opt`), with which the engine answers one-label names itself.
+
+Image builds run with `--network none`: a build container on the host's network does reach PyPI, but through a TLS
+proxy only this machine trusts, so what the Dockerfiles pip-install comes from wheels downloaded on this machine
+(DockerEngine.build_wheelhouse_image).
 """
 
 from __future__ import annotations

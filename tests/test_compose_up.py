@@ -207,7 +207,8 @@ def test_enterprise_compose_runs_behind_haproxy_and_agents_collaborate(engine, i
     """compose.enterprise.yaml comes up: migrate ran once and exited 0, two API nodes are ready, three workers and
     one beat run, Redis is watched by three sentinels that agree on its master and replica, and the bus reached
     Redis through them; through HAProxy (its published port, and its service name for the agents) both nodes
-    serve requests and the example planner gets the example researcher's answers."""
+    serve requests and the example planner gets the example researcher's answers, also after the Redis master stopped
+    and the sentinels promoted its replica; the old master, started again, becomes the new master's replica."""
     compose = Compose(engine, "compose.enterprise.yaml", tmp_path)
     started = time.monotonic()
     with deployed(compose, capsys, images):
@@ -246,19 +247,45 @@ def test_enterprise_compose_runs_behind_haproxy_and_agents_collaborate(engine, i
         researcher = f"{compose.project}-researcher"
         engine.cli("run", "-d", "--init", "--name", researcher, *agent, "-e", "SANDBOX_ID=sb-researcher",
                    AGENT_IMAGE, "python", "examples/researcher.py")
-        try:
+
+        def plan(*topics: str) -> None:
+            """The example planner asks the researcher about `topics`, through HAProxy; every one is answered."""
             asked = engine.cli("run", "--rm", "--init", *agent, "-e", "SANDBOX_ID=sb-planner",
                                "-e", "RESEARCHER=sb-researcher", AGENT_IMAGE, "python", "examples/planner.py",
-                               "--wait", "30", "sentinel failover", "rolling restart", check=False, timeout=120)
+                               "--wait", "30", *topics, check=False, timeout=120)
             assert asked.returncode == 0, f"the planner got no answer:\n{asked.stdout}\n{asked.stderr}"
-            for topic in ("sentinel failover", "rolling restart"):
-                assert f"planner: answer about '{topic}':" in asked.stdout, asked.stdout
             answered = engine.cli("logs", researcher).stdout
-            assert "sb-planner/planner asks about 'rolling restart'" in answered, answered
+            for topic in topics:
+                assert f"planner: answer about '{topic}':" in asked.stdout, asked.stdout
+                assert f"sb-planner/planner asks about '{topic}'" in answered, answered
+
+        try:
+            plan("sentinel failover", "rolling restart")
+            report(capsys, f"compose.enterprise.yaml: two questions answered through HAProxy in "
+                           f"{time.monotonic() - asking:.1f}s")
+            # The master stops: the sentinels promote redis-replica, and the bus, which asks them for the master
+            # whenever it connects, carries on there.
+            master = compose.containers()["redis"][0]["Id"]
+            stopped = time.monotonic()
+            engine.cli("stop", master)
+            wait_for_master(compose, "redis-replica", timeout=60)
+            promoted = time.monotonic() - stopped
+            plan("after the failover")
+            report(capsys, f"compose.enterprise.yaml: master stopped, redis-replica promoted after {promoted:.1f}s, "
+                           f"a question answered {time.monotonic() - stopped:.1f}s after the stop")
+            # The old master comes back as a master (its command line says so); the sentinels, which kept the
+            # failover on their volumes, make it a replica of the new one rather than a second master.
+            started = time.monotonic()
+            engine.cli("start", master)
+            deadline = time.monotonic() + 60
+            while (role := engine.cli("exec", master, "redis-cli", "role", check=False).stdout.split()[:2]) != [
+                    "slave", "redis-replica"]:
+                assert time.monotonic() < deadline, f"the old master did not become a replica: {role}"
+                time.sleep(0.5)
+            report(capsys, f"compose.enterprise.yaml: the old master back as a replica of redis-replica after "
+                           f"{time.monotonic() - started:.1f}s")
         finally:
             engine.cli("rm", "--force", researcher, check=False)
-        report(capsys, f"compose.enterprise.yaml: two questions answered through HAProxy in "
-                       f"{time.monotonic() - asking:.1f}s")
 
 
 def check_sentinels(compose: Compose) -> None:
@@ -277,3 +304,17 @@ def check_sentinels(compose: Compose) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"the sentinels do not agree: {states}")
         time.sleep(1)
+
+
+def wait_for_master(compose: Compose, name: str, timeout: float) -> None:
+    """Wait until every sentinel names `name` as the master (fails after `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        masters = {sentinel: compose.exec(sentinel, "redis-cli", "-p", "26379", "sentinel",
+                                          "get-master-addr-by-name", "mymaster").stdout.split()[:1]
+                   for sentinel in ("sentinel-1", "sentinel-2", "sentinel-3")}
+        if all(master == [name] for master in masters.values()):
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"the sentinels did not promote {name} within {timeout}s: {masters}")
+        time.sleep(0.5)

@@ -421,6 +421,8 @@ def test_enterprise_compose_reaches_redis_through_three_sentinels():
         volumes.add(mounts["/data"])  # where the sentinel rewrites its copy of the file
         assert "26379" in sentinel["healthcheck"]["test"]
     assert len(volumes) == 3, "each sentinel needs a volume of its own"
+    # A stopped node's name must fail at once, not after the host's resolver timed out (TILT mode: no failover).
+    assert not [name for name, s in services.items() if s.get("dns_opt") != ["ndots:0"]], "dns_opt ndots:0 missing"
     for name in ("api-1", "api-2", "worker", "beat", "migrate"):
         env = environment(services[name])
         urls = env["REDIS_URL"].split(";")
