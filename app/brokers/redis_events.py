@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 from collections.abc import Callable
 
 from redis import Redis
@@ -37,14 +38,17 @@ class RedisEventLog:
     def __init__(self, connect: Callable[[], Redis], key: str, kept: int = EVENTS_KEPT) -> None:
         self._connect = connect
         self._client: Redis | None = None
+        self._client_lock = threading.Lock()  # a worker's threads stamp at once: one client, made once
         self.key = key
         self.kept = kept
 
     @property
     def client(self) -> Redis:
-        """The Redis client (made on first use, so in the process that uses it)."""
+        """The Redis client (made on first use, so in the process that uses it; once, whichever threads ask)."""
         if self._client is None:
-            self._client = self._connect()
+            with self._client_lock:
+                if self._client is None:
+                    self._client = self._connect()
         return self._client
 
     def stamp(self, notification: dict) -> dict:
