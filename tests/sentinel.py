@@ -82,7 +82,10 @@ class SentinelCluster:
         old = self.master_port()
         started = time.monotonic()
         wait_for(self._start_failover, 30, "a sentinel to start the manual failover")
-        wait_for(lambda: self.master_port() != old, 30, "the manual failover")
+        try:
+            wait_for(lambda: self.master_port() != old, 30, "the manual failover")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; the sentinels' logs:\n{self.logs()[-6000:]}") from None
         return self.master_port(), time.monotonic() - started
 
     def wait_demoted(self, port: int) -> float:

@@ -8,6 +8,9 @@ are the three ways Celery's own Sentinel support is known to break:
 - celery#10096, no reconnect after a failover: a second failover, back to the first server, under the same bus;
 - celery#7946, `ReadOnlyError` after a master is demoted: a manual `SENTINEL FAILOVER` demotes a live master, so
   connections opened to it stay open to a replica.
+After a manual failover the former master stays a master until the sentinels convert it (~10 s): the workers'
+SwitchFence (app/brokers/sentinel_fence.py) closes its clients' connections as soon as the sentinels agree on the new
+one, so the processes do not split between two masters meanwhile.
 """
 
 from __future__ import annotations
@@ -130,6 +133,10 @@ def test_failover_under_traffic(sentinel, bus, fault):
     assert ready["status"] == "ready", ready
     for process in ("api", "worker", "worker2", "beat"):
         assert not log_lines(bus, process, "ReadOnlyError"), f"{process} hit a demoted master (celery#7946)"
+    if fault != "kill-master":  # the former master lived on: the workers closed its clients' connections at once
+        fenced = [line for process in ("worker", "worker2", "beat")
+                  for line in log_lines(bus, process, "client connection(s) to the former master")]
+        assert fenced, "no process fenced the former master"
 
 
 def _fault(sentinel: SentinelCluster, fault: str) -> list[str]:

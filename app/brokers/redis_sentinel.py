@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from app.config import Settings
 
 SENTINEL_PORT = 26379  # Sentinel's own port, when a URL names none
+_fence = None  # this process's SwitchFence, once a worker or beat was prepared
 
 
 class RedisSentinelBroker(RedisBroker):
@@ -47,6 +48,23 @@ class RedisSentinelBroker(RedisBroker):
         if self.settings.redis_sentinel_password:
             options["sentinel_kwargs"] = {"password": self.settings.redis_sentinel_password}
         return options
+
+    def prepare_worker(self) -> None:
+        """The Redis kind's preparation, and a thread that fences a former master as soon as the sentinels switch
+        (app/brokers/sentinel_fence.py), so no process of the bus stays on it after a manual failover."""
+        super().prepare_worker()
+        global _fence
+        if _fence is None:
+            from app.brokers.sentinel_fence import SwitchFence
+
+            first = self._parts()[0]
+            sentinel_options = {"password": self.settings.redis_sentinel_password} \
+                if self.settings.redis_sentinel_password else {}
+            master_options = {"username": unquote(first.username) if first.username else None,
+                              "password": unquote(first.password) if first.password else None}
+            _fence = SwitchFence(self.sentinels(), self.settings.redis_sentinel_master, sentinel_options,
+                                 master_options)
+            _fence.start()
 
     def sentinels(self) -> list[tuple[str, int]]:
         """(host, port) of each sentinel the URL names, in its order."""
