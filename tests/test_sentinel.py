@@ -21,9 +21,10 @@ import time
 import pytest
 import redis
 
+from app.brokers.sentinel_fence import SwitchFence
 from app.config import ConfigError, Settings
 from tests.sentinel import MASTER_NAME, SentinelCluster
-from tests.servers import BIN, BusProcess, bus_client, wait_for
+from tests.servers import BIN, BusProcess, RedisServer, bus_client, wait_for
 from tests.traffic import (
     MailboxReader,
     Senders,
@@ -162,3 +163,38 @@ def _log_tails(bus: BusProcess, lines: int = 25) -> str:
     for path in sorted(bus.dir.glob("*.log")):
         tails.append(f"--- {path.name}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
     return "\n".join(tails)
+
+
+# --------------------------------------------------------------------------------------------------- the fence
+
+def test_the_fence_closes_a_former_masters_clients_but_the_sentinels(caplog):
+    """SwitchFence.fence on a server still acting as master: every client connection is closed but those named as
+    a sentinel names its own (`sentinel-…`), which a sentinel needs to stay connected to convert the server."""
+    server = RedisServer()
+    try:
+        ours, sentinels_own = redis.Redis(port=server.port), redis.Redis(port=server.port)
+        ours.ping()
+        sentinels_own.client_setname("sentinel-0123abcd-cmd")
+        fence = SwitchFence([], MASTER_NAME, {}, {})  # no sentinel to agree with: fences at once
+        with caplog.at_level("WARNING", logger="app.brokers.sentinel_fence"):
+            fence.fence(("127.0.0.1", server.port), ("127.0.0.1", 1))
+        names = [client.get("name", "") for client in redis.Redis(port=server.port).client_list()]
+        assert "sentinel-0123abcd-cmd" in names and len(names) == 2, names  # the sentinel's and the asking one
+        assert "closed 1 client connection(s) to the former master" in caplog.text
+    finally:
+        server.cleanup()
+
+
+def test_a_fence_the_redis_user_may_not_run_says_so(caplog):
+    """A bus whose Redis user may not use CLIENT cannot fence: one warning, no exception in the thread."""
+    server = RedisServer()
+    try:
+        admin = redis.Redis(port=server.port)
+        admin.execute_command("ACL", "SETUSER", "bus", "on", ">pw", "~*", "&*", "+@all", "-client")
+        fence = SwitchFence([], MASTER_NAME, {}, {"username": "bus", "password": "pw"})
+        with caplog.at_level("WARNING", logger="app.brokers.sentinel_fence"):
+            fence.fence(("127.0.0.1", server.port), ("127.0.0.1", 1))
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert len(warnings) == 1 and "not fenced" in warnings[0] and "no permissions" in warnings[0], warnings
+    finally:
+        server.cleanup()

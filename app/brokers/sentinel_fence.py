@@ -19,6 +19,7 @@ import threading
 import time
 
 import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
@@ -71,9 +72,10 @@ class SwitchFence(threading.Thread):
             if former_master.info("replication").get("role") != "master":
                 return  # converted already (or crashed and back as a replica): the sentinels closed its clients
             closed = _close_clients_but_sentinels(former_master)
-        except RedisError as exc:  # down: nothing to fence
-            log.info("the sentinels switched %s to %s:%s; former master %s:%s not fenced: %s", self.master_name,
-                     *new, *former, exc)
+        except RedisError as exc:  # down (nothing to fence), or the bus's Redis user may not use CLIENT
+            level = logging.INFO if isinstance(exc, RedisConnectionError) else logging.WARNING
+            log.log(level, "the sentinels switched %s to %s:%s; former master %s:%s not fenced: %s", self.master_name,
+                    *new, *former, exc)
             return
         log.log(logging.WARNING if closed else logging.INFO,
                 "the sentinels switched %s to %s:%s: closed %d client connection(s) to the former master %s:%s, so "
