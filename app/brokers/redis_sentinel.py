@@ -57,13 +57,8 @@ class RedisSentinelBroker(RedisBroker):
         if _fence is None:
             from app.brokers.sentinel_fence import SwitchFence
 
-            first = self._parts()[0]
-            sentinel_options = {"password": self.settings.redis_sentinel_password} \
-                if self.settings.redis_sentinel_password else {}
-            master_options = {"username": unquote(first.username) if first.username else None,
-                              "password": unquote(first.password) if first.password else None}
-            _fence = SwitchFence(self.sentinels(), self.settings.redis_sentinel_master, sentinel_options,
-                                 master_options)
+            _fence = SwitchFence(self.sentinels(), self.settings.redis_sentinel_master, self._sentinel_credentials(),
+                                 self._master_credentials())
             _fence.start()
 
     def sentinels(self) -> list[tuple[str, int]]:
@@ -79,18 +74,24 @@ class RedisSentinelBroker(RedisBroker):
         connections when the server it reached is no longer the master (redis-py's SentinelConnectionPool)."""
         from redis.sentinel import Sentinel
 
-        first = self._parts()[0]
-        sentinel_options = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
-        if self.settings.redis_sentinel_password:
-            sentinel_options["password"] = self.settings.redis_sentinel_password
-        sentinel = Sentinel(self.sentinels(), sentinel_kwargs=sentinel_options, socket_connect_timeout=timeout,
-                            socket_timeout=timeout, db=_database(first.path),
-                            username=unquote(first.username) if first.username else None,
-                            password=unquote(first.password) if first.password else None)
+        timeouts = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
+        sentinel = Sentinel(self.sentinels(), sentinel_kwargs={**timeouts, **self._sentinel_credentials()},
+                            db=_database(self._parts()[0].path), **timeouts, **self._master_credentials())
         return sentinel.master_for(self.settings.redis_sentinel_master)
 
     def _parts(self):
         return [urlsplit(url) for url in self.url.split(";") if url.strip()]
+
+    def _master_credentials(self) -> dict:
+        """The master's user name and password: those of the URL's first entry (Kombu reads them there too)."""
+        first = self._parts()[0]
+        return {"username": unquote(first.username) if first.username else None,
+                "password": unquote(first.password) if first.password else None}
+
+    def _sentinel_credentials(self) -> dict:
+        """The sentinels' password (REDIS_SENTINEL_PASSWORD), if they have one."""
+        password = self.settings.redis_sentinel_password
+        return {"password": password} if password else {}
 
 
 def _database(path: str) -> int:
