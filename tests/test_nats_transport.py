@@ -1,0 +1,251 @@
+"""app/brokers/nats_transport.py against a real nats-server with JetStream (tests/nats_server.py), in the style of
+Kombu's transport tests: put/get, ack, redelivery after the visibility timeout, reject/requeue, purge, size,
+work-queue sharing, fanout, connection errors and reconnect."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+from kombu import Connection, Consumer, Exchange, Producer, Queue
+
+import app.brokers.nats_transport as nats_transport
+from tests.nats_server import NatsServer
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = NatsServer()
+    yield srv
+    srv.cleanup()
+
+
+def connect(url: str, prefix: str, **options) -> Connection:
+    conn = Connection(url, transport_options={"prefix": prefix, **options}, connect_timeout=3)
+    conn.connect()
+    return conn
+
+
+@pytest.fixture
+def prefix():
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def conn(server, prefix):
+    c = connect(server.url, prefix, visibility_timeout=1)
+    yield c
+    c.release()
+
+
+def put(queue: Queue, body) -> None:
+    """Publish `body` to `queue` through the default (anonymous) exchange."""
+    Producer(queue.channel).publish(body, routing_key=queue.name, serializer="json")
+
+
+def get(queue: Queue, timeout: float = 3):
+    """basic_get until a message comes (None after `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        message = queue.get(no_ack=False)
+        if message is not None:
+            return message
+    return None
+
+
+def test_alias_resolves_to_this_transport(conn):
+    assert isinstance(conn.transport, nats_transport.Transport)
+    assert conn.transport_cls == "nats"
+
+
+def test_put_get_ack_round_trip(conn):
+    queue = Queue("tasks.a", Exchange("ex", type="direct"), routing_key="a")(conn.default_channel)
+    queue.declare()
+    Producer(conn.default_channel).publish({"n": 1}, exchange="ex", routing_key="a", serializer="json")
+    message = get(queue)
+    assert message.payload == {"n": 1}
+    assert message.delivery_info["redelivered"] is False
+    message.ack()
+    assert queue.get() is None
+    assert conn.default_channel._size("tasks.a") == 0
+
+
+def test_bindings_are_shared_with_another_connection(server, conn, prefix):
+    queue = Queue("shared", Exchange("ex2", type="direct"), routing_key="k")(conn.default_channel)
+    queue.declare()
+    with connect(server.url, prefix) as producer_conn:  # never declared the queue nor the exchange
+        Producer(producer_conn.default_channel).publish("hi", exchange="ex2", routing_key="k", serializer="json")
+    message = get(queue)
+    assert message.payload == "hi"
+    message.ack()
+
+
+def test_unacked_message_is_redelivered_after_ack_wait(server, prefix):
+    worker = connect(server.url, prefix, visibility_timeout=1)
+    queue = Queue("late")(worker.default_channel)
+    queue.declare()
+    put(queue, "job")
+    assert get(queue).payload == "job"  # taken, never acked: the worker "dies"
+    worker.transport.known_queues.clear()
+    worker.transport.loop.run(worker.transport.nc.close(), 5)  # no nak on the way out
+    worker.release()
+
+    other = connect(server.url, prefix, visibility_timeout=1)
+    try:
+        queue2 = Queue("late")(other.default_channel)
+        started = time.monotonic()
+        message = get(queue2, timeout=5)
+        assert message is not None and message.payload == "job"
+        assert message.delivery_info["redelivered"] is True
+        assert time.monotonic() - started < 3
+        message.ack()
+        assert get(queue2, timeout=1.5) is None  # acked: not again
+    finally:
+        other.release()
+
+
+def test_reject_requeue_redelivers_at_once(conn):
+    queue = Queue("rq")(conn.default_channel)
+    queue.declare()
+    put(queue, "x")
+    first = get(queue)
+    first.reject(requeue=True)
+    started = time.monotonic()
+    again = get(queue, timeout=0.9)  # well before ack_wait (1 s)
+    assert again is not None and again.payload == "x"
+    assert time.monotonic() - started < 0.9
+    again.reject(requeue=False)  # dropped
+    assert get(queue, timeout=1.5) is None
+
+
+def test_purge_and_size(conn):
+    channel = conn.default_channel
+    queue = Queue("p")(channel)
+    queue.declare()
+    for i in range(5):
+        put(queue, i)
+    assert channel._size("p") == 5
+    assert queue.queue_declare(passive=True).message_count == 5
+    assert queue.purge() == 5
+    assert channel._size("p") == 0
+    assert get(queue, timeout=0.5) is None
+
+
+def test_two_consumers_share_a_queue(server, conn, prefix):
+    other = connect(server.url, prefix, visibility_timeout=1)
+    try:
+        exchange = Exchange("work", type="direct")
+        q1 = Queue("w", exchange, routing_key="w")
+        producer = Producer(conn.default_channel, exchange=exchange)
+        q1(conn.default_channel).declare()
+        for i in range(20):
+            producer.publish(i, routing_key="w", serializer="json")
+        seen: list[list[int]] = [[], []]
+
+        def make_cb(index):
+            def cb(body, message):
+                seen[index].append(body)
+                message.ack()
+            return cb
+
+        with Consumer(conn.default_channel, [q1], callbacks=[make_cb(0)], prefetch_count=1), \
+                Consumer(other.default_channel, [q1], callbacks=[make_cb(1)], prefetch_count=1):
+            deadline = time.monotonic() + 15
+            while len(seen[0]) + len(seen[1]) < 20 and time.monotonic() < deadline:
+                for c in (conn, other):
+                    try:
+                        c.drain_events(timeout=0.2)
+                    except TimeoutError:
+                        pass
+        assert sorted(seen[0] + seen[1]) == list(range(20))  # each once: no message to both
+        assert seen[0] and seen[1]
+    finally:
+        other.release()
+
+
+def test_fanout_reaches_every_bound_queue(server, conn, prefix):
+    other = connect(server.url, prefix)
+    try:
+        exchange = Exchange("bcast", type="fanout")
+        qa = Queue("fa", exchange)(conn.default_channel)
+        qb = Queue("fb", exchange)(other.default_channel)
+        qa.declare()
+        qb.declare()
+        Producer(conn.default_channel).publish("all", exchange=exchange, serializer="json")
+        assert get(qa).payload == "all"
+        assert get(qb).payload == "all"
+    finally:
+        other.release()
+
+
+def test_stopped_server_raises_a_connection_error_then_reconnects(prefix):
+    srv = NatsServer()
+    try:
+        conn = connect(srv.url, prefix)
+        queue = Queue("r")(conn.default_channel)
+        queue.declare()
+        put(queue, "before")
+        srv.stop()
+        time.sleep(0.2)
+        with pytest.raises(conn.connection_errors):
+            queue.get()
+        srv.start()
+        conn.ensure_connection(max_retries=5, interval_start=0.2)
+        conn.release()
+        conn = connect(srv.url, prefix)  # the store survived the restart (file storage)
+        queue = Queue("r")(conn.default_channel)
+        message = get(queue, timeout=5)
+        assert message is not None and message.payload == "before"
+        message.ack()
+        put(queue, "after")
+        assert get(queue).payload == "after"
+        conn.release()
+    finally:
+        srv.cleanup()
+
+
+def test_simple_queue_reconnects_through_ensure(prefix):
+    """Kombu's own retry path: a publish through `ensure` after a restart reconnects and succeeds."""
+    srv = NatsServer()
+    try:
+        conn = connect(srv.url, prefix)
+        producer = Producer(conn)
+        publish = conn.ensure(producer, producer.publish, max_retries=10, interval_start=0.2, interval_step=0.2)
+        publish("one", routing_key="rc", serializer="json", declare=[Queue("rc")])
+        srv.stop()
+        srv.start()
+        publish("two", routing_key="rc", serializer="json", declare=[Queue("rc")])
+        with connect(srv.url, prefix) as reader:
+            queue = Queue("rc")(reader.default_channel)
+            bodies = []
+            for _ in range(2):
+                message = get(queue, timeout=5)
+                bodies.append(message.payload)
+                message.ack()
+            assert bodies == ["one", "two"]
+        conn.release()
+    finally:
+        srv.cleanup()
+
+
+def test_celery_task_end_to_end(server, prefix):
+    """A Celery app over this transport: a solo worker runs a task (acks_late), and answers a remote-control ping
+    (the fanout exchange `celery.pidbox` and the reply queue)."""
+    from celery import Celery
+    from celery.contrib.testing.worker import start_worker
+
+    app = Celery("nats-e2e", broker=server.url, backend="cache+memory://")
+    app.conf.update(broker_transport_options={"prefix": prefix, "visibility_timeout": 5},
+                    task_acks_late=True, broker_connection_retry_on_startup=True)
+
+    @app.task
+    def add(x, y):
+        return x + y
+
+    with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
+        assert add.delay(2, 3).get(timeout=15) == 5
+        replies = app.control.ping(timeout=2)
+        assert replies and all(next(iter(r.values())) == {"ok": "pong"} for r in replies)
+    with app.connection() as conn:
+        assert conn.default_channel._size("celery") == 0  # acked
