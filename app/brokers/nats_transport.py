@@ -198,7 +198,8 @@ class Channel(virtual.Channel):
             sub = self._subs[queue] = self._run(self._nats.js.pull_subscribe_bind(consumer=stream, stream=stream))
         try:
             msg = self._run(sub.fetch(1, timeout=self.fetch_timeout), self.fetch_timeout + self.operation_timeout)[0]
-        except nats.errors.TimeoutError:
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError):
+            # nothing ready; or (503, no responders) the consumer's leader is being elected on a cluster: poll again
             self._nats.check_open()
             raise Empty() from None
         payload = json.loads(msg.data)
@@ -285,7 +286,8 @@ class Transport(virtual.Transport):
         ["direct", "topic", "fanout"]))
     connection_errors = virtual.Transport.connection_errors + (
         nats.errors.ConnectionClosedError, nats.errors.NoServersError, nats.errors.StaleConnectionError,
-        nats.errors.UnexpectedEOF, nats.errors.TimeoutError, nats.errors.ConnectionDrainingError, OSError)
+        nats.errors.UnexpectedEOF, nats.errors.TimeoutError, nats.errors.ConnectionDrainingError, OSError,
+        nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError)  # the last two: leader elections
     channel_errors = virtual.Transport.channel_errors + (nats.js.errors.APIError,)
 
     def __init__(self, client, **kwargs):
@@ -305,6 +307,11 @@ class Transport(virtual.Transport):
     def is_open(self) -> bool:
         return self.nc is not None and self.nc.is_connected
 
+    def verify_connection(self, connection) -> bool:
+        """kombu.Connection.connected asks this: False once the NATS client lost its server, so
+        ensure_connection() connects again."""
+        return self.is_open()
+
     def check_open(self) -> None:
         if not self.is_open():
             raise nats.errors.ConnectionClosedError
@@ -319,7 +326,6 @@ class Transport(virtual.Transport):
 
     def establish_connection(self):
         options = self.client.transport_options
-        prefix = options.get("prefix", Channel.prefix)
         timeout = float(self.client.connect_timeout or 5)
         self.loop = LoopThread()
         connect_options = {"allow_reconnect": False, "connect_timeout": timeout, "max_reconnect_attempts": 0,
@@ -328,9 +334,7 @@ class Transport(virtual.Transport):
         async def connect():
             nc = await nats.connect(servers=self._servers(), **connect_options)
             js = nc.jetstream(timeout=float(options.get("operation_timeout", Channel.operation_timeout)))
-            kv = await js.create_key_value(bucket=f"{prefix}-bindings", storage=api.StorageType.FILE,
-                                           replicas=int(options.get("replicas", Channel.replicas)))
-            return nc, js, kv
+            return nc, js, None  # the bindings bucket is opened on first use (self._bindings_kv)
 
         try:
             self.nc, self.js, self.kv = self.loop.run(connect(), timeout + 10)
@@ -355,21 +359,35 @@ class Transport(virtual.Transport):
             self.known_queues.clear()
 
     # bindings of direct/topic exchanges, shared by every process through the key-value bucket
+    async def _bindings_kv(self):
+        if self.kv is None:
+            options = self.client.transport_options
+            bucket = f"{options.get('prefix', Channel.prefix)}-bindings"
+            try:
+                self.kv = await self.js.key_value(bucket)
+            except nats.js.errors.BucketNotFoundError:
+                self.kv = await self.js.create_key_value(
+                    bucket=bucket, storage=api.StorageType.FILE,
+                    replicas=int(options.get("replicas", Channel.replicas)))
+        return self.kv
+
     async def bindings(self, exchange):
+        kv = await self._bindings_kv()
         try:
-            entry = await self.kv.get(name_token(exchange))
+            entry = await kv.get(name_token(exchange))
         except nats.js.errors.KeyNotFoundError:
             return []
         return json.loads(entry.value or b"[]")
 
     async def update_bindings(self, exchange, binding):
         key = name_token(exchange)
+        kv = await self._bindings_kv()
         for _ in range(20):
             try:
-                entry = await self.kv.get(key)
+                entry = await kv.get(key)
             except nats.js.errors.KeyNotFoundError:
                 try:
-                    await self.kv.create(key, json.dumps([list(binding)]).encode())
+                    await kv.create(key, json.dumps([list(binding)]).encode())
                     return
                 except nats.js.errors.KeyWrongLastSequenceError:
                     continue
@@ -377,7 +395,7 @@ class Transport(virtual.Transport):
             if list(binding) in table:
                 return
             try:
-                await self.kv.update(key, json.dumps([*table, list(binding)]).encode(), last=entry.revision)
+                await kv.update(key, json.dumps([*table, list(binding)]).encode(), last=entry.revision)
                 return
             except nats.js.errors.KeyWrongLastSequenceError:
                 continue
