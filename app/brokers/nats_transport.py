@@ -22,6 +22,8 @@ Design
   NATS subject `<prefix>.fanout.<exchange token>`, which every bound queue's channel subscribes to and buffers
   (at-most-once, as AMQP fanout to a non-durable queue is in practice).
 - Priorities are not supported (a message's priority is ignored: FIFO per queue).
+- Not yet: a queue's auto_delete/x-expires (its stream stays until queue_delete; Celery's pidbox and reply queues
+  each get one, named per worker host / per control client), and a dead-letter path.
 - nats-py is asyncio and Kombu synchronous: each Kombu connection (Transport) runs one event loop in a daemon
   thread (_nats_loop.LoopThread) and calls into it with run_coroutine_threadsafe and a timeout.
 - The NATS client does not reconnect by itself (allow_reconnect=False): a lost server closes the client and the
@@ -54,6 +56,7 @@ import nats.js.errors
 from kombu.transport import virtual
 from nats.js import api
 
+from app.brokers._nats_bindings import BindingStore
 from app.brokers._nats_loop import LoopThread, name_token
 
 DEFAULT_PORT = 4222
@@ -243,11 +246,11 @@ class Channel(virtual.Channel):
                 self._fanout_subs[key] = self._run(self._nats.nc.subscribe(
                     self._fanout_subject(exchange), cb=on_message))
             return
-        self._run(self._nats.update_bindings(exchange, (routing_key or "", pattern or "", queue)))
+        self._run(self._nats.bindings.add(exchange, (routing_key or "", pattern or "", queue)))
 
     def get_table(self, exchange):
         local = self.state.exchanges.get(exchange, {}).get("table", [])
-        remote = self._run(self._nats.bindings(exchange))
+        remote = self._run(self._nats.bindings.get(exchange))
         table = list(local) + [tuple(b) for b in remote if tuple(b) not in set(map(tuple, local))]
         if not table and exchange not in self.state.exchanges:
             raise KeyError(exchange)
@@ -295,7 +298,7 @@ class Transport(virtual.Transport):
         self.loop = None
         self.nc = None
         self.js = None
-        self.kv = None
+        self.bindings = None  # _nats_bindings.BindingStore, made on connect
         self.known_queues = set()
 
     def run(self, coro, timeout):
@@ -334,10 +337,12 @@ class Transport(virtual.Transport):
         async def connect():
             nc = await nats.connect(servers=self._servers(), **connect_options)
             js = nc.jetstream(timeout=float(options.get("operation_timeout", Channel.operation_timeout)))
-            return nc, js, None  # the bindings bucket is opened on first use (self._bindings_kv)
+            return nc, js
 
         try:
-            self.nc, self.js, self.kv = self.loop.run(connect(), timeout + 10)
+            self.nc, self.js = self.loop.run(connect(), timeout + 10)
+            self.bindings = BindingStore(self.js, f"{options.get('prefix', Channel.prefix)}-bindings",
+                                         int(options.get("replicas", Channel.replicas)))
         except BaseException:
             self.loop.stop()
             self.loop = None
@@ -355,51 +360,8 @@ class Transport(virtual.Transport):
                     except Exception:  # noqa: BLE001
                         pass
                 self.loop.stop()
-            self.loop = self.nc = self.js = self.kv = None
+            self.loop = self.nc = self.js = self.bindings = None
             self.known_queues.clear()
-
-    # bindings of direct/topic exchanges, shared by every process through the key-value bucket
-    async def _bindings_kv(self):
-        if self.kv is None:
-            options = self.client.transport_options
-            bucket = f"{options.get('prefix', Channel.prefix)}-bindings"
-            try:
-                self.kv = await self.js.key_value(bucket)
-            except nats.js.errors.BucketNotFoundError:
-                self.kv = await self.js.create_key_value(
-                    bucket=bucket, storage=api.StorageType.FILE,
-                    replicas=int(options.get("replicas", Channel.replicas)))
-        return self.kv
-
-    async def bindings(self, exchange):
-        kv = await self._bindings_kv()
-        try:
-            entry = await kv.get(name_token(exchange))
-        except nats.js.errors.KeyNotFoundError:
-            return []
-        return json.loads(entry.value or b"[]")
-
-    async def update_bindings(self, exchange, binding):
-        key = name_token(exchange)
-        kv = await self._bindings_kv()
-        for _ in range(20):
-            try:
-                entry = await kv.get(key)
-            except nats.js.errors.KeyNotFoundError:
-                try:
-                    await kv.create(key, json.dumps([list(binding)]).encode())
-                    return
-                except nats.js.errors.KeyWrongLastSequenceError:
-                    continue
-            table = json.loads(entry.value or b"[]")
-            if list(binding) in table:
-                return
-            try:
-                await kv.update(key, json.dumps([*table, list(binding)]).encode(), last=entry.revision)
-                return
-            except nats.js.errors.KeyWrongLastSequenceError:
-                continue
-        raise nats.js.errors.Error(f"could not record the binding of {binding} to {exchange}")
 
 
 def register() -> None:
