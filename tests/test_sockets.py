@@ -61,7 +61,8 @@ def status(admin: httpx.Client, sandbox_id: str) -> str:
 
 def silent_socket(port: int, path: str, token: str) -> socket.socket:
     """A WebSocket opened by hand on a raw TCP socket that then never answers anything (not even pings), like
-    a container that lost its network."""
+    a container that lost its network. Frames that arrived together with the handshake's answer are in
+    `early_frames_of(sock)`."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=RECV_TIMEOUT)
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -73,7 +74,16 @@ def silent_socket(port: int, path: str, token: str) -> socket.socket:
         assert chunk, f"the bus hung up during the handshake: {answer!r}"
         answer += chunk
     assert answer.startswith(b"HTTP/1.1 101"), answer
+    _EARLY_BYTES[sock.fileno()] = answer.split(b"\r\n\r\n", 1)[1]
     return sock
+
+
+_EARLY_BYTES: dict[int, bytes] = {}  # socket fd -> bytes read past the handshake's answer (a refusal may be there)
+
+
+def early_frames_of(sock: socket.socket) -> bytes:
+    """The bytes `silent_socket` read after the handshake's answer, in the same segment (e.g. a refusal's frames)."""
+    return _EARLY_BYTES.pop(sock.fileno(), b"")
 
 
 def auth_failures(bus: BusProcess) -> float:
@@ -201,8 +211,8 @@ def test_a_client_that_closes_gets_the_closing_reply_with_its_code(lifecycle_bus
 
 def frames_then_rest(sock: socket.socket) -> tuple[list[tuple[int, bytes]], bytes]:
     """Server frames up to its close frame (answered with a masked close reply), and every byte after it until
-    the server hangs up."""
-    frames, buffer = [], b""
+    the server hangs up; the frames may have come with the handshake's answer already (`early_frames_of`)."""
+    frames, buffer = [], early_frames_of(sock)
     while not frames or frames[-1][0] != 8:
         length, start = (buffer[1] & 127, 2) if len(buffer) >= 2 else (None, 2)
         if length == 126:
