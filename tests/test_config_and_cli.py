@@ -41,10 +41,20 @@ def test_broker_url_comes_from_backend_unless_overridden():
     assert rabbit.broker.name == "rabbitmq"
     override = Settings.from_env({"MESSAGE_BACKEND": "redis", "BROKER_URL": "amqp://x//"})
     assert override.broker_url == "amqp://x//" and override.broker.name == "rabbitmq"
+    nats = Settings.from_env({"MESSAGE_BACKEND": "nats", "NATS_URL": "nats://u:pw@n1:4222, nats://n2:4222",
+                              "NATS_REPLICAS": "3", "NATS_PREFIX": "b1"})
+    assert nats.broker.name == "nats" and nats.broker.servers() == ["nats://u:pw@n1:4222", "nats://n2:4222"]
+    assert nats.broker.shown_url() == "nats://u:***@n1:4222,nats://n2:4222"
+    celery = nats.broker.celery_settings()
+    assert celery["broker_url"] == "nats://u:pw@n1:4222"
+    assert {key: celery["broker_transport_options"][key] for key in ("servers", "prefix", "replicas")} == {
+        "servers": ["nats://u:pw@n1:4222", "nats://n2:4222"], "prefix": "b1", "replicas": 3}
 
 
 @pytest.mark.parametrize("env, mentions", [
-    ({"MESSAGE_BACKEND": "nats"}, "MESSAGE_BACKEND"),
+    ({"MESSAGE_BACKEND": "kafka"}, "MESSAGE_BACKEND"),
+    ({"MESSAGE_BACKEND": "nats", "NATS_URL": "http://n1:4222"}, "NATS_URL"),
+    ({"MESSAGE_BACKEND": "nats", "NATS_REPLICAS": "0"}, "NATS_REPLICAS"),
     ({"PORT": "eighty"}, "PORT"),
     ({"PORT": "70000"}, "PORT"),
     ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
@@ -97,7 +107,7 @@ def test_cli_bad_configuration_prints_one_line_and_exits_2(tmp_path):
     result = run_cli("up", "--data-dir", str(tmp_path), env={"MESSAGE_BACKEND": "kafka"})
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "collab-bus: configuration error: MESSAGE_BACKEND must be one of memory, redis, rabbitmq; got 'kafka'"]
+        "collab-bus: configuration error: MESSAGE_BACKEND must be one of memory, redis, rabbitmq, nats; got 'kafka'"]
 
 
 @pytest.mark.parametrize("command", [["worker"], ["beat"]])

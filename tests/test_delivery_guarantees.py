@@ -11,7 +11,7 @@ from contextlib import closing, contextmanager
 
 import pytest
 
-from tests.servers import BusProcess, bus_client, wait_for
+from tests.servers import BROKER_KINDS, BusProcess, bus_client, bus_on, wait_for
 from tests.servers import ws_connect as connect
 
 DELIVERY_RETRIES = 3
@@ -25,12 +25,10 @@ FAST = {
 RECV_TIMEOUT = 10
 
 
-@pytest.fixture(scope="module", params=["embedded", "redis", "rabbitmq"])
+@pytest.fixture(scope="module", params=BROKER_KINDS)
 def fast_bus(request):
     """A bus (with beat) whose ACK timeout, attempts and sweeps are short, on each broker."""
-    redis_url = request.getfixturevalue("redis_server").url if request.param == "redis" else None
-    rabbitmq = request.getfixturevalue("rabbitmq_server") if request.param == "rabbitmq" else None
-    bus = BusProcess(request.param, redis_url=redis_url, rabbitmq=rabbitmq, extra_env=FAST, with_beat=True)
+    bus = bus_on(request, request.param, extra_env=FAST, with_beat=True)
     yield bus
     bus.cleanup()
 

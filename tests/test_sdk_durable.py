@@ -21,19 +21,14 @@ from aintandem_agent_sdk import (
     UnknownCorrelationId,
 )
 from aintandem_agent_sdk._requests import MAX_KEPT_ANSWERS, RequestRecord, requests_file
-from tests.servers import ADMIN_HEADERS, BusProcess
+from tests.servers import ADMIN_HEADERS, BROKER_KINDS, bus_on
 from tests.test_sdk import agent_for, eventually, run
 
 
-@pytest.fixture(scope="module", params=["embedded", "redis", "rabbitmq"])
+@pytest.fixture(scope="module", params=BROKER_KINDS)
 def sdk_bus(request):
     """The bus the restarted requesters talk to: embedded, and API + worker on each real broker."""
-    if request.param == "redis":
-        process = BusProcess("redis", redis_url=request.getfixturevalue("redis_server").url)
-    elif request.param == "rabbitmq":
-        process = BusProcess("rabbitmq", rabbitmq=request.getfixturevalue("rabbitmq_server"))
-    else:
-        process = BusProcess("embedded")
+    process = bus_on(request, request.param)
     yield process
     process.cleanup()
 

@@ -10,19 +10,14 @@ import json
 
 import pytest
 
-from tests.servers import BusProcess, bus_client, wait_for, ws_connect
+from tests.servers import BROKER_KINDS, BusProcess, bus_client, bus_on, wait_for, ws_connect
 
 GUARDS = {"MAX_TRACE_HOPS": "3", "PAIR_RATE_PER_MINUTE": "2", "TRACE_MESSAGE_BUDGET": "6"}
 
 
-@pytest.fixture(scope="module", params=["embedded", "redis", "rabbitmq"])
+@pytest.fixture(scope="module", params=BROKER_KINDS)
 def traced_bus(request):
-    if request.param == "redis":
-        bus = BusProcess("redis", redis_url=request.getfixturevalue("redis_server").url, extra_env=GUARDS)
-    elif request.param == "rabbitmq":
-        bus = BusProcess("rabbitmq", rabbitmq=request.getfixturevalue("rabbitmq_server"), extra_env=GUARDS)
-    else:
-        bus = BusProcess("embedded", extra_env=GUARDS)
+    bus = bus_on(request, request.param, extra_env=GUARDS)
     yield bus
     bus.cleanup()
 

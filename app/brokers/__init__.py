@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from app.brokers.base import BUS_QUEUES, PROTOCOL_MAX_PRIORITY, Broker
 from app.brokers.memory import MemoryBroker
+from app.brokers.nats import NatsBroker
 from app.brokers.rabbitmq import RabbitMQBroker
 from app.brokers.redis import RedisBroker
 from app.brokers.redis_sentinel import RedisSentinelBroker
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["BUS_QUEUES", "KINDS", "NAMES", "PROTOCOL_MAX_PRIORITY", "Broker", "broker_for", "kind_for_url",
            "kind_named", "known_schemes"]
 
-KINDS: tuple[type[Broker], ...] = (MemoryBroker, RedisBroker, RedisSentinelBroker, RabbitMQBroker)
+KINDS: tuple[type[Broker], ...] = (MemoryBroker, RedisBroker, RedisSentinelBroker, RabbitMQBroker, NatsBroker)
 """Every kind, in the order MESSAGE_BACKEND lists them."""
 NAMES = tuple(kind.name for kind in KINDS if kind.selectable)
 """The kinds MESSAGE_BACKEND may name."""

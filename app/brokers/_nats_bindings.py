@@ -41,25 +41,33 @@ class BindingStore:
         return json.loads(entry.value or b"[]")
 
     async def add(self, exchange: str, binding: tuple[str, str, str]) -> None:
-        """Add `binding` (routing_key, pattern, queue) to `exchange`'s list, with compare-and-set on the revision
-        (another process may bind at the same time)."""
+        """Add `binding` (routing_key, pattern, queue) to `exchange`'s list."""
+        await self._change(exchange, lambda table: table if list(binding) in table else [*table, list(binding)])
+
+    async def remove(self, exchange: str, queue: str) -> None:
+        """Remove every binding of `queue` from `exchange`'s list (a queue deleted)."""
+        await self._change(exchange, lambda table: [binding for binding in table if binding[2] != queue])
+
+    async def _change(self, exchange: str, change) -> None:
+        """Replace `exchange`'s list by `change(list)`, with compare-and-set on the revision (another process may
+        bind at the same time)."""
         key = name_token(exchange)
         kv = await self._open()
         for _ in range(20):
             try:
                 entry = await kv.get(key)
             except nats.js.errors.KeyNotFoundError:
-                try:
-                    await kv.create(key, json.dumps([list(binding)]).encode())
-                    return
-                except nats.js.errors.KeyWrongLastSequenceError:
-                    continue
-            table = json.loads(entry.value or b"[]")
-            if list(binding) in table:
+                entry = None
+            table = json.loads(entry.value or b"[]") if entry else []
+            changed = change(table)
+            if changed == table and entry is not None or not changed and entry is None:
                 return
             try:
-                await kv.update(key, json.dumps([*table, list(binding)]).encode(), last=entry.revision)
+                if entry is None:
+                    await kv.create(key, json.dumps(changed).encode())
+                else:
+                    await kv.update(key, json.dumps(changed).encode(), last=entry.revision)
                 return
             except nats.js.errors.KeyWrongLastSequenceError:
                 continue
-        raise nats.js.errors.Error(f"could not record the binding of {binding} to {exchange}")
+        raise nats.js.errors.Error(f"could not change the bindings of {exchange}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import re
 import threading
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -26,11 +27,19 @@ def name_token(name: str) -> str:
     return token
 
 
+def stream_name(prefix: str, queue: str) -> str:
+    """The JetStream stream (and its durable consumer) that holds Kombu queue `queue`."""
+    return f"{prefix}-{name_token(queue)}"
+
+
 class LoopThread:
     """One asyncio event loop in a daemon thread; `run(coro, timeout)` runs a coroutine on it from any other thread
-    and returns its result, raising nats.errors.TimeoutError (an OSError: a Kombu connection error) on timeout."""
+    and returns its result, raising nats.errors.TimeoutError (an OSError: a Kombu connection error) on timeout.
 
-    def __init__(self, name: str = "kombu-nats-loop"):
+    A process has one (`process_loop()`), shared by all its NATS clients: under gevent (the API) threads are
+    greenlets of one OS thread, where asyncio allows only one running loop."""
+
+    def __init__(self, name: str = "nats-loop"):
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
@@ -50,22 +59,15 @@ class LoopThread:
             future.cancel()
             raise nats.errors.TimeoutError from None
 
-    def stop(self, timeout: float = 5) -> None:
-        """Stop the loop and join its thread (pending tasks are cancelled)."""
-        if self.loop.is_closed():
-            return
 
-        async def _cancel_all():
-            tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)  # let them finish, so none is destroyed pending
+_process_loop: tuple[int, LoopThread] | None = None
+_process_loop_lock = threading.Lock()
 
-        try:
-            asyncio.run_coroutine_threadsafe(_cancel_all(), self.loop).result(timeout)
-        except Exception:  # noqa: BLE001 - best effort on shutdown
-            pass
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout)
-        if not self._thread.is_alive():
-            self.loop.close()
+
+def process_loop() -> LoopThread:
+    """This process's loop thread, started on first use (again in a forked child: threads do not survive a fork)."""
+    global _process_loop
+    with _process_loop_lock:
+        if _process_loop is None or _process_loop[0] != os.getpid():
+            _process_loop = (os.getpid(), LoopThread())
+        return _process_loop[1]

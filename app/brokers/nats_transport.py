@@ -1,4 +1,4 @@
-"""A Kombu transport over NATS JetStream (issue 26, first step: not wired into the bus yet).
+"""A Kombu transport over NATS JetStream, the broker of `MESSAGE_BACKEND=nats` (app/brokers/nats.py).
 
 Use it with `kombu.Connection("nats://127.0.0.1:4222")` once this module is imported (importing it registers the
 `nats` alias in kombu.transport.TRANSPORT_ALIASES, the table kombu.transport.resolve_transport reads), or without
@@ -7,45 +7,16 @@ the alias with `kombu.Connection("nats://127.0.0.1:4222", transport="app.brokers
 failover form `nats://a:4222;nats://b:4222`, or the transport option `servers` (a list of nats:// URLs) which the
 client tries in turn on each (re)connect.
 
-Design
-- One JetStream stream per Kombu queue, `<prefix>-<queue token>` (`name_token`: names with `.` etc. are mapped and
-  hashed), on the subject `<prefix>.q.<queue token>`, retention WORK_QUEUE: a message is removed once acknowledged.
-- One durable pull consumer per queue, shared by every Kombu consumer of the queue (work-queue semantics: each
-  message goes to one of them), ack policy EXPLICIT, ack_wait = the transport option `visibility_timeout` (s),
-  unlimited redeliveries (a dead-letter path, max_deliver + an advisory, is a later step).
-- `_get` fetches one message; the Kombu delivery tag maps to that NATS message. `basic_ack` acks it (so Celery's
-  acks_late holds: a worker dying before its ack has the message redelivered after ack_wait);
-  `basic_reject(requeue=True)`, `basic_recover` and a channel closing with unacked messages nak them (redelivered
-  at once); `basic_reject(requeue=False)` acks (drops) it.
-- Exchanges: direct/topic bindings are kept in the JetStream key-value bucket `<prefix>-bindings` so a producer
-  routes to queues another process bound; fanout exchanges (Celery broadcast, remote control) publish on the core
-  NATS subject `<prefix>.fanout.<exchange token>`, which every bound queue's channel subscribes to and buffers
-  (at-most-once, as AMQP fanout to a non-durable queue is in practice).
-- Priorities are not supported (a message's priority is ignored: FIFO per queue).
-- Not yet: a queue's auto_delete/x-expires (its stream stays until queue_delete; Celery's pidbox and reply queues
-  each get one, named per worker host / per control client), and a dead-letter path.
-- nats-py is asyncio and Kombu synchronous: each Kombu connection (Transport) runs one event loop in a daemon
-  thread (_nats_loop.LoopThread) and calls into it with run_coroutine_threadsafe and a timeout.
-- The NATS client does not reconnect by itself (allow_reconnect=False): a lost server closes the client and the
-  next operation raises ConnectionClosedError, one of `connection_errors`, so Kombu/Celery reconnect (and go on to
-  the next failover URL); a JetStream API timeout (nats.errors.TimeoutError, an OSError) is one too.
-
-Durability (transport options `storage`, `replicas`)
-- storage=file (never memory), replicas=1 by default (a single server); set `replicas: 3` on a 3-server cluster,
-  which survives losing one server.
-- The publish is acknowledged by the stream leader once the message is in its log (replicated to a quorum with
-  R3) -- but NOT fsynced: the server's `jetstream { sync_interval }` defaults to 2 minutes. Jepsen's analysis of
-  NATS 2.12.1 (2025-12) lost acknowledged writes with that default when servers crashed together (power loss,
-  kernel crash). Run the servers with `sync_interval: always` where a lost message matters (the tests do), or
-  accept that window: the bus's database stays the source of truth and its outbox sweep re-sends what a NATS
-  fault loses.
+What it keeps where, the durability settings and why, and what it does not do (priorities): docs/nats.md.
 """
 
 from __future__ import annotations
 
 import collections
 import json
+import logging
 import threading
+import time
 import uuid
 from queue import Empty
 
@@ -54,12 +25,14 @@ import nats
 import nats.errors
 import nats.js.errors
 from kombu.transport import virtual
-from nats.js import api
 
+from app.brokers._nats_admin import declare_queue
 from app.brokers._nats_bindings import BindingStore
-from app.brokers._nats_loop import LoopThread, name_token
+from app.brokers._nats_fetch import QueueFetcher
+from app.brokers._nats_loop import name_token, process_loop, stream_name
 
 DEFAULT_PORT = 4222
+log = logging.getLogger(__name__)
 
 
 class QoS(virtual.QoS):
@@ -85,16 +58,20 @@ class Channel(virtual.Channel):
     storage = "file"
     replicas = 1
     fetch_timeout = 0.1
+    fetch_ahead = 4
     operation_timeout = 10.0
     from_transport_options = virtual.Channel.from_transport_options + (
-        "prefix", "visibility_timeout", "storage", "replicas", "fetch_timeout", "operation_timeout")
+        "prefix", "visibility_timeout", "storage", "replicas", "fetch_timeout", "fetch_ahead", "operation_timeout")
 
     def __init__(self, connection, **kwargs):
         super().__init__(connection, **kwargs)
         self._inflight = {}  # delivery tag -> nats Msg
-        self._subs = {}  # queue -> pull subscription
+        self._subs = {}  # queue -> pull subscription (basic_get)
+        self._fetchers = {}  # queue -> QueueFetcher (consumed queues)
         self._fanout_buffers = {}  # queue -> deque of payloads
         self._fanout_subs = {}  # (exchange, queue) -> core subscription
+        self._declared = set()  # queues declared on this channel
+        self._auto_delete = set()  # of those, the ones deleted when this channel stops consuming them
         self._lock = threading.Lock()
 
     # --- plumbing -------------------------------------------------------------------------------------------
@@ -106,7 +83,7 @@ class Channel(virtual.Channel):
         return self._nats.run(coro, timeout or self.operation_timeout)
 
     def _stream(self, queue):
-        return f"{self.prefix}-{name_token(queue)}"
+        return stream_name(self.prefix, queue)
 
     def _subject(self, queue):
         return f"{self.prefix}.q.{name_token(queue)}"
@@ -116,35 +93,42 @@ class Channel(virtual.Channel):
 
     # --- queues ---------------------------------------------------------------------------------------------
     def _new_queue(self, queue, **kwargs):
+        """Note the declaration; the stream is made when a message is first put or fetched (`_ensure_stream`), so a
+        queue only ever bound to fanout exchanges (Celery's pidbox, the bus's fanout listeners) gets none."""
+        if kwargs.get("auto_delete") or kwargs.get("exclusive"):
+            self._auto_delete.add(queue)
+        self._declared.add(queue)
+
+    def _ensure_stream(self, queue):
         if queue in self._nats.known_queues:
             return
-        js, stream = self._nats.js, self._stream(queue)
-
-        async def declare():
-            config = api.StreamConfig(
-                name=stream, subjects=[self._subject(queue)], retention=api.RetentionPolicy.WORK_QUEUE,
-                storage=api.StorageType.FILE if self.storage == "file" else api.StorageType.MEMORY,
-                num_replicas=int(self.replicas))
-            try:
-                await js.add_stream(config)
-            except nats.js.errors.BadRequestError:  # exists with other settings: keep it as it is
-                pass
-            await js.add_consumer(stream, api.ConsumerConfig(
-                durable_name=stream, ack_policy=api.AckPolicy.EXPLICIT, ack_wait=float(self.visibility_timeout),
-                max_deliver=-1, deliver_policy=api.DeliverPolicy.ALL, max_ack_pending=-1))
-
-        self._run(declare())
+        self._run(declare_queue(self._nats.js, self._stream(queue), self._subject(queue), self.storage,
+                                int(self.replicas), float(self.visibility_timeout)))
         self._nats.known_queues.add(queue)
 
     def _has_queue(self, queue, **kwargs):
+        if queue in self._declared or queue in self._nats.known_queues:
+            return True
         try:
             self._run(self._nats.js.stream_info(self._stream(queue)))
         except nats.js.errors.NotFoundError:
             return False
         return True
 
+    def queue_delete(self, queue, if_unused=False, if_empty=False, **kwargs):
+        """Delete the queue's stream and its bindings (also those kept for other processes)."""
+        if if_empty and self._size(queue):
+            return
+        for exchange, _, _ in self.state.queue_bindings(queue):
+            if self.typeof(exchange).type != "fanout":
+                self._run(self._nats.bindings.remove(exchange, queue))
+        self.state.queue_bindings_delete(queue)
+        self._delete(queue)
+
     def _delete(self, queue, *args, **kwargs):
         self._nats.known_queues.discard(queue)
+        self._declared.discard(queue)
+        self._auto_delete.discard(queue)
         self._subs.pop(queue, None)
         self._fanout_buffers.pop(queue, None)
         try:
@@ -176,7 +160,7 @@ class Channel(virtual.Channel):
 
     # --- publish and fetch ----------------------------------------------------------------------------------
     def _put(self, queue, message, **kwargs):
-        self._new_queue(queue)
+        self._ensure_stream(queue)
         self._run(self._nats.js.publish(self._subject(queue), json.dumps(message).encode()))
 
     def _put_fanout(self, exchange, message, routing_key, **kwargs):
@@ -194,17 +178,10 @@ class Channel(virtual.Channel):
                 return buffer.popleft()
             except IndexError:
                 raise Empty() from None
-        sub = self._subs.get(queue)
-        if sub is None:
-            self._new_queue(queue)
-            stream = self._stream(queue)
-            sub = self._subs[queue] = self._run(self._nats.js.pull_subscribe_bind(consumer=stream, stream=stream))
-        try:
-            msg = self._run(sub.fetch(1, timeout=self.fetch_timeout), self.fetch_timeout + self.operation_timeout)[0]
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError):
-            # nothing ready; or (503, no responders) the consumer's leader is being elected on a cluster: poll again
-            self._nats.check_open()
-            raise Empty() from None
+        fetcher = self._fetchers.get(queue)
+        msg = fetcher.take() if fetcher is not None else self._fetch_now(queue)
+        if msg is None:
+            raise Empty()
         payload = json.loads(msg.data)
         tag = str(uuid.uuid4())  # one tag per delivery (a redelivered message keeps its publish-time tag)
         payload["properties"]["delivery_tag"] = tag
@@ -215,12 +192,35 @@ class Channel(virtual.Channel):
             self._inflight[tag] = msg
         return payload
 
+    def _fetch_now(self, queue):
+        """One message of a queue not consumed here (basic_get), fetched now; None when none is ready."""
+        sub = self._subs.get(queue)
+        if sub is None:
+            self._ensure_stream(queue)
+            stream = self._stream(queue)
+            sub = self._subs[queue] = self._run(self._nats.js.pull_subscribe_bind(consumer=stream, stream=stream))
+        try:
+            return self._run(sub.fetch(1, timeout=self.fetch_timeout), self.fetch_timeout + self.operation_timeout)[0]
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError):
+            # nothing ready; or (503, no responders) the consumer's leader is being elected on a cluster: poll again
+            self._nats.check_open()
+            return None
+
+    def basic_consume(self, queue, no_ack, callback, consumer_tag, **kwargs):
+        """Consume `queue`: its messages are pulled in the background (_nats_fetch.QueueFetcher)."""
+        super().basic_consume(queue, no_ack, callback, consumer_tag, **kwargs)
+        if queue not in self._fanout_buffers and queue not in self._fetchers:
+            self._ensure_stream(queue)
+            self._fetchers[queue] = QueueFetcher(self._nats.js, self._stream(queue), self._nats.loop.loop,
+                                                 self._nats.wake, int(self.fetch_ahead))
+
     def _settle(self, delivery_tag, how):
         with self._lock:
             msg = self._inflight.pop(delivery_tag, None)
         if msg is None:  # a fanout message, or settled already
             return
         self._run(getattr(msg, how)())
+        self._nats.wake.set()  # room under the prefetch limit: messages held back may be delivered now
 
     def _restore(self, message):
         """Unacked at close/recover, or rejected with requeue: nak, so JetStream redelivers it now. Errors are
@@ -242,6 +242,7 @@ class Channel(virtual.Channel):
 
                 async def on_message(msg):
                     buffer.append(json.loads(msg.data))
+                    self._nats.wake.set()
 
                 self._fanout_subs[key] = self._run(self._nats.nc.subscribe(
                     self._fanout_subject(exchange), cb=on_message))
@@ -257,18 +258,32 @@ class Channel(virtual.Channel):
         return table
 
     def basic_cancel(self, consumer_tag):
+        """Stop consuming; an auto-delete queue no longer consumed here is deleted (Celery's reply queues: one per
+        control client, a stream each otherwise left behind)."""
         queue = self._tag_to_queue.get(consumer_tag)
         super().basic_cancel(consumer_tag)
-        sub = self._subs.pop(queue, None) if queue else None
-        if sub is not None and self._nats.is_open():
-            try:
+        if queue is None or queue in self._active_queues:
+            return
+        fetcher, sub = self._fetchers.pop(queue, None), self._subs.pop(queue, None)
+        if not self._nats.is_open():
+            return
+        try:
+            if fetcher is not None:
+                fetcher.stop()
+            if sub is not None:
                 self._run(sub.unsubscribe(), 2)
-            except Exception:  # noqa: BLE001
-                pass
+            if queue in self._auto_delete:
+                self.queue_delete(queue)
+        except Exception as exc:  # noqa: BLE001 - best effort: the consumer is cancelled either way
+            log.debug("could not clean up queue %s: %s", queue, exc)
 
     def close(self):
+        is_open = self._nats.is_open()
+        for fetcher in self._fetchers.values():
+            fetcher.stop() if is_open else None
+        self._fetchers.clear()
         for sub in self._fanout_subs.values():
-            if self._nats.is_open():
+            if is_open:
                 try:
                     self._run(sub.unsubscribe(), 2)
                 except Exception:  # noqa: BLE001
@@ -278,7 +293,7 @@ class Channel(virtual.Channel):
 
 
 class Transport(virtual.Transport):
-    """The NATS JetStream transport: one NATS client and loop thread per Kombu connection."""
+    """The NATS JetStream transport: one NATS client per Kombu connection."""
 
     Channel = Channel
     default_port = DEFAULT_PORT
@@ -300,6 +315,21 @@ class Transport(virtual.Transport):
         self.js = None
         self.bindings = None  # _nats_bindings.BindingStore, made on connect
         self.known_queues = set()
+        self.wake = threading.Event()  # set when a message arrives for a channel of this connection
+
+    def drain_events(self, connection, timeout=None):
+        """Deliver one message ready on a channel; between empty rounds wait until one arrives (`wake`) rather than
+        a fixed polling interval. socket.timeout after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self.wake.clear()
+            try:
+                return self.cycle.get(self._deliver, timeout=timeout)
+            except Empty:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError() from None
+                self.wake.wait(min(remaining if remaining is not None else 1.0, 1.0))
 
     def run(self, coro, timeout):
         if self.loop is None:
@@ -330,7 +360,6 @@ class Transport(virtual.Transport):
     def establish_connection(self):
         options = self.client.transport_options
         timeout = float(self.client.connect_timeout or 5)
-        self.loop = LoopThread()
         connect_options = {"allow_reconnect": False, "connect_timeout": timeout, "max_reconnect_attempts": 0,
                            **options.get("connect_options", {})}
 
@@ -339,27 +368,25 @@ class Transport(virtual.Transport):
             js = nc.jetstream(timeout=float(options.get("operation_timeout", Channel.operation_timeout)))
             return nc, js
 
+        self.loop = process_loop()
         try:
             self.nc, self.js = self.loop.run(connect(), timeout + 10)
-            self.bindings = BindingStore(self.js, f"{options.get('prefix', Channel.prefix)}-bindings",
-                                         int(options.get("replicas", Channel.replicas)))
         except BaseException:
-            self.loop.stop()
             self.loop = None
             raise
+        self.bindings = BindingStore(self.js, f"{options.get('prefix', Channel.prefix)}-bindings",
+                                     int(options.get("replicas", Channel.replicas)))
         return super().establish_connection()
 
     def close_connection(self, connection):
         try:
             super().close_connection(connection)
         finally:
-            if self.loop is not None:
-                if self.nc is not None and not self.nc.is_closed:
-                    try:
-                        self.loop.run(self.nc.close(), 5)
-                    except Exception:  # noqa: BLE001
-                        pass
-                self.loop.stop()
+            if self.loop is not None and self.nc is not None and not self.nc.is_closed:
+                try:
+                    self.loop.run(self.nc.close(), 5)
+                except Exception:  # noqa: BLE001 - a lost server, a loop of the parent process (after a fork)
+                    pass
             self.loop = self.nc = self.js = self.bindings = None
             self.known_queues.clear()
 

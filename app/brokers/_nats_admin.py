@@ -1,0 +1,80 @@
+"""Private helpers of app/brokers/nats.py and nats_transport.py: the declaration of a queue's stream and consumer,
+and one-off questions to a NATS cluster (is JetStream there, what waits in each queue's stream), each on a
+short-lived client of its own, bounded by a timeout."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import nats
+import nats.js.errors
+from nats.js import api
+
+from app.brokers._nats_loop import process_loop, stream_name
+
+T = TypeVar("T")
+
+
+async def declare_queue(js, stream: str, subject: str, storage: str, replicas: int, ack_wait: float) -> None:
+    """Create the work-queue stream `stream` on `subject` and its durable pull consumer of the same name (explicit
+    acks, `ack_wait` seconds, unlimited redeliveries); either one that exists already is kept as it is."""
+    config = api.StreamConfig(
+        name=stream, subjects=[subject], retention=api.RetentionPolicy.WORK_QUEUE, num_replicas=replicas,
+        storage=api.StorageType.FILE if storage == "file" else api.StorageType.MEMORY)
+    try:
+        await js.add_stream(config)
+    except nats.js.errors.BadRequestError:  # exists with other settings
+        pass
+    try:
+        await js.add_consumer(stream, api.ConsumerConfig(
+            durable_name=stream, ack_policy=api.AckPolicy.EXPLICIT, ack_wait=ack_wait, max_deliver=-1,
+            deliver_policy=api.DeliverPolicy.ALL, max_ack_pending=-1))
+    except nats.js.errors.BadRequestError:  # exists with other settings
+        pass
+
+
+def _ask(servers: list[str], timeout: float, question: Callable[[nats.NATS], Awaitable[T]]) -> T:
+    """Connect to one of `servers`, await `question(client)` and close, all within about `timeout` seconds."""
+    async def ask():
+        nc = await nats.connect(servers=servers, connect_timeout=timeout, allow_reconnect=False,
+                                max_reconnect_attempts=0)
+        try:
+            return await question(nc)
+        finally:
+            await nc.close()
+
+    return process_loop().run(ask(), 2 * timeout + 1)
+
+
+def account_info(servers: list[str], timeout: float) -> None:
+    """Return when a server answers and JetStream answers its account info (it has a quorum); raise otherwise."""
+
+    async def question(nc):
+        await nc.jetstream(timeout=timeout).account_info()
+
+    _ask(servers, timeout, question)
+
+
+def queue_report(servers: list[str], prefix: str, queues: tuple[str, ...], timeout: float) -> dict:
+    """Per queue: the messages ready, taken but not acknowledged, redelivered, and the stream's replicas and
+    leader; None for a queue whose stream does not exist yet."""
+
+    async def question(nc):
+        js = nc.jetstream(timeout=timeout)
+        report = {}
+        for queue in queues:
+            stream = stream_name(prefix, queue)
+            try:
+                consumer = await js.consumer_info(stream, stream)
+                info = await js.stream_info(stream)
+            except nats.js.errors.NotFoundError:
+                report[queue] = None
+                continue
+            cluster = info.cluster
+            report[queue] = {"messages": consumer.num_pending or 0, "unacked": consumer.num_ack_pending or 0,
+                             "redelivered": consumer.num_redelivered or 0, "replicas": info.config.num_replicas,
+                             "leader": cluster.leader if cluster else None}
+        return report
+
+    return _ask(servers, timeout, question)
