@@ -1,15 +1,18 @@
-"""The event log of a Redis bus is one Redis stream every API node shares: an event gets its id once, where it is
-published, every node's events sockets send it with that id, and `/ws/events?since=` resumes on any node — also
-on a node restarted since — with exactly the events after it (none missing, none twice). A `since` older than
-what the stream keeps, or newer than its newest event, is answered as missed.
+"""The event log of a Redis bus is one Redis stream every API node shares, that of a NATS bus one JetStream stream
+(app/brokers/redis_events.py, app/brokers/nats_events.py): an event gets its id once, where it is published, every
+node's events sockets send it with that id, and `/ws/events?since=` resumes on any node — also on a node restarted
+since — with exactly the events after it (none missing, none twice). A `since` older than what the stream keeps,
+or newer than its newest event, is answered as missed.
 
 (The per-process log of the memory and RabbitMQ buses: tests/test_event_resume.py.)
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 
+import nats
 import pytest
 import redis
 
@@ -18,19 +21,24 @@ from tests.servers import BusProcess, RedisServer, bus_client, wait_for, ws_conn
 RECV_TIMEOUT = 10
 
 
-@pytest.fixture
-def two_nodes():
-    """API nodes `api` (A) and `api2` (B) and a worker on one Redis."""
-    server = RedisServer()
+@pytest.fixture(params=["redis", "nats"])
+def two_nodes(request):
+    """API nodes `api` (A) and `api2` (B) and a worker on one Redis, or on the session's nats-server (a stream
+    prefix of their own)."""
+    server = RedisServer() if request.param == "redis" else None
     bus = None
     try:
-        bus = BusProcess("redis", redis_url=server.url)
+        if server is not None:
+            bus = BusProcess("redis", redis_url=server.url)
+        else:
+            bus = BusProcess("nats", nats_url=request.getfixturevalue("nats_server").url)
         bus.start_api("api2")
         yield bus
     finally:
         if bus is not None:
             bus.cleanup()
-        server.cleanup()
+        if server is not None:
+            server.cleanup()
 
 
 def welcome_of(ws) -> dict:
@@ -82,7 +90,7 @@ def resume(bus: BusProcess, node: str, since: str, last: str, message_id: str | 
 
 
 def order(event_id: str) -> tuple[int, int]:
-    """Where a Redis stream id comes in its stream."""
+    """Where a stream's event id comes in it: a Redis stream id `<ms>-<seq>`, or a NATS one `<epoch>-<seq>`."""
     ms, seq = event_id.split("-")
     return int(ms), int(seq)
 
@@ -145,18 +153,36 @@ def test_a_since_the_stream_no_longer_holds_or_never_had_is_missed(two_nodes):
         welcome_of(events)
         register(bus, "api", ["old"])
         old = frames_until(events, "old")[-1]["id"]
-    client = redis.Redis.from_url(bus.env["REDIS_URL"])
-    try:
-        register(bus, "api2", ["newer-1", "newer-2"])
-        trimmed = client.xtrim("collab.notify.events", maxlen=1, approximate=False)
-        assert trimmed >= 2  # `old` and newer-1's registration after it are gone
-    finally:
-        client.close()
+    register(bus, "api2", ["newer-1", "newer-2"])
+    assert trim_to_the_newest(bus) >= 2  # `old` and newer-1's registration after it are gone
     with ws_connect(f"{bus.api_ws_url('api2')}/ws/events?since={old}") as events:
         welcome = welcome_of(events)
     assert (welcome["resumed"], welcome["replayed"]) == (False, 0) and "no longer kept" in welcome["missed"]
 
-    with ws_connect(f"{bus.api_ws_url('api')}/ws/events?since=99999999999999-0") as events:
+    newer = "99999999999999-0" if bus.mode == "redis" else f"{old.split('-')[0]}-99999999999999"  # (its epoch)
+    with ws_connect(f"{bus.api_ws_url('api')}/ws/events?since={newer}") as events:
         assert "newer than any event" in welcome_of(events)["missed"]
     with ws_connect(f"{bus.api_ws_url('api')}/ws/events?since=0123456789ab-5") as events:
         assert "another API process" in welcome_of(events)["missed"]  # a per-process log's id
+
+
+def trim_to_the_newest(bus: BusProcess) -> int:
+    """Remove every event but the newest from the bus's event log (its Redis or JetStream stream); how many went."""
+    if bus.mode == "redis":
+        client = redis.Redis.from_url(bus.env["REDIS_URL"])
+        try:
+            return client.xtrim("collab.notify.events", maxlen=1, approximate=False)
+        finally:
+            client.close()
+
+    async def purge() -> int:
+        nc = await nats.connect(bus.env["NATS_URL"], connect_timeout=5, allow_reconnect=False)
+        try:
+            js, stream = nc.jetstream(timeout=5), f"{bus.env['NATS_PREFIX']}-events"
+            before = (await js.stream_info(stream)).state.messages
+            await js.purge_stream(stream, keep=1)
+            return before - (await js.stream_info(stream)).state.messages
+        finally:
+            await nc.close()
+
+    return asyncio.run(purge())
