@@ -2,7 +2,8 @@
 bench/failover.py.
 
 A `Cluster` is the bus behind the balancer it ships: Debian's HAProxy running `docker/haproxy.cfg` (tests/balancer.py)
-in front of two `collab-bus api` nodes on one PostgreSQL database and one Redis, with two workers and beat. A
+in front of two `collab-bus api` nodes on one PostgreSQL database and one broker (BROKERS: a Redis, Redis behind
+Sentinel, or a 3-server NATS JetStream cluster), with two workers and beat. A
 `Fault` is a name and a coroutine `inject(cluster, traffic) -> notes`, run once a quarter of the traffic was
 accepted; the faults themselves are in tests/failover_faults.py. `run_fault` drives SDK agents through the balancer
 (tests/failover_traffic.py's `Traffic`: one receiver, a few senders of notifications with idempotency keys and
@@ -18,44 +19,86 @@ import asyncio
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
 from tests.balancer import HAProxy
 from tests.failover_traffic import Load, Traffic
+from tests.nats_server import NatsCluster
+from tests.sentinel import SentinelCluster
 from tests.servers import BusProcess, RedisServer
 
 NODES = {"api-1": "api", "api-2": "api2"}  # the shipped file's server name -> the BusProcess's API process
 WORKERS = ("worker", "worker2")
-VISIBILITY_TIMEOUT = 5  # s: Redis gives a killed worker's unacknowledged tasks to another one after this (3600 s
-# by default); small here so a worker kill resolves within the run
+VISIBILITY_TIMEOUT = 5  # s: the broker gives a killed worker's unacknowledged tasks to another one after this
+# (REDIS_VISIBILITY_TIMEOUT, NATS_ACK_WAIT: 3600 s by default); small here so a worker kill resolves within the run
 CLUSTER_ENV = {
     "TRUSTED_PROXIES": "1",  # as the shipped haproxy.cfg says
     "OUTBOX_SWEEP_AFTER": "2", "OUTBOX_SWEEP_INTERVAL": "1",  # a send committed by a node (or a task lost with a
-    # worker or Redis) before it was enqueued is enqueued by beat's outbox sweep 2 s later
-    "REDIS_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT),
+    # worker or the broker) before it was enqueued is enqueued by beat's outbox sweep 2 s later
 }
 EVENTUALLY = 60  # s to wait, after the senders are done, for every send to be handled
 
 
+@dataclass(frozen=True)
+class BrokerKind:
+    """A kind of broker server a Cluster runs on: the class of its server object (started with no arguments; it
+    has `cleanup()` or `stop()`), the BusProcess mode, the BusProcess arguments naming the server
+    (`connect(server)`), the settings every bus process gets on it, and what makes the server whole again after a
+    fault (`restore(server)`, Cluster.restore calls it; none: the fault does it itself)."""
+
+    server: type
+    mode: str
+    connect: Callable[[Any], dict[str, str]]
+    settings: dict[str, str] = field(default_factory=dict)
+    restore: Callable[[Any], None] | None = None
+
+
+def _start_stopped(cluster: NatsCluster) -> None:
+    """Start every server of the NATS cluster a fault left down (one that failed before starting it again)."""
+    for server in cluster.servers:
+        if server.process is None or server.process.poll() is not None:
+            server.start()
+
+
+BROKERS = {
+    "redis": BrokerKind(RedisServer, "redis", lambda server: {"redis_url": server.url},
+                        {"REDIS_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT)}),
+    # tests/sentinel.py: a master, a replica, three sentinels; every process reaches Redis through sentinel://
+    "sentinel": BrokerKind(SentinelCluster, "redis", lambda server: {"redis_url": server.url},
+                           {"REDIS_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT)}),
+    # tests/nats_server.py: three JetStream servers (`sync_interval: always`); every stream of the bus R3
+    "nats": BrokerKind(NatsCluster, "nats", lambda server: {"nats_url": ",".join(server.urls)},
+                       {"NATS_REPLICAS": "3", "NATS_ACK_WAIT": str(VISIBILITY_TIMEOUT)}, _start_stopped),
+}
+
+
+def broker_kind(server) -> str:
+    """The name of the BROKERS entry whose server class `server` is."""
+    return next(name for name, kind in BROKERS.items() if isinstance(server, kind.server))
+
+
 class Cluster:
     """HAProxy in front of API nodes `api` and `api2` on one PostgreSQL database (from `postgres`, a
-    tests/postgres.py PostgresServer) and one broker server (`redis`; default a fresh RedisServer), with workers
-    `worker` and `worker2` and beat. `redis` may be any server object whose `url` BusProcess("redis") takes, with
-    `cleanup()` or `stop()` (called by `cleanup()`) and optionally `environment`, more settings for the bus (e.g.
-    tests/sentinel.py's SentinelCluster and its REDIS_SENTINEL_MASTER); a fault reaches it as `cluster.redis`."""
+    tests/postgres.py PostgresServer) and one broker server, with workers `worker` and `worker2` and beat. The broker
+    is `broker`, a server object of one of the BROKERS kinds (its kind found by its class; `environment`, when it
+    has one, adds settings, e.g. SentinelCluster's REDIS_SENTINEL_MASTER), or else a new server of kind `kind`
+    (default redis). A fault reaches it as `cluster.broker` (also `cluster.redis`), its kind as `cluster.kind`."""
 
-    def __init__(self, postgres, redis=None, extra_env: dict | None = None):
+    def __init__(self, postgres, broker=None, extra_env: dict | None = None, kind: str | None = None):
         self.postgres = postgres
-        self.redis = redis or RedisServer()
+        self.kind = kind or (broker_kind(broker) if broker is not None else "redis")
+        spec = BROKERS[self.kind]
+        self.broker = broker if broker is not None else spec.server()
         self.database = postgres.create_database()
         self.bus: BusProcess | None = None
         self.haproxy: HAProxy | None = None
         try:
-            env = {**getattr(self.redis, "environment", {}), "DATABASE_URL": self.database, **CLUSTER_ENV,
-                   **(extra_env or {})}
-            self.bus = BusProcess("redis", redis_url=self.redis.url, with_beat=True, extra_env=env)
+            env = {**getattr(self.broker, "environment", {}), "DATABASE_URL": self.database, **CLUSTER_ENV,
+                   **spec.settings, **(extra_env or {})}
+            self.bus = BusProcess(spec.mode, **spec.connect(self.broker), with_beat=True, extra_env=env)
             for worker in WORKERS[1:]:
                 self.bus.start_worker(worker)
             self.bus.start_api("api2")
@@ -65,6 +108,11 @@ class Cluster:
         except BaseException:
             self.cleanup()
             raise
+
+    @property
+    def redis(self):
+        """The broker server (the name the Redis faults knew it by)."""
+        return self.broker
 
     @property
     def url(self) -> str:
@@ -77,7 +125,10 @@ class Cluster:
         return next(server for server, name in NODES.items() if name == node)
 
     def restore(self) -> None:
-        """Every API node running and UP in HAProxy and every worker running, for what runs next."""
+        """Every API node running and UP in HAProxy and every worker running, for what runs next; the broker's
+        servers as its kind restores them."""
+        if restore := BROKERS[self.kind].restore:
+            restore(self.broker)
         for worker in WORKERS:
             if worker not in self.bus.workers:
                 self.bus.start_worker(worker)
@@ -93,7 +144,7 @@ class Cluster:
             if self.bus is not None:
                 self.bus.cleanup()
         finally:
-            (getattr(self.redis, "cleanup", None) or self.redis.stop)()
+            (getattr(self.broker, "cleanup", None) or self.broker.stop)()
             self.postgres.drop_database(self.database)
 
 

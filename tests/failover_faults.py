@@ -1,28 +1,34 @@
 """The faults tests/failover.py runs under SDK traffic: each is one coroutine `inject(cluster, traffic) -> notes`
 wrapped in a `Fault` with its name, and listed in FAULTS (bench/failover.py runs them in that order, the tests pick
 theirs by name). A new fault is one more such function and one more entry; one that needs another kind of broker
-server names it in `Fault(broker=...)` and bench/failover.py's BROKERS says how to start that server.
+server names it in `Fault(broker=...)` and tests/failover.py's BROKERS says how to start that server.
 
-`run_fault` restores the cluster after each fault (every API node UP, every worker running), so a fault need not
-undo what it did; Redis it must start again itself.
+`run_fault` restores the cluster after each fault (every API node UP, every worker running, every NATS server
+running), so a fault need not undo what it did; Redis it must start again itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import time
+from pathlib import Path
 
+import nats
+import nats.errors
 import redis
 
+from app.brokers._nats_loop import stream_name
 from tests.balancer import BACKEND
 from tests.failover import NODES, VISIBILITY_TIMEOUT, WORKERS, Cluster, Fault
 from tests.failover_traffic import Traffic
 
 TRAFFIC_AFTER = 3  # s of traffic on what survived a fault before the cluster is whole again
 HUNG = 1  # s a worker hangs (SIGSTOP) before it is killed
+ELECTION = 30  # s a NATS stream may take to elect a leader, a restarted server to be current again (else an error)
 
 
 async def kill_api_node(cluster: Cluster, traffic: Traffic) -> list[str]:
@@ -163,6 +169,172 @@ async def switch_sentinel_master(cluster: Cluster, traffic: Traffic) -> list[str
             f"{converted:.1f}s later"]
 
 
+# ------------------------------------------------------------------ NATS JetStream: three servers, every stream R3
+
+async def kill_nats_server(cluster: Cluster, traffic: Traffic) -> list[str]:
+    """SIGKILL of the NATS server leading the bus's `delivery` stream (one of three; every stream of the bus R3): the
+    two left elect new leaders for the streams it led, the processes connected to it reconnect to another server of
+    NATS_URL. TRAFFIC_AFTER s of traffic on two servers, then it is started again and waited for until it is current
+    in every stream of the bus and their consumers."""
+    leader = await _leader(cluster, _delivery(cluster))
+    victim = next(server for server in cluster.broker.servers if _name(server) == leader)
+    return await _kill_and_restart(cluster, victim, f"leader of {_delivery(cluster)}")
+
+
+async def kill_each_nats_server(cluster: Cluster, traffic: Traffic) -> list[str]:
+    """Each NATS server in turn SIGKILLed, TRAFFIC_AFTER s of traffic on the other two, started again and waited for
+    until it is current in every stream: so every server an API node, a worker or beat is connected to goes down
+    once under it (the notes name the processes connected to each)."""
+    notes = []
+    for server in cluster.broker.servers:
+        notes += await _kill_and_restart(cluster, server, "in turn")
+    return notes
+
+
+async def step_down_nats_leader(cluster: Cluster, traffic: Traffic) -> list[str]:
+    """A leader step-down of the bus's `delivery` stream (JetStream API `$JS.API.STREAM.LEADER.STEPDOWN.<stream>`),
+    nothing crashes: the stream elects another of its three servers while the API nodes publish to it."""
+    stream, started = _delivery(cluster), time.monotonic()
+    before = await _leader(cluster, stream)
+    consumer_before = await _leader(cluster, stream, consumer=True)
+
+    async def step_down(nc, js):
+        return json.loads((await nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", b"", timeout=5)).data)
+
+    answer = await _ask_nats(cluster, step_down)
+    if not answer.get("success"):
+        raise RuntimeError(f"step-down of {stream} refused: {answer}")
+    after, took = await _wait_leader(cluster, stream, started, not_on=before)
+    await asyncio.sleep(TRAFFIC_AFTER)
+    return [f"{stream} leader {before} stepped down; {after} leads it {took:.1f}s after the request; its consumer's "
+            f"leader {consumer_before} before, {await _leader(cluster, stream, consumer=True)} after; "
+            f"{TRAFFIC_AFTER} s of traffic"]
+
+
+async def _kill_and_restart(cluster: Cluster, victim, why: str) -> list[str]:
+    stream, name = _delivery(cluster), _name(victim)
+    connected = await asyncio.to_thread(nats_connections, cluster)
+    killed_at = time.monotonic()
+    await asyncio.to_thread(victim.kill, signal.SIGKILL)
+    leader, elected = await _wait_leader(cluster, stream, killed_at, not_on=name)
+    await asyncio.sleep(TRAFFIC_AFTER)
+    await asyncio.to_thread(victim.start)
+    started_at = time.monotonic()
+    await _wait_caught_up(cluster)
+    return [f"SIGKILL of NATS server {name} (:{victim.port}, {why}; bus processes connected to it: "
+            f"{', '.join(connected.get(victim.port, [])) or 'none'}): {stream} led by {leader} {elected:.1f}s later; "
+            f"down {started_at - killed_at:.1f}s, current again in every stream {time.monotonic() - started_at:.1f}s "
+            f"after its restart"]
+
+
+def _name(server) -> str:
+    """A tests/nats_server.py server's `server_name` (JetStream names leaders and peers by it)."""
+    return server.config.read_text().split('server_name: "', 1)[1].split('"', 1)[0]
+
+
+def _delivery(cluster: Cluster) -> str:
+    """The JetStream stream of the bus's `delivery` queue."""
+    return stream_name(cluster.bus.env["NATS_PREFIX"], "delivery")
+
+
+async def _ask_nats(cluster: Cluster, question):
+    """`await question(client, jetstream)` on a client of its own connected to a running server of the cluster."""
+    servers = [server.url for server in cluster.broker.servers if server.process and server.process.poll() is None]
+    nc = await nats.connect(servers=servers, connect_timeout=2, allow_reconnect=False, max_reconnect_attempts=0)
+    try:
+        return await question(nc, nc.jetstream(timeout=2))
+    finally:
+        await nc.close()
+
+
+async def _leader(cluster: Cluster, stream: str, consumer: bool = False) -> str | None:
+    """The server leading `stream` (or its consumer), None while it has none (an election)."""
+    async def leader(nc, js):
+        info = await (js.consumer_info(stream, stream) if consumer else js.stream_info(stream))
+        return info.cluster.leader if info.cluster else None
+
+    try:
+        return await _ask_nats(cluster, leader)
+    except (nats.errors.Error, OSError):
+        return None
+
+
+async def _wait_leader(cluster: Cluster, stream: str, since: float, not_on: str | None) -> tuple[str, float]:
+    """Wait until a server other than `not_on` leads `stream`; it and the seconds since `since`."""
+    while (leader := await _leader(cluster, stream)) in (None, not_on):
+        if time.monotonic() - since > ELECTION:
+            raise TimeoutError(f"no leader of {stream} but {not_on} after {ELECTION} s")
+        await asyncio.sleep(0.1)
+    return leader, time.monotonic() - since
+
+
+async def _wait_caught_up(cluster: Cluster) -> None:
+    """Wait until every stream of the bus and every consumer of them has a leader and all its replicas current."""
+    prefix, since = cluster.bus.env["NATS_PREFIX"], time.monotonic()
+
+    async def behind(nc, js):
+        late = []
+        for stream in await js.streams_info():
+            if prefix not in stream.config.name:
+                continue
+            groups = [(stream.config.name, stream.cluster, stream.config.num_replicas)]
+            groups += [(f"{stream.config.name}/{consumer.name}", consumer.cluster, stream.config.num_replicas)
+                       for consumer in await js.consumers_info(stream.config.name)]
+            late += [what for what, group, replicas in groups if not group or not group.leader
+                     or len(group.replicas or []) < replicas - 1
+                     or any(not peer.current or peer.offline for peer in group.replicas or [])]
+        return late
+
+    late: list[str] | str = ["?"]
+    while late:
+        try:
+            late = await _ask_nats(cluster, behind)
+        except (nats.errors.Error, OSError) as exc:
+            late = f"{type(exc).__name__}: {exc}"
+        if late and time.monotonic() - since > ELECTION:
+            raise TimeoutError(f"not current again after {ELECTION} s: {late}")
+        await asyncio.sleep(0.2 if late else 0)
+
+
+def nats_connections(cluster: Cluster) -> dict[int, list[str]]:
+    """NATS client port -> the bus processes (api, api2, worker, worker2, beat) holding a TCP connection to it now:
+    each process's session (its children included: they were started in sessions of their own) and the inodes of
+    their sockets, looked up in /proc/net/tcp."""
+    bus, ports = cluster.bus, {server.port for server in cluster.broker.servers}
+    named = {**bus.apis, **bus.workers}
+    named.update(("beat", proc) for proc in bus.processes if proc not in named.values())  # the one left
+    sessions: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+                sessions.setdefault(int(fields[3]), []).append(int(entry.name))
+    remote = {}  # socket inode -> remote port, of established connections to a NATS server
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        cells = line.split()
+        if cells[3] == "01" and int(cells[2].split(":")[1], 16) in ports:
+            remote[cells[9]] = int(cells[2].split(":")[1], 16)
+    found: dict[int, list[str]] = {}
+    for name, proc in sorted(named.items()):
+        for port in sorted({remote[inode] for pid in sessions.get(proc.pid, []) for inode in _sockets(pid)
+                            if inode in remote}):
+            found.setdefault(port, []).append(name)
+    return found
+
+
+def _sockets(pid: int) -> set[str]:
+    inodes = set()
+    try:
+        for fd in os.scandir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd.path)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    except OSError:
+        pass
+    return inodes
+
+
 FAULTS = {fault.name: fault for fault in (
     Fault("api-node-kill", kill_api_node),
     Fault("rolling-restart", rolling_restart(drain=False)),
@@ -171,4 +343,7 @@ FAULTS = {fault.name: fault for fault in (
     Fault("redis-restart", restart_redis),
     Fault("sentinel-master-kill", kill_sentinel_master, broker="sentinel"),
     Fault("sentinel-switch", switch_sentinel_master, broker="sentinel"),
+    Fault("nats-server-kill", kill_nats_server, broker="nats"),
+    Fault("nats-servers-kill-each", kill_each_nats_server, broker="nats"),
+    Fault("nats-leader-stepdown", step_down_nats_leader, broker="nats"),
 )}
