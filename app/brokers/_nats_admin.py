@@ -4,6 +4,7 @@ short-lived client of its own, bounded by a timeout."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -14,6 +15,7 @@ from nats.js import api
 from app.brokers._nats_loop import process_loop, stream_name
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 async def declare_queue(js, stream: str, subject: str, storage: str, replicas: int, ack_wait: float) -> None:
@@ -34,11 +36,23 @@ async def declare_queue(js, stream: str, subject: str, storage: str, replicas: i
         pass
 
 
+async def connect(servers: list[str], timeout: float, on_lost=None, **options) -> nats.NATS:
+    """A client of the first of `servers` that answers, which does not reconnect by itself: once its server is
+    lost it is closed (`on_lost` is awaited) and raises ConnectionClosedError, so its owner connects again."""
+    return await nats.connect(servers=servers, connect_timeout=timeout, allow_reconnect=False,
+                              max_reconnect_attempts=0, closed_cb=on_lost, disconnected_cb=on_lost,
+                              error_cb=_client_error, **options)
+
+
+async def _client_error(exc: Exception) -> None:
+    """nats-py reports a lost server here (and logs it as an ERROR without this); its owner logs its reconnect."""
+    log.info("NATS client: %s", exc or type(exc).__name__)
+
+
 def _ask(servers: list[str], timeout: float, question: Callable[[nats.NATS], Awaitable[T]]) -> T:
     """Connect to one of `servers`, await `question(client)` and close, all within about `timeout` seconds."""
     async def ask():
-        nc = await nats.connect(servers=servers, connect_timeout=timeout, allow_reconnect=False,
-                                max_reconnect_attempts=0)
+        nc = await connect(servers, timeout)
         try:
             return await question(nc)
         finally:

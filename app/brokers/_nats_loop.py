@@ -8,6 +8,7 @@ import hashlib
 import os
 import re
 import threading
+from concurrent.futures import CancelledError as FutureCancelled
 from concurrent.futures import TimeoutError as FutureTimeout
 
 import nats.errors
@@ -48,16 +49,26 @@ class LoopThread:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
 
-    def run(self, coro, timeout: float):
+    def run(self, coro, timeout: float, watch: set | None = None):
+        """The result of `coro`, run on the loop. With `watch`, the future is in that set while it runs, so whoever
+        learns that the connection it uses is lost can cancel it (ConnectionClosedError here) rather than leave it
+        to its timeout."""
         if self.loop.is_closed() or not self._thread.is_alive():
             coro.close()
             raise nats.errors.ConnectionClosedError
         future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        if watch is not None:
+            watch.add(future)
         try:
             return future.result(timeout)
         except FutureTimeout:
             future.cancel()
             raise nats.errors.TimeoutError from None
+        except FutureCancelled:
+            raise nats.errors.ConnectionClosedError from None
+        finally:
+            if watch is not None:
+                watch.discard(future)
 
 
 _process_loop: tuple[int, LoopThread] | None = None

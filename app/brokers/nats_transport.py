@@ -1,11 +1,8 @@
 """A Kombu transport over NATS JetStream, the broker of `MESSAGE_BACKEND=nats` (app/brokers/nats.py).
 
-Use it with `kombu.Connection("nats://127.0.0.1:4222")` once this module is imported (importing it registers the
-`nats` alias in kombu.transport.TRANSPORT_ALIASES, the table kombu.transport.resolve_transport reads), or without
-the alias with `kombu.Connection("nats://127.0.0.1:4222", transport="app.brokers.nats_transport:Transport")`
-(resolve_transport's documented "fully qualified path to a transport class"). For several servers, give kombu's
-failover form `nats://a:4222;nats://b:4222`, or the transport option `servers` (a list of nats:// URLs) which the
-client tries in turn on each (re)connect.
+`kombu.Connection("nats://127.0.0.1:4222")` once this module is imported (it registers the `nats` alias in
+kombu.transport.TRANSPORT_ALIASES), or `transport="app.brokers.nats_transport:Transport"`; several servers in the
+transport option `servers` (nats:// URLs), which the client tries in turn on each (re)connect.
 
 What it keeps where, the durability settings and why, and what it does not do (priorities): docs/nats.md.
 """
@@ -21,12 +18,11 @@ import uuid
 from queue import Empty
 
 import kombu.transport
-import nats
 import nats.errors
 import nats.js.errors
 from kombu.transport import virtual
 
-from app.brokers._nats_admin import declare_queue
+from app.brokers._nats_admin import connect, declare_queue
 from app.brokers._nats_bindings import BindingStore
 from app.brokers._nats_fetch import QueueFetcher
 from app.brokers._nats_loop import name_token, process_loop, stream_name
@@ -74,13 +70,22 @@ class Channel(virtual.Channel):
         self._auto_delete = set()  # of those, the ones deleted when this channel stops consuming them
         self._lock = threading.Lock()
 
-    # --- plumbing -------------------------------------------------------------------------------------------
     @property
     def _nats(self) -> Transport:
         return self.connection
 
     def _run(self, coro, timeout=None):
+        if self.connection is None:  # the channel was closed
+            coro.close()
+            raise nats.errors.ConnectionClosedError
         return self._nats.run(coro, timeout or self.operation_timeout)
+
+    def _connected(self) -> bool:
+        return self.connection is not None and self._nats.is_open()
+
+    def _check_connected(self) -> None:
+        if not self._connected():
+            raise nats.errors.ConnectionClosedError
 
     def _stream(self, queue):
         return stream_name(self.prefix, queue)
@@ -91,7 +96,6 @@ class Channel(virtual.Channel):
     def _fanout_subject(self, exchange):
         return f"{self.prefix}.fanout.{name_token(exchange)}"
 
-    # --- queues ---------------------------------------------------------------------------------------------
     def _new_queue(self, queue, **kwargs):
         """Note the declaration; the stream is made when a message is first put or fetched (`_ensure_stream`), so a
         queue only ever bound to fanout exchanges (Celery's pidbox, the bus's fanout listeners) gets none."""
@@ -158,7 +162,6 @@ class Channel(virtual.Channel):
             return 0
         return size
 
-    # --- publish and fetch ----------------------------------------------------------------------------------
     def _put(self, queue, message, **kwargs):
         self._ensure_stream(queue)
         self._run(self._nats.js.publish(self._subject(queue), json.dumps(message).encode()))
@@ -171,7 +174,7 @@ class Channel(virtual.Channel):
         self._run(publish())
 
     def _get(self, queue, timeout=None):
-        self._nats.check_open()
+        self._check_connected()
         buffer = self._fanout_buffers.get(queue)
         if buffer is not None:
             try:
@@ -203,7 +206,7 @@ class Channel(virtual.Channel):
             return self._run(sub.fetch(1, timeout=self.fetch_timeout), self.fetch_timeout + self.operation_timeout)[0]
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError):
             # nothing ready; or (503, no responders) the consumer's leader is being elected on a cluster: poll again
-            self._nats.check_open()
+            self._check_connected()
             return None
 
     def basic_consume(self, queue, no_ack, callback, consumer_tag, **kwargs):
@@ -233,7 +236,6 @@ class Channel(virtual.Channel):
     def _restore_at_beginning(self, message):
         return self._restore(message)
 
-    # --- bindings -------------------------------------------------------------------------------------------
     def _queue_bind(self, exchange, routing_key, pattern, queue):
         if self.typeof(exchange).type == "fanout":
             key = (exchange, queue)
@@ -265,7 +267,7 @@ class Channel(virtual.Channel):
         if queue is None or queue in self._active_queues:
             return
         fetcher, sub = self._fetchers.pop(queue, None), self._subs.pop(queue, None)
-        if not self._nats.is_open():
+        if not self._connected():
             return
         try:
             if fetcher is not None:
@@ -278,7 +280,7 @@ class Channel(virtual.Channel):
             log.debug("could not clean up queue %s: %s", queue, exc)
 
     def close(self):
-        is_open = self._nats.is_open()
+        is_open = self._connected()
         for fetcher in self._fetchers.values():
             fetcher.stop() if is_open else None
         self._fetchers.clear()
@@ -316,6 +318,7 @@ class Transport(virtual.Transport):
         self.bindings = None  # _nats_bindings.BindingStore, made on connect
         self.known_queues = set()
         self.wake = threading.Event()  # set when a message arrives for a channel of this connection
+        self._running = set()  # futures of operations under way on the client (cancelled when it is lost)
 
     def drain_events(self, connection, timeout=None):
         """Deliver one message ready on a channel; between empty rounds wait until one arrives (`wake`) rather than
@@ -335,7 +338,14 @@ class Transport(virtual.Transport):
         if self.loop is None:
             coro.close()
             raise nats.errors.ConnectionClosedError
-        return self.loop.run(coro, timeout)
+        return self.loop.run(coro, timeout, self._running)
+
+    async def _lost(self) -> None:
+        """The client lost its server (closed: it does not reconnect): fail every operation waiting on it now,
+        rather than each at its timeout (a publish waits for an acknowledgement that cannot come)."""
+        for future in list(self._running):
+            future.cancel()
+        self.wake.set()
 
     def is_open(self) -> bool:
         return self.nc is not None and self.nc.is_connected
@@ -344,10 +354,6 @@ class Transport(virtual.Transport):
         """kombu.Connection.connected asks this: False once the NATS client lost its server, so
         ensure_connection() connects again."""
         return self.is_open()
-
-    def check_open(self) -> None:
-        if not self.is_open():
-            raise nats.errors.ConnectionClosedError
 
     def _servers(self):
         options = self.client.transport_options
@@ -360,20 +366,14 @@ class Transport(virtual.Transport):
     def establish_connection(self):
         options = self.client.transport_options
         timeout = float(self.client.connect_timeout or 5)
-        connect_options = {"allow_reconnect": False, "connect_timeout": timeout, "max_reconnect_attempts": 0,
-                           **options.get("connect_options", {})}
-
-        async def connect():
-            nc = await nats.connect(servers=self._servers(), **connect_options)
-            js = nc.jetstream(timeout=float(options.get("operation_timeout", Channel.operation_timeout)))
-            return nc, js
-
         self.loop = process_loop()
         try:
-            self.nc, self.js = self.loop.run(connect(), timeout + 10)
+            self.nc = self.loop.run(connect(self._servers(), timeout, self._lost, **options.get("connect_options", {})),
+                                    timeout + 10)
         except BaseException:
             self.loop = None
             raise
+        self.js = self.nc.jetstream(timeout=float(options.get("operation_timeout", Channel.operation_timeout)))
         self.bindings = BindingStore(self.js, f"{options.get('prefix', Channel.prefix)}-bindings",
                                      int(options.get("replicas", Channel.replicas)))
         return super().establish_connection()

@@ -1,0 +1,130 @@
+"""The fault tests of tests/test_faults.py on a bus over NATS JetStream (a nats-server of each test's own, file
+storage, `sync_interval: always`): a worker killed while it holds tasks, the NATS server restarted (cleanly, and
+with SIGKILL) mid-stream, and the API restarted mid-stream. Each accounts for every message the bus committed:
+exactly one mailbox entry per intended recipient or a dead letter, nothing lost, nothing handled twice; socket
+clients see every entry once.
+
+Timeouts only bound how long a broken bus can hang the run; nothing asserts a timing.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from tests.nats_server import NatsServer
+from tests.servers import bus_client, wait_for
+from tests.test_faults import PER_SENDER, SETTLE_TIMEOUT, SWEEP, _midstream, _start, _task_ids, buses  # noqa: F401
+from tests.traffic import (
+    MailboxReader,
+    assert_exactly_once,
+    assert_reader_saw_every_entry,
+    assert_workers_alive,
+    log_lines,
+    report,
+    settle,
+)
+
+ACK_WAIT = {"NATS_ACK_WAIT": "4"}  # JetStream gives the tasks of a dead worker to another one after 4 s
+
+
+@pytest.fixture
+def nats():
+    """A nats-server of this test alone (it may be stopped, killed and restarted on its port and store)."""
+    server = NatsServer()
+    yield server
+    server.cleanup()
+
+
+def test_kill_9_a_worker_mid_delivery(nats, buses):
+    """Two workers and beat: one worker is frozen while it holds tasks it received and has not finished (so not
+    acknowledged: acks_late), then killed with SIGKILL. JetStream gives those tasks to the other worker once their
+    ack wait (3 s) passes, and the deliveries (idempotent) complete exactly once. Tasks the victim had fetched but
+    not yet handed to Celery are unacknowledged too and come back the same way."""
+    started = time.monotonic()
+    bus = buses("nats", nats_url=nats.url, with_beat=True,
+                extra_env={"NATS_ACK_WAIT": "3", "OUTBOX_SWEEP_AFTER": "10", "OUTBOX_SWEEP_INTERVAL": "1"})
+    bus.start_worker("worker2")
+    victim = bus.workers["worker"]
+    with bus_client(bus.url, timeout=10) as http:
+        cast, senders = _start(bus, http)
+        senders.start()
+        _midstream(senders)
+
+        def frozen_holding_tasks() -> set[str]:
+            """Freeze the worker (SIGSTOP); keep it frozen if it holds unfinished tasks, else let it go on."""
+            os.killpg(victim.pid, signal.SIGSTOP)
+            stranded = _task_ids(bus, "worker", "received") - _task_ids(bus, "worker", "succeeded")
+            if not stranded:
+                os.killpg(victim.pid, signal.SIGCONT)
+            return stranded
+
+        stranded = wait_for(frozen_holding_tasks, 30, "the worker to hold unfinished tasks")
+        bus.kill_worker("worker", signal.SIGKILL)
+        outcome = senders.join()
+        account = settle(http, outcome, cast.all, SETTLE_TIMEOUT)
+        assert_workers_alive(bus)
+        wait_for(lambda: stranded <= _task_ids(bus, "worker2", "succeeded"), 30,
+                 "worker2 to rerun the tasks the killed worker held")
+    report("nats: kill -9 worker", outcome, account, started,
+           f"tasks the killed worker held unfinished: {len(stranded)}, all rerun by worker2",
+           f"tasks received: worker {len(_task_ids(bus, 'worker', 'received'))}, "
+           f"worker2 {len(_task_ids(bus, 'worker2', 'received'))}")
+    assert_exactly_once(account)
+    assert len(outcome.accepted) == 3 * PER_SENDER and not outcome.failed, outcome.failed
+    assert not log_lines(bus, "worker2", "Traceback") and not log_lines(bus, "api", "Traceback")
+
+
+@pytest.mark.parametrize("crash", [False, True], ids=["shutdown", "kill-9"])
+def test_restart_nats_mid_stream(nats, buses, crash):
+    """The NATS server goes away mid-stream for 2 s and comes back on the same port and store, shut down cleanly
+    or killed with SIGKILL; sends go on meanwhile (committed, answered 202, sent to NATS by the outbox sweep once it
+    is back); a recipient holds its socket throughout and reconnects whenever it is dropped."""
+    started = time.monotonic()
+    bus = buses("nats", nats_url=nats.url, with_beat=True, extra_env={**ACK_WAIT, **SWEEP})
+    bus.start_worker("worker2")
+    with bus_client(bus.url, timeout=10) as http:
+        cast, senders = _start(bus, http, pause=0.005)
+        reader = MailboxReader(bus.ws_url, cast.recipients[0]).start_and_wait()
+        senders.start()
+        _midstream(senders)
+        nats.kill(signal.SIGKILL) if crash else nats.stop()
+        time.sleep(2)
+        nats.start()
+        outcome = senders.join()
+        assert_workers_alive(bus)  # they reconnect; none may stop over the lost connection
+        account = settle(http, outcome, cast.all, SETTLE_TIMEOUT)
+        reader.wait_until(len(account.mailboxes[reader.sandbox]), 60)
+        reader.stop()
+    report(f"nats {'kill -9' if crash else 'restart'}", outcome, account, started, reader.summary())
+    assert_exactly_once(account)
+    assert len(outcome.accepted) == 3 * PER_SENDER and not outcome.failed, outcome.failed
+    assert_reader_saw_every_entry(reader, account)
+
+
+def test_restart_the_api_mid_stream(nats, buses):
+    """The API process is killed (SIGKILL) mid-stream and started again on the same port: sends meanwhile fail on
+    the client's side (any the bus did commit must be delivered too); socket clients reconnect with since, and the
+    restarted API's fanout listener and event log are on NATS again."""
+    started = time.monotonic()
+    bus = buses("nats", nats_url=nats.url, with_beat=True, extra_env={**ACK_WAIT, **SWEEP})
+    with bus_client(bus.url, timeout=10) as http:
+        cast, senders = _start(bus, http, pause=0.005, retry_pause=0.1)
+        readers = [MailboxReader(bus.ws_url, r).start_and_wait() for r in cast.recipients[:2]]
+        senders.start()
+        _midstream(senders)
+        bus.restart_api("api", signal.SIGKILL, down_for=1)
+        outcome = senders.join()
+        account = settle(http, outcome, cast.all, SETTLE_TIMEOUT)
+        for reader in readers:
+            reader.wait_until(len(account.mailboxes[reader.sandbox]), 60)
+            reader.stop()
+    report("nats: api SIGKILL", outcome, account, started, *(r.summary() for r in readers))
+    assert_exactly_once(account)
+    assert outcome.failed  # the API really was down mid-stream
+    for reader in readers:
+        assert_reader_saw_every_entry(reader, account)
+        assert reader.connections >= 2
