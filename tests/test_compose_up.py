@@ -1,5 +1,6 @@
-"""`docker-compose up` of docker/compose.yaml and docker/compose.enterprise.yaml on a real Docker engine, with two
-example agents collaborating through each deployment.
+"""`docker-compose up` of docker/compose.yaml, docker/compose.enterprise.yaml (on NATS JetStream) and
+docker/compose.enterprise.redis.yaml (on Redis with Sentinel) on a real Docker engine, with two example agents
+collaborating through each deployment.
 
 One private engine for the module (tests/docker_engine.py: Debian's dockerd, no registry reachable), its images and
 build cache kept between runs (DockerEngine(keep_images=…)). Every image is made here:
@@ -203,21 +204,20 @@ def test_community_compose_runs_and_its_agents_collaborate(engine, images, tmp_p
                            "a minute)")
 
 
-def test_enterprise_compose_runs_behind_haproxy_and_agents_collaborate(engine, images, tmp_path, capsys):
-    """compose.enterprise.yaml comes up: migrate ran once and exited 0, two API nodes are ready, three workers and
-    one beat run, Redis is watched by three sentinels that agree on its master and replica, and the bus reached
-    Redis through them; through HAProxy (its published port, and its service name for the agents) both nodes
-    serve requests and the example planner gets the example researcher's answers, also after the Redis master stopped
-    and the sentinels promoted its replica; the old master, started again, becomes the new master's replica."""
-    compose = Compose(engine, "compose.enterprise.yaml", tmp_path)
-    started = time.monotonic()
-    with deployed(compose, capsys, images):
+class Enterprise:
+    """An enterprise deployment, up: its API nodes checked ready and behind HAProxy, and the example researcher running
+    as a container on its network; `plan(*topics)` has the example planner ask it through HAProxy."""
+
+    def __init__(self, compose: Compose, capsys, broker: list[str], started: float):
+        """`broker`: the broker's services (one container each); `started`: when `up` began (monotonic)."""
+        self.compose, self.engine, self.capsys = compose, compose.engine, capsys
+        self.name = compose.file.name
         migrate = compose.containers(all_states=True)["migrate"]
         assert [container["State"] for container in migrate] == ["exited"], migrate
-        assert compose.engine.client().inspect_container(migrate[0]["Id"])["State"]["ExitCode"] == 0
+        assert self.engine.client().inspect_container(migrate[0]["Id"])["State"]["ExitCode"] == 0
         running = {service: len(containers) for service, containers in compose.containers().items()}
-        assert running == {"api-1": 1, "api-2": 1, "worker": 3, "beat": 1, "haproxy": 1, "postgres": 1, "redis": 1,
-                           "redis-replica": 1, "sentinel-1": 1, "sentinel-2": 1, "sentinel-3": 1}
+        assert running == {"api-1": 1, "api-2": 1, "worker": 3, "beat": 1, "haproxy": 1, "postgres": 1,
+                           **dict.fromkeys(broker, 1)}
         # Each node's own /readyz (its database and broker), from inside its container: HAProxy answered as soon as
         # api-1 was ready; api-2 starts once api-1 is healthy, so it may still be starting.
         for node in ("api-1", "api-2"):
@@ -229,40 +229,136 @@ def test_enterprise_compose_runs_behind_haproxy_and_agents_collaborate(engine, i
                     break
                 assert time.monotonic() < deadline, f"{node} is not ready: {probe.stdout}{probe.stderr[-1000:]}"
                 time.sleep(0.5)
-        report(capsys, f"compose.enterprise.yaml: both API nodes ready {time.monotonic() - started:.1f}s after up")
-
-        check_sentinels(compose)
-        assert "Connected to sentinel://" in compose.logs("worker")  # Celery found the master through Sentinel
-
+        report(capsys, f"{self.name}: both API nodes ready {time.monotonic() - started:.1f}s after up")
         # HAProxy balances (leastconn) over both nodes: a few calls from the host reach each of them.
         for _ in range(6):
             with urllib.request.urlopen(f"{compose.url}/readyz", timeout=5) as response:
                 assert response.status == 200
         balancer = compose.logs("haproxy")
         assert "bus_api/api-1 " in balancer and "bus_api/api-2 " in balancer, tail(balancer, 20)
+        self.agent = ["--network", compose.network, "-e", "COLLABORATION_BUS_URL=http://haproxy:8000",
+                      "-e", f"BUS_TOKEN={SECRETS['ADMIN_API_KEY']}"]
+        self.researcher = f"{compose.project}-researcher"
 
-        asking = time.monotonic()
-        agent = ["--network", compose.network, "-e", "COLLABORATION_BUS_URL=http://haproxy:8000",
-                 "-e", f"BUS_TOKEN={SECRETS['ADMIN_API_KEY']}"]
-        researcher = f"{compose.project}-researcher"
-        engine.cli("run", "-d", "--init", "--name", researcher, *agent, "-e", "SANDBOX_ID=sb-researcher",
-                   AGENT_IMAGE, "python", "examples/researcher.py")
-
-        def plan(*topics: str) -> None:
-            """The example planner asks the researcher about `topics`, through HAProxy; every one is answered."""
-            asked = engine.cli("run", "--rm", "--init", *agent, "-e", "SANDBOX_ID=sb-planner",
-                               "-e", "RESEARCHER=sb-researcher", AGENT_IMAGE, "python", "examples/planner.py",
-                               "--wait", "30", *topics, check=False, timeout=120)
-            assert asked.returncode == 0, f"the planner got no answer:\n{asked.stdout}\n{asked.stderr}"
-            answered = engine.cli("logs", researcher).stdout
-            for topic in topics:
-                assert f"planner: answer about '{topic}':" in asked.stdout, asked.stdout
-                assert f"sb-planner/planner asks about '{topic}'" in answered, answered
-
+    @contextmanager
+    def researching(self):
+        """The example researcher (sandbox sb-researcher) runs as a container on the project's network meanwhile."""
+        self.engine.cli("run", "-d", "--init", "--name", self.researcher, *self.agent, "-e",
+                        "SANDBOX_ID=sb-researcher", AGENT_IMAGE, "python", "examples/researcher.py")
         try:
-            plan("sentinel failover", "rolling restart")
+            yield self
+        finally:
+            self.engine.cli("rm", "--force", self.researcher, check=False)
+
+    def plan(self, *topics: str) -> None:
+        """The example planner asks the researcher about `topics`, through HAProxy; every one is answered."""
+        asked = self.engine.cli("run", "--rm", "--init", *self.agent, "-e", "SANDBOX_ID=sb-planner",
+                                "-e", "RESEARCHER=sb-researcher", AGENT_IMAGE, "python", "examples/planner.py",
+                                "--wait", "30", *topics, check=False, timeout=120)
+        assert asked.returncode == 0, f"the planner got no answer:\n{asked.stdout}\n{asked.stderr}"
+        answered = self.engine.cli("logs", self.researcher).stdout
+        for topic in topics:
+            assert f"planner: answer about '{topic}':" in asked.stdout, asked.stdout
+            assert f"sb-planner/planner asks about '{topic}'" in answered, answered
+
+
+NATS_SERVERS = ("nats-1", "nats-2", "nats-3")
+
+
+def test_enterprise_compose_runs_on_nats_behind_haproxy_and_agents_collaborate(engine, images, tmp_path, capsys):
+    """compose.enterprise.yaml comes up: migrate ran once and exited 0, two API nodes are ready, three workers and one
+    beat run on a JetStream cluster of three NATS servers; through HAProxy (its published port, and its service name
+    for the agents) both nodes serve requests and the example planner gets the example researcher's answers; every
+    stream the bus made is kept on the three servers (NATS_REPLICAS=3), so the agents are still answered while one
+    server is stopped, and that server, started again, is healthy and caught up."""
+    compose = Compose(engine, "compose.enterprise.yaml", tmp_path)
+    started = time.monotonic()
+    with deployed(compose, capsys, images):
+        deployment = Enterprise(compose, capsys, broker=list(NATS_SERVERS), started=started)
+        with deployment.researching():
+            asking = time.monotonic()
+            deployment.plan("jetstream cluster", "rolling restart")
             report(capsys, f"compose.enterprise.yaml: two questions answered through HAProxy in "
                            f"{time.monotonic() - asking:.1f}s")
+            streams = check_streams_replicated(compose)
+            # The server leading most of the bus's streams stops: each of its streams elects a leader among the two
+            # left (a majority of 3), and the bus's clients connected to it reconnect to another server.
+            leaders = [stream["cluster"].get("leader") for stream in streams]
+            stopped_server = max(NATS_SERVERS, key=leaders.count)
+            server = compose.containers()[stopped_server][0]["Id"]
+            stopped = time.monotonic()
+            engine.cli("stop", server)
+            deployment.plan("after a server stopped")
+            report(capsys, f"compose.enterprise.yaml: {stopped_server} (leader of {leaders.count(stopped_server)} of "
+                           f"{len(streams)} streams) stopped, a question answered {time.monotonic() - stopped:.1f}s "
+                           f"after the stop")
+            started = time.monotonic()
+            engine.cli("start", server)
+            deadline = time.monotonic() + 60
+            while (health := engine.client().inspect_container(server)["State"]["Health"]["Status"]) != "healthy":
+                assert time.monotonic() < deadline, f"{stopped_server} is not healthy again: {health}"
+                time.sleep(0.5)
+            check_streams_replicated(compose)
+            report(capsys, f"compose.enterprise.yaml: {stopped_server} back, healthy and its streams current after "
+                           f"{time.monotonic() - started:.1f}s")
+            deployment.plan("with the server back")
+
+
+def check_streams_replicated(compose: Compose) -> list[dict]:
+    """Every JetStream stream (the bus's queues and key-value buckets: nothing else uses this cluster) is configured
+    with 3 replicas, held by each of the three servers, and its leader (the one server that knows how far the others
+    are) has both other replicas current. The streams as their leaders report them (`/jsz?streams=true&config=true`
+    on each server's monitoring port)."""
+    deadline = time.monotonic() + 30  # a server just started catches up within seconds
+    while True:
+        problems, held, led = [], {}, {}
+        for server in NATS_SERVERS:
+            probe = compose.exec(server, "wget", "-qO-", "http://127.0.0.1:8222/jsz?streams=true&config=true")
+            if probe.returncode != 0:
+                problems.append(f"{server}: {probe.stderr.strip()}")
+                continue
+            streams = [stream for account in json.loads(probe.stdout).get("account_details") or []
+                       for stream in account.get("stream_detail") or []]
+            held[server] = sorted(stream["name"] for stream in streams)
+            led.update((stream["name"], stream) for stream in streams
+                       if (stream.get("cluster") or {}).get("leader") == server)
+        if len({tuple(names) for names in held.values()}) != 1:
+            problems.append(f"the servers hold different streams: {held}")
+        for name in sorted({name for names in held.values() for name in names}):
+            stream = led.get(name)
+            if stream is None:
+                problems.append(f"{name}: no leader")
+                continue
+            replicas = stream["cluster"].get("replicas") or []
+            if stream["config"].get("num_replicas") != 3:
+                problems.append(f"{name}: {stream['config'].get('num_replicas')} replica(s)")
+            if len(replicas) != 2 or not all(replica.get("current") for replica in replicas):
+                problems.append(f"{name}: leader {stream['cluster']['leader']}, replicas {replicas}")
+        if led and not problems:
+            return list(led.values())
+        if time.monotonic() > deadline:
+            pytest.fail(f"the bus's streams are not replicated on three servers: {problems or 'no stream'}")
+        time.sleep(1)
+
+
+def test_enterprise_redis_compose_runs_behind_haproxy_and_agents_collaborate(engine, images, tmp_path, capsys):
+    """compose.enterprise.redis.yaml comes up: migrate ran once and exited 0, two API nodes are ready, three workers
+    and one beat run, Redis is watched by three sentinels that agree on its master and replica, and the bus reached
+    Redis through them; through HAProxy (its published port, and its service name for the agents) both nodes
+    serve requests and the example planner gets the example researcher's answers, also after the Redis master stopped
+    and the sentinels promoted its replica; the old master, started again, becomes the new master's replica."""
+    compose = Compose(engine, "compose.enterprise.redis.yaml", tmp_path)
+    name = compose.file.name
+    started = time.monotonic()
+    with deployed(compose, capsys, images):
+        deployment = Enterprise(compose, capsys, broker=["redis", "redis-replica", "sentinel-1", "sentinel-2",
+                                                         "sentinel-3"], started=started)
+        check_sentinels(compose)
+        assert "Connected to sentinel://" in compose.logs("worker")  # Celery found the master through Sentinel
+        with deployment.researching():
+            asking = time.monotonic()
+            deployment.plan("sentinel failover", "rolling restart")
+            report(capsys, f"{name}: two questions answered through HAProxy in {time.monotonic() - asking:.1f}s")
             # The master stops: the sentinels promote redis-replica, and the bus, which asks them for the master
             # whenever it connects, carries on there.
             master = compose.containers()["redis"][0]["Id"]
@@ -270,9 +366,9 @@ def test_enterprise_compose_runs_behind_haproxy_and_agents_collaborate(engine, i
             engine.cli("stop", master)
             wait_for_master(compose, "redis-replica", timeout=60)
             promoted = time.monotonic() - stopped
-            plan("after the failover")
-            report(capsys, f"compose.enterprise.yaml: master stopped, redis-replica promoted after {promoted:.1f}s, "
-                           f"a question answered {time.monotonic() - stopped:.1f}s after the stop")
+            deployment.plan("after the failover")
+            report(capsys, f"{name}: master stopped, redis-replica promoted after {promoted:.1f}s, a question answered "
+                           f"{time.monotonic() - stopped:.1f}s after the stop")
             # The old master comes back as a master (its command line says so); the sentinels, which kept the
             # failover on their volumes, make it a replica of the new one rather than a second master.
             started = time.monotonic()
@@ -282,10 +378,8 @@ def test_enterprise_compose_runs_behind_haproxy_and_agents_collaborate(engine, i
                     "slave", "redis-replica"]:
                 assert time.monotonic() < deadline, f"the old master did not become a replica: {role}"
                 time.sleep(0.5)
-            report(capsys, f"compose.enterprise.yaml: the old master back as a replica of redis-replica after "
+            report(capsys, f"{name}: the old master back as a replica of redis-replica after "
                            f"{time.monotonic() - started:.1f}s")
-        finally:
-            engine.cli("rm", "--force", researcher, check=False)
 
 
 def check_sentinels(compose: Compose) -> None:

@@ -1,7 +1,7 @@
 """The Docker image and Compose files (docker/): well-formed, and consistent with what the code reads.
 
-- `docker compose config` (or Debian's docker-compose v1, which `make test-deps` installs) accepts both Compose
-  files (skipped without a Compose CLI); tests/test_compose_up.py runs them;
+- `docker compose config` (or Debian's docker-compose v1, which `make test-deps` installs) accepts every Compose
+  file (skipped without a Compose CLI); tests/test_compose_up.py runs them;
 - always: a structural check with pyyaml (services, images, real `collab-bus` commands and options, ports,
   volumes, depends_on), every environment variable a Compose file sets is one the bus, the SDK, the examples
   or the official third-party image reads, and the Dockerfiles install the package and run real commands (the
@@ -28,11 +28,14 @@ from app.cli import main as collab_bus_cli
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "docker"
 COMMUNITY = DOCKER / "compose.yaml"
-ENTERPRISE = DOCKER / "compose.enterprise.yaml"
+ENTERPRISE = DOCKER / "compose.enterprise.yaml"  # on NATS JetStream, three servers clustered
+ENTERPRISE_REDIS = DOCKER / "compose.enterprise.redis.yaml"  # the same on Redis with three Sentinels
+ENTERPRISE_FILES = [ENTERPRISE, ENTERPRISE_REDIS]
 MANAGED = DOCKER / "compose.managed.yaml"  # an override of COMMUNITY
-COMPOSE_FILES = [COMMUNITY, ENTERPRISE]
-SENTINEL_CONF = DOCKER / "redis" / "sentinel.conf"  # the enterprise file's sentinels start from it
-HAPROXY_CFG = DOCKER / "haproxy.cfg"  # the enterprise file's balancer runs it as shipped
+COMPOSE_FILES = [COMMUNITY, *ENTERPRISE_FILES]
+NATS_CONF = DOCKER / "nats" / "nats-server.conf"  # ENTERPRISE's three NATS servers run it as shipped
+SENTINEL_CONF = DOCKER / "redis" / "sentinel.conf"  # ENTERPRISE_REDIS's sentinels start from it
+HAPROXY_CFG = DOCKER / "haproxy.cfg"  # both enterprise files' balancer runs it as shipped
 BUS_DOCKERFILE = DOCKER / "Dockerfile"
 AGENT_DOCKERFILE = DOCKER / "Dockerfile.agent"
 
@@ -48,6 +51,7 @@ IMAGE_ENV = {
     "postgres": {"POSTGRES_PASSWORD", "POSTGRES_USER", "POSTGRES_DB", "POSTGRES_INITDB_ARGS", "PGDATA"},
     "redis": set(),
     "haproxy": set(),
+    "nats": set(),
 }
 # `${VAR:-default}`: a value the user may override from the shell, with what it is otherwise.
 DEFAULTED = re.compile(r"\$\{([A-Z_][A-Z0-9_]*):-([^}]*)\}")
@@ -352,8 +356,9 @@ def test_community_compose_shares_the_sqlite_database():
         assert env["SANDBOX_ID"].startswith(("team-a", "team-b"))
 
 
-def test_enterprise_compose_migrates_once_before_the_apis():
-    services = load(ENTERPRISE)["services"]
+@pytest.mark.parametrize("path", ENTERPRISE_FILES, ids=lambda p: p.name)
+def test_enterprise_compose_migrates_once_before_the_apis(path: Path):
+    services = load(path)["services"]
     assert {"postgres", "migrate", "haproxy", "worker", "beat"} <= set(services)
     assert command_list(services["migrate"]) == ["db", "upgrade"]
     apis = [name for name, s in services.items() if command_list(s)[:1] == ["api"]]
@@ -363,7 +368,7 @@ def test_enterprise_compose_migrates_once_before_the_apis():
     for name in [*apis, "worker", "beat"]:
         service = services[name]
         env = environment(service)
-        assert env["MESSAGE_BACKEND"] == "redis" and env["REDIS_URL"].startswith("sentinel://")
+        assert (env["MESSAGE_BACKEND"], path) in (("nats", ENTERPRISE), ("redis", ENTERPRISE_REDIS))
         assert env["DATABASE_URL"].startswith("postgresql+psycopg://")
         assert "${POSTGRES_PASSWORD:?" in env["DATABASE_URL"]
         assert env["AUTH_JWT_SECRET"].startswith("${AUTH_JWT_SECRET:?")  # required with a shared database
@@ -373,10 +378,11 @@ def test_enterprise_compose_migrates_once_before_the_apis():
     assert environment(services["postgres"])["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
 
 
-def test_enterprise_compose_puts_the_api_nodes_behind_haproxy():
+@pytest.mark.parametrize("path", ENTERPRISE_FILES, ids=lambda p: p.name)
+def test_enterprise_compose_puts_the_api_nodes_behind_haproxy(path: Path):
     """HAProxy runs docker/haproxy.cfg as shipped: its `server` lines are exactly the API services, at the port they
     listen on; it alone publishes a port (its `bind`), and the nodes believe its X-Forwarded-For."""
-    services = load(ENTERPRISE)["services"]
+    services = load(path)["services"]
     apis = sorted(name for name, s in services.items() if command_list(s)[:1] == ["api"])
     cfg = HAPROXY_CFG.read_text()
     servers = dict(re.findall(r"^\s*server (\S+) (\S+)", cfg, flags=re.M))
@@ -386,7 +392,7 @@ def test_enterprise_compose_puts_the_api_nodes_behind_haproxy():
         assert not services[name].get("ports"), f"{name}: clients go through HAProxy, not to a node's port"
         assert environment(services[name])["TRUSTED_PROXIES"] == "1"  # haproxy.cfg's `option forwardfor`
     haproxy = services["haproxy"]
-    assert kind(ENTERPRISE, haproxy) == "haproxy"
+    assert kind(path, haproxy) == "haproxy"
     bind = re.search(r"^\s*bind \*:(\d+)$", cfg, flags=re.M).group(1)
     assert [with_defaults(port).split(":")[-1] for port in haproxy["ports"]] == [bind]
     assert "./haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro" in haproxy["volumes"]  # the official image's path
@@ -397,10 +403,10 @@ def test_enterprise_compose_puts_the_api_nodes_behind_haproxy():
     assert published == ["haproxy"], f"only the balancer publishes a port, not {published}"
 
 
-def test_enterprise_compose_reaches_redis_through_three_sentinels():
+def test_enterprise_redis_compose_reaches_redis_through_three_sentinels():
     """A Redis master, its replica and three sentinels that monitor it under the name the bus asks for
     (REDIS_SENTINEL_MASTER), each sentinel in the bus's REDIS_URL, each keeping its own state on its own volume."""
-    services = load(ENTERPRISE)["services"]
+    services = load(ENTERPRISE_REDIS)["services"]
     sentinels = sorted(name for name in services if name.startswith("sentinel-"))
     assert len(sentinels) == 3
     conf = SENTINEL_CONF.read_text()
@@ -415,7 +421,7 @@ def test_enterprise_compose_reaches_redis_through_three_sentinels():
     volumes = set()
     for name in sentinels:
         sentinel = services[name]
-        assert kind(ENTERPRISE, sentinel) == "redis" and "--sentinel" in " ".join(command_list(sentinel))
+        assert kind(ENTERPRISE_REDIS, sentinel) == "redis" and "--sentinel" in " ".join(command_list(sentinel))
         mounts = dict(reversed(str(v).split(":")[:2]) for v in sentinel["volumes"])
         assert mounts["/etc/collab-bus/sentinel.conf"] == "./redis/sentinel.conf"
         volumes.add(mounts["/data"])  # where the sentinel rewrites its copy of the file
@@ -430,6 +436,59 @@ def test_enterprise_compose_reaches_redis_through_three_sentinels():
         assert env["REDIS_SENTINEL_MASTER"] == master
         if name != "migrate":
             assert set(sentinels) <= set(services[name]["depends_on"]), name
+
+
+def nats_config(path: Path) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """A flat nats-server configuration file: its top-level settings and its blocks (`name { key: value … }`), each
+    `key: value` (a `[ … ]` list as its text); comments dropped."""
+    text = "\n".join(line.split("#", 1)[0] for line in path.read_text().splitlines())
+
+    def settings(body: str) -> dict[str, str]:
+        pairs = re.findall(r"^\s*(\w+)\s*[:=]\s*(\[[^\]]*\]|\S+)", body, flags=re.M)
+        return {key: value.strip() for key, value in pairs}
+
+    blocks = {name: settings(body) for name, body in re.findall(r"^\s*(\w+)\s*\{([^{}]*)\}", text, flags=re.M)}
+    return settings(re.sub(r"^\s*\w+\s*\{[^{}]*\}", "", text, flags=re.M)), blocks
+
+
+def test_enterprise_compose_runs_on_a_three_server_jetstream_cluster():
+    """Three NATS servers form one JetStream cluster from docker/nats/nats-server.conf (each named on its command
+    line, its store on a volume of its own, an fsync before each acknowledgement, routes to all three by name); every
+    bus process lists the three in NATS_URL, keeps each stream on all three (NATS_REPLICAS) and starts once they are
+    healthy; no Redis is left."""
+    services = load(ENTERPRISE)["services"]
+    servers = sorted(name for name, s in services.items() if kind(ENTERPRISE, s) == "nats")
+    assert servers == ["nats-1", "nats-2", "nats-3"]
+    assert not [name for name, s in services.items() if kind(ENTERPRISE, s) == "redis"], "no Redis on NATS"
+    top, blocks = nats_config(NATS_CONF)
+    jetstream, cluster = blocks["jetstream"], blocks["cluster"]
+    # The default (an fsync every 2 minutes) lost acknowledged writes in Jepsen's analysis of NATS 2.12.1.
+    assert jetstream["sync_interval"] == "always"
+    routes = re.findall(r"nats-route://([\w-]+):(\d+)", cluster["routes"])
+    assert sorted(routes) == [(name, cluster["port"]) for name in servers], cluster["routes"]
+    assert cluster["name"] and cluster["no_advertise"] == "true"
+    volumes = set()
+    for name in servers:
+        server = services[name]
+        assert with_defaults(server["image"]).startswith("nats:") and server["image"].startswith("${NATS_IMAGE:-")
+        args = command_list(server)
+        # An option first: the official image's entry point (alpine or scratch) runs nats-server with it.
+        assert args[0].startswith("-") and args[args.index("--server_name") + 1] == name, args
+        mounts = dict(reversed(str(v).split(":")[:2]) for v in server["volumes"])
+        assert mounts[args[args.index("--config") + 1]] == "./nats/nats-server.conf"
+        volumes.add(mounts[jetstream["store_dir"]])
+        assert f"127.0.0.1:{top['http_port']}/healthz" in " ".join(server["healthcheck"]["test"])
+        assert server.get("restart") == "unless-stopped" and server.get("dns_opt") == ["ndots:0"]
+    assert len(volumes) == 3 and volumes <= set(load(ENTERPRISE)["volumes"]), "each server needs a volume of its own"
+    for name in ("api-1", "api-2", "worker", "beat", "migrate"):
+        env = environment(services[name])
+        assert env["MESSAGE_BACKEND"] == "nats" and not [key for key in env if key.startswith("REDIS_")], name
+        assert env["NATS_URL"].split(",") == [f"nats://{server}:{top['port']}" for server in servers], name
+        assert env["NATS_REPLICAS"] == str(len(servers)), name
+        if name != "migrate":
+            depends = services[name]["depends_on"]
+            assert all(depends[server]["condition"] == "service_healthy" for server in servers), name
+    assert not [name for name, s in services.items() if s.get("dns_opt") != ["ndots:0"]], "dns_opt ndots:0 missing"
 
 
 def test_managed_override_gives_the_api_and_worker_the_engine():
