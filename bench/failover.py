@@ -5,8 +5,9 @@ then the throughput through the balancer with 1 and 2 API nodes.
 
 The cluster is tests/test_balancer.py's (tests/failover.py): Debian's HAProxy running the shipped
 docker/haproxy.cfg in front of two `collab-bus api` nodes, two `collab-bus worker` processes and beat, on one
-PostgreSQL database and one Redis, every server started by the script on free loopback ports and stopped at the
-end, on errors and on Ctrl-C. SDK agents (ContainerAgent) talk only to the balancer. It prints figures; it checks
+PostgreSQL database and one broker (Redis; Redis behind Sentinel or a 3-server NATS JetStream cluster for the faults
+that need them), every server started by the script on free loopback ports and stopped at the end, on errors and on
+Ctrl-C. SDK agents (ContainerAgent) talk only to the balancer. It prints figures; it checks
 no thresholds.
 """
 
@@ -26,14 +27,9 @@ from harness.servers import postgres_pids, redis_pids
 from tests.failover import NO_FAULT, VISIBILITY_TIMEOUT, Cluster, Result, run_fault
 from tests.failover_faults import FAULTS
 from tests.failover_traffic import Load
-from tests.sentinel import SentinelCluster
-from tests.servers import RedisServer
 
 CPU_KINDS = ("api", "worker", "postgres", "redis", "client")
 WARMUP_SHARE = 0.1  # the first 10 % handled are left out of the steady rate (a node just restarted warms up)
-
-# The broker server each kind of fault needs (Fault.broker): one cluster is started per kind in use.
-BROKERS = {"redis": RedisServer, "sentinel": SentinelCluster}
 
 EPILOG = f"""\
 Faults (--faults, in this order; tests/failover_faults.py), each under its own traffic on the same cluster, which
@@ -48,15 +44,23 @@ is made whole again (every node UP, every worker running) before the next:
   sentinel-master-kill     (a second cluster, on Redis behind Sentinel: master, replica, three sentinels) SIGKILL
                            of the master; the sentinels promote the replica; the killed one returns as a replica
   sentinel-switch          a manual SENTINEL FAILOVER; the former master lives on until the sentinels convert it
+  nats-server-kill         (a cluster on NATS JetStream: three servers, sync_interval always, NATS_REPLICAS=3,
+                           NATS_ACK_WAIT={VISIBILITY_TIMEOUT} s) SIGKILL of the server leading the bus's delivery
+                           stream; 3 s of traffic on the other two, then it is started again and waited for until it
+                           is current in every stream and consumer of the bus
+  nats-servers-kill-each   the same for each of the three servers in turn (every server some bus process is
+                           connected to goes down once)
+  nats-leader-stepdown     a leader step-down of the delivery stream ($JS.API.STREAM.LEADER.STEPDOWN.<stream>)
 Traffic per fault: one receiver and --senders senders, each sending at least --per-sender notifications
 --pause s apart (going on until the fault is over) with idempotency keys, every 10th also a collaborate_with
 request; a send that fails after the SDK's retries is sent again with its key.
 
-Fault columns: sent notifications + requests accepted; handled distinct messages the receiver's handler ran;
-lost sent but never handled; twice handled more than once; recovered sends that took more than one attempt (a
-socket frame left unanswered and sent over REST, an SDK retry, or the sender's own retry) and were handled exactly
-once (retried: all that took more than one attempt); answered requests answered / asked; stall the longest gap
-between two consecutive handled messages; slowest the longest from a send's start to its handling; took the run.
+Fault columns: broker the cluster it ran on (redis, sentinel, nats); sent notifications + requests accepted;
+handled distinct messages the receiver's handler ran; lost sent but never handled; twice handled more than once;
+recovered sends that took more than one attempt (a socket frame left unanswered and sent over REST, an SDK retry,
+or the sender's own retry) and were handled exactly once (retried: all that took more than one attempt); answered
+requests answered / asked; stall the longest gap between two consecutive handled messages; slowest the longest
+from a send's start to its handling; took the run.
 The lines below the table: reconnects, what the fault did, HAProxy's counters and unusual log lines.
 
 Throughput (--throughput-messages, unpaced notifications from --throughput-senders agents, no requests): with 1
@@ -117,15 +121,16 @@ def run_faults(clusters: dict[str, Cluster], names: list[str], load: Load) -> li
 
 
 def print_faults(results: list[Result]) -> None:
-    columns = [("fault", -24), ("sent", 6), ("handled", 8), ("lost", 5), ("twice", 6), ("recovered", 10),
-               ("retried", 8), ("answered", 9), ("stall s", 8), ("slowest s", 10), ("took s", 7)]
+    columns = [("fault", -24), ("broker", -8), ("sent", 6), ("handled", 8), ("lost", 5), ("twice", 6),
+               ("recovered", 10), ("retried", 8), ("answered", 9), ("stall s", 8), ("slowest s", 10), ("took s", 7)]
     rows = []
     for result in results:
         c, traffic = result.counts(), result.traffic
-        rows.append((result.fault, c["sent"], c["handled"], c["lost"], c["twice"], c["recovered"],
-                     len(traffic.retried()), f"{c['answered']}/{c['asked']}", fmt(c["stall"], 2),
+        rows.append((result.fault, FAULTS[result.fault].broker, c["sent"], c["handled"], c["lost"], c["twice"],
+                     c["recovered"], len(traffic.retried()), f"{c['answered']}/{c['asked']}", fmt(c["stall"], 2),
                      fmt(max(traffic.delays(), default=0), 2), fmt(c["took"])))
-    print_table(columns, rows, "\nFaults under SDK traffic through HAProxy (2 API nodes, 2 workers, beat)")
+    print_table(columns, rows, "\nFaults under SDK traffic through HAProxy (2 API nodes, 2 workers, beat; broker: the "
+                               "cluster's)")
     for result in results:
         print("\n".join(result.lines()[1:]))
 
@@ -201,9 +206,9 @@ def main(args) -> int:
         progress(f"postgresql on port {postgres.port}")
         kinds = sorted({FAULTS[name].broker for name in args.faults} | ({"redis"} if not args.no_throughput else set()))
         clusters = {}
-        for kind in kinds:
+        for kind in kinds:  # one cluster per kind of broker the faults need (tests/failover.py's BROKERS)
             started = time.monotonic()
-            clusters[kind] = cluster = Cluster(postgres, BROKERS[kind]())
+            clusters[kind] = cluster = Cluster(postgres, kind=kind)
             stack.callback(cluster.cleanup)
             progress(f"{kind} cluster: HAProxy on {cluster.url}, nodes and workers up in "
                      f"{time.monotonic() - started:.1f} s")
