@@ -4,6 +4,8 @@ work-queue sharing, fanout, connection errors and reconnect."""
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 import uuid
 
@@ -163,6 +165,64 @@ def test_two_consumers_share_a_queue(server, conn, prefix):
         assert seen[0] and seen[1]
     finally:
         other.release()
+
+
+def test_a_message_delivered_max_deliveries_times_goes_to_the_dead_letter_stream(server, prefix):
+    """A task rejected with requeue (a worker dying on it) each time is delivered `max_deliveries` times, then moved
+    to `<prefix>-dead-letters` with its body and removed from its queue; the next message goes on as usual."""
+    import asyncio
+
+    import nats
+    import nats.js.errors
+
+    conn = connect(server.url, prefix, visibility_timeout=30, max_deliveries=3)
+    try:
+        queue = Queue("poison", Exchange("px", type="direct"), routing_key="p")
+        producer = Producer(conn.default_channel, exchange=queue.exchange)
+        queue(conn.default_channel).declare()
+        producer.publish({"n": "poison"}, routing_key="p", serializer="json")
+        deliveries: list = []
+
+        def reject_poison(body, message):
+            deliveries.append(body)
+            message.reject(requeue=True) if body == {"n": "poison"} else message.ack()
+
+        with Consumer(conn.default_channel, [queue], callbacks=[reject_poison], prefetch_count=1):
+            deadline = time.monotonic() + 20
+            while {"n": "fine"} not in deliveries and time.monotonic() < deadline:
+                try:
+                    conn.drain_events(timeout=0.2)
+                except TimeoutError:
+                    pass
+                if len(deliveries) == 3:
+                    producer.publish({"n": "fine"}, routing_key="p", serializer="json")
+                    deliveries.append("published")
+
+            async def dead_and_left():
+                nc = await nats.connect(server.url)
+                js = nc.jetstream()
+                for _ in range(100):
+                    left = (await js.stream_info(f"{prefix}-poison")).state.messages
+                    try:
+                        dead = (await js.stream_info(f"{prefix}-dead-letters")).state.messages
+                    except nats.js.errors.NotFoundError:
+                        dead = 0
+                    if dead and not left:
+                        break
+                    await asyncio.sleep(0.1)
+                moved = await js.get_msg(f"{prefix}-dead-letters", seq=1)
+                await nc.close()
+                return left, dead, moved
+
+            left, dead, moved = asyncio.run(dead_and_left())
+        assert deliveries == [{"n": "poison"}] * 3 + ["published", {"n": "fine"}]
+        assert (left, dead) == (0, 1)
+        held = json.loads(moved.data)  # the message as Kombu put it: its body base64-encoded
+        assert held["properties"]["body_encoding"] == "base64"
+        assert json.loads(base64.b64decode(held["body"])) == {"n": "poison"}
+        assert moved.headers["Collab-Deliveries"] == "3"
+    finally:
+        conn.release()
 
 
 def test_fanout_reaches_every_bound_queue(server, conn, prefix):

@@ -18,9 +18,11 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
-async def declare_queue(js, stream: str, subject: str, storage: str, replicas: int, ack_wait: float) -> None:
+async def declare_queue(js, stream: str, subject: str, storage: str, replicas: int, ack_wait: float,
+                        max_deliveries: int) -> None:
     """Create the work-queue stream `stream` on `subject` and its durable pull consumer of the same name (explicit
-    acks, `ack_wait` seconds, unlimited redeliveries); either one that exists already is kept as it is."""
+    acks, `ack_wait` seconds, at most `max_deliveries` deliveries of a message: the dead-letter path takes it then);
+    either one that exists already is kept as it is."""
     config = api.StreamConfig(
         name=stream, subjects=[subject], retention=api.RetentionPolicy.WORK_QUEUE, num_replicas=replicas,
         storage=api.StorageType.FILE if storage == "file" else api.StorageType.MEMORY)
@@ -30,7 +32,7 @@ async def declare_queue(js, stream: str, subject: str, storage: str, replicas: i
         pass
     try:
         await js.add_consumer(stream, api.ConsumerConfig(
-            durable_name=stream, ack_policy=api.AckPolicy.EXPLICIT, ack_wait=ack_wait, max_deliver=-1,
+            durable_name=stream, ack_policy=api.AckPolicy.EXPLICIT, ack_wait=ack_wait, max_deliver=max_deliveries,
             deliver_policy=api.DeliverPolicy.ALL, max_ack_pending=-1))
     except nats.js.errors.BadRequestError:  # exists with other settings
         pass
@@ -71,8 +73,9 @@ def account_info(servers: list[str], timeout: float) -> None:
 
 
 def queue_report(servers: list[str], prefix: str, queues: tuple[str, ...], timeout: float) -> dict:
-    """Per queue: the messages ready, taken but not acknowledged, redelivered, and the stream's replicas and
-    leader; None for a queue whose stream does not exist yet."""
+    """Per queue: the messages ready, taken but not acknowledged, redelivered, stored in all (also those given up
+    on and not dead-lettered yet), and the stream's replicas and leader; None for a queue whose stream does not
+    exist yet."""
 
     async def question(nc):
         js = nc.jetstream(timeout=timeout)
@@ -87,7 +90,8 @@ def queue_report(servers: list[str], prefix: str, queues: tuple[str, ...], timeo
                 continue
             cluster = info.cluster
             report[queue] = {"messages": consumer.num_pending or 0, "unacked": consumer.num_ack_pending or 0,
-                             "redelivered": consumer.num_redelivered or 0, "replicas": info.config.num_replicas,
+                             "redelivered": consumer.num_redelivered or 0, "stored": info.state.messages,
+                             "replicas": info.config.num_replicas,
                              "leader": cluster.leader if cluster else None}
         return report
 

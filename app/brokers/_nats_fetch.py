@@ -4,7 +4,8 @@ A Kombu channel asks each consumed queue in turn for one message (`_get`) and sl
 the server each time would cost a round trip per queue per round and leave a message waiting up to a round. Instead
 each consumed queue has a `QueueFetcher` on the process's event loop: a pull request that waits at the server
 (`expires` = FETCH_WAIT) keeps up to `ahead` messages ready in memory, so `_get` answers without a round trip and the
-transport's `drain_events` wakes (`wake`) as soon as a message arrives.
+transport's `drain_events` wakes (`wake`) as soon as a message arrives. It also hears the consumer's max-deliveries
+advisories while it runs (`on_exhausted`: the dead-letter path, app/brokers/_nats_dead_letters.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import threading
 import nats.errors
 import nats.js.errors
 
+from app.brokers._nats_dead_letters import advisory_subject
+
 log = logging.getLogger(__name__)
 
 FETCH_WAIT = 1.0  # seconds a pull request waits at the server for a message before it is made again
@@ -29,8 +32,10 @@ class QueueFetcher:
     stopped it (the connection lost), raised by `take()`. Messages it holds are naked by `stop()`, so they go to
     another consumer at once."""
 
-    def __init__(self, js, stream: str, loop: asyncio.AbstractEventLoop, wake: threading.Event, ahead: int = 4):
+    def __init__(self, js, stream: str, loop: asyncio.AbstractEventLoop, wake: threading.Event, ahead: int = 4,
+                 on_exhausted=None):
         self._js = js
+        self._on_exhausted = on_exhausted  # handler of the consumer's max-deliveries advisories (_nats_dead_letters)
         self._stream = stream
         self._loop = loop
         self._wake = wake
@@ -53,12 +58,15 @@ class QueueFetcher:
 
     async def _pull(self) -> None:
         try:
-            sub = await self._js.pull_subscribe_bind(consumer=self._stream, stream=self._stream)
+            subs = [await self._js.pull_subscribe_bind(consumer=self._stream, stream=self._stream)]
+            if self._on_exhausted is not None:
+                subs.append(await self._js._nc.subscribe(advisory_subject(self._stream), cb=self._on_exhausted))
             try:
-                await self._pull_into_ready(sub)
+                await self._pull_into_ready(subs[0])
             finally:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
+                for sub in subs:
+                    with contextlib.suppress(Exception):
+                        await sub.unsubscribe()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - handed to the channel, whose next _get raises it

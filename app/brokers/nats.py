@@ -81,8 +81,8 @@ class NatsBroker(Broker):
         account_info(self.servers(), timeout)
 
     def queue_report(self, timeout: float = 2.0) -> dict:
-        """`{"queues": {queue: {"messages", "unacked", "redelivered", "replicas", "leader"} or None}}` (None: the
-        queue's stream is not created yet), from each queue's stream and consumer info."""
+        """`{"queues": {queue: {"messages", "unacked", "redelivered", "stored", "replicas", "leader"} or None}}`
+        (None: the queue's stream is not created yet), from each queue's stream and consumer info."""
         from app.brokers._nats_admin import queue_report
 
         return {"queues": queue_report(self.servers(), self.settings.nats_prefix, BUS_QUEUES, timeout)}

@@ -10,6 +10,7 @@ What it keeps where, the durability settings and why, and what it does not do (p
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import threading
@@ -24,6 +25,7 @@ from kombu.transport import virtual
 
 from app.brokers._nats_admin import connect, declare_queue
 from app.brokers._nats_bindings import BindingStore
+from app.brokers._nats_dead_letters import DeadLetters
 from app.brokers._nats_fetch import QueueFetcher
 from app.brokers._nats_loop import name_token, process_loop, stream_name
 
@@ -55,9 +57,11 @@ class Channel(virtual.Channel):
     replicas = 1
     fetch_timeout = 0.1
     fetch_ahead = 4
+    max_deliveries = 20
     operation_timeout = 10.0
     from_transport_options = virtual.Channel.from_transport_options + (
-        "prefix", "visibility_timeout", "storage", "replicas", "fetch_timeout", "fetch_ahead", "operation_timeout")
+        "prefix", "visibility_timeout", "storage", "replicas", "fetch_timeout", "fetch_ahead", "max_deliveries",
+        "operation_timeout")
 
     def __init__(self, connection, **kwargs):
         super().__init__(connection, **kwargs)
@@ -107,7 +111,7 @@ class Channel(virtual.Channel):
         if queue in self._nats.known_queues:
             return
         self._run(declare_queue(self._nats.js, self._stream(queue), self._subject(queue), self.storage,
-                                int(self.replicas), float(self.visibility_timeout)))
+                                int(self.replicas), float(self.visibility_timeout), int(self.max_deliveries)))
         self._nats.known_queues.add(queue)
 
     def _has_queue(self, queue, **kwargs):
@@ -214,8 +218,9 @@ class Channel(virtual.Channel):
         super().basic_consume(queue, no_ack, callback, consumer_tag, **kwargs)
         if queue not in self._fanout_buffers and queue not in self._fetchers:
             self._ensure_stream(queue)
+            dead_letters = DeadLetters(self._nats.js, self.prefix, self.storage, int(self.replicas))
             self._fetchers[queue] = QueueFetcher(self._nats.js, self._stream(queue), self._nats.loop.loop,
-                                                 self._nats.wake, int(self.fetch_ahead))
+                                                 self._nats.wake, int(self.fetch_ahead), dead_letters.on_advisory)
 
     def _settle(self, delivery_tag, how):
         with self._lock:
@@ -228,10 +233,8 @@ class Channel(virtual.Channel):
     def _restore(self, message):
         """Unacked at close/recover, or rejected with requeue: nak, so JetStream redelivers it now. Errors are
         ignored: a message never naked is redelivered after ack_wait anyway."""
-        try:
+        with contextlib.suppress(Exception):
             self._settle(message.delivery_tag, "nak")
-        except Exception:  # noqa: BLE001
-            pass
 
     def _restore_at_beginning(self, message):
         return self._restore(message)
@@ -280,16 +283,13 @@ class Channel(virtual.Channel):
             log.debug("could not clean up queue %s: %s", queue, exc)
 
     def close(self):
-        is_open = self._connected()
-        for fetcher in self._fetchers.values():
-            fetcher.stop() if is_open else None
-        self._fetchers.clear()
-        for sub in self._fanout_subs.values():
-            if is_open:
-                try:
+        if self._connected():  # best effort: a closed client drops its subscriptions anyway
+            for fetcher in self._fetchers.values():
+                fetcher.stop()
+            for sub in self._fanout_subs.values():
+                with contextlib.suppress(Exception):
                     self._run(sub.unsubscribe(), 2)
-                except Exception:  # noqa: BLE001
-                    pass
+        self._fetchers.clear()
         self._fanout_subs.clear()
         super().close()
 
