@@ -128,3 +128,18 @@ def test_restart_the_api_mid_stream(nats, buses):
     for reader in readers:
         assert_reader_saw_every_entry(reader, account)
         assert reader.connections >= 2
+
+
+def test_readyz_reports_the_nats_server_lost_and_back(nats, buses):
+    """/readyz answers 503 naming the broker while the NATS server is down, and 200 once it is back (the load
+    balancer's health check); the status report reads each queue's stream."""
+    bus = buses("nats", nats_url=nats.url)
+    with bus_client(bus.url, timeout=10) as http:
+        assert http.get("/readyz").status_code == 200
+        nats.stop()
+        down = http.get("/readyz")
+        assert down.status_code == 503 and down.json()["error"]["details"]["broker"] != "ok", down.text
+        nats.start()
+        wait_for(lambda: http.get("/readyz").status_code == 200, 30, "/readyz to be ready again")
+        status = http.get("/api/v1/collaboration/status")
+        assert status.status_code == 200 and set(status.json()["queues"]) == {"delivery", "lifecycle", "maintenance"}

@@ -63,11 +63,20 @@ def _ask(servers: list[str], timeout: float, question: Callable[[nats.NATS], Awa
     return process_loop().run(ask(), 2 * timeout + 1)
 
 
-def account_info(servers: list[str], timeout: float) -> None:
-    """Return when a server answers and JetStream answers its account info (it has a quorum); raise otherwise."""
+def check_streams(servers: list[str], timeout: float, streams: list[str]) -> None:
+    """Return when a server answers, JetStream answers its account info (its meta group has a quorum) and each of
+    `streams` that exists answers its info with a leader (its group has one); raise otherwise."""
 
     async def question(nc):
-        await nc.jetstream(timeout=timeout).account_info()
+        js = nc.jetstream(timeout=timeout)
+        await js.account_info()
+        for stream in streams:
+            try:
+                info = await js.stream_info(stream)
+            except nats.js.errors.NotFoundError:
+                continue
+            if info.cluster is not None and not info.cluster.leader:
+                raise nats.js.errors.ServiceUnavailableError(description=f"stream {stream} has no leader")
 
     _ask(servers, timeout, question)
 

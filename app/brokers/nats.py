@@ -74,11 +74,12 @@ class NatsBroker(Broker):
         return Connection(self.servers()[0], transport_options=self.transport_options(), **options)
 
     def reachable(self, timeout: float = 2.0) -> None:
-        """Return when a server answers and JetStream has a quorum (its account info comes back); raise the NATS
-        error otherwise."""
-        from app.brokers._nats_admin import account_info
+        """Return when a server answers, JetStream has a quorum (its account info comes back) and the stream of the
+        delivery queue, once made, has a leader; raise the NATS error otherwise (/readyz shows it)."""
+        from app.brokers._nats_admin import check_streams
+        from app.brokers._nats_loop import stream_name
 
-        account_info(self.servers(), timeout)
+        check_streams(self.servers(), timeout, [stream_name(self.settings.nats_prefix, "delivery")])
 
     def queue_report(self, timeout: float = 2.0) -> dict:
         """`{"queues": {queue: {"messages", "unacked", "redelivered", "stored", "replicas", "leader"} or None}}`
