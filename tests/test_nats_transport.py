@@ -225,6 +225,38 @@ def test_a_message_delivered_max_deliveries_times_goes_to_the_dead_letter_stream
         conn.release()
 
 
+def test_queue_ttl_and_expiry_bound_what_its_stream_keeps_and_auto_delete_removes_it(server, conn, prefix):
+    """Celery's event and reply queues declare a message TTL / expiry: their stream keeps messages no longer than
+    that (a queue left by a killed process stays bounded); an auto-delete queue's stream goes when its consumer
+    stops."""
+    import asyncio
+
+    import nats
+    import nats.js.errors
+
+    channel = conn.default_channel
+    events = Queue("ev.rcv", Exchange("evx", type="topic"), routing_key="#", message_ttl=2.0, expires=60.0,
+                   auto_delete=True)(channel)
+    events.declare()
+    Producer(channel).publish("e", exchange="evx", routing_key="task.sent", serializer="json")
+    stream = f"{prefix}-{nats_transport.name_token('ev.rcv')}"
+
+    async def stream_info():
+        nc = await nats.connect(server.url)
+        try:
+            return await nc.jetstream().stream_info(stream)
+        except nats.js.errors.NotFoundError:
+            return None
+        finally:
+            await nc.close()
+
+    assert asyncio.run(stream_info()).config.max_age == 2.0
+    with Consumer(channel, [events], callbacks=[lambda body, message: message.ack()]):
+        conn.drain_events(timeout=3)
+    assert asyncio.run(stream_info()) is None  # its consumer stopped: deleted with its binding
+    assert channel.get_table("evx") == []
+
+
 def test_fanout_reaches_every_bound_queue(server, conn, prefix):
     other = connect(server.url, prefix)
     try:

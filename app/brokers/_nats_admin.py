@@ -19,13 +19,13 @@ log = logging.getLogger(__name__)
 
 
 async def declare_queue(js, stream: str, subject: str, storage: str, replicas: int, ack_wait: float,
-                        max_deliveries: int) -> None:
-    """Create the work-queue stream `stream` on `subject` and its durable pull consumer of the same name (explicit
-    acks, `ack_wait` seconds, at most `max_deliveries` deliveries of a message: the dead-letter path takes it then);
-    either one that exists already is kept as it is."""
+                        max_deliveries: int, max_age: float | None = None) -> None:
+    """Create the work-queue stream `stream` on `subject` (its messages removed after `max_age` seconds, if given)
+    and its durable pull consumer of the same name (explicit acks, `ack_wait` seconds, at most `max_deliveries`
+    deliveries of a message: the dead-letter path takes it then); either one that exists already is kept as it is."""
     config = api.StreamConfig(
         name=stream, subjects=[subject], retention=api.RetentionPolicy.WORK_QUEUE, num_replicas=replicas,
-        storage=api.StorageType.FILE if storage == "file" else api.StorageType.MEMORY)
+        storage=api.StorageType.FILE if storage == "file" else api.StorageType.MEMORY, max_age=max_age)
     try:
         await js.add_stream(config)
     except nats.js.errors.BadRequestError:  # exists with other settings

@@ -23,11 +23,12 @@ import nats.errors
 import nats.js.errors
 from kombu.transport import virtual
 
-from app.brokers._nats_admin import connect, declare_queue
+from app.brokers._nats_admin import connect
 from app.brokers._nats_bindings import BindingStore
 from app.brokers._nats_dead_letters import DeadLetters
 from app.brokers._nats_fetch import QueueFetcher
 from app.brokers._nats_loop import name_token, process_loop, stream_name
+from app.brokers._nats_queues import QueueStreams
 
 DEFAULT_PORT = 4222
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class QoS(virtual.QoS):
         self._quick_ack(delivery_tag)
 
 
-class Channel(virtual.Channel):
+class Channel(QueueStreams, virtual.Channel):
     QoS = QoS
     supports_fanout = True
     do_restore = True
@@ -99,72 +100,6 @@ class Channel(virtual.Channel):
 
     def _fanout_subject(self, exchange):
         return f"{self.prefix}.fanout.{name_token(exchange)}"
-
-    def _new_queue(self, queue, **kwargs):
-        """Note the declaration; the stream is made when a message is first put or fetched (`_ensure_stream`), so a
-        queue only ever bound to fanout exchanges (Celery's pidbox, the bus's fanout listeners) gets none."""
-        if kwargs.get("auto_delete") or kwargs.get("exclusive"):
-            self._auto_delete.add(queue)
-        self._declared.add(queue)
-
-    def _ensure_stream(self, queue):
-        if queue in self._nats.known_queues:
-            return
-        self._run(declare_queue(self._nats.js, self._stream(queue), self._subject(queue), self.storage,
-                                int(self.replicas), float(self.visibility_timeout), int(self.max_deliveries)))
-        self._nats.known_queues.add(queue)
-
-    def _has_queue(self, queue, **kwargs):
-        if queue in self._declared or queue in self._nats.known_queues:
-            return True
-        try:
-            self._run(self._nats.js.stream_info(self._stream(queue)))
-        except nats.js.errors.NotFoundError:
-            return False
-        return True
-
-    def queue_delete(self, queue, if_unused=False, if_empty=False, **kwargs):
-        """Delete the queue's stream and its bindings (also those kept for other processes)."""
-        if if_empty and self._size(queue):
-            return
-        for exchange, _, _ in self.state.queue_bindings(queue):
-            if self.typeof(exchange).type != "fanout":
-                self._run(self._nats.bindings.remove(exchange, queue))
-        self.state.queue_bindings_delete(queue)
-        self._delete(queue)
-
-    def _delete(self, queue, *args, **kwargs):
-        self._nats.known_queues.discard(queue)
-        self._declared.discard(queue)
-        self._auto_delete.discard(queue)
-        self._subs.pop(queue, None)
-        self._fanout_buffers.pop(queue, None)
-        try:
-            self._run(self._nats.js.delete_stream(self._stream(queue)))
-        except nats.js.errors.NotFoundError:
-            pass
-
-    def _size(self, queue):
-        """Messages ready in `queue`: not yet delivered to its consumer (unacked ones are not counted)."""
-        if queue in self._fanout_buffers:
-            return len(self._fanout_buffers[queue])
-        stream = self._stream(queue)
-        try:
-            info = self._run(self._nats.js.consumer_info(stream, stream))
-        except nats.js.errors.NotFoundError:
-            return 0
-        return info.num_pending or 0
-
-    def _purge(self, queue):
-        size = self._size(queue)
-        if queue in self._fanout_buffers:
-            self._fanout_buffers[queue].clear()
-            return size
-        try:
-            self._run(self._nats.js.purge_stream(self._stream(queue)))
-        except nats.js.errors.NotFoundError:
-            return 0
-        return size
 
     def _put(self, queue, message, **kwargs):
         self._ensure_stream(queue)
@@ -317,6 +252,7 @@ class Transport(virtual.Transport):
         self.js = None
         self.bindings = None  # _nats_bindings.BindingStore, made on connect
         self.known_queues = set()
+        self.max_ages = {}  # queue -> seconds its messages live (x-message-ttl or x-expires), None: no limit
         self.wake = threading.Event()  # set when a message arrives for a channel of this connection
         self._running = set()  # futures of operations under way on the client (cancelled when it is lost)
 
