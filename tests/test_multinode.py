@@ -1,4 +1,4 @@
-"""Several nodes: two API processes and two worker processes on one database and one Redis.
+"""Several nodes: two API processes and two worker processes on one database and one Redis, or one NATS server.
 
 A socket held on API node A receives what was sent through node B and delivered by either worker, and the other
 way round; a broadcast observer on A sees broadcasts sent through B. Every message is accounted for exactly once.
@@ -13,6 +13,7 @@ import uuid
 
 import pytest
 
+from tests.nats_server import NatsServer
 from tests.servers import BusProcess, RedisServer, bus_client
 from tests.servers import ws_connect as connect
 from tests.traffic import (
@@ -29,21 +30,22 @@ from tests.traffic import (
 PER_SENDER = 80
 
 
-@pytest.fixture
-def two_node_bus():
-    """API nodes `api` (A) and `api2` (B), workers `worker` and `worker2`, one Redis; workers log at DEBUG so each
-    delivery can be traced to the worker that made it."""
-    redis = RedisServer()
+@pytest.fixture(params=["redis", "nats"])
+def two_node_bus(request):
+    """API nodes `api` (A) and `api2` (B), workers `worker` and `worker2`, on one Redis or one NATS server; workers
+    log at DEBUG so each delivery can be traced to the worker that made it."""
+    server = RedisServer() if request.param == "redis" else NatsServer()
     bus = None
     try:
-        bus = BusProcess("redis", redis_url=redis.url, extra_env={"LOG_LEVEL": "DEBUG"})
+        broker = {"redis_url": server.url} if request.param == "redis" else {"nats_url": server.url}
+        bus = BusProcess(request.param, extra_env={"LOG_LEVEL": "DEBUG"}, **broker)
         bus.start_worker("worker2")
         bus.start_api("api2")
         yield bus
     finally:
         if bus is not None:
             bus.cleanup()
-        redis.cleanup()
+        server.cleanup()
 
 
 def _delivered_by(bus: BusProcess, worker: str) -> set[str]:
