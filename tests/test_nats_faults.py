@@ -143,3 +143,44 @@ def test_readyz_reports_the_nats_server_lost_and_back(nats, buses):
         wait_for(lambda: http.get("/readyz").status_code == 200, 30, "/readyz to be ready again")
         status = http.get("/api/v1/collaboration/status")
         assert status.status_code == 200 and set(status.json()["queues"]) == {"delivery", "lifecycle", "maintenance"}
+
+
+def test_tasks_nats_lost_are_sent_again_by_the_outbox_sweep(nats, buses):
+    """What Jepsen saw NATS 2.12.1 do with its default fsync (acknowledged writes lost when servers crash together),
+    made certain: 60 messages are accepted and their tasks acknowledged by NATS, then the delivery stream loses them
+    all (purged) before any worker runs. The database holds the truth: once a worker runs, the outbox sweep finds
+    them accepted and never routed, sends them again, and each is delivered exactly once."""
+    import asyncio
+
+    import nats as nats_client
+
+    started = time.monotonic()
+    bus = buses("nats", nats_url=nats.url, worker=False, with_beat=True,
+                extra_env={"OUTBOX_SWEEP_AFTER": "1", "OUTBOX_SWEEP_INTERVAL": "0.5"})
+    with bus_client(bus.url, timeout=10) as http:
+        cast, senders = _start(bus, http, pause=0.002)
+        senders.per_sender = 20
+        senders.start()
+        outcome = senders.join()
+
+        async def purge_delivery() -> int:
+            nc = await nats_client.connect(nats.url)
+            try:
+                js = nc.jetstream()
+                stream = f"{bus.env['NATS_PREFIX']}-delivery"
+                waiting = (await js.stream_info(stream)).state.messages
+                await js.purge_stream(stream)
+                return waiting
+            finally:
+                await nc.close()
+
+        lost = asyncio.run(purge_delivery())
+        bus.start_worker()
+        account = settle(http, outcome, cast.all, SETTLE_TIMEOUT)
+    swept = sum(int(line.split("re-enqueued ")[1].split()[0]) for line in log_lines(bus, "worker", "outbox sweep:"))
+    report("nats: tasks lost", outcome, account, started, f"tasks NATS lost: {lost}",
+           f"messages re-sent by the outbox sweep: {swept}")
+    assert lost >= 1  # tasks (one per message, or a batch per several) really were lost
+    assert len(outcome.accepted) == 60 and not outcome.failed, outcome.failed
+    assert swept >= len(outcome.accepted)  # every message was re-sent: none had been routed
+    assert_exactly_once(account)
