@@ -43,8 +43,7 @@ import nats.js.errors
 from nats.js import api
 
 from app.brokers._nats_loop import LoopThread, process_loop
-from app.services.event_log import EVENTS_KEPT, event_frame
-from app.services.events import event_of, unbatched
+from app.services.event_log import EVENTS_KEPT, SharedEventLog, event_frame
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +61,7 @@ class Unavailable(Exception):
     """NATS cannot answer now."""
 
 
-class NatsEventLog:
+class NatsEventLog(SharedEventLog):
     """The last `kept` events of the bus in the JetStream stream `stream` (on the subject `subject`), reached through
     one of `servers` (nats:// URLs). NATS errors are logged, never raised: an event that could not be stamped is
     sent with id null, and a resume that cannot be read is answered as missed. Thread-safe; fork-safe before use."""
@@ -71,6 +70,7 @@ class NatsEventLog:
                  timeout: float = TIMEOUT) -> None:
         self.servers = list(servers)
         self.stream = stream
+        self.where = stream
         self.subject = subject
         self.replicas = replicas
         self.kept = kept
@@ -91,31 +91,15 @@ class NatsEventLog:
 
     # -- the EventLogPort ------------------------------------------------------------------------------------------
 
-    def stamp(self, notification: dict) -> dict:
-        """Append the events `notification` carries (each one of a batch) to the stream, all sent at once and
-        acknowledged in stream order, and put each one's id in its notification (`event_id`); an item stamped
-        already is left as it is. When NATS cannot take them, none gets an id (logged); a publish the loss of the
-        server cut may still reach the stream when the client reconnects (a resume then replays that event)."""
-        items = [(item, event) for item in unbatched(notification)
-                 if "event_id" not in item and (event := event_of(item)) is not None]
-        if not items:
-            return notification
-        payloads = [json.dumps(event, separators=(",", ":")).encode() for _, event in items]
-        ids, error = self._run(lambda: self._append(payloads))
+    def _append(self, events: list[dict]) -> list[str]:
+        """Publish `events` to the stream, all at once and acknowledged in stream order; their ids. A publish the
+        loss of the server cut may still reach the stream when the client reconnects (a resume then replays that
+        event although it went out with id null)."""
+        payloads = [json.dumps(event, separators=(",", ":")).encode() for event in events]
+        ids, error = self._run(lambda: self._publish_all(payloads))
         if error is not None:
-            log.warning("could not append %d event(s) to the event log %s: %s", len(items), self.stream, error)
-            return notification
-        for (item, _), event_id in zip(items, ids, strict=True):
-            item["event_id"] = event_id
-        return notification
-
-    def record(self, event: dict, event_id: str | None = None) -> str | None:
-        """The id the publisher gave `event` (None when it could not stamp it); the stream holds it already."""
-        return event_id
-
-    def frame(self, event_id: str | None, event: dict) -> str:
-        """The `event` frame of `event` with id `event_id`, as sent on the socket."""
-        return event_frame(event_id, event)
+            raise Unavailable(error)
+        return ids
 
     @property
     def last_id(self) -> str | None:
@@ -238,7 +222,7 @@ class NatsEventLog:
         self._epoch_read = time.monotonic()
         return info
 
-    async def _append(self, payloads: list[bytes]) -> list[str]:
+    async def _publish_all(self, payloads: list[bytes]) -> list[str]:
         """Publish `payloads` to the stream at once; their ids, in order."""
         js = await self._jetstream()
         if self._epoch is None or time.monotonic() - self._epoch_read > EPOCH_CHECK:

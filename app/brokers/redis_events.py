@@ -16,8 +16,7 @@ from collections.abc import Callable
 from redis import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from app.services.event_log import EVENTS_KEPT, event_frame
-from app.services.events import event_of, unbatched
+from app.services.event_log import EVENTS_KEPT, SharedEventLog, event_frame
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +29,7 @@ def _order(stream_id: str) -> tuple[int, int]:
     return int(ms), int(seq)
 
 
-class RedisEventLog:
+class RedisEventLog(SharedEventLog):
     """The last `kept` (about: trimmed with MAXLEN ~) events of the bus in the Redis stream `key`, reached through
     the client `connect()` makes (opened when first needed). Redis errors are logged, never raised: an event
     that could not be stamped is sent with id null, and a resume that cannot be read is answered as missed."""
@@ -40,6 +39,7 @@ class RedisEventLog:
         self._client: Redis | None = None
         self._client_lock = threading.Lock()  # a worker's threads stamp at once: one client, made once
         self.key = key
+        self.where = key
         self.kept = kept
 
     @property
@@ -51,33 +51,13 @@ class RedisEventLog:
                     self._client = self._connect()
         return self._client
 
-    def stamp(self, notification: dict) -> dict:
-        """Append the events `notification` carries (each one of a batch) to the stream, in one round trip, and
-        put each one's id in its notification (`event_id`); an item stamped already is left as it is."""
-        items = [(item, event) for item in unbatched(notification)
-                 if "event_id" not in item and (event := event_of(item)) is not None]
-        if not items:
-            return notification
-        try:
-            with self.client.pipeline(transaction=False) as pipe:
-                for _, event in items:
-                    pipe.xadd(self.key, {"event": json.dumps(event, separators=(",", ":"))},
-                              maxlen=self.kept, approximate=True)
-                ids = pipe.execute()
-        except RedisError as exc:
-            log.warning("could not append %d event(s) to the event log %s: %s", len(items), self.key, exc)
-            return notification
-        for (item, _), event_id in zip(items, ids, strict=True):
-            item["event_id"] = event_id.decode() if isinstance(event_id, bytes) else event_id
-        return notification
-
-    def record(self, event: dict, event_id: str | None = None) -> str | None:
-        """The id the publisher gave `event` (None when it could not stamp it); the stream holds it already."""
-        return event_id
-
-    def frame(self, event_id: str | None, event: dict) -> str:
-        """The `event` frame of `event` with id `event_id`, as sent on the socket."""
-        return event_frame(event_id, event)
+    def _append(self, events: list[dict]) -> list[str]:
+        """XADD each event (MAXLEN ~ kept) in one round trip; their stream ids."""
+        with self.client.pipeline(transaction=False) as pipe:
+            for event in events:
+                pipe.xadd(self.key, {"event": json.dumps(event, separators=(",", ":"))}, maxlen=self.kept,
+                          approximate=True)
+            return [_text(event_id) for event_id in pipe.execute()]
 
     @property
     def last_id(self) -> str | None:

@@ -2,18 +2,24 @@
 the last event it saw instead of losing what passed while it was away.
 
 Two kinds of log answer the same questions (the hub, app/ws/hub.py, does not know which it has): `EventLog` here
-keeps the events of one API process and numbers them as they reach it; a shared log (the Redis stream of
-app/brokers/redis_events.py) gives each event its id once, where it is published, so every API process sends it
-with that id and resumes from it. The broker kind picks one (`Broker.event_log`).
+keeps the events of one API process and numbers them as they reach it; a shared log (`SharedEventLog`: the Redis
+stream of app/brokers/redis_events.py, the JetStream stream of app/brokers/nats_events.py) gives each event its id
+once, where it is published, so every API process sends it with that id and resumes from it. The broker kind picks
+one (`Broker.event_log`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import uuid
 from collections import deque
 from typing import Protocol
+
+from app.services.events import event_of, unbatched
+
+log = logging.getLogger(__name__)
 
 EVENTS_KEPT = 10_000
 EVENT_ID = re.compile(r"^(?:(?P<epoch>[0-9a-f]{12})-(?P<number>[0-9]{1,18})|[0-9]{1,20}-[0-9]{1,20})$")
@@ -38,6 +44,43 @@ class EventLogPort(Protocol):
 
     def replay(self, event_id: str) -> tuple[list[tuple[str, str]], str | None]:
         """The events after `event_id` as `(id, frame)` in order, and None; or none and why (the `missed` text)."""
+
+
+class SharedEventLog:
+    """What every shared log (one the API processes share, in the broker) does alike: an event gets its id once,
+    where it is published (`stamp`, the events of a notification appended in one go by the subclass's `_append`),
+    and every API process sends it with that id (`record`, `frame`). Subclasses set `where` (named in logs)."""
+
+    where: str
+
+    def stamp(self, notification: dict) -> dict:
+        """Append the events `notification` carries (each one of a batch) to the log and put each one's id in its
+        notification (`event_id`); an item stamped already is left as it is. When the log cannot take them, none
+        gets an id (logged, never raised): they go out with id null."""
+        items = [(item, event) for item in unbatched(notification)
+                 if "event_id" not in item and (event := event_of(item)) is not None]
+        if not items:
+            return notification
+        try:
+            ids = self._append([event for _, event in items])
+        except Exception as exc:  # noqa: BLE001 - the database holds the truth; sockets catch up by seq
+            log.warning("could not append %d event(s) to the event log %s: %s", len(items), self.where, exc)
+            return notification
+        for (item, _), event_id in zip(items, ids, strict=True):
+            item["event_id"] = event_id
+        return notification
+
+    def _append(self, events: list[dict]) -> list[str]:
+        """Append `events` to the log in their order and return their ids; raise when the log cannot take them."""
+        raise NotImplementedError
+
+    def record(self, event: dict, event_id: str | None = None) -> str | None:
+        """The id the publisher gave `event` (None when it could not stamp it); the log holds it already."""
+        return event_id
+
+    def frame(self, event_id: str | None, event: dict) -> str:
+        """The `event` frame of `event` with id `event_id`, as sent on the socket."""
+        return event_frame(event_id, event)
 
 
 def event_frame(event_id: str | None, event: dict) -> str:
