@@ -17,7 +17,7 @@ import pytest
 
 from tests.failover import Cluster, run_fault
 from tests.failover_faults import FAULTS, nats_connections
-from tests.servers import bus_client
+from tests.servers import bus_client, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +33,15 @@ def cluster(postgres_server):
 
 def test_the_bus_runs_on_three_servers_with_every_queue_kept_by_all_three(cluster):
     """Every bus process holds a connection to a server of the cluster (a worker has several: its consumer, its
-    producers, its remote control); /readyz answers through the balancer; the queue report shows the `delivery`
-    stream with three replicas and a leader."""
-    connected = nats_connections(cluster)
-    print(f"\n[nats-cluster] bus processes per NATS server port: {connected}")
-    assert {name for names in connected.values() for name in names} == {*cluster.bus.apis, *cluster.bus.workers,
-                                                                         "beat"}
+    producers, its remote control; beat from its first scheduled send on); /readyz answers through the balancer;
+    the queue report shows the `delivery` stream with three replicas and a leader."""
+    processes = {*cluster.bus.apis, *cluster.bus.workers, "beat"}
+
+    def connected() -> dict[int, list[str]] | None:
+        found = nats_connections(cluster)
+        return found if {name for names in found.values() for name in names} == processes else None
+
+    print(f"\n[nats-cluster] bus processes per NATS server port: {wait_for(connected, 15, 'every process on NATS')}")
     with bus_client(cluster.url) as http:
         assert http.get("/readyz").status_code == 200
     report = _queue_report(cluster)
