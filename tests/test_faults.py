@@ -1,4 +1,5 @@
-"""Fault tests over real processes (Redis with appendonly, collab-bus api + workers + beat, real sockets).
+"""Fault tests over real processes (Redis with appendonly, and for the broker and API restarts also NATS
+JetStream; collab-bus api + workers + beat, real sockets). More on NATS: tests/test_nats_faults.py.
 
 Each runs a few hundred messages from three sender threads to three recipients (direct messages and broadcasts),
 injects a fault mid-stream, waits until the bus settles, and then accounts for every message the bus committed
@@ -17,12 +18,14 @@ import os
 import signal
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 import redis
 
+from tests.nats_server import NatsServer
 from tests.servers import BusProcess, RedisServer, bus_client, wait_for
 from tests.traffic import (
     MailboxReader,
@@ -51,6 +54,30 @@ def redis_aof():
     """A redis-server of this test alone, with appendonly yes (it may be stopped, killed and restarted)."""
     server = RedisServer(appendonly=True)
     yield server
+    server.cleanup()
+
+
+@dataclass
+class RestartableBroker:
+    """A broker server of one test (`server`: stop(), kill(sig), start() on the same port and store), the
+    BusProcess mode and arguments that reach it, and the settings that make a dead worker's tasks come back soon."""
+
+    kind: str
+    server: RedisServer | NatsServer
+    bus_args: dict
+    env: dict
+
+
+@pytest.fixture(params=["redis", "nats"])
+def restartable_broker(request):
+    """Redis with appendonly yes, or a nats-server (JetStream file store, sync_interval always), of this test."""
+    if request.param == "redis":
+        server = RedisServer(appendonly=True)
+        broker = RestartableBroker("redis", server, {"redis_url": server.url}, VISIBILITY)
+    else:
+        server = NatsServer()
+        broker = RestartableBroker("nats", server, {"nats_url": server.url}, {"NATS_ACK_WAIT": "4"})
+    yield broker
     server.cleanup()
 
 
@@ -157,11 +184,14 @@ def test_kill_9_a_worker_mid_delivery(redis_aof, buses):
 
 
 @pytest.mark.parametrize("crash", [False, True], ids=["shutdown", "kill-9"])
-def test_restart_redis_mid_stream(redis_aof, buses, crash):
-    """Redis (appendonly yes) goes away mid-stream and comes back on the same port and files, shut down cleanly or
-    killed with SIGKILL; a recipient holds its socket throughout and reconnects whenever it is dropped."""
+def test_restart_the_broker_mid_stream(restartable_broker, buses, crash):
+    """The broker (Redis with appendonly yes, or NATS with its JetStream file store) goes away mid-stream for 2 s
+    and comes back on the same port and files, shut down cleanly or killed with SIGKILL; sends go on meanwhile
+    (committed, answered 202, enqueued by the outbox sweep once it is back); a recipient holds its socket
+    throughout and reconnects whenever it is dropped."""
     started = time.monotonic()
-    bus = buses("redis", redis_url=redis_aof.url, with_beat=True, extra_env={**VISIBILITY, **SWEEP})
+    broker = restartable_broker
+    bus = buses(broker.kind, with_beat=True, extra_env={**broker.env, **SWEEP}, **broker.bus_args)
     bus.start_worker("worker2")
     with bus_client(bus.url, timeout=10) as http:
         cast, senders = _start(bus, http, pause=0.005)
@@ -169,29 +199,31 @@ def test_restart_redis_mid_stream(redis_aof, buses, crash):
         senders.start()
         _midstream(senders)
         if crash:
-            redis_aof.kill(signal.SIGKILL)
+            broker.server.kill(signal.SIGKILL)
         else:
-            redis_aof.stop()
+            broker.server.stop()
         time.sleep(2)  # sends go on meanwhile: committed, answered 202, enqueued later by the outbox sweep
-        redis_aof.start()
+        broker.server.start()
         outcome = senders.join()
         assert_workers_alive(bus)  # they reconnect; none may stop over the lost connection
         account = settle(http, outcome, cast.all, SETTLE_TIMEOUT)
         reader.wait_until(len(account.mailboxes[reader.sandbox]), 60)
         reader.stop()
-    report(f"redis {'kill -9' if crash else 'restart'}", outcome, account, started, reader.summary())
+    report(f"{broker.kind} {'kill -9' if crash else 'restart'}", outcome, account, started, reader.summary())
     assert_exactly_once(account)
     assert len(outcome.accepted) == 3 * PER_SENDER and not outcome.failed, outcome.failed
     assert_reader_saw_every_entry(reader, account)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill-9"])
-def test_restart_the_api_mid_stream(redis_aof, buses, sig):
+def test_restart_the_api_mid_stream(restartable_broker, buses, sig):
     """The API process is stopped (gunicorn's graceful SIGTERM, or SIGKILL) mid-stream and started again on the
-    same port. Sends meanwhile fail on the client's side and are not counted as accepted (but any the bus did
-    commit must be delivered too); socket clients reconnect with since until the API answers again."""
+    same port, on Redis and on NATS (its fanout listener and event log reconnect). Sends meanwhile fail on the
+    client's side and are not counted as accepted (but any the bus did commit must be delivered too); socket
+    clients reconnect with since until the API answers again."""
     started = time.monotonic()
-    bus = buses("redis", redis_url=redis_aof.url, with_beat=True, extra_env={**VISIBILITY, **SWEEP})
+    broker = restartable_broker
+    bus = buses(broker.kind, with_beat=True, extra_env={**broker.env, **SWEEP}, **broker.bus_args)
     with bus_client(bus.url, timeout=10) as http:
         cast, senders = _start(bus, http, pause=0.005, retry_pause=0.1)
         readers = [MailboxReader(bus.ws_url, r).start_and_wait() for r in cast.recipients[:2]]
@@ -203,7 +235,8 @@ def test_restart_the_api_mid_stream(redis_aof, buses, sig):
         for reader in readers:
             reader.wait_until(len(account.mailboxes[reader.sandbox]), 60)
             reader.stop()
-    report(f"api {signal.Signals(sig).name}", outcome, account, started, *(r.summary() for r in readers))
+    report(f"{broker.kind}: api {signal.Signals(sig).name}", outcome, account, started,
+           *(r.summary() for r in readers))
     assert_exactly_once(account)
     assert len(outcome.accepted) >= 250  # senders go on until they have PER_SENDER accepted each
     assert outcome.failed  # the API really was down mid-stream
@@ -212,12 +245,13 @@ def test_restart_the_api_mid_stream(redis_aof, buses, sig):
         assert reader.connections >= 2  # the restart dropped it and it came back
 
 
-def test_drop_client_sockets_mid_stream_and_resume_with_since(redis_aof, buses):
+def test_drop_client_sockets_mid_stream_and_resume_with_since(restartable_broker, buses):
     """Two recipients' sockets are cut again and again (TCP shutdown, no close frame) while hundreds of entries
     stream; each reconnects with since: one with its exact cursor, one with a cursor lagging by 3 (it re-receives
     a few entries and dedupes them by seq). No entry may be missing, none may arrive out of order."""
     started = time.monotonic()
-    bus = buses("redis", redis_url=redis_aof.url, extra_env=VISIBILITY)
+    broker = restartable_broker
+    bus = buses(broker.kind, extra_env=broker.env, **broker.bus_args)
     with bus_client(bus.url, timeout=10) as http:
         cast, senders = _start(bus, http, pause=0.01, request_every=5)
         readers = [MailboxReader(bus.ws_url, cast.recipients[0]).start_and_wait(),
@@ -242,14 +276,15 @@ def test_drop_client_sockets_mid_stream_and_resume_with_since(redis_aof, buses):
     assert readers[1].resent > 0  # the lagging cursor really re-sent entries, and they were deduped
 
 
-def test_recipient_offline_for_a_while_then_back(redis_aof, buses):
+def test_recipient_offline_for_a_while_then_back(restartable_broker, buses):
     """A recipient (ACKing its requests) closes its socket mid-stream and stays away for longer than its requests'
     whole redelivery budget, then comes back with since: its entries waited without using attempts, it gets every
     one of them exactly once, ACKs them, and nothing is dead-lettered."""
     started = time.monotonic()
     fast_acks = {"ACK_TIMEOUT": "1.5", "MAX_DELIVERY_ATTEMPTS": "3", "MAX_REDELIVERY_BACKOFF": "2",
                  "REDELIVERY_SWEEP_INTERVAL": "0.2"}
-    bus = buses("redis", redis_url=redis_aof.url, with_beat=True, extra_env={**VISIBILITY, **SWEEP, **fast_acks})
+    broker = restartable_broker
+    bus = buses(broker.kind, with_beat=True, extra_env={**broker.env, **SWEEP, **fast_acks}, **broker.bus_args)
     with bus_client(bus.url, timeout=10) as http:
         cast, senders = _start(bus, http, pause=0.005, request_every=3)
         away, staying = (MailboxReader(bus.ws_url, r).start_and_wait() for r in cast.recipients[:2])
