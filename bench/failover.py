@@ -98,7 +98,8 @@ def parse_args(argv=None):
     parser.add_argument("--rounds", type=int, default=1, metavar="R",
                         help="throughput runs per node count, alternating (default: %(default)s)")
     parser.add_argument("--no-throughput", action="store_true", help="skip the 1 vs 2 API nodes throughput")
-    parser.add_argument("--quick", action="store_true", help="small sizes (about 2 minutes)")
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes (about 3 minutes with every fault: redis, sentinel and nats clusters)")
     args = parser.parse_args(argv)
     args.faults = parse_list(parser, args.faults, list(FAULTS), "faults")
     if args.quick:

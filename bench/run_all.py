@@ -40,7 +40,7 @@ FULL = {
 
 EPILOG = """\
 Scripts, in order (each with its defaults and the full-run arguments below, or with --quick with small sizes,
-the whole quick set in ~7 min on 2 cores):
+the whole quick set in ~9 min on 2 cores):
 {scripts}
 Full-run arguments: {full}
 results.md: a header (CPU model and count, RAM, kernel, Python, redis-server, nats-server and PostgreSQL versions,
@@ -60,7 +60,7 @@ def parse_args(argv=None):
     """Command-line options."""
     parser = argparse.ArgumentParser(prog="bench/run_all.py", description=__doc__.strip().split("\n\n")[0],
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small sizes for every script (~7 min in all)")
+    parser.add_argument("--quick", action="store_true", help="small sizes for every script (~9 min in all)")
     parser.add_argument("--only", default=",".join(SCRIPTS), metavar="LIST",
                         help="comma-separated scripts to run, in the set's order (default: all)")
     parser.add_argument("--output", type=Path, default=BENCH / "results.md", metavar="PATH",
