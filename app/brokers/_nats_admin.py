@@ -5,6 +5,7 @@ short-lived client of its own, bounded by a timeout."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -15,6 +16,8 @@ from nats.js import api
 from app.brokers._nats_loop import process_loop, stream_name
 
 T = TypeVar("T")
+ELECTION_GRACE = 15.0  # seconds a stream may be without a leader before readiness fails
+_leaderless_since: dict[str, float] = {}  # stream -> when this process first saw it without a leader
 log = logging.getLogger(__name__)
 
 
@@ -65,7 +68,9 @@ def _ask(servers: list[str], timeout: float, question: Callable[[nats.NATS], Awa
 
 def check_streams(servers: list[str], timeout: float, streams: list[str]) -> None:
     """Return when a server answers, JetStream answers its account info (its meta group has a quorum) and each of
-    `streams` that exists answers its info with a leader (its group has one); raise otherwise."""
+    `streams` that exists has had a leader within the last ELECTION_GRACE seconds; raise otherwise. The grace lets
+    an election pass (NATS elects a stream's leader 4-9 s after its server crashed; the bus waits for it) without
+    every node leaving the balancer's pool and its sockets being cut; a stream that lost its quorum fails."""
 
     async def question(nc):
         js = nc.jetstream(timeout=timeout)
@@ -75,8 +80,13 @@ def check_streams(servers: list[str], timeout: float, streams: list[str]) -> Non
                 info = await js.stream_info(stream)
             except nats.js.errors.NotFoundError:
                 continue
-            if info.cluster is not None and not info.cluster.leader:
-                raise nats.js.errors.ServiceUnavailableError(description=f"stream {stream} has no leader")
+            if info.cluster is None or info.cluster.leader:
+                _leaderless_since.pop(stream, None)
+                continue
+            since = _leaderless_since.setdefault(stream, time.monotonic())
+            if time.monotonic() - since > ELECTION_GRACE:
+                raise nats.js.errors.ServiceUnavailableError(
+                    description=f"stream {stream} has had no leader for {time.monotonic() - since:.0f} s")
 
     _ask(servers, timeout, question)
 

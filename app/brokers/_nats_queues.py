@@ -53,6 +53,7 @@ class QueueStreams:
         for exchange, _, _ in self.state.queue_bindings(queue):
             if self.typeof(exchange).type != "fanout":
                 self._run(self._nats.bindings.remove(exchange, queue))
+                self._nats.forget_bindings(exchange)
         self.state.queue_bindings_delete(queue)
         for exchange in self.state.exchanges.values():  # else a publish routes to it again, making a new stream
             exchange["table"] = [binding for binding in exchange.get("table") or [] if binding[2] != queue]

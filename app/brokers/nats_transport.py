@@ -31,6 +31,7 @@ from app.brokers._nats_loop import name_token, process_loop, stream_name
 from app.brokers._nats_queues import QueueStreams
 
 DEFAULT_PORT = 4222
+BINDINGS_FRESH = 2.0  # seconds a process routes by the bindings it read (a queue bound since is found on a miss)
 log = logging.getLogger(__name__)
 
 
@@ -77,6 +78,8 @@ class Channel(QueueStreams, virtual.Channel):
 
     @property
     def _nats(self) -> Transport:
+        if self.connection is None:  # Kombu closed this channel (a lost server): a connection error, not a crash
+            raise nats.errors.ConnectionClosedError
         return self.connection
 
     def _run(self, coro, timeout=None):
@@ -103,7 +106,13 @@ class Channel(QueueStreams, virtual.Channel):
 
     def _put(self, queue, message, **kwargs):
         self._ensure_stream(queue)
-        self._run(self._nats.js.publish(self._subject(queue), json.dumps(message).encode()))
+        body = json.dumps(message).encode()
+        try:
+            self._run(self._nats.js.publish(self._subject(queue), body))
+        except nats.js.errors.NoStreamResponseError:  # the stream is gone (deleted, or its server's store lost)
+            self._nats.known_queues.discard(queue)
+            self._ensure_stream(queue)
+            self._run(self._nats.js.publish(self._subject(queue), body))
 
     def _put_fanout(self, exchange, message, routing_key, **kwargs):
         async def publish():
@@ -188,14 +197,23 @@ class Channel(QueueStreams, virtual.Channel):
                     self._fanout_subject(exchange), cb=on_message))
             return
         self._run(self._nats.bindings.add(exchange, (routing_key or "", pattern or "", queue)))
+        self._nats.forget_bindings(exchange)
 
     def get_table(self, exchange):
         local = self.state.exchanges.get(exchange, {}).get("table", [])
-        remote = self._run(self._nats.bindings.get(exchange))
+        remote = self._nats.remote_bindings(exchange, lambda: self._run(self._nats.bindings.get(exchange)))
         table = list(local) + [tuple(b) for b in remote if tuple(b) not in set(map(tuple, local))]
         if not table and exchange not in self.state.exchanges:
             raise KeyError(exchange)
         return table
+
+    def _lookup(self, exchange, routing_key, default=None):
+        """The queues `routing_key` reaches on `exchange`; when none does by the bindings read a moment ago, by those
+        the store holds now (a queue another process just bound: a control client's reply queue)."""
+        queues = super()._lookup(exchange, routing_key, default)
+        if not queues and exchange and self._nats.forget_bindings(exchange):
+            queues = super()._lookup(exchange, routing_key, default)
+        return queues
 
     def basic_cancel(self, consumer_tag):
         """Stop consuming; an auto-delete queue no longer consumed here is deleted (Celery's reply queues: one per
@@ -253,8 +271,23 @@ class Transport(virtual.Transport):
         self.bindings = None  # _nats_bindings.BindingStore, made on connect
         self.known_queues = set()
         self.max_ages = {}  # queue -> seconds its messages live (x-message-ttl or x-expires), None: no limit
+        self._remote_bindings = {}  # exchange -> (when read, bindings other processes made)
         self.wake = threading.Event()  # set when a message arrives for a channel of this connection
         self._running = set()  # futures of operations under way on the client (cancelled when it is lost)
+
+    def remote_bindings(self, exchange, read):
+        """The bindings of `exchange` kept in the store, as `read()` returns them, read again when older than
+        BINDINGS_FRESH seconds: a publish then costs one round trip, not two."""
+        cached = self._remote_bindings.get(exchange)
+        if cached is not None and time.monotonic() - cached[0] < BINDINGS_FRESH:
+            return cached[1]
+        bindings = read()
+        self._remote_bindings[exchange] = (time.monotonic(), bindings)
+        return bindings
+
+    def forget_bindings(self, exchange) -> bool:
+        """Drop what `remote_bindings` holds of `exchange`; whether it held anything."""
+        return self._remote_bindings.pop(exchange, None) is not None
 
     def drain_events(self, connection, timeout=None):
         """Deliver one message ready on a channel; between empty rounds wait until one arrives (`wake`) rather than
@@ -324,7 +357,8 @@ class Transport(virtual.Transport):
                 except Exception:  # noqa: BLE001 - a lost server, a loop of the parent process (after a fork)
                     pass
             self.loop = self.nc = self.js = self.bindings = None
-            self.known_queues.clear()
+            # known_queues stays: the streams outlive the connection, and declaring them again on a reconnect during
+            # a leader election waited out the JetStream API timeout (10 s) before the worker consumed again
 
 
 def register() -> None:
