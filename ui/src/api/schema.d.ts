@@ -943,7 +943,7 @@ export interface components {
         };
         Configuration: {
             /** @enum {string} */
-            broker: "memory" | "redis" | "rabbitmq";
+            broker: "memory" | "redis" | "rabbitmq" | "nats";
             /** @enum {string} */
             edition: "community" | "enterprise";
             settings: components["schemas"]["_Setting"][];

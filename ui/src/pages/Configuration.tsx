@@ -31,6 +31,7 @@ const BROKERS: Record<string, string> = {
   memory: "in-process queues: one bus process (collab-bus up), no separate broker",
   redis: "Redis",
   rabbitmq: "RabbitMQ",
+  nats: "NATS JetStream",
 };
 
 /** A 403 names the missing permission; other failures as for any fetch. */
