@@ -115,11 +115,9 @@ class Channel(QueueStreams, virtual.Channel):
             self._run(self._nats.js.publish(self._subject(queue), body))
 
     def _put_fanout(self, exchange, message, routing_key, **kwargs):
-        async def publish():
-            await self._nats.nc.publish(self._fanout_subject(exchange), json.dumps(message).encode())
-            await self._nats.nc.flush()
-
-        self._run(publish())
+        """Core NATS, at most once: the client's flusher writes it within moments (no flush round trip per message
+        on the notifiers' path; a lost connection raises here)."""
+        self._run(self._nats.nc.publish(self._fanout_subject(exchange), json.dumps(message).encode()))
 
     def _get(self, queue, timeout=None):
         self._check_connected()
