@@ -4,11 +4,14 @@ work-queue sharing, fanout, connection errors and reconnect."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
 import uuid
 
+import nats
+import nats.js.errors
 import pytest
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 from kombu.exceptions import OperationalError
@@ -40,6 +43,21 @@ def conn(server, prefix):
     c = connect(server.url, prefix, visibility_timeout=1)
     yield c
     c.release()
+
+
+def stream_info(url: str, stream: str):
+    """The JetStream info of `stream` as the server at `url` has it, None when there is no such stream."""
+
+    async def ask():
+        nc = await nats.connect(url)
+        try:
+            return await nc.jetstream().stream_info(stream)
+        except nats.js.errors.NotFoundError:
+            return None
+        finally:
+            await nc.close()
+
+    return asyncio.run(ask())
 
 
 def put(queue: Queue, body) -> None:
@@ -170,11 +188,6 @@ def test_two_consumers_share_a_queue(server, conn, prefix):
 def test_a_message_delivered_max_deliveries_times_goes_to_the_dead_letter_stream(server, prefix):
     """A task rejected with requeue (a worker dying on it) each time is delivered `max_deliveries` times, then moved
     to `<prefix>-dead-letters` with its body and removed from its queue; the next message goes on as usual."""
-    import asyncio
-
-    import nats
-    import nats.js.errors
-
     conn = connect(server.url, prefix, visibility_timeout=30, max_deliveries=3)
     try:
         queue = Queue("poison", Exchange("px", type="direct"), routing_key="p")
@@ -198,23 +211,14 @@ def test_a_message_delivered_max_deliveries_times_goes_to_the_dead_letter_stream
                     producer.publish({"n": "fine"}, routing_key="p", serializer="json")
                     deliveries.append("published")
 
-            async def dead_and_left():
-                nc = await nats.connect(server.url)
-                js = nc.jetstream()
-                for _ in range(100):
-                    left = (await js.stream_info(f"{prefix}-poison")).state.messages
-                    try:
-                        dead = (await js.stream_info(f"{prefix}-dead-letters")).state.messages
-                    except nats.js.errors.NotFoundError:
-                        dead = 0
-                    if dead and not left:
-                        break
-                    await asyncio.sleep(0.1)
-                moved = await js.get_msg(f"{prefix}-dead-letters", seq=1)
-                await nc.close()
-                return left, dead, moved
-
-            left, dead, moved = asyncio.run(dead_and_left())
+            for _ in range(100):
+                left = stream_info(server.url, f"{prefix}-poison").state.messages
+                dead_letters = stream_info(server.url, f"{prefix}-dead-letters")
+                dead = dead_letters.state.messages if dead_letters else 0
+                if dead and not left:
+                    break
+                time.sleep(0.1)
+            moved = asyncio.run(_first_message(server.url, f"{prefix}-dead-letters"))
         assert deliveries == [{"n": "poison"}] * 3 + ["published", {"n": "fine"}]
         assert (left, dead) == (0, 1)
         held = json.loads(moved.data)  # the message as Kombu put it: its body base64-encoded
@@ -229,11 +233,6 @@ def test_queue_ttl_and_expiry_bound_what_its_stream_keeps_and_auto_delete_remove
     """Celery's event and reply queues declare a message TTL / expiry: their stream keeps messages no longer than
     that (a queue left by a killed process stays bounded); an auto-delete queue's stream goes when its consumer
     stops."""
-    import asyncio
-
-    import nats
-    import nats.js.errors
-
     channel = conn.default_channel
     events = Queue("ev.rcv", Exchange("evx", type="topic"), routing_key="#", message_ttl=2.0, expires=60.0,
                    auto_delete=True)(channel)
@@ -241,20 +240,19 @@ def test_queue_ttl_and_expiry_bound_what_its_stream_keeps_and_auto_delete_remove
     Producer(channel).publish("e", exchange="evx", routing_key="task.sent", serializer="json")
     stream = f"{prefix}-{nats_transport.name_token('ev.rcv')}"
 
-    async def stream_info():
-        nc = await nats.connect(server.url)
-        try:
-            return await nc.jetstream().stream_info(stream)
-        except nats.js.errors.NotFoundError:
-            return None
-        finally:
-            await nc.close()
-
-    assert asyncio.run(stream_info()).config.max_age == 2.0
+    assert stream_info(server.url, stream).config.max_age == 2.0
     with Consumer(channel, [events], callbacks=[lambda body, message: message.ack()]):
         conn.drain_events(timeout=3)
-    assert asyncio.run(stream_info()) is None  # its consumer stopped: deleted with its binding
+    assert stream_info(server.url, stream) is None  # its consumer stopped: deleted with its binding
     assert channel.get_table("evx") == []
+
+
+async def _first_message(url: str, stream: str):
+    nc = await nats.connect(url)
+    try:
+        return await nc.jetstream().get_msg(stream, seq=1)
+    finally:
+        await nc.close()
 
 
 def test_fanout_reaches_every_bound_queue(server, conn, prefix):
