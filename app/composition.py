@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import uuid
 
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -28,7 +29,7 @@ from app.auth import authenticate_request, release_unauthenticated_socket
 from app.components import Components
 from app.config import BODY_OVERHEAD_BYTES, Settings
 from app.context import BusContext
-from app.fanout import FanoutListener
+from app.fanout import FanoutListener, LocalFirstNotifier
 from app.metrics import OPEN_WEBSOCKETS
 from app.services.limits import ConcurrencyLimiter, FailureLimiter, RateLimiter
 from app.ui import bp as ui_bp
@@ -71,7 +72,7 @@ def create_app(settings: Settings | Components, *, start_listener: bool = True, 
     app.extensions["bus"] = ctx
     if start_listener:
         listener = FanoutListener(settings.broker, settings.fanout_exchange, ctx.hub.dispatch,
-                                  on_subscribed=ctx.hub.resync)
+                                  on_subscribed=ctx.hub.resync, origin=ctx.notifier.origin)
         listener.start()
         ctx.background.append(listener)
 
@@ -89,12 +90,13 @@ def api_context(components: Components) -> BusContext:
     """The BusContext of an API process on `components`: their ports, and the API's own state (socket hub, open
     sockets, rate and failure limiters) sized by their settings."""
     settings = components.settings
+    hub = Hub(on_change=OPEN_WEBSOCKETS.inc, event_log=settings.broker.event_log())
     return BusContext(
         settings=settings,
         db=components.db,
         delivery=components.delivery,
-        notifier=components.notifier,
-        hub=Hub(on_change=OPEN_WEBSOCKETS.inc, event_log=settings.broker.event_log()),
+        notifier=LocalFirstNotifier(components.notifier, hub, origin=uuid.uuid4().hex),
+        hub=hub,
         lifecycle=components.lifecycle,
         runtime=components.runtime,
         policy=components.policy,

@@ -148,6 +148,11 @@ class Settings:
         30.0, Number(), envvar="HEARTBEAT_TIMEOUT",
         help="Seconds without a heartbeat (a socket `heartbeat` or `ping` frame, or "
              "`POST /api/v1/sandboxes/{id}/heartbeat`) before a sandbox is marked `offline`.")
+    direct_delivery: bool = DELIVERY.setting(
+        True, FLAG, envvar="DIRECT_DELIVERY",
+        help="A direct message to a sandbox with a mailbox socket on the API process that accepts it is routed in the "
+             "transaction that stores it and pushed by that process, with no delivery task (unless an earlier "
+             "message to that sandbox still awaits one); `false`: every message goes through a worker.")
     idempotency_window: int = DELIVERY.setting(
         86400, Integer(1), envvar="IDEMPOTENCY_WINDOW",
         help="Seconds an `Idempotency-Key` of a send is remembered; beat purges older keys every 5 minutes.")

@@ -14,6 +14,7 @@ from app.db import Database
 from app.runtime import ContainerRuntime
 from app.services import redelivery
 from app.services.coalescing import Coalescer
+from app.services.direct_delivery import DirectRouter
 from app.services.directory import Directory
 from app.services.guards import GuardLimits
 from app.services.limits import ConcurrencyLimiter, FailureLimiter, RateLimiter
@@ -63,11 +64,12 @@ class BusContext:
     @cached_property
     def sending(self) -> SendService:
         """The send service every entry (REST, batch, socket, replay) accepts messages through."""
+        direct = DirectRouter(self.hub.has_mailbox_socket, self.policy, self.guards)
         return SendService(self.db, self.directory, self.delivery, self.notifier,
                            max_content_bytes=self.settings.max_content_bytes,
                            idempotency_window=self.settings.idempotency_window,
                            max_backlog=self.settings.max_delivery_backlog,
-                           guards=self.guards)
+                           guards=self.guards, direct=direct if self.settings.direct_delivery else None)
 
 
 def bus() -> BusContext:

@@ -23,6 +23,7 @@ from app.services.events import MESSAGE_DEAD_LETTERED, unbatched
 
 if TYPE_CHECKING:
     from app.brokers import Broker
+    from app.services.ports import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ PUBLISH_WAIT = 15.0  # seconds a publisher waits for a free producer before the 
 MAX_RECONNECT_WAIT = 0.5  # seconds, at most, between the listener's attempts to reach a lost broker (0.2, 0.4, 0.5 …)
 
 DEAD_LETTER_EXCHANGE = "collab.dead_letters"
+ORIGIN = "origin"  # the key of a notification naming the API process that published it and handled it already
 
 
 def dead_letter_exchange() -> Exchange:
@@ -96,6 +98,34 @@ class KombuNotifier:
         self.connection.release()
 
 
+class LocalFirstNotifier:
+    """The Notifier of an API process: what the process publishes reaches its own sockets at once, through its hub
+    (`hub.stamp` gives the events their ids, `hub.dispatch` routes it), even while the broker is unreachable; then
+    every other API process over the fanout exchange (`inner`). Its own FanoutListener, made with the same
+    `origin`, skips the copy that comes back."""
+
+    def __init__(self, inner: Notifier, hub, origin: str):
+        self.inner = inner
+        self.hub = hub
+        self.origin = origin
+
+    def publish(self, notification: dict) -> None:
+        """Hand `notification` to this process's sockets, then publish it to the others (best effort, never
+        raises)."""
+        notification = self.hub.stamp(notification)
+        try:
+            self.hub.dispatch(notification)
+        except Exception:  # the sockets catch up from the database by seq
+            log.exception("could not hand a %s notification to this process's sockets", notification.get("kind"))
+        self.inner.publish({**notification, ORIGIN: self.origin})
+
+    def close(self) -> None:
+        """Close the wrapped notifier."""
+        close = getattr(self.inner, "close", None)
+        if close:
+            close()
+
+
 class FanoutListener(threading.Thread):
     """A daemon thread that consumes the fanout exchange and calls `handler(notification)` for each one.
 
@@ -105,12 +135,13 @@ class FanoutListener(threading.Thread):
     """
 
     def __init__(self, broker: Broker, exchange_name: str, handler: Callable[[dict], None],
-                 on_subscribed: Callable[[], None] | None = None):
+                 on_subscribed: Callable[[], None] | None = None, origin: str | None = None):
         super().__init__(name="fanout-listener", daemon=True)
         self.broker = broker
         self.exchange = _exchange(exchange_name)
         self.handler = handler
         self.on_subscribed = on_subscribed
+        self.origin = origin  # notifications published with this origin were handled already (LocalFirstNotifier)
         self.queue_name = f"{exchange_name}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         self.ready = threading.Event()
         self._stopping = threading.Event()
@@ -164,6 +195,8 @@ class FanoutListener(threading.Thread):
                 log.exception("fanout listener: on_subscribed failed")
 
     def _on_message(self, body, message) -> None:
+        if self.origin is not None and isinstance(body, dict) and body.get(ORIGIN) == self.origin:
+            return
         try:
             self.handler(body)
         except Exception:

@@ -28,7 +28,7 @@ def committer(db):
     registry.register(db, "s1", "default", [], {})
     registry.register(db, "r1", "default", [], {})
     groups: list[list[str]] = []
-    return GroupCommitter(db, window=WINDOW, on_committed=lambda fresh: groups.append([m.id for m in fresh])), groups
+    return GroupCommitter(db, window=WINDOW, on_committed=lambda fresh, _routed: groups.append([m.id for m in fresh])), groups
 
 
 def send_all(committer: GroupCommitter, sends: list[tuple[dict, str | None]], *, hold) -> list:

@@ -183,7 +183,8 @@ class Message(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     routed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
-    __table_args__ = (Index("ix_messages_status_created_at", "status", "created_at"),)
+    __table_args__ = (Index("ix_messages_status_created_at", "status", "created_at"),
+                      Index("ix_messages_status_to_sandbox", "status", "to_sandbox"))
 
     def to_protocol(self) -> dict:
         """The message as the AgentMessage protocol dict sent to clients."""

@@ -93,7 +93,7 @@ def deliver(db: Database, message_id: str, policy: RedeliveryPolicy = DEFAULT_PO
     as attempt 1; entries of REQUEST and COMMAND messages then await an ACK.
     """
     with db.write() as session:
-        return _deliver_in(session, message_id, policy, guards)
+        return deliver_in(session, message_id, policy, guards)
 
 
 def deliver_many(db: Database, message_ids: list[str], policy: RedeliveryPolicy = DEFAULT_POLICY,
@@ -106,7 +106,7 @@ def deliver_many(db: Database, message_ids: list[str], policy: RedeliveryPolicy 
         _lock_direct_recipients(session, message_ids)
         for message_id in message_ids:
             try:
-                results.append(_deliver_in(session, message_id, policy, guards))
+                results.append(deliver_in(session, message_id, policy, guards))
             except UnknownMessage:
                 log.error("deliver: message %s does not exist; skipped", message_id)
     return results
@@ -119,7 +119,9 @@ def _lock_direct_recipients(session, message_ids: list[str]) -> None:
     session.execute(select(Sandbox.id).where(Sandbox.id.in_(recipients)).order_by(Sandbox.id).with_for_update())
 
 
-def _deliver_in(session, message_id: str, policy: RedeliveryPolicy, guards: GuardLimits | None) -> DeliveryResult:
+def deliver_in(session, message_id: str, policy: RedeliveryPolicy, guards: GuardLimits | None) -> DeliveryResult:
+    """`deliver` inside the caller's write transaction (the delivery task's, or the accepting one of direct
+    delivery, app.services.direct_delivery)."""
     # The message's row lock serialises runs of the same message (a task run twice, by two workers): without
     # it, on PostgreSQL both would read "no entries yet" and the second would fail on the unique
     # (message_id, sandbox_id) constraint, or overwrite what a concurrent expiry sweep decided. FOR NO KEY

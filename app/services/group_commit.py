@@ -36,16 +36,19 @@ class _LostRace(Exception):
 class GroupCommitter:
     """Accepts messages as `idempotency.accept` does, sharing transactions between concurrent callers.
 
-    `on_committed(messages)` runs in the caller that wrote a group, after the commit and before any send of the
-    group returns, with the newly stored messages in their order (replays left out): so a client that waits for
-    its 202 before sending again finds its messages enqueued in the order it sent them.
+    `on_committed(messages, routed)` runs in the caller that wrote a group, after the commit and before any send of
+    the group returns, with the newly stored messages in their order (replays left out) and the results of those
+    `route(session, messages)` routed in the same transaction (by message id): so a client that waits for its 202
+    before sending again finds its messages enqueued in the order it sent them.
     """
 
-    def __init__(self, db: Database, *, window: int, on_committed: Callable[[list], None],
-                 max_group: int = DEFAULT_MAX_GROUP):
+    def __init__(self, db: Database, *, window: int, on_committed: Callable[[list, dict], None],
+                 route: Callable[[object, list], dict] | None = None, max_group: int = DEFAULT_MAX_GROUP):
         self.db = db
         self.window = window
         self.on_committed = on_committed
+        self.route = route
+        self._routed: dict[str, object] = {}  # routing results by message id, from _write to its group's _announce
         self._coalescer = Coalescer(self._write, self._announce, max_batch=max_group, name="group commit")
 
     def accept(self, data: dict, key: str | None, actor: audit.Actor | None = None) -> Accepted:
@@ -77,7 +80,13 @@ class GroupCommitter:
                     outcomes.append(_LostRace() if lost else exc)
                 except BusError as exc:
                     outcomes.append(exc)
+            routed = self._route_in(session, outcomes)
+        self._routed.update(routed)  # committed: the group's _announce takes them (another group may be writing)
         return outcomes
+
+    def _route_in(self, session, outcomes: list) -> dict:
+        fresh = [o.message for o in outcomes if isinstance(o, Accepted) and not o.replayed]
+        return self.route(session, fresh) if self.route is not None and fresh else {}
 
     def _accept_alone(self, send: _Send) -> Accepted | BaseException:
         try:
@@ -87,5 +96,6 @@ class GroupCommitter:
 
     def _announce(self, outcomes: list) -> None:
         fresh = [o.message for o in outcomes if isinstance(o, Accepted) and not o.replayed]
+        routed = {m.id: result for m in fresh if (result := self._routed.pop(m.id, None)) is not None}
         if fresh:
-            self.on_committed(fresh)
+            self.on_committed(fresh, routed)

@@ -17,6 +17,8 @@ from app.errors import BusError, Conflict, Forbidden, InvalidRequest, TooManyReq
 from app.models import ANY_CAPABLE, BROADCAST, Message, Role
 from app.services import audit, dead_letters, messages, policies, skills
 from app.services.admission import Admission
+from app.services.delivery import DeliveryResult
+from app.services.direct_delivery import DirectRouter
 from app.services.directory import Directory
 from app.services.enqueue_retry import EnqueueRetry
 from app.services.events import MESSAGE_ACCEPTED, MESSAGE_REFUSED, batched, event_notification
@@ -74,7 +76,7 @@ class SendService:
 
     def __init__(self, db: Database, directory: Directory, delivery: DeliveryQueue, notifier: Notifier, *,
                  max_content_bytes: int, idempotency_window: int, max_backlog: int = 0,
-                 guards: GuardLimits = NO_GUARDS):
+                 guards: GuardLimits = NO_GUARDS, direct: DirectRouter | None = None):
         self.db = db
         self.directory = directory
         self.admission = Admission(db, max_backlog)
@@ -84,7 +86,9 @@ class SendService:
         self.max_content_bytes = max_content_bytes
         self.idempotency_window = idempotency_window
         self.guards = SendGuards(db, guards)
-        self.committer = GroupCommitter(db, window=idempotency_window, on_committed=self._dispatch_group)
+        self.direct = direct
+        self.committer = GroupCommitter(db, window=idempotency_window, on_committed=self._dispatch_group,
+                                        route=direct.route if direct is not None else None)
 
     def send(self, data: dict, sender: Sender, key: str | None = None) -> Accepted:
         """Accept one validated AgentMessage (at most once per sending sandbox and Idempotency-Key `key`).
@@ -116,9 +120,10 @@ class SendService:
             except BusError as exc:
                 results[index] = ItemResult(index, error=exc)
         self.admission.check(len(checked))
-        for index, outcome in self._store_all(checked, sender.actor):
+        stored, routed = self._store_all(checked, sender.actor)
+        for index, outcome in stored:
             results[index] = outcome
-        self._dispatch([r.message for r in results if r.accepted])
+        self._dispatch_group([r.message for r in results if r.accepted], routed, one_task=True)
         return results
 
     def replay_dead_letter(self, dead_letter_id: int, policy, actor: audit.Actor) -> dead_letters.ReplayOutcome:
@@ -133,11 +138,15 @@ class SendService:
             self.notifier.publish(notification)
         return outcome
 
-    def _store_all(self, checked: list[tuple[int, dict]], actor: audit.Actor) -> list[tuple[int, ItemResult]]:
+    def _store_all(self, checked: list[tuple[int, dict]], actor: audit.Actor
+                   ) -> tuple[list[tuple[int, ItemResult]], dict[str, DeliveryResult]]:
         if not checked:
-            return []
+            return [], {}
         with self.db.write() as session:
-            return [(index, self._store_one(session, index, data, actor)) for index, data in checked]
+            stored = [(index, self._store_one(session, index, data, actor)) for index, data in checked]
+            fresh = [outcome.message for _, outcome in stored if outcome.accepted]
+            routed = self.direct.route(session, fresh) if self.direct is not None and fresh else {}
+        return stored, routed
 
     @staticmethod
     def _store_one(session, index: int, data: dict, actor: audit.Actor) -> ItemResult:
@@ -198,34 +207,34 @@ class SendService:
                 hops=details.get("hops"), limit=details.get("limit")))
             raise
 
-    def _dispatch(self, accepted: list[Message]) -> None:
-        """Announce, then enqueue in one task, the messages of one batch (delivered in their order): from this
-        process, "accepted" precedes the worker's "delivered"."""
-        self._announce(accepted)
-        if len(accepted) == 1:
-            self._enqueue_one(accepted[0])
-        elif accepted:  # one task delivers them in their order (its ttl checks are the deliverer's, per message)
-            self._enqueue([m.id for m in accepted], max(m.priority for m in accepted), None)
-
-    def _dispatch_group(self, accepted: list[Message]) -> None:
-        """Announce, then enqueue, the messages of separate sends committed together: one task per priority
-        (a message is not delivered at another's priority), each delivering its messages in their order."""
-        self._announce(accepted)
-        by_priority: dict[int, list[Message]] = {}
-        for message in accepted:
-            by_priority.setdefault(message.priority, []).append(message)
-        for priority, group in sorted(by_priority.items(), reverse=True):
+    def _dispatch_group(self, accepted: list[Message], routed: dict[str, DeliveryResult], *,
+                        one_task: bool = False) -> None:
+        """Announce messages committed together (with the entries of those routed directly,
+        app.services.direct_delivery), then enqueue the others, delivered in their order: a batch's in one task
+        (`one_task`; its ttl checks are the deliverer's, per message), separate sends' in one task per priority (a
+        message is not delivered at another's priority). From this process, "accepted" precedes "delivered"."""
+        self._announce(accepted, [n for result in routed.values() for n in result.notifications()])
+        waiting = [message for message in accepted if message.id not in routed]
+        if not waiting:
+            return
+        if one_task:
+            groups = {max(m.priority for m in waiting): waiting}
+        else:
+            groups = {}
+            for message in waiting:
+                groups.setdefault(message.priority, []).append(message)
+        for priority, group in sorted(groups.items(), reverse=True):
             if len(group) == 1:
                 self._enqueue_one(group[0])
             else:
                 self._enqueue([m.id for m in group], priority, None)
 
-    def _announce(self, accepted: list[Message]) -> None:
+    def _announce(self, accepted: list[Message], entries: list[dict] = ()) -> None:
         events = [event_notification(MESSAGE_ACCEPTED, message_id=m.id, from_sandbox=m.from_sandbox,
                                      to_sandbox=m.to_sandbox, message_type=m.message_type,
                                      correlation_id=m.correlation_id, trace_id=m.trace_id, parent_id=m.parent_id,
                                      **({"topic": m.topic} if m.topic else {})) for m in accepted]
-        for notification in batched(events):
+        for notification in batched([*events, *entries]):
             self.notifier.publish(notification)
 
     def _enqueue_one(self, message: Message) -> None:

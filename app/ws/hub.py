@@ -121,6 +121,10 @@ class Hub:
         for sub in subs:
             sub.push(RESYNC)
 
+    def stamp(self, notification: dict) -> dict:
+        """`notification` with its events given their ids, as its publisher gives them (a shared event log's)."""
+        return self._event_log.stamp(notification)
+
     def dispatch(self, notification: dict) -> None:
         """Route one notification from the fanout exchange (each one a batch carries) to the sockets it concerns."""
         for item in unbatched(notification):
