@@ -19,8 +19,10 @@ from harness.report import (
     add_common_options,
     add_list_option,
     add_sender_options,
+    fmt,
     make_parser,
     parse_list,
+    print_target,
     progress,
     ratio,
     run_main,
@@ -92,7 +94,30 @@ def run(args) -> int:
         if rest is not None and method != "rest":
             parts.append(f"/rest {ratio(r.msgs_per_s, rest.msgs_per_s)}")
         print(f"ratio {method:<7} ({r.msgs_per_s or 0:.0f} msg/s): " + "  ".join(parts))
+    print_targets(results, celery[0] if celery else None)
     return 0
+
+
+def print_targets(results: dict, celery) -> None:
+    """Issue 27's targets this script measures: batch and socket sends at 3x the bare Celery no-op task on one
+    worker, socket sends at least as fast as batch, and the CPU per message of each path."""
+    print()
+    for method in ("batch", "socket"):
+        r = results.get(method)
+        if r is None:
+            continue
+        measured = r.msgs_per_s / celery.concurrent_per_s if celery and r.msgs_per_s and celery.concurrent_per_s \
+            else None
+        print_target(f"{method} throughput / bare Celery no-op, 1 worker", measured, 3.0, "x", at_most=False,
+                     baseline=f"{fmt(r.msgs_per_s, 0)} msg/s vs {fmt(celery and celery.concurrent_per_s, 0)} tasks/s")
+    if "batch" in results and "socket" in results:
+        socket, batch = results["socket"].msgs_per_s, results["batch"].msgs_per_s
+        print_target("socket send throughput / batch", socket / batch if socket and batch else None, 1.0, "x",
+                     at_most=False, baseline=f"{fmt(socket, 0)} vs {fmt(batch, 0)} msg/s")
+    for method, r in results.items():
+        server = {kind: ms for kind, ms in r.cpu_ms_per_msg.items() if kind != "client" and ms is not None}
+        print_target(f"CPU per message, {method} path (API, worker, Redis)", sum(server.values()) or None, 3, "ms",
+                     baseline=" ".join(f"{kind} {ms:.2f}" for kind, ms in server.items()))
 
 
 if __name__ == "__main__":

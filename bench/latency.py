@@ -24,6 +24,7 @@ from harness.report import (
     make_parser,
     parse_list,
     print_table,
+    print_target,
     progress,
     ratio,
     run_main,
@@ -34,6 +35,7 @@ WARMUP = 50
 # broker -> the raw round trip its bus is compared with, on the same server
 BROKERS = {"redis": bench_pubsub, "nats": bench_nats_pubsub}
 TARGET_P50_MS, TARGET_P99_MS = 5.0, 25.0
+TARGET_RATE, TARGET_TIMES_RAW = 200.0, 10.0  # the rate the targets hold at; at most this multiple of the raw trip
 
 EPILOG = f"""\
 Phases on one bus per broker (--brokers: collab-bus api + 1 collab-bus worker, SQLite, on Redis, then on NATS
@@ -128,6 +130,17 @@ def print_summary(results: dict, pubsub: dict) -> None:
     print_table(SUMMARY_COLUMNS, rows, "latency send -> receipt in ms (bus: REST send, ACKed; raw: redis-py PUBLISH "
                                        "-> SUBSCRIBE on the same redis-server, or core NATS publish -> subscribe on "
                                        "the same nats-server, at the same pace)")
+    print()
+    for (broker, rate), r in results.items():  # issue 27's latency targets, at 200 msg/s paced
+        if rate != TARGET_RATE:
+            continue
+        p = pubsub.get((broker, rate))
+        raw = f"raw p50 {fmt(p and p.p50_ms, 3)} p99 {fmt(p and p.p99_ms, 3)} ms"
+        print_target(f"latency p50 at {rate:g}/s, {broker}", r.p50_ms, TARGET_P50_MS, "ms", baseline=raw)
+        print_target(f"latency p99 at {rate:g}/s, {broker}", r.p99_ms, TARGET_P99_MS, "ms", baseline=raw)
+        for name, bus_ms, raw_ms in (("p50", r.p50_ms, p and p.p50_ms), ("p99", r.p99_ms, p and p.p99_ms)):
+            print_target(f"latency {name} at {rate:g}/s, {broker} / raw round trip", bus_ms / raw_ms
+                         if bus_ms and raw_ms else None, TARGET_TIMES_RAW, "x", baseline=raw)
 
 
 if __name__ == "__main__":

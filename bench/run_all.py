@@ -18,6 +18,9 @@ import sys
 import time
 from pathlib import Path
 
+import harness  # noqa: F401 - puts the repository on sys.path
+from harness.report import TARGET_PREFIX
+
 BENCH = Path(__file__).resolve().parent
 REPO_ROOT = BENCH.parent
 
@@ -147,9 +150,21 @@ def run_script(name: str, quick: bool) -> dict:
     return record
 
 
+def targets(records: list[dict]) -> list[str]:
+    """The targets table (markdown) of the target lines the scripts printed (harness.report.print_target): each
+    target, the figure, the goal, the baseline of the same run, met or not, and the script."""
+    rows = [[*(cell.strip() for cell in line[len(TARGET_PREFIX):].split("|")), r["name"]]
+            for r in records for line in r["output"].splitlines() if line.startswith(TARGET_PREFIX)]
+    if not rows:
+        return []
+    table = ["| target | measured | goal | baseline (same run) | verdict | script |", "|---|---|---|---|---|---|"]
+    return ["## Targets (issue 27)", "", *table, *("| " + " | ".join(row) + " |" for row in rows), ""]
+
+
 def write_report(path: Path, header: list[str], records: list[dict], quick: bool, pending: list[str]) -> None:
-    """Write the markdown report: the header, then each finished script's section."""
-    out = ["# Benchmark results", "", f"`bench/run_all.py{' --quick' if quick else ''}`", "", *header, ""]
+    """Write the markdown report: the header, the targets' table, then each finished script's section."""
+    out = ["# Benchmark results", "", f"`bench/run_all.py{' --quick' if quick else ''}`", "", *header, "",
+           *targets(records)]
     for r in records:
         out += [f"## {r['name']}", "", f"- Command: `{r['command']}`", f"- Duration: {r['seconds']:.0f} s",
                 f"- Exit code: {r['code']}", "", "```", r["output"].rstrip("\n"), "```", ""]
@@ -173,6 +188,7 @@ def main(argv=None) -> int:
             return 130
     failed = [r["name"] for r in records if r["code"] != 0]
     total = sum(r["seconds"] for r in records)
+    print("\n" + "\n".join(targets(records)))
     print(f"\n[run_all] {len(records)} script(s) in {total:.0f}s; report in {args.output}"
           + (f"; FAILED: {', '.join(failed)}" if failed else ""), file=sys.stderr)
     return 1 if failed else 0

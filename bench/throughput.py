@@ -21,8 +21,10 @@ from harness.report import (
     add_common_options,
     add_list_option,
     add_sender_options,
+    fmt,
     make_parser,
     parse_list,
+    print_target,
     progress,
     ratio,
     run_main,
@@ -150,6 +152,29 @@ def print_ratios(results: dict, celery: list, pubsub: list) -> None:
         if other in results and "redis-sqlite" in results:
             print(f"ratio {other.split('-')[0]}/redis-mode: "
                   f"{ratio(results[other].msgs_per_s, results['redis-sqlite'].msgs_per_s)}")
+    print_targets(results, dict(base))
+
+
+def print_targets(results: dict, celery: dict) -> None:
+    """Issue 27's targets this script measures: CPU per message (REST, Redis + SQLite), REST throughput against
+    the bare Celery no-op task on one worker, PostgreSQL against SQLite, embedded against Redis mode."""
+    print()
+    rest = results.get("redis-sqlite")
+    if rest is not None:
+        server = {kind: ms for kind, ms in rest.cpu_ms_per_msg.items() if kind != "client" and ms is not None}
+        print_target("CPU per message, REST, Redis + SQLite (API, worker, Redis)", sum(server.values()) or None, 3,
+                     "ms", baseline=" ".join(f"{kind} {ms:.2f}" for kind, ms in server.items()))
+        one = celery.get("celery-1")
+        measured = rest.msgs_per_s / one.concurrent_per_s if one and rest.msgs_per_s and one.concurrent_per_s else None
+        print_target("REST throughput / bare Celery no-op, 1 worker", measured, 1.0, "x", at_most=False,
+                     baseline=f"{fmt(rest.msgs_per_s, 0)} msg/s vs {fmt(one and one.concurrent_per_s, 0)} tasks/s")
+    for config, goal, name in (("redis-postgres", 0.8, "PostgreSQL / SQLite"), ("embedded", 0.7,
+                                                                               "embedded / Redis mode")):
+        if config in results and rest is not None:
+            other = results[config]
+            measured = other.msgs_per_s / rest.msgs_per_s if other.msgs_per_s and rest.msgs_per_s else None
+            print_target(f"throughput {name}", measured, goal, "x", at_most=False,
+                         baseline=f"{fmt(other.msgs_per_s, 0)} vs {fmt(rest.msgs_per_s, 0)} msg/s")
 
 
 if __name__ == "__main__":

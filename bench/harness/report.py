@@ -44,6 +44,21 @@ def ratio(numerator: float | None, denominator: float | None, digits: int = 2) -
     return f"{numerator / denominator:.{digits}f}"
 
 
+TARGET_PREFIX = "target |"  # the lines bench/run_all.py gathers into the report's table of issue 27's targets
+
+
+def print_target(name: str, measured: float | None, goal: float, unit: str, *, at_most: bool = True,
+                 baseline: str = "") -> None:
+    """One target line (`target | name | measured | goal | baseline | met`): `measured` against `goal` (at most, or
+    at least), with the baseline of the same run it was measured against. Printed, not asserted."""
+    if measured is None:
+        verdict = "no figure"
+    else:
+        verdict = "met" if (measured <= goal if at_most else measured >= goal) else "NOT met"
+    shown = "-" if measured is None else f"{measured:.{2 if abs(measured) < 10 else 1}f} {unit}"
+    print(f"{TARGET_PREFIX} {name} | {shown} | {'<=' if at_most else '>='} {goal:g} {unit} | {baseline} | {verdict}")
+
+
 def print_table(columns: Sequence[tuple[str, int]], rows: Sequence[Sequence[object]], title: str | None = None) -> None:
     """Print `rows` under `columns` ((header, width) pairs; a negative width left-aligns), with a rule below."""
     if title:
