@@ -12,13 +12,16 @@ from app.services import skills
 
 bp = Blueprint("agents", __name__, url_prefix="/api/v1")
 
+# Built once: `load` keeps no state on a marshmallow schema, so one instance serves every request at once.
+_AGENT_LIST_QUERY = AgentListQuery()
+
 
 @bp.get("/agents")
 def list_agents():
     """The agents of registered sandboxes with their skills, filtered by `skill` id, skill `tag`, `workspace` and
     `online` (connected with a heartbeat within HEARTBEAT_TIMEOUT: what capability routing may choose). A sandbox
     token sees its own workspace."""
-    query = load_or_raise(AgentListQuery(), query_args(request.args), what="query string")
+    query = load_or_raise(_AGENT_LIST_QUERY, query_args(request.args), what="query string")
     principal = require("sandboxes.read", workspace=query["workspace"])
     if principal.is_sandbox:
         query["workspace"] = principal.workspace

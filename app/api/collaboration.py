@@ -18,6 +18,10 @@ from app.services import collaboration
 bp = Blueprint("collaboration", __name__, url_prefix="/api/v1/collaboration")
 log = logging.getLogger(__name__)
 
+# Built once: `load` keeps no state on a marshmallow schema, so one instance serves every request at once.
+_COLLABORATION_SANDBOXES_QUERY = CollaborationSandboxesQuery()
+_DISCONNECT_SCHEMA = DisconnectSchema()
+
 
 @bp.get("/status")
 def status():
@@ -44,7 +48,7 @@ def sandboxes():
     """Registered sandboxes with their connection details: the API node of the latest socket, since when, from
     which address."""
     require("collaboration.read")
-    query = load_or_raise(CollaborationSandboxesQuery(), query_args(request.args), what="query string")
+    query = load_or_raise(_COLLABORATION_SANDBOXES_QUERY, query_args(request.args), what="query string")
     found = collaboration.connections(bus().db, query["workspace"])
     return jsonify({"sandboxes": found, "count": len(found)})
 
@@ -54,7 +58,7 @@ def disconnect():
     """Close a sandbox's mailbox sockets on every API node (close code 4000) and mark it offline (audited, an event
     on /ws/events). Its agent may connect again: rotate its token or unregister it to keep it out."""
     require("collaboration.manage")
-    data = load_or_raise(DisconnectSchema(), json_body())
+    data = load_or_raise(_DISCONNECT_SCHEMA, json_body())
     ctx = bus()
     for notification in collaboration.disconnect(ctx.db, data["sandbox_id"], data["reason"], current_actor()):
         ctx.notifier.publish(notification)

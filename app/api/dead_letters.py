@@ -22,6 +22,11 @@ from app.services.dead_letters import DeadLetterFilter
 
 bp = Blueprint("dead_letters", __name__, url_prefix="/api/v1")
 
+# Built once: `load` keeps no state on a marshmallow schema, so one instance serves every request at once.
+_DEAD_LETTER_LIST_QUERY = DeadLetterListQuery()
+_BULK_REPLAY_SCHEMA = BulkReplaySchema()
+_DEAD_LETTER_PURGE_QUERY = DeadLetterPurgeQuery()
+
 log = logging.getLogger(__name__)
 
 FILTER_FIELDS = ("reason", "sandbox_id", "message_id", "since", "until")
@@ -44,7 +49,7 @@ def _filter(data: dict) -> DeadLetterFilter:
 def list_dead_letters():
     """Dead letters filtered by reason, sandbox_id, message_id, since/until; paged with `after` and `limit`."""
     require("dead_letters.read")
-    query = load_or_raise(DeadLetterListQuery(), query_args(request.args), what="query string")
+    query = load_or_raise(_DEAD_LETTER_LIST_QUERY, query_args(request.args), what="query string")
     return jsonify(dead_letters.list_page(bus().db, _filter(query), query["after"], query["limit"]))
 
 
@@ -66,7 +71,7 @@ def replay_dead_letter(dead_letter_id: int):
 def replay_dead_letters():
     """Replay every dead letter matching the body's filter (at most `limit` per call): 202 with the count."""
     require("dead_letters.manage")
-    data = load_or_raise(BulkReplaySchema(), json_body(optional=True))
+    data = load_or_raise(_BULK_REPLAY_SCHEMA, json_body(optional=True))
     ctx = bus()
     ids = dead_letters.ids_matching(ctx.db, _filter(data), data["limit"])
     replayed = [_replay(ctx, dead_letter_id).to_dict() for dead_letter_id in ids]
@@ -86,7 +91,7 @@ def delete_dead_letter(dead_letter_id: int):
 def purge_dead_letters():
     """Remove every dead letter matching the query's filter; `all=true` is needed to purge without a filter."""
     require("dead_letters.manage")
-    query = load_or_raise(DeadLetterPurgeQuery(), query_args(request.args), what="query string")
+    query = load_or_raise(_DEAD_LETTER_PURGE_QUERY, query_args(request.args), what="query string")
     where = _filter(query)
     if where.is_empty and not query["all"]:
         raise InvalidRequest("purging every dead letter needs `all=true`; or filter by reason, sandbox_id, "

@@ -13,6 +13,9 @@ from app.services.idempotency import Accepted
 
 REPLAYED_HEADER = "Idempotent-Replayed"
 
+# Built once: `load` keeps no state on a marshmallow schema, so one instance serves every request at once.
+_IDEMPOTENCY_KEY_HEADER_SCHEMA = IdempotencyKeyHeaderSchema()
+
 
 def limit_body(limit: int, setting: str) -> None:
     """Hold the current request's body to `limit` bytes instead of the app's limit; a refusal names `setting`."""
@@ -65,7 +68,7 @@ def idempotency_key() -> str | None:
     if not values:
         return None
     header = {IDEMPOTENCY_KEY_HEADER: ", ".join(values)}
-    return load_or_raise(IdempotencyKeyHeaderSchema(), header, what=f"{IDEMPOTENCY_KEY_HEADER} header")["key"]
+    return load_or_raise(_IDEMPOTENCY_KEY_HEADER_SCHEMA, header, what=f"{IDEMPOTENCY_KEY_HEADER} header")["key"]
 
 
 def accepted_response(accepted: Accepted):

@@ -22,6 +22,10 @@ from app.services import managed
 
 bp = Blueprint("managed_sandboxes", __name__, url_prefix="/api/v1")
 
+# Built once: `load` keeps no state on a marshmallow schema, so one instance serves every request at once.
+_CREATE_SANDBOX_SCHEMA = CreateSandboxSchema()
+_LOGS_QUERY = LogsQuery()
+
 
 def _enabled(ctx) -> None:
     if not ctx.settings.managed_sandboxes:
@@ -38,7 +42,7 @@ def _limits(ctx) -> managed.Limits:
 def create_sandbox():
     """Create a managed sandbox: 202 with it in state `creating`; its container is created and started by a
     lifecycle task. 403 `edition_limit` past the edition's limit, 404 `unknown_workspace`, 409 `sandbox_exists`."""
-    data = load_or_raise(CreateSandboxSchema(), json_body())
+    data = load_or_raise(_CREATE_SANDBOX_SCHEMA, json_body())
     require("sandboxes.manage", workspace=data["workspace"])
     ctx = bus()
     _enabled(ctx)
@@ -94,7 +98,7 @@ def sandbox_logs(sandbox_id: str):
     """The container's output as text lines: the last `tail` lines, those since `since` (unix seconds); with
     `follow=true` the answer streams new lines until the container stops. 409 `no_container` before it exists."""
     require("sandboxes.logs")
-    query = load_or_raise(LogsQuery(), query_args(request.args), what="query string")
+    query = load_or_raise(_LOGS_QUERY, query_args(request.args), what="query string")
     ctx = bus()
     sandbox = managed.get(ctx.db, sandbox_id)
     if not sandbox["container_id"]:

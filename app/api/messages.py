@@ -15,16 +15,22 @@ from app.services.sending import ItemResult, Sender
 
 bp = Blueprint("messages", __name__, url_prefix="/api/v1")
 
+# Built once: `load` keeps no state on a marshmallow schema, so one instance serves every request at once.
+_AGENT_MESSAGE_SCHEMA = AgentMessageSchema()
+_BROADCAST_SCHEMA = BroadcastSchema()
+_BATCH_ENVELOPE_SCHEMA = BatchEnvelopeSchema()
+
+
 @bp.post("/messages")
 def send_message():
     """Accept a direct message (or a broadcast when to_sandbox is "broadcast"): 202 with its id."""
-    return _accept(AgentMessageSchema())
+    return _accept(_AGENT_MESSAGE_SCHEMA)
 
 
 @bp.post("/broadcast")
 def broadcast():
     """Accept a message for every registered sandbox of the sender's workspace except the sender: 202 with its id."""
-    return _accept(BroadcastSchema())
+    return _accept(_BROADCAST_SCHEMA)
 
 
 @bp.post("/messages/batch")
@@ -34,7 +40,7 @@ def send_batch():
     principal = require("messages.send")
     ctx = bus()
     limit_body(ctx.settings.max_batch_bytes, "MAX_BATCH_BYTES")
-    envelope = load_or_raise(BatchEnvelopeSchema(), json_body())
+    envelope = load_or_raise(_BATCH_ENVELOPE_SCHEMA, json_body())
     items = envelope["messages"]
     if len(items) > ctx.settings.max_batch_messages:
         raise PayloadTooLarge(f"a batch carries at most {ctx.settings.max_batch_messages} messages; "
@@ -44,7 +50,7 @@ def send_batch():
     valid = []
     for index, item in enumerate(items):
         try:
-            valid.append((index, load_or_raise(AgentMessageSchema(), item, what=f"messages[{index}]")))
+            valid.append((index, load_or_raise(_AGENT_MESSAGE_SCHEMA, item, what=f"messages[{index}]")))
         except InvalidRequest as exc:
             results[index] = ItemResult(index, error=exc)
     stored = ctx.sending.send_batch([data for _, data in valid], Sender.of(principal, current_actor()))

@@ -12,6 +12,10 @@ from app.services import policies
 
 bp = Blueprint("policies", __name__, url_prefix="/api/v1")
 
+# Built once: `load` keeps no state on a marshmallow schema, so one instance serves every request at once.
+_POLICY_SCHEMA = PolicySchema()
+_POLICY_CHECK_SCHEMA = PolicyCheckSchema()
+
 
 @bp.get("/policies")
 def list_policies():
@@ -25,7 +29,7 @@ def list_policies():
 def create_policy():
     """Add a rule (audited): 201 with the rule, its id, created_by and created_at."""
     require("policies.manage")
-    data = load_or_raise(PolicySchema(), json_body())
+    data = load_or_raise(_POLICY_SCHEMA, json_body())
     return jsonify(policies.create_rule(bus().db, data, current_actor())), 201
 
 
@@ -47,7 +51,7 @@ def delete_policy(rule_id: int):
 def check_policy():
     """Would this send be allowed? `{"allowed", "rule", "reason"}`, decided exactly as the send path decides."""
     require("policies.read")
-    data = load_or_raise(PolicyCheckSchema(), json_body())
+    data = load_or_raise(_POLICY_CHECK_SCHEMA, json_body())
     decision = policies.evaluate(bus().directory, from_sandbox=data["from_sandbox"], to_sandbox=data["to_sandbox"],
                                  message_type=data["message_type"], privileged=data["privileged"])
     return jsonify(decision.to_dict())

@@ -24,11 +24,19 @@ from app.services.events import SANDBOX_REGISTERED, SANDBOX_UNREGISTERED, event_
 
 bp = Blueprint("sandboxes", __name__, url_prefix="/api/v1")
 
+# Built once: `load` keeps no state on a marshmallow schema, so one instance serves every request at once.
+_SANDBOX_LIST_QUERY = SandboxListQuery()
+_REGISTER_SANDBOX_SCHEMA = RegisterSandboxSchema()
+_TOKEN_REQUEST_SCHEMA = TokenRequestSchema()
+_ACK_SCHEMA = AckSchema()
+_NACK_SCHEMA = NackSchema()
+_MAILBOX_QUERY = MailboxQuery()
+
 
 @bp.get("/sandboxes")
 def list_sandboxes():
     """Registered sandboxes, filtered by `workspace` and `status` (a sandbox token sees its own workspace)."""
-    query = load_or_raise(SandboxListQuery(), query_args(request.args), what="query string")
+    query = load_or_raise(_SANDBOX_LIST_QUERY, query_args(request.args), what="query string")
     principal = require("sandboxes.read", workspace=query["workspace"])
     if principal.is_sandbox:
         query["workspace"] = principal.workspace
@@ -42,7 +50,7 @@ def register_sandbox():
 
     The answer carries a fresh sandbox token (`token`, `token_expires_at`) bound to the sandbox and its workspace.
     """
-    data = load_or_raise(RegisterSandboxSchema(), json_body())
+    data = load_or_raise(_REGISTER_SANDBOX_SCHEMA, json_body())
     require("sandboxes.register", sandbox_id=data["sandbox_id"], workspace=data["workspace"])
     ctx = bus()
     sandbox, created = registry.register(ctx.db, data["sandbox_id"], data["workspace"], data["agents"],
@@ -58,7 +66,7 @@ def register_sandbox():
 @bp.post("/sandboxes/<sandbox_id>/token")
 def sandbox_token(sandbox_id: str):
     """A fresh token for the sandbox (refresh before expiry); `{"rotate": true}` also revokes all earlier ones."""
-    data = load_or_raise(TokenRequestSchema(), json_body(optional=True))
+    data = load_or_raise(_TOKEN_REQUEST_SCHEMA, json_body(optional=True))
     require("sandboxes.token", sandbox_id=sandbox_id)
     ctx = bus()
     issued = auth.rotate_sandbox_token(ctx.db, ctx.jwt_secret, sandbox_id, ctx.settings.sandbox_token_ttl,
@@ -92,7 +100,7 @@ def sandbox_heartbeat(sandbox_id: str):
 def ack_entry(sandbox_id: str):
     """ACK mailbox entry `seq` (for clients that poll instead of holding a socket)."""
     require("mailbox.settle", sandbox_id=sandbox_id)
-    data = load_or_raise(AckSchema(), json_body())
+    data = load_or_raise(_ACK_SCHEMA, json_body())
     message_id = redelivery.ack(bus().db, sandbox_id, data["seq"], on_acked=metrics.observe_ack)
     return jsonify({"sandbox_id": sandbox_id, "seq": data["seq"], "message_id": message_id, "state": "acked"})
 
@@ -101,7 +109,7 @@ def ack_entry(sandbox_id: str):
 def nack_entry(sandbox_id: str):
     """NACK mailbox entry `seq` with a reason: it is dead-lettered `nacked`."""
     require("mailbox.settle", sandbox_id=sandbox_id)
-    data = load_or_raise(NackSchema(), json_body())
+    data = load_or_raise(_NACK_SCHEMA, json_body())
     ctx = bus()
     event = redelivery.nack(ctx.db, sandbox_id, data["seq"], data["reason"])
     ctx.notifier.publish(event)
@@ -131,6 +139,6 @@ def unregister_sandbox(sandbox_id: str):
 def poll_mailbox(sandbox_id: str):
     """Mailbox entries after `since` (default 0), at most `limit` (default 100): for clients without a socket."""
     require("mailbox.read", sandbox_id=sandbox_id)
-    query = load_or_raise(MailboxQuery(), query_args(request.args), what="query string")
+    query = load_or_raise(_MAILBOX_QUERY, query_args(request.args), what="query string")
     registry.get_registered(bus().db, sandbox_id)
     return jsonify(mailbox.page(bus().db, sandbox_id, query["since"], query["limit"]))

@@ -17,6 +17,10 @@ from app.services.sending import Sender
 
 bp = Blueprint("topics", __name__, url_prefix="/api/v1")
 
+# Built once: `load` keeps no state on a marshmallow schema, so one instance serves every request at once.
+_PUBLISH_SCHEMA = PublishSchema()
+_SUBSCRIPTION_PATTERN_SCHEMA = SubscriptionPatternSchema()
+
 
 @bp.post("/topics/<topic>/messages")
 def publish(topic: str):
@@ -26,7 +30,7 @@ def publish(topic: str):
     if not topics.is_topic(topic):
         raise InvalidRequest(f"invalid topic {topic!r}", details={"topic": [f"must be {topics.TOPIC_RULE}"]})
     key = idempotency_key()
-    data = load_or_raise(PublishSchema(), json_body())
+    data = load_or_raise(_PUBLISH_SCHEMA, json_body())
     return accepted_response(bus().sending.send({**data, "to_sandbox": BROADCAST, "topic": topic},
                                                 Sender.of(principal, current_actor()), key))
 
@@ -43,7 +47,7 @@ def list_subscriptions(sandbox_id: str):
 def subscribe(sandbox_id: str):
     """Subscribe a sandbox to a topic pattern (audited): 201, or 200 when it already was."""
     require("mailbox.settle", sandbox_id=sandbox_id)
-    data = load_or_raise(SubscriptionPatternSchema(), json_body())
+    data = load_or_raise(_SUBSCRIPTION_PATTERN_SCHEMA, json_body())
     subscription, created = topics.subscribe(bus().db, sandbox_id, data["pattern"], current_actor())
     return jsonify(subscription), 201 if created else 200
 
@@ -52,5 +56,5 @@ def subscribe(sandbox_id: str):
 def unsubscribe(sandbox_id: str):
     """End a sandbox's subscription to `?pattern=` (audited); 404 `unknown_subscription` when there is none."""
     require("mailbox.settle", sandbox_id=sandbox_id)
-    query = load_or_raise(SubscriptionPatternSchema(), query_args(request.args), what="query string")
+    query = load_or_raise(_SUBSCRIPTION_PATTERN_SCHEMA, query_args(request.args), what="query string")
     return jsonify(topics.unsubscribe(bus().db, sandbox_id, query["pattern"], current_actor()))

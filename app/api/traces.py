@@ -13,6 +13,9 @@ from app.services import traces
 
 bp = Blueprint("traces", __name__, url_prefix="/api/v1")
 
+# Built once: `load` keeps no state on a marshmallow schema, so one instance serves every request at once.
+_TRACE_LIST_QUERY = TraceListQuery()
+
 
 @bp.get("/traces/<trace_id>")
 def get_trace(trace_id: str):
@@ -29,6 +32,6 @@ def list_traces():
     message count, deepest hop, the sandboxes taking part and its dead messages; filtered by `sandbox` (sent or
     received a message in it) and `since` (active since then)."""
     require("traces.read")
-    query = load_or_raise(TraceListQuery(), query_args(request.args), what="query string")
+    query = load_or_raise(_TRACE_LIST_QUERY, query_args(request.args), what="query string")
     found = traces.recent(bus().db, **query)
     return jsonify({"traces": found, "count": len(found)})

@@ -13,6 +13,11 @@ from app.services import managed, workspaces
 
 bp = Blueprint("workspaces", __name__, url_prefix="/api/v1")
 
+# Built once: `load` keeps no state on a marshmallow schema, so one instance serves every request at once.
+_WORKSPACE_CREATE_SCHEMA = WorkspaceCreateSchema()
+_WORKSPACE_UPDATE_SCHEMA = WorkspaceUpdateSchema()
+_WORKSPACE_DELETE_QUERY = WorkspaceDeleteQuery()
+
 
 @bp.get("/workspaces")
 def list_workspaces():
@@ -26,7 +31,7 @@ def list_workspaces():
 def create_workspace():
     """Create a workspace (audited): 201; 409 `workspace_exists` when the id is taken."""
     require("workspaces.manage")
-    data = load_or_raise(WorkspaceCreateSchema(), json_body())
+    data = load_or_raise(_WORKSPACE_CREATE_SCHEMA, json_body())
     workspace = workspaces.create(bus().db, data["id"], data["name"], data["description"], data["settings"],
                                   current_actor())
     return jsonify(workspace), 201, {"Location": f"/api/v1/workspaces/{workspace['id']}"}
@@ -43,7 +48,7 @@ def get_workspace(workspace_id: str):
 def update_workspace(workspace_id: str):
     """Change a workspace's name, description or settings (audited)."""
     require("workspaces.manage")
-    changes = load_or_raise(WorkspaceUpdateSchema(), json_body())
+    changes = load_or_raise(_WORKSPACE_UPDATE_SCHEMA, json_body())
     return jsonify(workspaces.update(bus().db, workspace_id, changes, current_actor()))
 
 
@@ -52,7 +57,7 @@ def delete_workspace(workspace_id: str):
     """Delete a workspace (audited). 409 `workspace_not_empty` while it has sandboxes, unless `?force=true`: then
     its sandboxes are unregistered and its managed ones stopped and removed (202, with their ids)."""
     require("workspaces.manage")
-    query = load_or_raise(WorkspaceDeleteQuery(), query_args(request.args), what="query string")
+    query = load_or_raise(_WORKSPACE_DELETE_QUERY, query_args(request.args), what="query string")
     ctx = bus()
     deleting = workspaces.delete(ctx.db, workspace_id, query["force"], current_actor())
     managed.converge_later(ctx.lifecycle, deleting)

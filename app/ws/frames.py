@@ -19,6 +19,13 @@ from app.ws.connections import Connection
 SEND_FRAMES = ("send", "publish")
 SUBSCRIPTION_FRAMES = ("subscribe", "unsubscribe")
 
+# Built once: `load` keeps no state on a marshmallow schema, so one instance serves every request at once.
+_PUBLISH_FRAME_SCHEMA = PublishFrameSchema()
+_PUBLISH_SCHEMA = PublishSchema()
+_SEND_FRAME_SCHEMA = SendFrameSchema()
+_AGENT_MESSAGE_SCHEMA = AgentMessageSchema()
+_SUBSCRIPTION_FRAME_SCHEMA = SubscriptionFrameSchema()
+
 
 def on_send(ctx: BusContext, sender: Connection, frame: dict) -> None:
     """Accept the frame's message like `POST /api/v1/messages` (`send`) or `POST /api/v1/topics/{topic}/messages`
@@ -27,12 +34,12 @@ def on_send(ctx: BusContext, sender: Connection, frame: dict) -> None:
     try:
         principal = require("messages.send")
         if frame["type"] == "publish":
-            send = load_or_raise(PublishFrameSchema(), frame, what="publish frame")
-            data = {**load_or_raise(PublishSchema(), send["message"], what="publish frame's message"),
+            send = load_or_raise(_PUBLISH_FRAME_SCHEMA, frame, what="publish frame")
+            data = {**load_or_raise(_PUBLISH_SCHEMA, send["message"], what="publish frame's message"),
                     "to_sandbox": BROADCAST, "topic": send["topic"]}
         else:
-            send = load_or_raise(SendFrameSchema(), frame, what="send frame")
-            data = load_or_raise(AgentMessageSchema(), send["message"], what="send frame's message")
+            send = load_or_raise(_SEND_FRAME_SCHEMA, frame, what="send frame")
+            data = load_or_raise(_AGENT_MESSAGE_SCHEMA, send["message"], what="send frame's message")
         message = ctx.sending.send(data, Sender.of(principal, current_actor()), send["idempotency_key"]).message
     except BusError as exc:
         _refuse(sender, ref, exc)
@@ -46,7 +53,7 @@ def on_subscription(ctx: BusContext, sender: Connection, sandbox_id: str, frame:
     ref = frame_ref(frame.get("ref"))
     try:
         require("mailbox.settle", sandbox_id=sandbox_id)
-        pattern = load_or_raise(SubscriptionFrameSchema(), frame, what=f"{frame['type']} frame")["pattern"]
+        pattern = load_or_raise(_SUBSCRIPTION_FRAME_SCHEMA, frame, what=f"{frame['type']} frame")["pattern"]
         if frame["type"] == "subscribe":
             topics.subscribe(ctx.db, sandbox_id, pattern, current_actor())
         else:

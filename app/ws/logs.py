@@ -18,6 +18,9 @@ from app.ws.routes import authenticate_socket, opened_socket, refuse_socket, soc
 NORMAL_CLOSURE = 1000
 DEFAULT_TAIL = 100
 
+# Built once: `load` keeps no state on a marshmallow schema, so one instance serves every request at once.
+_LOGS_QUERY_TAIL = LogsQuery(only=("tail",))
+
 
 @sock.route("/ws/sandboxes/<sandbox_id>/logs")
 def logs_socket(ws, sandbox_id: str):
@@ -28,7 +31,7 @@ def logs_socket(ws, sandbox_id: str):
         try:
             authenticate_socket(ctx, ws)
             require("sandboxes.logs")
-            query = load_or_raise(LogsQuery(only=("tail",)), query_args(request.args), what="query string")
+            query = load_or_raise(_LOGS_QUERY_TAIL, query_args(request.args), what="query string")
             sandbox = managed.get(ctx.db, sandbox_id)
             if not sandbox["container_id"]:
                 raise Conflict(f"sandbox {sandbox_id!r} has no container yet (state {sandbox['state']})",
