@@ -19,7 +19,14 @@ import pytest
 from kombu.transport import redis as kombu_redis
 from packaging.requirements import Requirement
 
-from app.brokers.kombu_redis import KOMBU_CHECKED, KombuMismatch, check_kombu_redis
+from app.brokers.kombu_redis import (
+    KOMBU_CHECKED,
+    REUSE_CHECKED_SOURCES,
+    KombuMismatch,
+    check_kombu_redis,
+    reuse_redis_clients,
+    source_digest,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 # What kombu ships, whether or not this process has applied the workaround already.
@@ -117,4 +124,65 @@ def test_collab_bus_worker_applies_the_workaround_on_the_checked_kombu(tmp_path)
     env = {**os.environ, "REDIS_URL": "redis://127.0.0.1:9/0", "DATA_DIR": str(tmp_path)}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT,
                           timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+# ------------------------------------------------------------------------- reuse_redis_clients (a saving only)
+
+def test_reused_clients_serve_every_call_of_a_channel_until_its_pool_changes(redis_server):
+    """Once applied, a channel hands out one client built on its pool (not one per publish); a message still goes
+    through Redis and back; a client the caller passes is used as is; a channel that dropped its pool (closed,
+    forked) gets a client on the new pool."""
+    import uuid
+
+    import redis
+
+    reuse_redis_clients()
+    assert kombu_redis.Channel.conn_or_acquire._collab_bus_patched
+    with kombu.Connection(redis_server.url) as conn:
+        channel = conn.default_channel
+        with channel.conn_or_acquire() as first, channel.conn_or_acquire() as second:
+            assert first is second and first.connection_pool is channel.pool
+        given = redis.Redis(connection_pool=channel.pool)
+        with channel.conn_or_acquire(given) as client:
+            assert client is given
+        queue = conn.SimpleQueue(f"reuse-{uuid.uuid4().hex}")
+        try:
+            queue.put({"n": 1})
+            received = queue.get(timeout=5)
+            assert received.payload == {"n": 1}
+            received.ack()
+        finally:
+            queue.queue.delete()
+            queue.close()
+        channel._disconnect_pools()
+        with channel.conn_or_acquire() as third:
+            assert third is not first and third.connection_pool is channel.pool
+
+
+def test_the_reuse_keeps_the_checked_sources_readable():
+    """Applied (twice: idempotent), the patched conn_or_acquire still reads as kombu's original, so the digests
+    stay comparable in this process."""
+    reuse_redis_clients()
+    reuse_redis_clients()
+    for name, digests in REUSE_CHECKED_SOURCES.items():
+        assert source_digest(getattr(kombu_redis.Channel, name)) in digests
+
+
+REUSE_ALTERATIONS = {
+    "newer_kombu": "kombu.__version__ = '5.8.0'",
+    "create_client_replaced": "kombu_redis.Channel._create_client = lambda self, asynchronous=False: None",
+}
+
+
+@pytest.mark.parametrize("alteration", sorted(REUSE_ALTERATIONS))
+def test_the_reuse_leaves_an_unchecked_kombu_alone(alteration):
+    """On a kombu it was not checked on, reuse_redis_clients changes nothing (and raises nothing)."""
+    code = ("import kombu, kombu.transport.redis as kombu_redis\n"
+            f"{REUSE_ALTERATIONS[alteration]}\n"
+            "original = kombu_redis.Channel.conn_or_acquire\n"
+            "from app.brokers.kombu_redis import reuse_redis_clients\n"
+            "reuse_redis_clients()\n"
+            "assert kombu_redis.Channel.conn_or_acquire is original\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert done.returncode == 0, done.stderr

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 from app.brokers.base import BUS_QUEUES, PROTOCOL_MAX_PRIORITY, Broker
 
 if TYPE_CHECKING:
+    from kombu import Connection
+
     from app.brokers.redis_events import RedisEventLog
     from app.config import Settings
 
@@ -34,6 +36,22 @@ class RedisBroker(Broker):
         (`_restore_options`)."""
         return {**super().transport_options(), "priority_steps": list(range(PROTOCOL_MAX_PRIORITY + 1)),
                 "queue_order_strategy": "priority", **_restore_options(self.settings.redis_visibility_timeout)}
+
+    def celery_settings(self) -> dict:
+        """The base settings; first makes kombu's Redis channels reuse their redis-py client (`reuse_redis_clients`
+        in app/brokers/kombu_redis.py), so this process's Celery publishes do not build one per task."""
+        from app.brokers.kombu_redis import reuse_redis_clients
+
+        reuse_redis_clients()
+        return super().celery_settings()
+
+    def connection(self, **options) -> Connection:
+        """A new Kombu connection (the base one); first makes kombu's Redis channels reuse their redis-py client
+        (`reuse_redis_clients`), so the fanout's publishes do not build one per notification."""
+        from app.brokers.kombu_redis import reuse_redis_clients
+
+        reuse_redis_clients()
+        return super().connection(**options)
 
     def queue_report(self, timeout: float = 2.0) -> dict:
         """`{"queues": {queue: {"messages", "by_priority_step"}}, "unacked": n}`: Kombu keeps priority step N of
