@@ -15,6 +15,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, event, make_url
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,25 @@ class Database:
         """A session for queries only; its transaction is rolled back at the end."""
         with self._read() as session:
             yield session
+
+    def scalar(self, query: str):
+        """What plain SQL `query` (no parameters) returns in the first column of its first row; None when it returns
+        no row. One statement on a pooled connection, without the ORM and Core (for the queries every request
+        runs); a database error is raised as SQLAlchemy's DBAPIError, as a session would raise it (an unreachable
+        database is a 503)."""
+        dbapi = self.engine.dialect.loaded_dbapi
+        try:
+            connection = self.engine.raw_connection()
+            try:
+                cursor = connection.cursor()
+                cursor.execute(query)
+                row = cursor.fetchone()
+                cursor.close()
+                return None if row is None else row[0]
+            finally:
+                connection.close()  # back to the pool, which rolls back what the query began
+        except dbapi.Error as exc:
+            raise DBAPIError.instance(query, None, exc, dbapi.Error) from exc
 
     def ping(self) -> None:
         """Raise if the database cannot answer a trivial query."""

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import DBAPIError
 
 from app.db import Database
 from app.models import ApiKey, DirectoryGeneration, Sandbox
@@ -90,21 +89,9 @@ class Directory:
             return True
 
     def generation(self) -> int:
-        """The directory generation the database holds now (one plain query on a pooled connection: it runs
-        before every lookup, so it skips the ORM and Core)."""
-        dbapi = self.db.engine.dialect.loaded_dbapi
-        try:
-            connection = self.db.engine.raw_connection()
-            try:
-                cursor = connection.cursor()
-                cursor.execute(GENERATION_QUERY)
-                (value,) = cursor.fetchone()
-                cursor.close()
-                return value
-            finally:
-                connection.close()  # back to the pool, which rolls back what the query began
-        except dbapi.Error as exc:  # as SQLAlchemy would raise it (an unreachable database is a 503)
-            raise DBAPIError.instance(GENERATION_QUERY, None, exc, dbapi.Error) from exc
+        """The directory generation the database holds now (one plain query on a pooled connection, `Database.scalar`:
+        it runs before every lookup, so it skips the ORM and Core)."""
+        return self.db.scalar(GENERATION_QUERY)
 
     def cached(self, key: Hashable, load: Callable[[], T | None]) -> T | None:
         """What `load()` returns, from the cache while the generation stands (a None is not kept). `load` must
