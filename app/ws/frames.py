@@ -1,6 +1,6 @@
 """A mailbox socket's request frames, each answered on the socket with the frame's `ref`: `send` (a message, as
 POST /api/v1/messages), `publish` (a topic message, as POST /api/v1/topics/{topic}/messages) and `subscribe` /
-`unsubscribe` (a topic pattern, as /api/v1/sandboxes/{id}/subscriptions).
+`unsubscribe` (a topic pattern, as /api/v1/sandboxes/{id}/subscriptions), and `ack_seq`, which reads an `ack` frame.
 A refusal is an `error` frame with the HTTP status the REST call would have had."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from app.auth import current_actor, require
 from app.context import BusContext
 from app.errors import BusError
 from app.models import BROADCAST
-from app.schemas import AgentMessageSchema, load_or_raise
+from app.schemas import SEQ_MAX, AckFrameSchema, AgentMessageSchema, load_or_raise
 from app.schemas.sending import SendFrameSchema, frame_ref
 from app.schemas.topics import PublishFrameSchema, PublishSchema, SubscriptionFrameSchema
 from app.services import topics
@@ -25,6 +25,8 @@ _PUBLISH_SCHEMA = PublishSchema()
 _SEND_FRAME_SCHEMA = SendFrameSchema()
 _AGENT_MESSAGE_SCHEMA = AgentMessageSchema()
 _SUBSCRIPTION_FRAME_SCHEMA = SubscriptionFrameSchema()
+_ACK_FRAME_SCHEMA = AckFrameSchema()  # words the refusal of a malformed ack frame (`ack_seq`)
+ACK_FRAME_FIELDS = {"type", "seq"}
 
 
 def on_send(ctx: BusContext, sender: Connection, frame: dict) -> None:
@@ -45,6 +47,17 @@ def on_send(ctx: BusContext, sender: Connection, frame: dict) -> None:
         _refuse(sender, ref, exc)
         return
     sender.send_json({"type": "accepted", "ref": ref, "message_id": message.id, "timestamp": message.timestamp})
+
+
+def ack_seq(frame: dict) -> int:
+    """The seq of an `ack` frame (`{"type": "ack", "seq": n}`, n an integer from 1 to SEQ_MAX); else InvalidRequest
+    `validation_error` exactly as AckFrameSchema words it. The well-formed frame, the one every ACK sends, is
+    recognised with a plain check; any other frame goes through the schema, which accepts or refuses it."""
+    if type(frame) is dict and frame.keys() == ACK_FRAME_FIELDS and frame["type"] == "ack":
+        seq = frame["seq"]
+        if type(seq) is int and 1 <= seq <= SEQ_MAX:  # not a bool, a float or a string
+            return seq
+    return load_or_raise(_ACK_FRAME_SCHEMA, frame, what="ack frame")["seq"]
 
 
 def on_subscription(ctx: BusContext, sender: Connection, sandbox_id: str, frame: dict) -> None:

@@ -20,7 +20,6 @@ from app.context import BusContext, bus
 from app.errors import BusError, InvalidRequest, TooManyRequests, Unauthorized
 from app.models import SandboxStatus
 from app.schemas import (
-    AckFrameSchema,
     EventsQuery,
     MailboxQuery,
     NackFrameSchema,
@@ -32,12 +31,18 @@ from app.services import redelivery, registry, skills
 from app.services.events import SANDBOX_CONNECTED, SANDBOX_DISCONNECTED, event_notification
 from app.ws import frames
 from app.ws.connections import Connection
+from app.ws.frames import ack_seq
 from app.ws.hub import CLOSE
 from app.ws.stream import MailboxStream, resume_point, welcome_frame
 
 log = logging.getLogger(__name__)
 
 sock = Sock()
+
+# Built once: `load` keeps no state on a marshmallow schema, so one instance serves every socket at once.
+_SINCE_QUERY = MailboxQuery(only=("since",))
+_EVENTS_QUERY = EventsQuery()
+_NACK_FRAME_SCHEMA = NackFrameSchema()
 
 CLOSE_POLICY = 1008
 PING_TYPES = ("ping", "heartbeat")
@@ -75,7 +80,7 @@ def _serve_mailbox(ctx: BusContext, ws, sender: Connection, sandbox_id: str) -> 
     try:
         authenticate_socket(ctx, ws)
         require("mailbox.read", sandbox_id=sandbox_id)
-        since = load_or_raise(MailboxQuery(only=("since",)), query_args(request.args), what="query string")["since"]
+        since = load_or_raise(_SINCE_QUERY, query_args(request.args), what="query string")["since"]
         sandbox = registry.get_registered(ctx.db, sandbox_id)
         if ctx.hub.mailbox_socket_count(sandbox_id) >= ctx.settings.max_sockets_per_sandbox:
             raise TooManyRequests(f"sandbox {sandbox_id!r} already has {ctx.settings.max_sockets_per_sandbox} open "
@@ -116,7 +121,7 @@ def events_socket(ws):
     """System events (sandbox registered/unregistered/connected, message accepted/delivered) as `event` frames,
     each with an `id`; `?since=ID` first replays the events after that one which this API process still keeps."""
     def subscribe():
-        query = load_or_raise(EventsQuery(), query_args(request.args), what="query string")
+        query = load_or_raise(_EVENTS_QUERY, query_args(request.args), what="query string")
         return bus().hub.subscribe_events(query["since"])
 
     with opened_socket(ws) as sender:
@@ -280,7 +285,7 @@ def _on_mailbox_frame(ctx: BusContext, sender: Connection, sandbox_id: str, fram
             ctx.notifier.publish(event)
     elif frame["type"] == "nack":
         require("mailbox.settle", sandbox_id=sandbox_id)
-        nack = load_or_raise(NackFrameSchema(), frame, what="nack frame")
+        nack = load_or_raise(_NACK_FRAME_SCHEMA, frame, what="nack frame")
         ctx.notifier.publish(redelivery.nack(ctx.db, sandbox_id, nack["seq"], nack["reason"]))
     elif frame["type"] in frames.SEND_FRAMES:
         frames.on_send(ctx, sender, frame)
@@ -303,7 +308,7 @@ def _on_ack_frames(ctx: BusContext, sender: Connection, sandbox_id: str, frames:
     outcomes: list = []  # per frame: its seq, or the validation error that refused it
     for frame in frames:
         try:
-            outcomes.append(load_or_raise(AckFrameSchema(), frame, what="ack frame")["seq"])
+            outcomes.append(ack_seq(frame))  # `frames` is the run's list here
         except BusError as exc:
             outcomes.append(exc)
     seqs = [outcome for outcome in outcomes if not isinstance(outcome, BusError)]
