@@ -16,8 +16,8 @@ import pytest
 from app.models import EntryState, MailboxEntry, Message, SandboxStatus, utcnow
 from app.services import audit, delivery, mailbox, redelivery, registry
 from app.services.direct_delivery import DirectRouter
-from app.services.events import unbatched
 from app.services.directory import Directory
+from app.services.events import unbatched
 from app.services.redelivery import RedeliveryPolicy
 from app.services.sending import Sender, SendService
 from tests.servers import BusProcess, RedisServer, bus_client, wait_for, ws_connect

@@ -134,7 +134,8 @@ def test_create_answers_202_and_enqueues_its_lifecycle_task(app, http):
     assert body["spec"] == {"image": "busybox:1", "command": ["sh"], "env": {"MODE": "test"},
                             "limits": {"memory_mb": 64, "cpus": 0.5}, "network_mode": "host"}
     assert ctx.lifecycle.converged == ["box-1"]
-    assert [e["event"]["event"] for e in ctx.notifier.events] == ["sandbox.state_changed"]
+    # the recorder the app was given, behind its LocalFirstNotifier
+    assert [e["event"]["event"] for e in ctx.notifier.inner.events] == ["sandbox.state_changed"]
     listed = http.get("/api/v1/sandboxes?workspace=lab").get_json()["sandboxes"]
     assert [(s["sandbox_id"], s["state"]) for s in listed] == [("box-1", "creating")]
     assert http.post("/api/v1/sandboxes/box-1/stop").get_json()["desired_state"] == "stopped"

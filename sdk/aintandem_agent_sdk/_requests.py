@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from aintandem_agent_sdk._files import write_json_atomically
+from aintandem_agent_sdk._waiting import wait_within
 from aintandem_agent_sdk.errors import (
     AgentStateError,
     CollaborationFailed,
@@ -195,7 +196,7 @@ class Requests:
         waiter: asyncio.Future[AgentMessage] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(correlation_id, set()).add(waiter)
         try:
-            return await asyncio.wait_for(step(waiter), timeout)
+            return await wait_within(step(waiter), timeout)
         except (asyncio.CancelledError, AgentStateError):
             raise
         except TimeoutError:

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aintandem_agent_sdk._limits import SendLimits, encode_frame
+from aintandem_agent_sdk._waiting import wait_within
 from aintandem_agent_sdk.errors import AuthenticationError, BusRejected, PermissionDenied
 
 SendFrame = Callable[[dict[str, Any] | str], Awaitable[bool]]  # a frame, or one `encode_frame` encoded
@@ -41,7 +42,7 @@ class SocketSends:
         try:
             if not await send_frame(encoded):
                 return None
-            frame = await asyncio.wait_for(answer, self.timeout)
+            frame = await wait_within(answer, self.timeout)
         except (TimeoutError, ConnectionError):
             return None
         finally:
