@@ -28,7 +28,10 @@ def committer(db):
     registry.register(db, "s1", "default", [], {})
     registry.register(db, "r1", "default", [], {})
     groups: list[list[str]] = []
-    return GroupCommitter(db, window=WINDOW, on_committed=lambda fresh, _routed: groups.append([m.id for m in fresh])), groups
+    def on_committed(fresh, _routed):
+        groups.append([m.id for m in fresh])
+
+    return GroupCommitter(db, window=WINDOW, on_committed=on_committed), groups
 
 
 def send_all(committer: GroupCommitter, sends: list[tuple[dict, str | None]], *, hold) -> list:
@@ -169,3 +172,40 @@ def test_a_coalescer_hands_each_caller_its_own_outcome_and_raises_only_its_own_e
     assert len(batches) == 2 and batches[0] == [1] and sorted(batches[1]) == [2, 3, 4, 5, 6, 7]
     assert {n: (str(r) if isinstance(r, ValueError) else r) for n, r in results.items()} == {
         1: 10, 2: 20, 3: "3", 4: 40, 5: 50, 6: "6", 7: 70}
+
+
+def test_items_submitted_together_stay_together_in_order_across_batches_and_callers():
+    """`submit_many`: a caller's items are queued at once, so another caller's items never land between them; when
+    they span several batches (max_batch 4), the caller writes each batch one of its items is handed to lead."""
+    from app.services.coalescing import Coalescer
+
+    release = threading.Event()
+    batches: list[list] = []
+
+    def write(items: list) -> list:
+        if not batches:
+            release.wait(10)
+        batches.append(items)
+        return [ValueError(item) if item == "b3" else item.upper() for item in items]
+
+    coalescer = Coalescer(write, max_batch=4)
+    results: dict[str, list] = {}
+    first = threading.Thread(target=lambda: results.update(a=coalescer.submit_many(["a0"])))
+    first.start()
+    while not coalescer._writing or coalescer.queued():
+        time.sleep(0.005)
+    many = [threading.Thread(target=lambda name=name: results.update(
+        {name: coalescer.submit_many([f"{name}{i}" for i in range(6)])})) for name in ("b", "c")]
+    for thread in many:
+        thread.start()
+    while coalescer.queued() < 12:
+        time.sleep(0.005)
+    release.set()
+    for thread in [first, *many]:
+        thread.join(10)
+    assert [len(batch) for batch in batches] == [1, 4, 4, 4]
+    flat = [item for batch in batches[1:] for item in batch]
+    assert sorted([flat[:6], flat[6:]]) == [[f"b{i}" for i in range(6)], [f"c{i}" for i in range(6)]]
+    assert results["a"] == ["A0"] and results["c"] == [f"C{i}" for i in range(6)]
+    assert [str(r) if isinstance(r, ValueError) else r for r in results["b"]] == ["B0", "B1", "B2", "b3", "B4", "B5"]
+    assert coalescer.submit_many([]) == []

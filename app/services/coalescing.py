@@ -4,12 +4,18 @@ While one batch is being written, the items that arrive queue; the caller of the
 whole queue (up to `max_batch`) as the next batch. Every caller returns only once its own item is done. Group
 commit (app.services.group_commit) and the mailbox sockets' ACKs use it: one transaction per batch instead of
 one per item is what the database's write lock and each commit cost.
+
+A caller about to write a batch first yields once (`time.sleep(0)`), so that the callers already able to run queue
+their items into it. Under gevent (`collab-bus api`) that is what makes batches at all: nothing else runs while a
+batch is written (the database calls block the whole process), so without it a caller found nobody queued behind it
+and every item took a transaction of its own, e.g. each of 10,000 sockets' ACKs of one broadcast.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -22,12 +28,13 @@ DEFAULT_MAX_BATCH = 200
 
 
 class _Slot(Generic[Item]):
-    __slots__ = ("item", "ready", "leads", "outcome")
+    __slots__ = ("item", "ready", "leads", "done", "outcome")
 
     def __init__(self, item):
         self.item = item
         self.ready = threading.Event()
         self.leads = False  # set (with `ready`) when this slot's caller is to write the next batch
+        self.done = False  # set (with `ready`) once the batch holding this slot is written
         self.outcome: object = None
 
 
@@ -66,12 +73,32 @@ class Coalescer(Generic[Item, Outcome]):
             raise slot.outcome
         return slot.outcome  # type: ignore[return-value]
 
+    def submit_many(self, items: list[Item]) -> list[Outcome | BaseException]:
+        """The outcomes of `items`, queued together in their order (so they share batches, one after another, with
+        nothing in between), once each is written; an exception is returned in its item's place, not raised."""
+        slots = [_Slot(item) for item in items]
+        if not slots:
+            return []
+        with self._lock:
+            self._queue.extend(slots)
+            if not self._writing:
+                slots[0].leads = True
+                slots[0].ready.set()
+                self._writing = True
+        for slot in slots:  # this caller writes each batch that one of its items is handed to lead
+            slot.ready.wait()
+            if slot.leads and not slot.done:
+                self._write_next_batch()
+        return [slot.outcome for slot in slots]  # type: ignore[misc]
+
     def queued(self) -> int:
         """How many items wait for the next batch."""
         with self._lock:
             return len(self._queue)
 
     def _write_next_batch(self) -> None:
+        if self.queued() < self.max_batch:
+            _let_others_queue()
         with self._lock:
             batch = self._queue[:self.max_batch]
             del self._queue[:self.max_batch]
@@ -93,6 +120,7 @@ class Coalescer(Generic[Item, Outcome]):
                     log.exception("%s: the step after a batch of %d failed", self.name, len(batch))
         finally:
             for slot in batch:
+                slot.done = True
                 slot.ready.set()
 
     def _hand_over(self) -> None:
@@ -104,3 +132,9 @@ class Coalescer(Generic[Item, Outcome]):
                 successor.ready.set()
             else:
                 self._writing = False
+
+
+def _let_others_queue() -> None:
+    """Yield once to the callers ready to run (greenlets under gevent, where `time.sleep` is gevent's; threads
+    otherwise), so that those about to submit join the batch being gathered."""
+    time.sleep(0)

@@ -56,6 +56,12 @@ class GroupCommitter:
         refusals of `idempotency.accept` are raised to this caller only."""
         return self._coalescer.submit(_Send(data, key, actor))
 
+    def accept_many(self, sends: list[tuple[dict, str | None]], actor: audit.Actor | None = None
+                    ) -> list[Accepted | BaseException]:
+        """`accept` each (AgentMessage, Idempotency-Key) of `sends`, in their order, in the same transactions (their
+        order kept); each one's Accepted, or the refusal in its place (not raised)."""
+        return self._coalescer.submit_many([_Send(data, key, actor) for data, key in sends])
+
     def queued(self) -> int:
         """How many sends wait for the next transaction."""
         return self._coalescer.queued()

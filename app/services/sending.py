@@ -103,6 +103,31 @@ class SendService:
         self.admission.check()
         return self.committer.accept(data, key, sender.actor)
 
+    def send_run(self, sends: list[tuple[dict, str | None]], sender: Sender) -> list[Accepted | BusError]:
+        """`send` each (validated AgentMessage, Idempotency-Key) of `sends`, received together (a socket's run of
+        `send` frames), in their order: checked one by one, then accepted in shared transactions with nothing
+        between them. One outcome per send, in order: its Accepted, or the BusError that refused it."""
+        outcomes: list[Accepted | BusError | None] = [None] * len(sends)
+        checked = []
+        for index, (data, key) in enumerate(sends):
+            try:
+                messages.check_content_size(data, self.max_content_bytes)
+                self._check_sender(data, sender)
+                self._check_guards(data, sender)
+                checked.append((index, data, key))
+            except BusError as exc:
+                outcomes[index] = exc
+        try:
+            self.admission.check(len(checked))
+        except BusError as exc:
+            return [exc if outcome is None else outcome for outcome in outcomes]
+        accepted = self.committer.accept_many([(data, key) for _, data, key in checked], sender.actor)
+        for (index, _, _), outcome in zip(checked, accepted, strict=True):
+            if isinstance(outcome, BaseException) and not isinstance(outcome, BusError):
+                raise outcome
+            outcomes[index] = outcome
+        return outcomes  # type: ignore[return-value]
+
     def send_batch(self, items: list[dict], sender: Sender) -> list[ItemResult]:
         """Accept each validated AgentMessage of `items` on its own; one result per item, in order.
 
