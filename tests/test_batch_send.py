@@ -162,3 +162,30 @@ def test_a_burst_of_acks_is_recorded_with_each_refusal_answered_in_order(bus, cl
     states = {d["state"] for r in batch.json()["results"]
               for d in client.get(f"/api/v1/messages/{r['message_id']}").json()["deliveries"]}
     assert states == {"acked"}
+
+
+def test_send_frames_sent_in_one_go_are_answered_in_order_and_reach_a_connected_recipient_in_order(bus, client,
+                                                                                                    unique):
+    """30 send frames written at once (a run the socket accepts together): each answered, in order, by its ref; a
+    refused one (another sender) and an invalid one answered in their place; the recipient, connected, gets the
+    accepted ones in the order they were sent."""
+    alice, bob = unique("alice"), unique("bob")
+    token = register(client, alice)["token"]
+    register(client, bob)
+    with mailbox_socket(bus, bob, since=0) as inbox, \
+            ws_connect(f"{bus.ws_url}/ws/sandboxes/{alice}", token=token, open_timeout=10) as ws:
+        assert recv_json(inbox)["type"] == "welcome" and recv_json(ws)["type"] == "welcome"
+        frames = [{"type": "send", "ref": n, "message": item(alice, bob, n)} for n in range(30)]
+        frames[7]["message"] = item(bob, alice, 7)  # not alice's to send
+        frames[12]["message"] = {"from_sandbox": alice}  # invalid
+        for frame in frames:
+            ws.send(json.dumps(frame))
+        answers = [recv_json(ws) for _ in frames]
+        assert [a["ref"] for a in answers] == list(range(30))
+        assert [(a["type"], a.get("code")) for a in answers if a["ref"] in (7, 12)] == [
+            ("error", "sandbox_mismatch"), ("error", "validation_error")]
+        accepted = [a for a in answers if a["type"] == "accepted"]
+        assert len(accepted) == 28
+        received = recv_messages(inbox, 28)
+    assert [f["message"]["message_id"] for f in received] == [a["message_id"] for a in accepted]
+    assert [f["message"]["content"]["n"] for f in received] == [n for n in range(30) if n not in (7, 12)]

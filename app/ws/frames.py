@@ -1,6 +1,7 @@
 """A mailbox socket's request frames, each answered on the socket with the frame's `ref`: `send` (a message, as
 POST /api/v1/messages), `publish` (a topic message, as POST /api/v1/topics/{topic}/messages) and `subscribe` /
-`unsubscribe` (a topic pattern, as /api/v1/sandboxes/{id}/subscriptions), and `ack_seq`, which reads an `ack` frame.
+`unsubscribe` (a topic pattern, as /api/v1/sandboxes/{id}/subscriptions), runs of `send` frames received together
+(`on_send_run`), and `ack_seq`, which reads an `ack` frame.
 A refusal is an `error` frame with the HTTP status the REST call would have had."""
 
 from __future__ import annotations
@@ -47,6 +48,35 @@ def on_send(ctx: BusContext, sender: Connection, frame: dict) -> None:
         _refuse(sender, ref, exc)
         return
     sender.send_json({"type": "accepted", "ref": ref, "message_id": message.id, "timestamp": message.timestamp})
+
+
+def on_send_run(ctx: BusContext, sender: Connection, run: list[dict]) -> None:
+    """Accept the messages of a run of `send` frames received together, as `on_send` would one by one, in one go
+    (app.services.sending.SendService.send_run: shared transactions, their order kept); answer each in order."""
+    answers: list[dict | BusError | None] = [None] * len(run)
+    sends: list[tuple[int, dict, str | None]] = []
+    try:
+        principal = require("messages.send")
+    except BusError as exc:
+        answers = [exc] * len(run)
+    else:
+        for index, frame in enumerate(run):
+            try:
+                send = load_or_raise(_SEND_FRAME_SCHEMA, frame, what="send frame")
+                data = load_or_raise(_AGENT_MESSAGE_SCHEMA, send["message"], what="send frame's message")
+                sends.append((index, data, send["idempotency_key"]))
+            except BusError as exc:
+                answers[index] = exc
+        outcomes = ctx.sending.send_run([(data, key) for _, data, key in sends], Sender.of(principal, current_actor()))
+        for (index, _, _), outcome in zip(sends, outcomes, strict=True):
+            answers[index] = outcome if isinstance(outcome, BusError) else {
+                "message_id": outcome.message.id, "timestamp": outcome.message.timestamp}
+    for frame, answer in zip(run, answers, strict=True):
+        ref = frame_ref(frame.get("ref"))
+        if isinstance(answer, BusError):
+            _refuse(sender, ref, answer)
+        else:
+            sender.send_json({"type": "accepted", "ref": ref, **answer})
 
 
 def ack_seq(frame: dict) -> int:

@@ -49,6 +49,8 @@ PING_TYPES = ("ping", "heartbeat")
 CLOSE_REPLY_WAIT = 2.0  # seconds a refused socket waits for the client's closing reply
 RECEIVE_POLL = 5.0  # seconds between checks that the socket's reader thread is still alive
 ACK_RUN = 500  # most ack frames already received that are recorded in one transaction
+SEND_RUN = 100  # most send frames already received that are accepted together (SendService.send_run)
+RUN_LIMITS = {"ack": ACK_RUN, "send": SEND_RUN}
 DISCONNECTED = 4000  # close code of a mailbox socket an operator disconnected (POST /api/v1/collaboration/disconnect)
 
 
@@ -100,7 +102,8 @@ def _serve_mailbox(ctx: BusContext, ws, sender: Connection, sandbox_id: str) -> 
     streamer.start()
     try:
         _read_client_frames(ws, sender, lambda frame: _on_mailbox_frame(ctx, sender, sandbox_id, frame),
-                            lambda acks: _on_ack_frames(ctx, sender, sandbox_id, acks))
+                            {"ack": lambda acks: _on_ack_frames(ctx, sender, sandbox_id, acks),
+                             "send": lambda sends: frames.on_send_run(ctx, sender, sends)})
     finally:
         ctx.hub.unsubscribe(subscriber)
         subscriber.close()
@@ -172,10 +175,11 @@ def _stream_channel(ws, sender: Connection, subscribe) -> None:
         streamer.join(timeout=5)
 
 
-def _read_client_frames(ws, sender: Connection, on_frame, on_acks=None) -> None:
+def _read_client_frames(ws, sender: Connection, on_frame, on_runs: dict | None = None) -> None:
     """Read client frames until the socket closes; pass each to `on_frame` (False: not understood),
-    answer pings with a pong and report bad frames with an `error` frame. With `on_acks`, a run of `ack` frames
-    already received is handed to it at once, as a list, before the frame that follows them."""
+    answer pings with a pong and report bad frames with an `error` frame. `on_runs` maps a frame type (`ack`,
+    `send`) to a handler of runs: the frames of that type already received one after the other are handed to it at
+    once, as a list, before the frame that follows them."""
     pending = None
     while True:
         if pending is not None:
@@ -193,9 +197,10 @@ def _read_client_frames(ws, sender: Connection, on_frame, on_acks=None) -> None:
             continue
         try:
             frame = _parse_frame(raw)
-            if on_acks is not None and frame["type"] == "ack":
-                acks, pending = _ack_run(ws, frame)
-                on_acks(acks)
+            on_run = on_runs.get(frame["type"]) if on_runs else None
+            if on_run is not None:
+                run, pending = _frame_run(ws, frame)
+                on_run(run)
                 continue
             understood = on_frame(frame)
             if frame["type"] in PING_TYPES:
@@ -214,25 +219,25 @@ def _parse_frame(raw) -> dict:
     return frame
 
 
-def _ack_run(ws, first: dict) -> tuple[list[dict], object]:
-    """`first` and the `ack` frames received right after it (without waiting, at most ACK_RUN), and the raw
-    frame that ended the run (None when nothing else had arrived)."""
-    acks = [first]
-    while len(acks) < ACK_RUN:
+def _frame_run(ws, first: dict) -> tuple[list[dict], object]:
+    """`first` and the frames of its type received right after it (without waiting, at most RUN_LIMITS of the type),
+    and the raw frame that ended the run (None when nothing else had arrived)."""
+    run, kind = [first], first["type"]
+    while len(run) < RUN_LIMITS[kind]:
         try:
             raw = ws.receive(timeout=0)
         except ConnectionClosed:
-            return acks, None
+            return run, None
         if raw is None:
-            return acks, None
+            return run, None
         try:
             frame = _parse_frame(raw)
         except BusError:
-            return acks, raw
-        if frame["type"] != "ack":
-            return acks, raw
-        acks.append(frame)
-    return acks, None
+            return run, raw
+        if frame["type"] != kind:
+            return run, raw
+        run.append(frame)
+    return run, None
 
 
 def _drop_connection(ws) -> None:
