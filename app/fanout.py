@@ -100,9 +100,9 @@ class KombuNotifier:
 
 class LocalFirstNotifier:
     """The Notifier of an API process: what the process publishes reaches its own sockets at once, through its hub
-    (`hub.stamp` gives the events their ids, `hub.dispatch` routes it), even while the broker is unreachable; then
-    every other API process over the fanout exchange (`inner`). Its own FanoutListener, made with the same
-    `origin`, skips the copy that comes back."""
+    (`hub.push` to the mailboxes, `hub.stamp` giving the events their ids, `hub.announce` to the events sockets),
+    even while the broker is unreachable; then every other API process over the fanout exchange (`inner`). Its own
+    FanoutListener, made with the same `origin`, skips the copy that comes back."""
 
     def __init__(self, inner: Notifier, hub, origin: str):
         self.inner = inner
@@ -110,14 +110,19 @@ class LocalFirstNotifier:
         self.origin = origin
 
     def publish(self, notification: dict) -> None:
-        """Hand `notification` to this process's sockets, then publish it to the others (best effort, never
-        raises)."""
-        notification = self.hub.stamp(notification)
-        try:
-            self.hub.dispatch(notification)
-        except Exception:  # the sockets catch up from the database by seq
-            log.exception("could not hand a %s notification to this process's sockets", notification.get("kind"))
+        """Hand `notification` to this process's sockets (the mailboxes' part at once, the events once stamped),
+        then publish it to the others (best effort, never raises)."""
+        self._locally(self.hub.push, notification)
+        notification = self.hub.stamp(notification)  # a shared event log: a round trip to the broker
+        self._locally(self.hub.announce, notification)
         self.inner.publish({**notification, ORIGIN: self.origin})
+
+    @staticmethod
+    def _locally(handle, notification: dict) -> None:
+        try:
+            handle(notification)
+        except Exception:  # the sockets catch up from the database by seq, the events sockets by id
+            log.exception("could not hand a %s notification to this process's sockets", notification.get("kind"))
 
     def close(self) -> None:
         """Close the wrapped notifier."""

@@ -126,20 +126,29 @@ class Hub:
         return self._event_log.stamp(notification)
 
     def dispatch(self, notification: dict) -> None:
-        """Route one notification from the fanout exchange (each one a batch carries) to the sockets it concerns."""
-        for item in unbatched(notification):
-            self._dispatch_one(item)
+        """Route one notification from the fanout exchange (each one a batch carries) to the sockets it concerns:
+        `push` then `announce`."""
+        self.push(notification)
+        self.announce(notification)
 
-    def _dispatch_one(self, notification: dict) -> None:
-        kind = notification.get("kind")
-        if kind == "entries":
-            self._dispatch_entries(notification["message"], notification["recipients"])
-        elif kind == "redeliver":
-            self._redeliver(notification)
-        elif kind == "disconnect":
-            self._disconnect(notification["sandbox_id"], notification.get("reason") or "disconnected")
-        if kind in ("entries", "event"):
-            self._to_events(event_of(notification), notification.get("event_id"))
+    def push(self, notification: dict) -> None:
+        """The mailbox and broadcast sockets' part of a notification (each one a batch carries): new entries, entries
+        pushed again, sandboxes disconnected by an operator."""
+        for item in unbatched(notification):
+            kind = item.get("kind")
+            if kind == "entries":
+                self._dispatch_entries(item["message"], item["recipients"])
+            elif kind == "redeliver":
+                self._redeliver(item)
+            elif kind == "disconnect":
+                self._disconnect(item["sandbox_id"], item.get("reason") or "disconnected")
+
+    def announce(self, notification: dict) -> None:
+        """The events sockets' part of a notification (each one a batch carries): its events, with the ids their
+        publisher stamped."""
+        for item in unbatched(notification):
+            if item.get("kind") in ("entries", "event"):
+                self._to_events(event_of(item), item.get("event_id"))
 
     def _disconnect(self, sandbox_id: str, reason: str) -> None:
         with self._lock:
