@@ -55,8 +55,9 @@ def print_target(name: str, measured: float | None, goal: float, unit: str, *, a
         verdict = "no figure"
     else:
         verdict = "met" if (measured <= goal if at_most else measured >= goal) else "NOT met"
-    shown = "-" if measured is None else f"{measured:.{2 if abs(measured) < 10 else 1}f} {unit}"
-    print(f"{TARGET_PREFIX} {name} | {shown} | {'<=' if at_most else '>='} {goal:g} {unit} | {baseline} | {verdict}")
+    shown = "-" if measured is None else f"{measured:.{2 if abs(measured) < 10 else 1}f} {unit}".rstrip()
+    goal_shown = f"{'<=' if at_most else '>='} {goal:g} {unit}".rstrip()
+    print(f"{TARGET_PREFIX} {name} | {shown} | {goal_shown} | {baseline} | {verdict}")
 
 
 def print_table(columns: Sequence[tuple[str, int]], rows: Sequence[Sequence[object]], title: str | None = None) -> None:
