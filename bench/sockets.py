@@ -34,6 +34,7 @@ from harness.servers import BenchBus, start_redis  # noqa: E402
 from tests.servers import TEST_ADMIN_KEY  # noqa: E402
 
 ADMIN = {"Authorization": f"Bearer {TEST_ADMIN_KEY}"}
+MESSAGE_WAIT = 30.0  # seconds a timed message may take to reach its socket before the run reports it missing
 
 
 def process_tree(pid: int) -> list[int]:
@@ -71,7 +72,7 @@ def rest_latencies(url: str, count: int, workspace: str) -> list[float]:
 
 async def message_latencies(url: str, sockets: dict[str, list], count: int) -> list[float]:
     """Send `count` messages to one sandbox holding sockets; seconds from the POST until each reached its
-    first socket."""
+    first socket. Raises TimeoutError when one has not arrived within MESSAGE_WAIT seconds."""
     sandboxes = list(sockets)
     target, sender = sandboxes[0], sandboxes[1]
     ws = sockets[target][0]
@@ -85,7 +86,7 @@ async def message_latencies(url: str, sockets: dict[str, list], count: int) -> l
             answer.raise_for_status()
             message_id = answer.json()["message_id"]
             while True:
-                frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                frame = json.loads(await asyncio.wait_for(ws.recv(), MESSAGE_WAIT))
                 if frame.get("type") == "message" and frame["message"]["message_id"] == message_id:
                     break
             times.append(time.perf_counter() - start)
@@ -109,24 +110,27 @@ async def probe(bus: BenchBus, args) -> None:
     progress(f"{held} sockets open in {time.perf_counter() - started:.1f}s; holding them {args.hold:.0f}s")
     await asyncio.sleep(args.hold)
     rss, threads, each = rss_and_threads(api_pid)
-    rest = await asyncio.to_thread(rest_latencies, bus.url, args.rest_requests, "rest")
-    messages = await message_latencies(bus.url, sockets, args.messages)
-    rss_after, threads_after, _ = rss_and_threads(api_pid)
-    with httpx.Client(base_url=bus.url, headers=ADMIN, timeout=30) as http:
-        metrics = http.get("/metrics").text
-    gauge = [line for line in metrics.splitlines() if line.startswith("collab_bus_open_websockets")]
     server = ("collab-bus up (embedded, threaded)" if bus.mode == "embedded" else
               f"collab-bus api, worker class {bus.env.get('API_WORKER_CLASS', 'gevent (default)')}")
     print(f"{server}; sockets held: {held} "
           f"({sandbox_count} sandboxes x {args.per_sandbox})")
     print(f"API RSS: {rss / 1024:.0f} MiB with the sockets ({rss0 / 1024:.0f} MiB before; "
           f"{(rss - rss0) / max(held, 1):.1f} KiB per socket); per process: "
-          + ", ".join(f"{pid}: {kib / 1024:.0f} MiB" for pid, kib in each))
-    print(f"API OS threads: {threads} with the sockets ({threads0} before)")
+          + ", ".join(f"{pid}: {kib / 1024:.0f} MiB" for pid, kib in each), flush=True)
+    print(f"API OS threads: {threads} with the sockets ({threads0} before)", flush=True)
+    rest = await asyncio.to_thread(rest_latencies, bus.url, args.rest_requests, "rest")
     print(f"REST GET /api/v1/sandboxes?workspace=rest x{len(rest)} while held: p50 {ms(percentile(rest, 50))}, "
-          f"p99 {ms(percentile(rest, 99))}, max {ms(max(rest))}")
-    print(f"message POST -> frame on the socket x{len(messages)}: p50 {ms(percentile(messages, 50))}, "
-          f"max {ms(max(messages))}")
+          f"p99 {ms(percentile(rest, 99))}, max {ms(max(rest))}", flush=True)
+    try:
+        messages = await message_latencies(bus.url, sockets, args.messages)
+        print(f"message POST -> frame on the socket x{len(messages)}: p50 {ms(percentile(messages, 50))}, "
+              f"max {ms(max(messages))}")
+    except TimeoutError:
+        print(f"message POST -> frame on the socket: NOT RECEIVED within {MESSAGE_WAIT:g}s")
+    rss_after, threads_after, _ = rss_and_threads(api_pid)
+    with httpx.Client(base_url=bus.url, headers=ADMIN, timeout=30) as http:
+        metrics = http.get("/metrics").text
+    gauge = [line for line in metrics.splitlines() if line.startswith("collab_bus_open_websockets")]
     print(f"after: {rss_after / 1024:.0f} MiB RSS, {threads_after} threads; " + "; ".join(gauge[:2]))
     started = time.perf_counter()
     await close_all(ws for group in sockets.values() for ws in group)
