@@ -26,11 +26,14 @@ def runs_api_under_gevent(argv: list[str], environ) -> bool:
 def patch_for_api_command() -> bool:
     """Monkey-patch the standard library for gevent when this process is `collab-bus api` on the gevent worker,
     so the gunicorn master and its forked workers run on patched modules from the start (the worker patches
-    again in its init_process: a no-op then, without MonkeyPatchWarning). True when it patched."""
+    again in its init_process: a no-op then, without MonkeyPatchWarning), greenlets not tracking their spawning
+    tree. True when it patched."""
     if not runs_api_under_gevent(sys.argv, os.environ):
         return False
-    from gevent import monkey
+    from gevent import config, monkey
 
+    # Greenlets record who spawned them and from where (debugging aids): ~1 KiB more for every open socket.
+    config.track_greenlet_tree = False
     monkey.patch_all()
     return True
 

@@ -55,7 +55,12 @@ class _Gunicorn(BaseApplication):
     def load(self):
         from app.composition import create_app  # in the worker: after the metrics directory is exported
 
-        return create_app(self.settings)
+        app = create_app(self.settings)
+        if green.is_patched():  # gevent: most sockets read by their handler, no reader greenlet each
+            from app.ws.connections import green_server_options
+
+            app.config["SOCK_SERVER_OPTIONS"] = {**app.config.get("SOCK_SERVER_OPTIONS", {}), **green_server_options()}
+        return app
 
 
 def close_sockets_on_sigterm(worker) -> None:

@@ -9,6 +9,7 @@ import select
 import socket
 import threading
 import time
+from collections import deque
 from contextlib import contextmanager
 
 from simple_websocket import ConnectionClosed
@@ -196,3 +197,167 @@ class Connections:
         conn.ping_sent_at = None
         conn.alive_at = float("inf")  # dropped once; its handler ends and forgets it
         conn.drop()
+
+
+# Under gevent (`collab-bus api`'s default worker) simple_websocket gives every socket a reader greenlet blocked in
+# recv for its whole life (a copied C stack, a page of Python frames and a Thread: ~10 KiB of an idle socket's RSS).
+# The sockets of these routes (view names, app/ws/routes.py) are read by their own handler instead: it waits for
+# frames in `receive` until the socket closes, so the reading happens there (InlineEvent.wait). Other routes (the
+# logs socket sends and never receives) keep their reader greenlet.
+INLINE_READ_ROUTES = frozenset({"mailbox_socket", "broadcast_socket", "events_socket"})
+
+
+def green_server_options() -> dict:
+    """simple_websocket Server options (flask-sock's SOCK_SERVER_OPTIONS) for a gevent process: sockets of
+    INLINE_READ_ROUTES are read by their handler (no reader greenlet); every socket forgets its HTTP handshake's
+    state once open. No `ping_interval` may be added to them (Connections pings)."""
+    return {"event_class": _socket_event, "thread_class": _socket_reader}
+
+
+def _reads_inline() -> bool:
+    from flask import has_request_context, request
+
+    return has_request_context() and (request.endpoint or "").rpartition(".")[2] in INLINE_READ_ROUTES
+
+
+def _socket_event():
+    """The `event` of a socket being opened (in its handshake's request): an InlineEvent for INLINE_READ_ROUTES."""
+    return InlineEvent() if _reads_inline() else threading.Event()
+
+
+def _socket_reader(target):
+    """The reader "thread" of a socket just opened (`target` is its Server's bound `_thread`): an InlineReader when
+    its event is an InlineEvent, else simple_websocket's thread. Its wsproto connection is slimmed down either way."""
+    ws = target.__self__
+    _slim_down(ws.ws)
+    if isinstance(ws.event, InlineEvent):
+        ws.event.reader = InlineReader(ws)
+        return ws.event.reader
+    return threading.Thread(target=target)
+
+
+class _Handshaken:
+    """Stands for wsproto's H11Handshake of an open connection: WSConnection then only asks it for its events."""
+
+    __slots__ = ()
+
+    def events(self):
+        """None: the handshake is over."""
+        return iter(())
+
+
+_HANDSHAKEN = _Handshaken()
+
+
+class _EventQueue(list):
+    """wsproto's queue of received events (a deque: 760 bytes each, mostly empty): a list with `popleft`."""
+
+    __slots__ = ()
+
+    def popleft(self):
+        """The oldest event, removed."""
+        return self.pop(0)
+
+
+def _slim_down(conn) -> None:
+    """Drop what wsproto's WSConnection `conn` keeps after its handshake and needs no more (~4 KiB): the handshake
+    (an h11 connection, the request's headers; once the connection is open and it has no event left to give) and
+    the deque its connection queues received events in (a list then)."""
+    opened = conn.connection
+    if opened is None:
+        return
+    if not getattr(conn.handshake, "_events", True):
+        conn.handshake = _HANDSHAKEN
+    if type(getattr(opened, "_events", None)) is deque:
+        opened._events = _EventQueue(opened._events)
+
+
+class InlineEvent:
+    """The `event` of a socket read inline: `wait` reads the connection (InlineReader) until a frame has arrived,
+    the connection ended or `timeout` seconds passed; True when set (a frame arrived, or the socket closed)."""
+
+    __slots__ = ("_flag", "reader")
+
+    def __init__(self):
+        self._flag = False
+        self.reader: InlineReader | None = None
+
+    def set(self) -> None:
+        """Mark it set (the reader: a frame arrived, or the connection ended)."""
+        self._flag = True
+
+    def clear(self) -> None:
+        """Mark it not set."""
+        self._flag = False
+
+    def is_set(self) -> bool:
+        """Whether it is set."""
+        return self._flag
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Read the connection until it is set, the reader ended or `timeout` seconds passed; whether it is set."""
+        if not self._flag and self.reader is not None:
+            self.reader.read(timeout, self.is_set)
+        return self._flag
+
+
+class InlineReader:
+    """Stands for simple_websocket's reader thread (Base._thread) of a socket whose handler reads it (gevent only).
+
+    The connection is read in the greenlet that waits: by `InlineEvent.wait` while the handler waits for a frame, by
+    `join` once it is closing. It is read as the reader thread reads it, a chunk at a time, answering pings and the
+    closing handshake; the reader has "ended" (`is_alive` False, its socket closed) once the connection failed or
+    ended, or once a chunk was read after the socket was closed (the reader's loop ends there too)."""
+
+    __slots__ = ("_ws", "_alive", "name")
+    daemon = True
+
+    def __init__(self, ws):
+        self._ws = ws
+        self._alive = True
+        self.name = "ws-inline-reader"
+
+    def start(self) -> None:
+        """Nothing to start: the connection is read when someone waits."""
+
+    def is_alive(self) -> bool:
+        """Whether the reader's loop would still run."""
+        return self._alive
+
+    def join(self, timeout: float | None = None) -> None:
+        """Read until the reader ends, for at most `timeout` seconds."""
+        self.read(timeout, lambda: False)
+
+    def read(self, timeout: float | None, done) -> None:
+        """Read chunks until `done()` is true, the reader ended or `timeout` seconds passed (0: what has arrived)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._alive and not done():
+            if not self._read_chunk(None if deadline is None else max(0.0, deadline - time.monotonic())):
+                return
+
+    def _read_chunk(self, timeout: float | None) -> bool:
+        """One turn of the reader's loop, waiting up to `timeout` seconds for data; False when none came."""
+        import gevent
+
+        ws = self._ws
+        data = None
+        try:
+            with gevent.Timeout(timeout, False):
+                data = ws.sock.recv(ws.receive_bytes)
+            if data is None:
+                return False
+            if not data:
+                raise OSError("connection ended")
+            ws.ws.receive_data(data)
+            ws.connected = ws._handle_events()
+        except (OSError, LocalProtocolError):
+            ws.connected = False
+            ws.event.set()
+        except Exception:  # a reader thread would die of it: its handler sees the reader gone
+            log.exception("reading the socket failed")
+            self._alive = False
+            return True
+        if not ws.connected:
+            self._alive = False
+            ws.sock.close()
+        return True

@@ -98,8 +98,7 @@ def _serve_mailbox(ctx: BusContext, ws, sender: Connection, sandbox_id: str) -> 
     _route_waiting(ctx, sandbox)
     stream = MailboxStream(ctx, sender, sandbox_id, since, subscriber)
     sender.send_json(welcome_frame(ctx, sandbox, since, cursor_ahead))
-    streamer = threading.Thread(target=stream.run, name=f"ws-mailbox-{sandbox_id}", daemon=True)
-    streamer.start()
+    stream.start()
     try:
         _read_client_frames(ws, sender, lambda frame: _on_mailbox_frame(ctx, sender, sandbox_id, frame),
                             {"ack": lambda acks: _on_ack_frames(ctx, sender, sandbox_id, acks),
@@ -107,7 +106,7 @@ def _serve_mailbox(ctx: BusContext, ws, sender: Connection, sandbox_id: str) -> 
     finally:
         ctx.hub.unsubscribe(subscriber)
         subscriber.close()
-        streamer.join(timeout=5)
+        stream.join(timeout=5)
         if not ctx.hub.has_mailbox_socket(sandbox_id):  # another socket of this sandbox may still be open here
             _set_presence(ctx, sandbox_id, SandboxStatus.OFFLINE, SANDBOX_DISCONNECTED)
 
