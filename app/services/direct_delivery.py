@@ -110,6 +110,10 @@ class DirectRouter:
                                                  new_recipients=[recipient])
             audit.record(session, audit.SYSTEM_ACTOR, "message.delivered", target=f"message:{message.id}",
                          recipients=[recipient], recipient_count=1)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("entry delivered", extra={"message_id": message.id, "sandbox_id": recipient,
+                                                    "seq": heads[recipient], "correlation_id": message.correlation_id,
+                                                    "message_type": message.message_type, "state": "delivered"})
         session.execute(update(_SANDBOXES).where(_SANDBOXES.c.id == bindparam("recipient"))
                         .values(head_seq=bindparam("head")),
                         [{"recipient": recipient, "head": head} for recipient, head in heads.items()])
