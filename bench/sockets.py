@@ -28,12 +28,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx  # noqa: E402
 from harness.mailboxes import close_all, open_sockets, raise_fd_limit, register_many  # noqa: E402
-from harness.report import percentile, progress  # noqa: E402
+from harness.report import percentile, print_target, progress  # noqa: E402
 from harness.servers import BenchBus, start_redis  # noqa: E402
 
 from tests.servers import TEST_ADMIN_KEY  # noqa: E402
 
 ADMIN = {"Authorization": f"Bearer {TEST_ADMIN_KEY}"}
+IDLE_SOCKET_KIB = 30.0  # issue 27's target: RSS per idle authenticated socket
 MESSAGE_WAIT = 30.0  # seconds a timed message may take to reach its socket before the run reports it missing
 
 
@@ -118,6 +119,8 @@ async def probe(bus: BenchBus, args) -> None:
           f"{(rss - rss0) / max(held, 1):.1f} KiB per socket); per process: "
           + ", ".join(f"{pid}: {kib / 1024:.0f} MiB" for pid, kib in each), flush=True)
     print(f"API OS threads: {threads} with the sockets ({threads0} before)", flush=True)
+    print_target(f"RSS per idle authenticated socket ({held} held, {server})", (rss - rss0) / max(held, 1),
+                 IDLE_SOCKET_KIB, "KiB", baseline="Centrifugo: 27 KB by default")
     rest = await asyncio.to_thread(rest_latencies, bus.url, args.rest_requests, "rest")
     print(f"REST GET /api/v1/sandboxes?workspace=rest x{len(rest)} while held: p50 {ms(percentile(rest, 50))}, "
           f"p99 {ms(percentile(rest, 99))}, max {ms(max(rest))}", flush=True)
