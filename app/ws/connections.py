@@ -25,7 +25,7 @@ LOCK_WAIT = 0.5  # seconds the pinger waits for a socket busy sending before it 
 
 
 class Connection:
-    """One open socket: sends frames (safe from the reader and the sender thread at once), pings, closes, drops."""
+    """One open socket: sends frames (safe from the reader and the stream at once), pings, closes, drops."""
 
     def __init__(self, ws, address: str, path: str):
         self.ws = ws

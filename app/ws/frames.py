@@ -30,7 +30,7 @@ _ACK_FRAME_SCHEMA = AckFrameSchema()  # words the refusal of a malformed ack fra
 ACK_FRAME_FIELDS = {"type", "seq"}
 
 
-def on_send(ctx: BusContext, sender: Connection, frame: dict) -> None:
+def on_send(ctx: BusContext, conn: Connection, frame: dict) -> None:
     """Accept the frame's message like `POST /api/v1/messages` (`send`) or `POST /api/v1/topics/{topic}/messages`
     (`publish`); answer `accepted` with its id."""
     ref = frame_ref(frame.get("ref"))
@@ -45,12 +45,12 @@ def on_send(ctx: BusContext, sender: Connection, frame: dict) -> None:
             data = load_or_raise(_AGENT_MESSAGE_SCHEMA, send["message"], what="send frame's message")
         message = ctx.sending.send(data, Sender.of(principal, current_actor()), send["idempotency_key"]).message
     except BusError as exc:
-        _refuse(sender, ref, exc)
+        _refuse(conn, ref, exc)
         return
-    sender.send_json({"type": "accepted", "ref": ref, "message_id": message.id, "timestamp": message.timestamp})
+    conn.send_json({"type": "accepted", "ref": ref, "message_id": message.id, "timestamp": message.timestamp})
 
 
-def on_send_run(ctx: BusContext, sender: Connection, run: list[dict]) -> None:
+def on_send_run(ctx: BusContext, conn: Connection, run: list[dict]) -> None:
     """Accept the messages of a run of `send` frames received together, as `on_send` would one by one, in one go
     (app.services.sending.SendService.send_run: shared transactions, their order kept); answer each in order."""
     answers: list[dict | BusError | None] = [None] * len(run)
@@ -74,9 +74,9 @@ def on_send_run(ctx: BusContext, sender: Connection, run: list[dict]) -> None:
     for frame, answer in zip(run, answers, strict=True):
         ref = frame_ref(frame.get("ref"))
         if isinstance(answer, BusError):
-            _refuse(sender, ref, answer)
+            _refuse(conn, ref, answer)
         else:
-            sender.send_json({"type": "accepted", "ref": ref, **answer})
+            conn.send_json({"type": "accepted", "ref": ref, **answer})
 
 
 def ack_seq(frame: dict) -> int:
@@ -90,7 +90,7 @@ def ack_seq(frame: dict) -> int:
     return load_or_raise(_ACK_FRAME_SCHEMA, frame, what="ack frame")["seq"]
 
 
-def on_subscription(ctx: BusContext, sender: Connection, sandbox_id: str, frame: dict) -> None:
+def on_subscription(ctx: BusContext, conn: Connection, sandbox_id: str, frame: dict) -> None:
     """Subscribe or unsubscribe this socket's sandbox (durably, audited, as the REST calls do); answer
     `subscribed` / `unsubscribed` with the pattern."""
     ref = frame_ref(frame.get("ref"))
@@ -102,10 +102,10 @@ def on_subscription(ctx: BusContext, sender: Connection, sandbox_id: str, frame:
         else:
             topics.unsubscribe(ctx.db, sandbox_id, pattern, current_actor())
     except BusError as exc:
-        _refuse(sender, ref, exc)
+        _refuse(conn, ref, exc)
         return
-    sender.send_json({"type": f"{frame['type']}d", "ref": ref, "pattern": pattern})
+    conn.send_json({"type": f"{frame['type']}d", "ref": ref, "pattern": pattern})
 
 
-def _refuse(sender: Connection, ref, exc: BusError) -> None:
-    sender.send_json({"type": "error", "ref": ref, "status": exc.status, **exc.to_dict()["error"]})
+def _refuse(conn: Connection, ref, exc: BusError) -> None:
+    conn.send_json({"type": "error", "ref": ref, "status": exc.status, **exc.to_dict()["error"]})

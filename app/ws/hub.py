@@ -17,7 +17,7 @@ RESYNC = object()  # sentinel pushed to a mailbox subscriber: read entries you m
 
 
 class Subscriber:
-    """One open socket's inbox of outgoing items, filled by the hub and drained by the socket's sender."""
+    """One open socket's inbox of outgoing items, filled by the hub and drained by the socket's stream."""
 
     def __init__(self, on_disconnect: Callable[[str], None] | None = None) -> None:
         self.items: queue.SimpleQueue = queue.SimpleQueue()
@@ -29,7 +29,7 @@ class Subscriber:
         self.items.put(item)
 
     def close(self) -> None:
-        """Tell the sender to stop."""
+        """Tell the stream to stop."""
         self.items.put(CLOSE)
 
 

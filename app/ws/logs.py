@@ -13,7 +13,8 @@ from app.runtime import RuntimeFailure
 from app.schemas import load_or_raise, query_args
 from app.schemas.managed import LogsQuery
 from app.services import managed
-from app.ws.routes import authenticate_socket, opened_socket, refuse_socket, sock
+from app.ws.reading import authenticate_socket, refuse_socket
+from app.ws.routes import opened_socket, sock
 
 NORMAL_CLOSURE = 1000
 DEFAULT_TAIL = 100
@@ -27,7 +28,7 @@ def logs_socket(ws, sandbox_id: str):
     """`welcome`, then the last `tail` lines (100 by default) and every new one as `log` frames, and `end` when
     the container stops (the socket then closes with 1000)."""
     ctx = bus()
-    with opened_socket(ws) as sender:
+    with opened_socket(ws) as conn:
         try:
             authenticate_socket(ctx, ws)
             require("sandboxes.logs")
@@ -39,23 +40,23 @@ def logs_socket(ws, sandbox_id: str):
             tail = DEFAULT_TAIL if query["tail"] is None else query["tail"]
             lines = ctx.runtime.logs(sandbox["container_id"], tail=tail, follow=True)
         except RuntimeFailure as exc:
-            refuse_socket(ws, sender, Conflict(f"the engine cannot give the logs: {exc.message}", code="no_container",
+            refuse_socket(ws, conn, Conflict(f"the engine cannot give the logs: {exc.message}", code="no_container",
                                          details={"sandbox_id": sandbox_id}))
             return
         except BusError as exc:
-            refuse_socket(ws, sender, exc)
+            refuse_socket(ws, conn, exc)
             return
-        sender.send_json({"type": "welcome", "sandbox_id": sandbox_id, "container_id": sandbox["container_id"]})
+        conn.send_json({"type": "welcome", "sandbox_id": sandbox_id, "container_id": sandbox["container_id"]})
         reason = "the container stopped"
         try:
             for line in lines:
-                sender.send_json({"type": "log", "line": line})
+                conn.send_json({"type": "log", "line": line})
         except RuntimeFailure as exc:
             reason = f"the engine ended the stream: {exc.message}"
         except ConnectionClosed:
             return
         try:
-            sender.send_json({"type": "end", "reason": reason})
-            sender.close(NORMAL_CLOSURE, "end of logs")
+            conn.send_json({"type": "end", "reason": reason})
+            conn.close(NORMAL_CLOSURE, "end of logs")
         except ConnectionClosed:
             pass

@@ -64,9 +64,9 @@ class MailboxStream:
     makes the stream read the gap from the database first; entries already sent are dropped.
     """
 
-    def __init__(self, ctx: BusContext, sender: Connection, sandbox_id: str, since: int, subscriber: Subscriber):
+    def __init__(self, ctx: BusContext, conn: Connection, sandbox_id: str, since: int, subscriber: Subscriber):
         self.ctx = ctx
-        self.sender = sender
+        self.conn = conn
         self.sandbox_id = sandbox_id
         self.last_sent = since
         self.subscriber = subscriber
@@ -129,12 +129,12 @@ class MailboxStream:
                 return True
             seq, message_json = item[0], item[1]
             if len(item) == 3 and seq <= self.last_sent:  # an unacknowledged entry pushed again
-                self.sender.send(message_frame(seq, message_json, attempt=item[2]))
+                self.conn.send(message_frame(seq, message_json, attempt=item[2]))
                 return True
             if seq > self.last_sent + 1:
                 self._send_from_database(until=seq - 1)
             if seq == self.last_sent + 1:
-                self.sender.send(message_frame(seq, message_json))
+                self.conn.send(message_frame(seq, message_json))
                 self.last_sent = seq
             return True
         except ConnectionClosed:
@@ -150,9 +150,9 @@ class MailboxStream:
                 if until is not None and entry.seq > until:
                     return
                 if entry.state == EntryState.REROUTED:  # another agent has it: the client skips it, keeping its place
-                    self.sender.send(rerouted_frame(entry.seq, entry.message["message_id"]))
+                    self.conn.send(rerouted_frame(entry.seq, entry.message["message_id"]))
                 else:
-                    self.sender.send(message_frame(entry.seq, json.dumps(entry.message, separators=(",", ":"))))
+                    self.conn.send(message_frame(entry.seq, json.dumps(entry.message, separators=(",", ":"))))
                 self.last_sent = entry.seq
             if len(entries) < REPLAY_BATCH:
                 return
