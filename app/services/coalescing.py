@@ -60,18 +60,10 @@ class Coalescer(Generic[Item, Outcome]):
 
     def submit(self, item: Item) -> Outcome:
         """`item`'s outcome, once the batch it joined is written; raises the exception that is its outcome."""
-        slot = _Slot(item)
-        with self._lock:
-            self._queue.append(slot)
-            slot.leads = not self._writing
-            self._writing = True
-        if not slot.leads:
-            slot.ready.wait()
-        if slot.leads:
-            self._write_next_batch()
-        if isinstance(slot.outcome, BaseException):
-            raise slot.outcome
-        return slot.outcome  # type: ignore[return-value]
+        outcome = self.submit_many([item])[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
     def submit_many(self, items: list[Item]) -> list[Outcome | BaseException]:
         """The outcomes of `items`, queued together in their order (so they share batches, one after another, with

@@ -1,7 +1,7 @@
-"""A mailbox socket's request frames, each answered on the socket with the frame's `ref`: `send` (a message, as
-POST /api/v1/messages), `publish` (a topic message, as POST /api/v1/topics/{topic}/messages) and `subscribe` /
-`unsubscribe` (a topic pattern, as /api/v1/sandboxes/{id}/subscriptions), runs of `send` frames received together
-(`on_send_run`), and `ack_seq`, which reads an `ack` frame.
+"""A mailbox socket's request frames, each answered on the socket with the frame's `ref`: runs of `send` frames (a
+message each, as POST /api/v1/messages; `on_send_run`), `publish` (a topic message, as POST
+/api/v1/topics/{topic}/messages) and `subscribe` / `unsubscribe` (a topic pattern, as
+/api/v1/sandboxes/{id}/subscriptions), and `ack_seq`, which reads an `ack` frame.
 A refusal is an `error` frame with the HTTP status the REST call would have had."""
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from app.services import topics
 from app.services.sending import Sender
 from app.ws.connections import Connection
 
-SEND_FRAMES = ("send", "publish")
 SUBSCRIPTION_FRAMES = ("subscribe", "unsubscribe")
 
 # Built once: `load` keeps no state on a marshmallow schema, so one instance serves every request at once.
@@ -30,19 +29,14 @@ _ACK_FRAME_SCHEMA = AckFrameSchema()  # words the refusal of a malformed ack fra
 ACK_FRAME_FIELDS = {"type", "seq"}
 
 
-def on_send(ctx: BusContext, conn: Connection, frame: dict) -> None:
-    """Accept the frame's message like `POST /api/v1/messages` (`send`) or `POST /api/v1/topics/{topic}/messages`
-    (`publish`); answer `accepted` with its id."""
+def on_publish(ctx: BusContext, conn: Connection, frame: dict) -> None:
+    """Accept the frame's topic message like `POST /api/v1/topics/{topic}/messages`; answer `accepted` with its id."""
     ref = frame_ref(frame.get("ref"))
     try:
         principal = require("messages.send")
-        if frame["type"] == "publish":
-            send = load_or_raise(_PUBLISH_FRAME_SCHEMA, frame, what="publish frame")
-            data = {**load_or_raise(_PUBLISH_SCHEMA, send["message"], what="publish frame's message"),
-                    "to_sandbox": BROADCAST, "topic": send["topic"]}
-        else:
-            send = load_or_raise(_SEND_FRAME_SCHEMA, frame, what="send frame")
-            data = load_or_raise(_AGENT_MESSAGE_SCHEMA, send["message"], what="send frame's message")
+        send = load_or_raise(_PUBLISH_FRAME_SCHEMA, frame, what="publish frame")
+        data = {**load_or_raise(_PUBLISH_SCHEMA, send["message"], what="publish frame's message"),
+                "to_sandbox": BROADCAST, "topic": send["topic"]}
         message = ctx.sending.send(data, Sender.of(principal, current_actor()), send["idempotency_key"]).message
     except BusError as exc:
         _refuse(conn, ref, exc)
@@ -51,8 +45,9 @@ def on_send(ctx: BusContext, conn: Connection, frame: dict) -> None:
 
 
 def on_send_run(ctx: BusContext, conn: Connection, run: list[dict]) -> None:
-    """Accept the messages of a run of `send` frames received together, as `on_send` would one by one, in one go
-    (app.services.sending.SendService.send_run: shared transactions, their order kept); answer each in order."""
+    """Accept the messages of a run of `send` frames received together (one frame is a run of one) like `POST
+    /api/v1/messages` would one by one, in one go (app.services.sending.SendService.send_run: shared transactions,
+    their order kept); answer each in order by its ref."""
     answers: list[dict | BusError | None] = [None] * len(run)
     sends: list[tuple[int, dict, str | None]] = []
     try:

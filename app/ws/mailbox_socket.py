@@ -79,8 +79,8 @@ def _on_mailbox_frame(ctx: BusContext, conn: Connection, sandbox_id: str, frame:
         require("mailbox.settle", sandbox_id=sandbox_id)
         nack = load_or_raise(_NACK_FRAME_SCHEMA, frame, what="nack frame")
         ctx.notifier.publish(redelivery.nack(ctx.db, sandbox_id, nack["seq"], nack["reason"]))
-    elif frame["type"] in frames.SEND_FRAMES:
-        frames.on_send(ctx, conn, frame)
+    elif frame["type"] == "publish":
+        frames.on_publish(ctx, conn, frame)
     elif frame["type"] in frames.SUBSCRIPTION_FRAMES:
         frames.on_subscription(ctx, conn, sandbox_id, frame)
     else:
